@@ -57,14 +57,15 @@ class VerifyReport:
 class _Part:
     """A bin part: where it is, and once opened, where each record is in it."""
 
-    __slots__ = ("checksum", "count", "data", "ends", "ends_np", "path", "size", "starts",
-                 "starts_np")  # fmt: skip
+    __slots__ = ("checksum", "count", "data", "ends", "ends_np", "path", "ready", "size",
+                 "starts", "starts_np")  # fmt: skip
 
     def __init__(self, path: str, size: int, count: int, checksum: str | None) -> None:
         self.path = path
         self.size = size
         self.count = count
         self.checksum = checksum
+        self.ready = False  # extents known and, for local parts, the file mapped
         self.data: Any = None  # mmap for local parts
         self.starts: Any = None  # int-indexable record starts (memoryview)
         self.ends: Any = None
@@ -163,8 +164,9 @@ class SplitDataLoader:
         """Release mapped files; the loader reopens if used again."""
         for part in getattr(self, "_parts", ()):
             data, part.data = part.data, None
-            if data is not None and part.checksum is not None:
+            if part.checksum is not None:
                 part.starts = part.ends = part.starts_np = part.ends_np = None
+            part.ready = False
             if data is not None:
                 try:
                     data.close()
@@ -233,7 +235,7 @@ class SplitDataLoader:
         where = self._where(part)
         try:
             if self._store.is_local:
-                data = self._store.mmap(part.path)
+                data: Any = self._store.mmap(part.path)
                 if len(data) != part.size:
                     size = len(data)
                     data.close()
@@ -244,17 +246,20 @@ class SplitDataLoader:
                 tail: Any = memoryview(data)
             else:
                 data = None
-                fsize = footer_size(part.count)
-                tail = self._store.read_range(part.path, part.size - fsize, part.size)
+                if part.checksum is not None:
+                    fsize = footer_size(part.count)
+                    tail = self._store.read_range(part.path, part.size - fsize, part.size)
         except FileNotFoundError:
             raise CorruptDatasetError(f"{where}: listed in the manifest but missing") from None
-        offsets = decode_footer(tail, part.size, part.count, where)
+        if part.checksum is not None:  # legacy parts come with their extents
+            offsets = decode_footer(tail, part.size, part.count, where)
+            part.set_extents(offsets[:-1], offsets[1:])
         part.data = data
-        part.set_extents(offsets[:-1], offsets[1:])
+        part.ready = True
 
     def _part(self, pid: int) -> _Part:
         part = self._parts[pid]
-        if part.starts is None:
+        if not part.ready:
             self._load(part)
         return part
 
@@ -280,7 +285,7 @@ class SplitDataLoader:
             raise IndexError(f"index {key} is out of range for a dataset of {self._n} records")
         pid, j = self._locator.locate(i)
         part = self._parts[pid]
-        if part.starts is None:
+        if not part.ready:
             self._load(part)
         start = part.starts[j]
         end = part.ends[j]
@@ -402,9 +407,10 @@ class SplitDataLoader:
                 raise CorruptDatasetError(
                     f"{self._where(part)}: listed in the manifest but missing"
                 ) from None
-            if part.starts is None and part.checksum is not None:
+            if not part.ready and part.checksum is not None:
                 offsets = decode_footer(blob, part.size, part.count, self._where(part))
                 part.set_extents(offsets[:-1].copy(), offsets[1:].copy())
+                part.ready = True
             elif len(blob) != part.size:
                 raise CorruptDatasetError(
                     f"{self._where(part)}: {len(blob)} bytes, expected {part.size}"
