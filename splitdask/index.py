@@ -9,15 +9,32 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from splitdask.format import Segment
 
-__all__ = ["BinOrder", "Locator", "bin_order", "bin_permutation", "resolve_seed"]
+__all__ = [
+    "BinOrder",
+    "Locator",
+    "Order",
+    "TableOrder",
+    "bin_order",
+    "bin_permutation",
+    "resolve_seed",
+]
 
 IntArray = npt.NDArray[np.int64]
+
+
+class Order(Protocol):
+    """Global index -> ``(bin, local index)``, scalar and vectorised."""
+
+    def locate(self, i: int) -> tuple[int, int]: ...
+
+    def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]: ...
 
 
 class Locator:
@@ -28,7 +45,7 @@ class Locator:
     record count of every part.
     """
 
-    def __init__(self, order: BinOrder, part_counts: Sequence[Sequence[int]]) -> None:
+    def __init__(self, order: Order, part_counts: Sequence[Sequence[int]]) -> None:
         self.order = order
         # Every part gets a start in one "bins laid end to end" space, so a single
         # searchsorted finds the part of any (bin, local index) pair.

@@ -8,6 +8,7 @@ for the footer, then one per record or per merged batch of records.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -168,10 +169,9 @@ class SplitDataLoader:
                 part.starts = part.ends = part.starts_np = part.ends_np = None
             part.ready = False
             if data is not None:
-                try:
+                # A caller may still hold a view of the map; GC unmaps it then.
+                with contextlib.suppress(BufferError):
                     data.close()
-                except BufferError:  # a caller still holds a view; GC will unmap it
-                    pass
         self._n = -1
 
     def __enter__(self) -> SplitDataLoader:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -34,7 +34,7 @@ from splitdask.format import (
 from splitdask.index import resolve_seed
 from splitdask.storage import PartSink, Store, UrlPath, fsync_dir, read_manifest
 
-__all__ = ["CommitInfo", "SplitWriter", "write_split_data"]
+__all__ = ["CommitInfo", "SplitWriter", "WriteTarget", "write_bin_part", "write_split_data"]
 
 Mode = Literal["a", "w", "x"]
 
@@ -67,6 +67,95 @@ class CommitInfo:
     parts_written: int
     num_records: int
     num_bins: int
+
+
+@dataclass(frozen=True)
+class WriteTarget:
+    """A dataset about to be written: what was committed when the write began.
+
+    Both :class:`SplitWriter` and :func:`splitdask.to_split_bins` write new parts
+    first and then call :meth:`commit`, which is the only code that replaces the
+    manifest. It pickles, so a Dask commit task can carry it.
+    """
+
+    store: Store
+    mode: Mode
+    current: Manifest | None
+    """The committed manifest when the write began (``None``: no dataset)."""
+    replaces_legacy: bool = False
+
+    @classmethod
+    def open(cls, store: Store, mode: Mode) -> WriteTarget:
+        """Check ``mode`` against what is at ``store``; raise before anything is written."""
+        if mode not in ("a", "w", "x"):
+            raise ValueError(f"mode must be 'a', 'w' or 'x', got {mode!r}")
+        current = read_manifest(store)
+        has_legacy = current is None and legacy.is_legacy(store)
+        if mode == "x" and (current is not None or has_legacy):
+            raise FileExistsError(f"a dataset already exists at {store.urlpath}")
+        if mode == "a" and has_legacy:
+            raise SplitDaskError(
+                f"{store.urlpath} holds a splitdataloader 0.0.1 dataset: splitdask reads it "
+                "but does not append to it; write to a new location or replace it (mode='w', "
+                "start_clean=True)"
+            )
+        store.makedirs(BINS_DIR)
+        return cls(store, mode, current, has_legacy and mode == "w")
+
+    @property
+    def base(self) -> Manifest | None:
+        """The manifest new records are added to (``None`` when replacing or creating)."""
+        return self.current if self.mode == "a" else None
+
+    def base_counts(self, num_bins: int) -> list[int]:
+        """Records already in each of ``num_bins`` bins."""
+        counts = self.base.bin_counts() if self.base else []
+        return counts + [0] * (num_bins - len(counts))
+
+    def commit(
+        self,
+        num_bins: int,
+        new_parts: Mapping[int, Sequence[PartInfo]],
+        segments: Sequence[Segment],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Manifest:
+        """Write the manifest naming the base's parts plus ``new_parts`` (atomic).
+
+        ``segments`` are absolute: they start at the base's record count, and their
+        ``first`` indices count the base's records of each bin. Parts of a replaced
+        dataset are removed only after the new manifest is in place.
+        """
+        store, base = self.store, self.base
+        now = read_manifest(store)
+        if (now.uid if now else None) != (self.current.uid if self.current else None):
+            raise CommitConflictError(
+                f"{store.urlpath} was committed by another writer while this one was "
+                "writing; nothing was committed by this one"
+            )
+        if base is not None and not segments:
+            return base
+        old_bins = list(base.bins) if base else []
+        old_bins += [()] * (num_bins - len(old_bins))
+        bins = tuple(tuple(old) + tuple(new_parts.get(b, ())) for b, old in enumerate(old_bins))
+        manifest = Manifest(
+            bins=bins,
+            order=(*(base.order if base else ()), *segments),
+            generation=(now.generation if now else 0) + 1,
+            uid=secrets.token_hex(8),
+            metadata={**(base.metadata if base else {}), **(metadata or {})},
+        )
+        manifest.validate(store.urlpath)
+        store.write_atomic(MANIFEST_NAME, manifest.to_json())
+        # Only now is the old data unreferenced; losing this cleanup loses nothing.
+        if self.mode == "w" and self.current is not None:
+            store.remove([p.path for p in self.current.parts()])
+        if self.replaces_legacy:
+            legacy.remove(store)
+        return manifest
+
+    def abandon(self, parts: Iterable[PartInfo]) -> None:
+        """Remove parts that were written but will never be committed."""
+        self.store.remove([p.path for p in parts])
 
 
 class _BinWriter:
@@ -159,6 +248,37 @@ def _as_record(record: Any, position: int) -> bytes | bytearray | memoryview:
     return view if view.ndim == 1 and view.format == "B" else view.cast("B")
 
 
+def write_bin_part(
+    store: Store,
+    bin_index: int,
+    records: Iterable[Any],
+    *,
+    where: str = "",
+    part_max_bytes: int = 256 << 20,
+) -> list[PartInfo]:
+    """Write ``records`` to new, uncommitted parts of one bin and return them.
+
+    This is the unit of work of a Dask partition: the parts become part of the
+    dataset only when a :meth:`WriteTarget.commit` names them. On any error the
+    parts written so far are removed. ``where`` prefixes a type error's message
+    (a partition's name, say).
+    """
+    w = _BinWriter(store, bin_index, 4 << 20, part_max_bytes, _OFFSETS_BUDGET // 8)
+    k = 0
+    try:
+        for record in records:
+            w.add(record if type(record) is bytes else _as_record(record, k))
+            k += 1
+        w.finish()
+    except BaseException as exc:
+        w.abort()
+        store.remove([p.path for p in w.parts])
+        if isinstance(exc, TypeError) and where:
+            raise TypeError(f"{where}: {exc}") from None
+        raise
+    return w.parts
+
+
 class SplitWriter:
     """Write records round-robin over ``splits`` bins and commit them atomically.
 
@@ -215,29 +335,12 @@ class SplitWriter:
             raise TypeError(f"splits must be an int, not {type(splits).__name__}")
         if splits is not None and splits < 1:
             raise ValueError(f"splits must be at least 1, got {splits}")
-        if mode not in ("a", "w", "x"):
-            raise ValueError(f"mode must be 'a', 'w' or 'x', got {mode!r}")
         self.store = Store(urlpath, storage_options)
-        self.mode: Mode = mode
-        current = read_manifest(self.store)
-        has_legacy = current is None and legacy.is_legacy(self.store)
-        if mode == "x" and (current is not None or has_legacy):
-            raise FileExistsError(f"a dataset already exists at {self.store.urlpath}")
-        if mode == "a" and has_legacy:
-            raise SplitDaskError(
-                f"{self.store.urlpath} holds a splitdataloader 0.0.1 dataset: splitdask reads it "
-                "but does not append to it; write to a new location or replace it (mode='w', "
-                "start_clean=True)"
-            )
-        # The manifest this write started from: committing over any other is a conflict.
-        self._expected_uid = current.uid if current else None
-        self._replaced = current if mode == "w" else None
-        self._replaces_legacy = has_legacy and mode == "w"
-        self._base = current if mode == "a" else None
-        base_counts = self._base.bin_counts() if self._base else []
-        nsplits = splits if splits is not None else (len(base_counts) or 256)
-        self.num_bins = max(len(base_counts), nsplits)
-        counts = base_counts + [0] * (self.num_bins - len(base_counts))
+        self._target = WriteTarget.open(self.store, mode)
+        base_bins = self._target.base.num_bins if self._target.base else 0
+        nsplits = splits if splits is not None else (base_bins or 256)
+        self.num_bins = max(base_bins, nsplits)
+        counts = self._target.base_counts(self.num_bins)
         self._counts_before = counts
         if shuffle:
             rng = np.random.default_rng(resolve_seed(seed))
@@ -245,7 +348,7 @@ class SplitWriter:
         else:
             # Least-filled bins first, so repeated appends keep bins balanced.
             self._rot = sorted(range(self.num_bins), key=lambda b: (counts[b], b))[:nsplits]
-        self._metadata = {**(self._base.metadata if self._base else {}), **(metadata or {})}
+        self._metadata = dict(metadata or {})
         flush = min(4 << 20, max(64 << 10, _BUFFER_BUDGET // nsplits))
         max_records = max(1 << 16, _OFFSETS_BUDGET // (8 * nsplits))
         self._writers = [
@@ -255,7 +358,6 @@ class SplitWriter:
         self._closed = False
         self.info: CommitInfo | None = None
         """Set by a successful :meth:`commit`."""
-        self.store.makedirs(BINS_DIR)
 
     def __enter__(self) -> SplitWriter:
         return self
@@ -299,7 +401,7 @@ class SplitWriter:
         self._closed = True
         for w in self._writers:
             w.abort()
-        self.store.remove([p.path for w in self._writers for p in w.parts])
+        self._target.abandon(p for w in self._writers for p in w.parts)
 
     def commit(self) -> CommitInfo:
         """Make the written records part of the dataset, in one atomic step."""
@@ -326,43 +428,19 @@ class SplitWriter:
                 list(pool.map(_BinWriter.finish, self._writers))
 
     def _commit_manifest(self) -> CommitInfo:
-        new_parts = {w.bin_index: w.parts for w in self._writers}
         written = self._k
-        nbytes = sum(w.nbytes for w in self._writers)
-        nparts = sum(len(w.parts) for w in self._writers)
-        current = read_manifest(self.store)
-        if (current.uid if current else None) != self._expected_uid:
-            raise CommitConflictError(
-                f"{self.store.urlpath} was committed by another writer while this one was "
-                "writing; nothing was committed by this one"
-            )
-        base = self._base
-        if written == 0 and base is not None:
-            return self._info(base, 0, 0, 0)
-        old_bins = list(base.bins) if base else []
-        old_bins += [()] * (self.num_bins - len(old_bins))
-        bins = tuple(tuple(old) + tuple(new_parts.get(b, ())) for b, old in enumerate(old_bins))
-        order = list(base.order) if base else []
+        segments = []
         if written:
-            used = self._rot[: min(len(self._rot), written)]
+            used = tuple(self._rot[: min(len(self._rot), written)])
+            base = self._target.base
             start = base.num_records if base else 0
             first = tuple(self._counts_before[b] for b in used)
-            order.append(Segment(start, written, tuple(used), first))
-        previous = current.generation if current else 0
-        manifest = Manifest(
-            bins=bins,
-            order=tuple(order),
-            generation=previous + 1,
-            uid=secrets.token_hex(8),
-            metadata=self._metadata,
+            segments.append(Segment(start, written, used, first))
+        manifest = self._target.commit(
+            self.num_bins, {w.bin_index: w.parts for w in self._writers}, segments, self._metadata
         )
-        manifest.validate(self.store.urlpath)
-        self.store.write_atomic(MANIFEST_NAME, manifest.to_json())
-        # Only now is the old data unreferenced; losing this cleanup loses nothing.
-        if self._replaced is not None:
-            self.store.remove([p.path for p in self._replaced.parts()])
-        if self._replaces_legacy:
-            legacy.remove(self.store)
+        nbytes = sum(w.nbytes for w in self._writers)
+        nparts = sum(len(w.parts) for w in self._writers)
         return self._info(manifest, written, nbytes, nparts)
 
     def _info(self, m: Manifest, written: int, nbytes: int, nparts: int) -> CommitInfo:
