@@ -342,12 +342,14 @@ class SplitWriter:
         self.num_bins = max(base_bins, nsplits)
         counts = self._target.base_counts(self.num_bins)
         self._counts_before = counts
+        # The least-filled bins take the records, so repeated appends stay balanced;
+        # shuffle breaks ties and orders the rotation at random.
+        candidates = list(range(self.num_bins))
         if shuffle:
             rng = np.random.default_rng(resolve_seed(seed))
-            self._rot = [int(b) for b in rng.permutation(self.num_bins)[:nsplits]]
-        else:
-            # Least-filled bins first, so repeated appends keep bins balanced.
-            self._rot = sorted(range(self.num_bins), key=lambda b: (counts[b], b))[:nsplits]
+            candidates = [int(b) for b in rng.permutation(self.num_bins)]
+        chosen = sorted(candidates, key=lambda b: counts[b])[:nsplits]
+        self._rot = [chosen[int(i)] for i in rng.permutation(nsplits)] if shuffle else chosen
         self._metadata = dict(metadata or {})
         flush = min(4 << 20, max(64 << 10, _BUFFER_BUDGET // nsplits))
         max_records = max(1 << 16, _OFFSETS_BUDGET // (8 * nsplits))
