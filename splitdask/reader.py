@@ -141,6 +141,10 @@ class SplitDataLoader:
                 self._parts.append(part)
             self._locator = Locator(layout.order, [[p.count] for p in self._parts])
             self._n = len(layout.order.bins)
+        elif (bucket := store.missing_bucket()) is not None:
+            raise DatasetNotFoundError(
+                f"no splitdask dataset at {store.urlpath}: bucket {bucket!r} does not exist"
+            )
         else:
             raise DatasetNotFoundError(
                 f"no splitdask dataset at {store.urlpath} (no {MANIFEST_NAME} and no "
@@ -230,6 +234,11 @@ class SplitDataLoader:
     def _where(self, part: _Part) -> str:
         return f"{self._store.urlpath}/{part.path}"
 
+    def _missing(self, rel: str) -> CorruptDatasetError:
+        return CorruptDatasetError(
+            f"{self._store.urlpath}/{rel}: listed in the manifest but missing"
+        )
+
     def _load(self, part: _Part) -> None:
         """Open a part: map it (local) or fetch its footer (remote), then validate."""
         where = self._where(part)
@@ -250,12 +259,33 @@ class SplitDataLoader:
                     fsize = footer_size(part.count)
                     tail = self._store.read_range(part.path, part.size - fsize, part.size)
         except FileNotFoundError:
-            raise CorruptDatasetError(f"{where}: listed in the manifest but missing") from None
+            raise self._missing(part.path) from None
         if part.checksum is not None:  # legacy parts come with their extents
             offsets = decode_footer(tail, part.size, part.count, where)
             part.set_extents(offsets[:-1], offsets[1:])
         part.data = data
         part.ready = True
+
+    def _load_footers(self, pids: Sequence[int]) -> None:
+        """Open the remote parts among ``pids`` not open yet, fetching their footers
+        concurrently (one ranged GET each)."""
+        parts = [self._parts[p] for p in dict.fromkeys(pids)]
+        parts = [p for p in parts if not p.ready and p.checksum is not None]
+        if len(parts) < 2:
+            for part in parts:
+                self._load(part)
+            return
+        starts = [p.size - footer_size(p.count) for p in parts]
+        try:
+            tails = self._store.read_ranges(
+                [p.path for p in parts], starts, [p.size for p in parts]
+            )
+        except FileNotFoundError as exc:
+            raise self._missing(str(exc.filename)) from None
+        for part, tail in zip(parts, tails, strict=True):
+            offsets = decode_footer(tail, part.size, part.count, self._where(part))
+            part.set_extents(offsets[:-1], offsets[1:])
+            part.ready = True
 
     def _part(self, pid: int) -> _Part:
         part = self._parts[pid]
@@ -291,7 +321,10 @@ class SplitDataLoader:
         end = part.ends[j]
         if part.data is not None:
             return part.data[start:end]
-        return self._store.read_range(part.path, start, end)
+        try:
+            return self._store.read_range(part.path, start, end)
+        except FileNotFoundError:
+            raise self._missing(part.path) from None
 
     def _index_array(self, key: Any) -> IntArray:
         arr = np.asarray(key)
@@ -316,6 +349,8 @@ class SplitDataLoader:
         if not len(idx):
             return out
         pids, local = self._locator.locate_many(idx)
+        if not self._store.is_local:
+            self._load_footers(np.unique(pids).tolist())
         by_part = np.argsort(pids, kind="stable")
         pids_sorted = pids[by_part]
         bounds = np.flatnonzero(np.diff(pids_sorted)) + 1
@@ -364,7 +399,10 @@ class SplitDataLoader:
             r_start.append(lo)
             r_end.append(hi)
             pieces.append((lo, cur))
-        blobs = self._store.read_ranges(paths, r_start, r_end)
+        try:
+            blobs = self._store.read_ranges(paths, r_start, r_end)
+        except FileNotFoundError as exc:
+            raise self._missing(str(exc.filename)) from None
         for blob, (lo, items) in zip(blobs, pieces, strict=True):
             for t, s, e in items:
                 out[t] = blob[s - lo : e - lo]
@@ -391,32 +429,24 @@ class SplitDataLoader:
     def _bin_blobs(self, bin_index: int) -> list[tuple[_Part, Any]]:
         """Each part of a bin with a buffer holding its records at their file offsets.
 
-        Remote parts are fetched whole in one request each (footer included, so no
-        separate footer request is needed).
+        Remote parts are fetched whole, concurrently, with one ranged GET each (the
+        footer comes with the part, so no separate footer request is needed).
         """
-        out = []
-        for pid in self._bin_parts[bin_index]:
-            part = self._parts[pid]
-            if self._store.is_local:
-                part = self._part(pid)
-                out.append((part, part.data))
-                continue
-            try:
-                blob = self._store.read_file(part.path)
-            except FileNotFoundError:
-                raise CorruptDatasetError(
-                    f"{self._where(part)}: listed in the manifest but missing"
-                ) from None
+        parts = [self._parts[pid] for pid in self._bin_parts[bin_index]]
+        if self._store.is_local:
+            return [(self._part(pid), self._parts[pid].data) for pid in self._bin_parts[bin_index]]
+        try:
+            blobs = self._store.read_ranges(
+                [p.path for p in parts], [0] * len(parts), [p.size for p in parts]
+            )
+        except FileNotFoundError as exc:
+            raise self._missing(str(exc.filename)) from None
+        for part, blob in zip(parts, blobs, strict=True):
             if not part.ready and part.checksum is not None:
                 offsets = decode_footer(blob, part.size, part.count, self._where(part))
                 part.set_extents(offsets[:-1].copy(), offsets[1:].copy())
                 part.ready = True
-            elif len(blob) != part.size:
-                raise CorruptDatasetError(
-                    f"{self._where(part)}: {len(blob)} bytes, expected {part.size}"
-                )
-            out.append((part, blob))
-        return out
+        return list(zip(parts, blobs, strict=True))
 
     def _iter_bin(
         self, bin_index: int, seed: int | None, blobs: list[tuple[_Part, Any]] | None
