@@ -237,15 +237,21 @@ class Store:
                 yield f
 
     def missing_bucket(self) -> str | None:
-        """The root's bucket if the store has buckets and this one does not exist."""
+        """The root's bucket if the store has buckets and this one does not exist.
+
+        ``None`` also when the answer is unknown because asking is not permitted (on
+        S3, HeadBucket needs ``s3:ListBucket``, which a user allowed only to get and
+        put objects under a prefix lacks): such a user can still read and write.
+        """
         if not self._bucketed:
             return None
         bucket = str(self.root).lstrip("/").split("/", 1)[0]
         try:
-            with self._access(""):
-                self.direct.info(bucket)
+            self.direct.info(bucket)
         except FileNotFoundError:
             return bucket
+        except PermissionError:
+            return None
         return None
 
     # -- writing ------------------------------------------------------------------
