@@ -8,6 +8,7 @@ dataset. Old parts of an overwritten dataset are removed after that step.
 from __future__ import annotations
 
 import secrets
+import warnings
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -146,16 +147,39 @@ class WriteTarget:
         )
         manifest.validate(store.urlpath)
         store.write_atomic(MANIFEST_NAME, manifest.to_json())
-        # Only now is the old data unreferenced; losing this cleanup loses nothing.
+        # Only now is the old data unreferenced; losing this cleanup loses nothing,
+        # so a failure here must not turn the commit that just happened into an error
+        # (a caller would then abandon the parts it just committed).
         if self.mode == "w" and self.current is not None:
-            store.remove([p.path for p in self.current.parts()])
+            _tidy(store, [p.path for p in self.current.parts()], "replaced parts")
         if self.replaces_legacy:
-            legacy.remove(store)
+            try:
+                legacy.remove(store)
+            except Exception as exc:
+                _warn_left(store, "the replaced splitdataloader files", exc)
         return manifest
 
     def abandon(self, parts: Iterable[PartInfo]) -> None:
-        """Remove parts that were written but will never be committed."""
-        self.store.remove([p.path for p in parts])
+        """Remove parts that were written but will never be committed (best effort:
+        a part left behind is never read, and the write's own error matters more)."""
+        _tidy(self.store, [p.path for p in parts], "uncommitted parts")
+
+
+def _tidy(store: Store, rels: Sequence[str], what: str) -> None:
+    """Remove files no manifest names; on failure warn, leaving them as garbage."""
+    try:
+        store.remove(rels)
+    except Exception as exc:
+        _warn_left(store, f"{len(rels)} {what}", exc)
+
+
+def _warn_left(store: Store, what: str, exc: Exception) -> None:
+    warnings.warn(
+        f"{store.urlpath}: could not remove {what} ({type(exc).__name__}: {exc}); they "
+        "are not part of the dataset and can be deleted by hand",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 class _BinWriter:
@@ -272,7 +296,7 @@ def write_bin_part(
         w.finish()
     except BaseException as exc:
         w.abort()
-        store.remove([p.path for p in w.parts])
+        _tidy(store, [p.path for p in w.parts], "uncommitted parts")
         if isinstance(exc, TypeError) and where:
             raise TypeError(f"{where}: {exc}") from None
         raise
