@@ -43,6 +43,10 @@ Mode = Literal["a", "w", "x"]
 # buffer per bin, and offsets are kept per open part, so both are capped.
 _BUFFER_BUDGET = 64 << 20
 _OFFSETS_BUDGET = 64 << 20
+# Remote parts uploaded at once on commit. Each upload holds about four
+# storage.UPLOAD_BLOCKs (the block, its copy for the request, the client's
+# buffers), so uploads add at most about 4 * 32 MiB whatever the number of bins.
+_UPLOADS = 4
 
 
 @dataclass(frozen=True)
@@ -449,8 +453,8 @@ class SplitWriter:
                 w.finish()
             fsync_dir(self.store.full(BINS_DIR))
         else:
-            # Remote parts upload on finish; do several at once.
-            with ThreadPoolExecutor(8) as pool:
+            # Remote parts upload on finish; do a few at once.
+            with ThreadPoolExecutor(_UPLOADS) as pool:
                 list(pool.map(_BinWriter.finish, self._writers))
 
     def _commit_manifest(self) -> CommitInfo:
