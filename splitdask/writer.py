@@ -492,7 +492,7 @@ class SplitWriter:
 def write_split_data(
     target_dir: UrlPath,
     input_sequence: Iterable[Any],
-    splits: int = 256,
+    splits: int | None = None,
     shuffle: bool = False,
     start_clean: bool = False,
     *,
@@ -510,7 +510,8 @@ def write_split_data(
         Iterable of bytes-like records; consumed once, streaming.
     splits
         Number of bins; record ``k`` of this call goes to the ``k % splits``-th bin of
-        the rotation.
+        the rotation. Defaults to the existing dataset's bin count, or 256 for a new
+        dataset (the predecessor's default).
     shuffle
         Randomise which bin each position of the rotation is.
     start_clean

@@ -147,6 +147,16 @@ class DatasetSuite:
         assert sum(counts) == len(everything)
         assert max(counts) - min(counts) <= 1
 
+    def test_append_keeps_bin_count_by_default(
+        self, url: str, storage_options: dict[str, Any]
+    ) -> None:
+        self.write(url, storage_options, make_records(10, 1), splits=3)
+        self.write(url, storage_options, make_records(10, 2))
+        assert self.open(url, storage_options).num_bins == 3
+        fresh = url + "-fresh"
+        self.write(fresh, storage_options, make_records(3))
+        assert self.open(fresh, storage_options).num_bins == 256
+
     def test_append_with_more_splits_adds_bins(
         self, url: str, storage_options: dict[str, Any]
     ) -> None:
