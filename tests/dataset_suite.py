@@ -60,6 +60,15 @@ class DatasetSuite:
         assert loader.manifest is not None
         return [p.path for p in loader.manifest.parts()]
 
+    def truncate_first_remove_second(self, url: str, so: dict[str, Any]) -> list[str]:
+        """Damage a dataset: cut 10 bytes off its first part, delete its second."""
+        parts = self.part_paths(self.open(url, so))
+        fs, short = self.fs_path(url, so, parts[0])
+        fs.pipe_file(short, fs.cat_file(short)[:-10])
+        fs, gone = self.fs_path(url, so, parts[1])
+        fs.rm_file(gone)
+        return parts
+
     # -- write and read back ------------------------------------------------------------
 
     def test_roundtrip_len_and_index(self, url: str, storage_options: dict[str, Any]) -> None:
@@ -137,6 +146,16 @@ class DatasetSuite:
         counts = loader.bin_counts
         assert sum(counts) == len(everything)
         assert max(counts) - min(counts) <= 1
+
+    def test_append_keeps_bin_count_by_default(
+        self, url: str, storage_options: dict[str, Any]
+    ) -> None:
+        self.write(url, storage_options, make_records(10, 1), splits=3)
+        self.write(url, storage_options, make_records(10, 2))
+        assert self.open(url, storage_options).num_bins == 3
+        fresh = url + "-fresh"
+        self.write(fresh, storage_options, make_records(3))
+        assert self.open(fresh, storage_options).num_bins == 256
 
     def test_append_with_more_splits_adds_bins(
         self, url: str, storage_options: dict[str, Any]
@@ -314,11 +333,7 @@ class DatasetSuite:
         self, url: str, storage_options: dict[str, Any]
     ) -> None:
         self.write(url, storage_options, make_records(200), splits=4)
-        parts = self.part_paths(self.open(url, storage_options))
-        fs, short = self.fs_path(url, storage_options, parts[0])
-        fs.pipe_file(short, fs.cat_file(short)[:-10])
-        fs, gone = self.fs_path(url, storage_options, parts[1])
-        fs.rm_file(gone)
+        parts = self.truncate_first_remove_second(url, storage_options)
         with pytest.raises(CorruptDatasetError) as err:
             self.open(url, storage_options).verify()
         message = str(err.value)
@@ -331,11 +346,7 @@ class DatasetSuite:
         self, url: str, storage_options: dict[str, Any]
     ) -> None:
         self.write(url, storage_options, make_records(40), splits=2)
-        parts = self.part_paths(self.open(url, storage_options))
-        fs, short = self.fs_path(url, storage_options, parts[0])
-        fs.pipe_file(short, fs.cat_file(short)[:-10])
-        fs, gone = self.fs_path(url, storage_options, parts[1])
-        fs.rm_file(gone)
+        parts = self.truncate_first_remove_second(url, storage_options)
         loader = self.open(url, storage_options)
         with pytest.raises(CorruptDatasetError, match=parts[0]):
             loader[0]
