@@ -162,9 +162,16 @@ class _BinWriter:
     """Streams one bin's records into parts of bounded size."""
 
     def __init__(
-        self, store: Store, bin_index: int, flush_size: int, max_bytes: int, max_records: int
+        self,
+        store: Store,
+        bin_index: int,
+        flush_size: int,
+        max_bytes: int,
+        max_records: int,
+        tag: str = "",
     ) -> None:
         self.store = store
+        self.tag = tag
         self.bin_index = bin_index
         self.flush_size = flush_size
         self.max_bytes = max_bytes
@@ -192,7 +199,7 @@ class _BinWriter:
                 self.finish()
 
     def _open(self) -> None:
-        self._path = part_name(self.bin_index, secrets.token_hex(8))
+        self._path = part_name(self.bin_index, self.tag + secrets.token_hex(8))
         self._sink = self.store.create_part(self._path, buffer_size=64 << 10)
         self._buf = bytearray(MAGIC)
         self._offsets = array("Q", [DATA_START])
@@ -255,15 +262,20 @@ def write_bin_part(
     *,
     where: str = "",
     part_max_bytes: int = 256 << 20,
+    tag: str = "",
 ) -> list[PartInfo]:
     """Write ``records`` to new, uncommitted parts of one bin and return them.
 
     This is the unit of work of a Dask partition: the parts become part of the
     dataset only when a :meth:`WriteTarget.commit` names them. On any error the
     parts written so far are removed. ``where`` prefixes a type error's message
-    (a partition's name, say).
+    (a partition's name, say). ``tag`` (lowercase hex, at most 48 digits) starts
+    every new part's unique name, so the parts of one write can be told apart from
+    others' when its leftovers (a killed task's parts) are collected.
     """
-    w = _BinWriter(store, bin_index, 4 << 20, part_max_bytes, _OFFSETS_BUDGET // 8)
+    if tag and (len(tag) > 48 or tag.strip("0123456789abcdef")):
+        raise ValueError(f"tag must be at most 48 lowercase hex digits, got {tag!r}")
+    w = _BinWriter(store, bin_index, 4 << 20, part_max_bytes, _OFFSETS_BUDGET // 8, tag)
     k = 0
     try:
         for record in records:
