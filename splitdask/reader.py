@@ -423,20 +423,23 @@ class SplitDataLoader:
     ) -> Iterator[bytes]:
         if blobs is None:
             blobs = self._bin_blobs(bin_index)
+        # map(slice) and map(__getitem__) keep the per-record loop in C.
         if seed is None:
             for part, data in blobs:
-                for s, e in zip(part.starts_np.tolist(), part.ends_np.tolist(), strict=True):
-                    yield data[s:e]
+                spans = map(slice, part.starts_np.tolist(), part.ends_np.tolist())
+                yield from map(data.__getitem__, spans)
             return
         starts = np.concatenate([p.starts_np for p, _ in blobs] or [np.zeros(0, np.int64)])
         ends = np.concatenate([p.ends_np for p, _ in blobs] or [np.zeros(0, np.int64)])
-        which = np.repeat(np.arange(len(blobs)), [p.count for p, _ in blobs])
         perm = bin_permutation(seed, bin_index, len(starts))
+        spans = map(slice, starts[perm].tolist(), ends[perm].tolist())
+        if len(blobs) == 1:
+            yield from map(blobs[0][1].__getitem__, spans)
+            return
+        which = np.repeat(np.arange(len(blobs)), [p.count for p, _ in blobs])[perm]
         datas = [d for _, d in blobs]
-        for w, s, e in zip(
-            which[perm].tolist(), starts[perm].tolist(), ends[perm].tolist(), strict=True
-        ):
-            yield datas[w][s:e]
+        for w, span in zip(which.tolist(), spans, strict=True):
+            yield datas[w][span]
 
     def iterate_binwise(self, shuffle: bool = False, seed: int | None = None) -> Iterator[bytes]:
         """Every record, bin by bin.

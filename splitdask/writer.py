@@ -12,6 +12,7 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import accumulate
 from types import TracebackType
 from typing import Any, Literal
 
@@ -42,6 +43,8 @@ Mode = Literal["a", "w", "x"]
 # buffer per bin, and offsets are kept per open part, so both are capped.
 _BUFFER_BUDGET = 64 << 20
 _OFFSETS_BUDGET = 64 << 20
+_FLUSH_MIN, _FLUSH_MAX = 64 << 10, 4 << 20  # bytes staged per bin before a write
+_BATCH_RECORDS = 4096  # records staged per bin before a write (bounds tiny records)
 
 
 @dataclass(frozen=True)
@@ -159,73 +162,61 @@ class WriteTarget:
 
 
 class _BinWriter:
-    """Streams one bin's records into parts of bounded size."""
+    """Streams one bin's records, a batch at a time, into parts of bounded size."""
 
     def __init__(
-        self,
-        store: Store,
-        bin_index: int,
-        flush_size: int,
-        max_bytes: int,
-        max_records: int,
-        tag: str = "",
+        self, store: Store, bin_index: int, max_bytes: int, max_records: int, tag: str = ""
     ) -> None:
         self.store = store
-        self.tag = tag
         self.bin_index = bin_index
-        self.flush_size = flush_size
         self.max_bytes = max_bytes
         self.max_records = max_records
+        self.tag = tag
         self.parts: list[PartInfo] = []
-        self.records = 0
         self.nbytes = 0
         self._sink: PartSink | None = None
         self._path = ""
-        self._buf = bytearray()
         self._offsets = array("Q")
         self._hash = xxhash.xxh3_64()
         self._pos = 0
-        self._size = 0
 
-    def add(self, record: bytes | bytearray | memoryview) -> None:
+    def add_many(self, records: list[bytes]) -> None:
+        """Append a batch; joining and summing in C keeps per-record cost low."""
         if self._sink is None:
             self._open()
-        self._buf += record
-        self._pos += len(record)
-        self._offsets.append(self._pos)
-        if len(self._buf) >= self.flush_size or len(self._offsets) > self.max_records:
-            self._flush()
-            if self._pos >= self.max_bytes or len(self._offsets) > self.max_records:
-                self.finish()
+        self._write(b"".join(records))
+        ends = accumulate(map(len, records), initial=self._pos)
+        next(ends)  # the initial value is the previous end, already stored
+        self._offsets.extend(ends)
+        self._pos = self._offsets[-1]
+        if self._pos >= self.max_bytes or len(self._offsets) > self.max_records:
+            self.finish()
 
     def _open(self) -> None:
         self._path = part_name(self.bin_index, self.tag + secrets.token_hex(8))
-        self._sink = self.store.create_part(self._path, buffer_size=64 << 10)
-        self._buf = bytearray(MAGIC)
+        self._sink = self.store.create_part(self._path, buffer_size=256 << 10)
         self._offsets = array("Q", [DATA_START])
         self._hash = xxhash.xxh3_64()
+        self._write(MAGIC)
         self._pos = DATA_START
-        self._size = 0
 
-    def _flush(self) -> None:
+    def _write(self, data: bytes) -> None:
         assert self._sink is not None
-        self._sink.write(self._buf)
-        self._hash.update(self._buf)
-        self._size += len(self._buf)
-        self._buf.clear()
+        self._sink.write(data)
+        self._hash.update(data)
 
     def finish(self) -> None:
         """Close the open part (footer, then commit the file) if there is one."""
         if self._sink is None:
             return
-        self._buf += encode_footer(np.frombuffer(self._offsets, dtype=np.uint64))
-        self._flush()
-        count = len(self._offsets) - 1
+        footer = encode_footer(np.frombuffer(self._offsets, dtype=np.uint64))
+        self._write(footer)
         self._sink.commit()
         self._sink = None
+        count = len(self._offsets) - 1
+        size = self._pos + len(footer)
         checksum = f"xxh3_64:{self._hash.hexdigest()}"
-        self.parts.append(PartInfo(self._path, count, self._size, checksum))
-        self.records += count
+        self.parts.append(PartInfo(self._path, count, size, checksum))
         self.nbytes += self._pos - DATA_START
         self._offsets = array("Q")
 
@@ -233,13 +224,53 @@ class _BinWriter:
         if self._sink is not None:
             self._sink.abort()
             self._sink = None
-        self._buf = bytearray()
 
 
-def _as_record(record: Any, position: int) -> bytes | bytearray | memoryview:
-    """``record`` as a flat byte buffer, or a ``TypeError`` naming its position."""
-    if type(record) is bytes or type(record) is bytearray:
-        return record
+class _Batches:
+    """Deals records round-robin into per-bin batches, bounded in bytes and count.
+
+    Records are only referenced until their batch is flushed, so memory stays at
+    about ``len(writers) * flush_bytes`` whatever the input's length.
+    """
+
+    def __init__(self, writers: list[_BinWriter], flush_bytes: int) -> None:
+        self.writers = writers
+        self.flush_bytes = flush_bytes
+        self.pending: list[list[bytes]] = [[] for _ in writers]
+        self.sizes = [0] * len(writers)
+        self.k = 0
+
+    def deal(self, records: Iterable[Any]) -> None:
+        writers, pending, sizes = self.writers, self.pending, self.sizes
+        m, limit, k = len(writers), self.flush_bytes, self.k
+        try:
+            for record in records:
+                rec = record if type(record) is bytes else _as_record(record, k)
+                j = k % m
+                batch = pending[j]
+                batch.append(rec)
+                sizes[j] += len(rec)
+                k += 1
+                if sizes[j] >= limit or len(batch) >= _BATCH_RECORDS:
+                    writers[j].add_many(batch)
+                    pending[j] = []
+                    sizes[j] = 0
+        finally:
+            self.k = k
+
+    def flush(self) -> None:
+        for j, batch in enumerate(self.pending):
+            if batch:
+                self.writers[j].add_many(batch)
+        self.pending = [[] for _ in self.writers]
+        self.sizes = [0] * len(self.writers)
+
+
+def _as_record(record: Any, position: int) -> bytes:
+    """A copy of ``record``'s bytes, or a ``TypeError`` naming its position.
+
+    The copy matters: a caller may reuse a bytearray or array after ``write``.
+    """
     try:
         view = memoryview(record)
     except TypeError:
@@ -252,7 +283,7 @@ def _as_record(record: Any, position: int) -> bytes | bytearray | memoryview:
             f"record {position} is a non-contiguous {type(record).__name__} buffer; "
             "pass a C-contiguous copy"
         )
-    return view if view.ndim == 1 and view.format == "B" else view.cast("B")
+    return view.tobytes()
 
 
 def write_bin_part(
@@ -275,12 +306,11 @@ def write_bin_part(
     """
     if tag and (len(tag) > 48 or tag.strip("0123456789abcdef")):
         raise ValueError(f"tag must be at most 48 lowercase hex digits, got {tag!r}")
-    w = _BinWriter(store, bin_index, 4 << 20, part_max_bytes, _OFFSETS_BUDGET // 8, tag)
-    k = 0
+    w = _BinWriter(store, bin_index, part_max_bytes, _OFFSETS_BUDGET // 8, tag)
+    batches = _Batches([w], _FLUSH_MAX)
     try:
-        for record in records:
-            w.add(record if type(record) is bytes else _as_record(record, k))
-            k += 1
+        batches.deal(records)
+        batches.flush()
         w.finish()
     except BaseException as exc:
         w.abort()
@@ -354,19 +384,19 @@ class SplitWriter:
         self.num_bins = max(base_bins, nsplits)
         counts = self._target.base_counts(self.num_bins)
         self._counts_before = counts
+        # The least-filled bins take the records, so repeated appends stay balanced;
+        # shuffle breaks ties and orders the rotation at random.
+        candidates = list(range(self.num_bins))
         if shuffle:
             rng = np.random.default_rng(resolve_seed(seed))
-            self._rot = [int(b) for b in rng.permutation(self.num_bins)[:nsplits]]
-        else:
-            # Least-filled bins first, so repeated appends keep bins balanced.
-            self._rot = sorted(range(self.num_bins), key=lambda b: (counts[b], b))[:nsplits]
+            candidates = [int(b) for b in rng.permutation(self.num_bins)]
+        chosen = sorted(candidates, key=lambda b: counts[b])[:nsplits]
+        self._rot = [chosen[int(i)] for i in rng.permutation(nsplits)] if shuffle else chosen
         self._metadata = dict(metadata or {})
-        flush = min(4 << 20, max(64 << 10, _BUFFER_BUDGET // nsplits))
         max_records = max(1 << 16, _OFFSETS_BUDGET // (8 * nsplits))
-        self._writers = [
-            _BinWriter(self.store, b, flush, part_max_bytes, max_records) for b in self._rot
-        ]
-        self._k = 0
+        self._writers = [_BinWriter(self.store, b, part_max_bytes, max_records) for b in self._rot]
+        flush = min(_FLUSH_MAX, max(_FLUSH_MIN, _BUFFER_BUDGET // nsplits))
+        self._batches = _Batches(self._writers, flush)
         self._closed = False
         self.info: CommitInfo | None = None
         """Set by a successful :meth:`commit`."""
@@ -395,16 +425,7 @@ class SplitWriter:
         """Add records from any iterable, streaming: nothing is held but small buffers."""
         if self._closed:
             raise ValueError("write to a SplitWriter that is already committed or aborted")
-        writers = self._writers
-        m = len(writers)
-        k = self._k
-        try:
-            for record in records:
-                rec = record if type(record) is bytes else _as_record(record, k)
-                writers[k % m].add(rec)
-                k += 1
-        finally:
-            self._k = k
+        self._batches.deal(records)
 
     def abort(self) -> None:
         """Discard everything written; the committed dataset is untouched."""
@@ -430,6 +451,7 @@ class SplitWriter:
         return info
 
     def _finish_parts(self) -> None:
+        self._batches.flush()
         if self.store.is_local:
             for w in self._writers:
                 w.finish()
@@ -440,7 +462,7 @@ class SplitWriter:
                 list(pool.map(_BinWriter.finish, self._writers))
 
     def _commit_manifest(self) -> CommitInfo:
-        written = self._k
+        written = self._batches.k
         segments = []
         if written:
             used = tuple(self._rot[: min(len(self._rot), written)])
@@ -470,7 +492,7 @@ class SplitWriter:
 def write_split_data(
     target_dir: UrlPath,
     input_sequence: Iterable[Any],
-    splits: int = 256,
+    splits: int | None = None,
     shuffle: bool = False,
     start_clean: bool = False,
     *,
@@ -488,7 +510,8 @@ def write_split_data(
         Iterable of bytes-like records; consumed once, streaming.
     splits
         Number of bins; record ``k`` of this call goes to the ``k % splits``-th bin of
-        the rotation.
+        the rotation. Defaults to the existing dataset's bin count, or 256 for a new
+        dataset (the predecessor's default).
     shuffle
         Randomise which bin each position of the rotation is.
     start_clean
