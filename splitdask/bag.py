@@ -12,7 +12,9 @@ listed it when the Bag was built, so all partitions see one snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import mmap
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -342,8 +344,7 @@ class _ReadBin:
             return _records(datas, starts, ends, self.seed, self.bin_index)
         finally:
             for data in datas:
-                if hasattr(data, "close"):
-                    data.close()
+                _release(data)
 
     def _fetch(self) -> list[Any]:
         store = self.store
@@ -386,8 +387,18 @@ class _ReadLegacyBin:
                 )
             return _records([data], [self.starts], [self.ends], self.seed, self.bin_index)
         finally:
-            if hasattr(data, "close"):
-                data.close()
+            _release(data)
+
+
+def _release(data: Any) -> None:
+    """Unmap a local part now if nothing still views it (else garbage collection will).
+
+    A sampling profiler (Dask's worker has one) can briefly hold a frame whose locals
+    view the map, which makes ``close`` refuse.
+    """
+    if isinstance(data, mmap.mmap):
+        with contextlib.suppress(BufferError):
+            data.close()
 
 
 def _records(
