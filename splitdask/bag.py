@@ -16,12 +16,13 @@ import contextlib
 import logging
 import mmap
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import dask.bag as db
 import numpy as np
+from dask.bag.core import reify
 from dask.base import tokenize
 from dask.delayed import Delayed, delayed
 from dask.highlevelgraph import HighLevelGraph
@@ -317,20 +318,27 @@ class _Commit:
 
 @dataclass(frozen=True)
 class _ReadBin:
-    """Task: the records of one bin, from its parts as the manifest listed them."""
+    """Task: the records of one bin, from its parts as the manifest listed them.
+
+    It returns an iterator: the graph wraps it in ``reify`` (a list) when the
+    partition itself is the result, and Bag optimisation drops that wrapper when
+    the partition feeds a fused ``map``/``filter``/reduction, so records then
+    stream through one at a time, as in ``iterate_binwise``.
+    """
 
     store: Store
     bin_index: int
     parts: tuple[PartInfo, ...]
     seed: int | None
 
-    def __call__(self) -> list[bytes]:
+    def __call__(self) -> Iterator[bytes]:
         store = self.store
         datas: list[Any] = []
         starts: list[IntArray] = []
         ends: list[IntArray] = []
         try:
             for part, data in zip(self.parts, self._fetch(), strict=True):
+                datas.append(data)
                 where = f"{store.urlpath}/{part.path}"
                 if len(data) != part.size:
                     raise CorruptDatasetError(
@@ -338,10 +346,9 @@ class _ReadBin:
                         "(truncated or replaced?)"
                     )
                 offsets = decode_footer(data, part.size, part.count, where).astype(np.int64)
-                datas.append(data)
                 starts.append(offsets[:-1])
                 ends.append(offsets[1:])
-            return _records(datas, starts, ends, self.seed, self.bin_index)
+            yield from _iter_records(datas, starts, ends, self.seed, self.bin_index)
         finally:
             for data in datas:
                 _release(data)
@@ -364,7 +371,7 @@ class _ReadBin:
 
 @dataclass(frozen=True)
 class _ReadLegacyBin:
-    """Task: the records of one bin of a splitdataloader 0.0.1 dataset."""
+    """Task: the records of one bin of a splitdataloader 0.0.1 dataset (an iterator)."""
 
     store: Store
     bin_index: int
@@ -373,7 +380,7 @@ class _ReadLegacyBin:
     ends: IntArray
     seed: int | None
 
-    def __call__(self) -> list[bytes]:
+    def __call__(self) -> Iterator[bytes]:
         store = self.store
         try:
             data: Any = store.mmap(self.path) if store.is_local else store.read_file(self.path)
@@ -385,7 +392,7 @@ class _ReadLegacyBin:
                     f"{store.urlpath}/{self.path}: {len(data)} bytes, but the index points "
                     f"up to byte {int(self.ends.max())} (truncated?)"
                 )
-            return _records([data], [self.starts], [self.ends], self.seed, self.bin_index)
+            yield from _iter_records([data], [self.starts], [self.ends], self.seed, self.bin_index)
         finally:
             _release(data)
 
@@ -401,31 +408,30 @@ def _release(data: Any) -> None:
             data.close()
 
 
-def _records(
+def _iter_records(
     datas: Sequence[Any],
     starts: Sequence[IntArray],
     ends: Sequence[IntArray],
     seed: int | None,
     bin_index: int,
-) -> list[bytes]:
-    """Slice a bin's records out of its parts' buffers, in the reader's (shuffled) order."""
+) -> Iterator[bytes]:
+    """A bin's records sliced out of its parts' buffers, in the reader's (shuffled) order."""
+    # map(slice) and map(__getitem__) keep the per-record loop in C.
     if seed is None:
-        return [
-            data[s:e]
-            for data, ss, es in zip(datas, starts, ends, strict=True)
-            for s, e in zip(ss.tolist(), es.tolist(), strict=True)
-        ]
-    which = np.repeat(np.arange(len(datas)), [len(s) for s in starts])
+        for data, ss, es in zip(datas, starts, ends, strict=True):
+            yield from map(data.__getitem__, map(slice, ss.tolist(), es.tolist()))
+        return
     s_all = np.concatenate([*starts, np.zeros(0, np.int64)])
     e_all = np.concatenate([*ends, np.zeros(0, np.int64)])
     # The same permutation SplitDataLoader.iterate_binwise uses for this bin.
     perm = bin_permutation(seed, bin_index, len(s_all))
-    return [
-        datas[w][s:e]
-        for w, s, e in zip(
-            which[perm].tolist(), s_all[perm].tolist(), e_all[perm].tolist(), strict=True
-        )
-    ]
+    spans = map(slice, s_all[perm].tolist(), e_all[perm].tolist())
+    if len(datas) == 1:
+        yield from map(datas[0].__getitem__, spans)
+        return
+    which = np.repeat(np.arange(len(datas)), [len(s) for s in starts])[perm]
+    for w, span in zip(which.tolist(), spans, strict=True):
+        yield datas[w][span]
 
 
 def read_split_bins(
@@ -523,7 +529,7 @@ def _bag(
             f"splitdataloader {legacy.INDEX_NAME})"
         )
     name = f"read-split-bins-{tokenize(identity, s, selected)}"
-    graph: dict[Any, Any] = {(name, k): (task,) for k, task in enumerate(tasks)}
+    graph: dict[Any, Any] = {(name, k): (reify, (task,)) for k, task in enumerate(tasks)}
     return db.Bag(graph, name, len(tasks))
 
 

@@ -177,8 +177,11 @@ def test_existing_dataset_raises_file_exists(tmp_path: Path) -> None:
 def test_append_same_partition_count(client: Client, tmp_path: Path) -> None:
     first = db.from_sequence(records(40, seed=1), npartitions=4)
     second = db.from_sequence(records(40, seed=2), npartitions=4)
-    to_split_bins(first, tmp_path / "ds", compute_kwargs=on(client))
-    info = to_split_bins(second, tmp_path / "ds", append=True, compute_kwargs=on(client))
+    to_split_bins(first, tmp_path / "ds", metadata={"a": 1, "b": 1}, compute_kwargs=on(client))
+    info = to_split_bins(
+        second, tmp_path / "ds", append=True, metadata={"b": 2}, compute_kwargs=on(client)
+    )
+    assert SplitDataLoader(tmp_path / "ds").metadata == {"a": 1, "b": 2}
     assert (info.records_written, info.num_records, info.num_bins) == (40, 80, 4)
     assert info.generation == 2
     assert all_records(tmp_path / "ds") == records(40, seed=1) + records(40, seed=2)
@@ -430,6 +433,10 @@ def test_read_one_partition_per_bin_in_stored_order(client: Client, dataset: Pat
     parts = [list(p) for p in client.compute(bag.to_delayed(), sync=True)]
     assert parts == bin_contents(dataset)
     assert bag.map(len).sum().compute(scheduler=client) == SplitDataLoader(dataset).nbytes
+    # A partition that is a result is a list; one feeding a fused step streams through it.
+    assert isinstance(client.compute(bag.to_delayed()[0]).result(), list)
+    kinds = bag.map_partitions(lambda recs: [isinstance(recs, list)]).compute(scheduler=client)
+    assert kinds == [False] * 7
 
 
 @pytest.mark.timeout(60)
