@@ -266,6 +266,10 @@ class _Commit:
                 target.abandon(x for xs in new_parts.values() for x in xs)
                 raise
             manifest = earlier
+            if target.mode == "w" and target.current is not None:
+                # The earlier run may have died before removing the replaced parts.
+                keep = {x.path for x in manifest.parts()}
+                target.store.remove([x.path for x in target.current.parts() if x.path not in keep])
         self._collect(manifest)
         ours = [x for x in manifest.parts() if _tagged(x.path, self.tag)]
         return CommitInfo(
@@ -293,15 +297,12 @@ class _Commit:
     def _collect(self, manifest: Manifest) -> None:
         """Remove what this write left unnamed: parts of killed or repeated task runs.
 
-        Also finishes an overwrite whose earlier commit run died before removing the
-        replaced parts. A failure here loses nothing: the commit already happened.
+        A failure here loses nothing: the commit already happened.
         """
         store = self.target.store
         keep = {x.path for x in manifest.parts()}
         try:
             doomed = []
-            if self.target.mode == "w" and self.target.current is not None:
-                doomed += [x.path for x in self.target.current.parts() if x.path not in keep]
             root = store.full(BINS_DIR)
             store.fs.invalidate_cache(root)
             for full in store.fs.ls(root, detail=False):

@@ -313,6 +313,23 @@ def test_compute_false_returns_delayed_that_commits_once(client: Client, tmp_pat
     assert files_in_bins(ds) == manifest_parts(ds)
 
 
+def test_rerun_commit_finishes_an_interrupted_overwrite(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    write_split_data(ds, records(20), splits=2)
+    saved = {rel: (ds / rel).read_bytes() for rel in manifest_parts(ds)}
+    out = to_split_bins(
+        db.from_sequence([b"new"] * 4, npartitions=2), ds, overwrite=True, compute=False
+    )
+    info = out.compute()
+    # As if the commit's worker died after replacing the manifest but before removing
+    # the replaced parts: they are still there when Dask runs the commit task again.
+    for rel, data in saved.items():
+        (ds / rel).write_bytes(data)
+    assert out.compute() == info
+    assert all_records(ds) == [b"new"] * 4
+    assert files_in_bins(ds) == manifest_parts(ds)
+
+
 def test_conflicting_commit_is_refused_and_cleaned_up(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     write_split_data(ds, records(10), splits=2)
