@@ -120,17 +120,19 @@ def to_split_bins(
         is committed; its parts are removed after that.
     compute
         Write now and return a :class:`~splitdask.CommitInfo`; with ``False``,
-        return a ``dask.delayed.Delayed`` that writes and commits when computed
-        (once: nothing is visible before that).
+        return a ``dask.delayed.Delayed`` that writes and commits when computed.
+        Nothing is visible before that; computing it again reports the same
+        commit and adds nothing.
     metadata
         JSON-serialisable mapping stored in the manifest (merged over the existing
         metadata when appending).
     part_max_bytes
-        A partition's records go to one part unless they exceed this size, then to
-        several parts of the same bin.
+        A partition's records go to one part unless they exceed this size (checked
+        at each few-MiB flush), then to several parts of the same bin.
     compute_kwargs
         Passed to ``compute`` with ``compute=True`` (``scheduler=...``,
-        ``retries=...`` on a distributed client, ...).
+        ``retries=...`` on a distributed client, ...). Without them the write runs
+        on the active distributed client, else on Dask's threads.
 
     Returns
     -------
@@ -159,6 +161,14 @@ def to_split_bins(
     does not name (left by killed or duplicated task runs) are removed. A write
     that fails before its commit can leave unnamed parts behind, which readers
     never see.
+
+    Examples
+    --------
+    >>> bag = db.read_text("raw/*.jsonl").map(json.loads).map(encode)  # doctest: +SKIP
+    >>> to_split_bins(bag, "s3://bucket/train", storage_options=opts)  # doctest: +SKIP
+    CommitInfo(urlpath='s3://bucket/train', generation=1, records_written=..., ...)
+    >>> later = to_split_bins(bag2, "s3://b/train", append=True, compute=False)  # doctest: +SKIP
+    >>> later.compute()  # doctest: +SKIP
     """
     if not isinstance(bag, db.Bag):
         raise TypeError(f"bag must be a dask.bag.Bag, not {type(bag).__name__}")
@@ -488,6 +498,12 @@ def read_split_bins(
     records committed later are not in it, and if the dataset is overwritten
     before the Bag is computed, its tasks fail with ``CorruptDatasetError``
     rather than mix two versions.
+
+    Examples
+    --------
+    >>> bag = read_split_bins("data/train", shuffle=True, seed=epoch)  # doctest: +SKIP
+    >>> bag.map(decode).map(augment).to_delayed()  # doctest: +SKIP
+    >>> read_split_bins("data/train").map(len).sum().compute()  # doctest: +SKIP
     """
     store = Store(urlpath, storage_options)
     return _bag(store, read_manifest(store), shuffle, seed, bins)
