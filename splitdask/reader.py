@@ -500,6 +500,19 @@ class SplitDataLoader:
                 nxt = pool.submit(self._bin_blobs, bins[t + 1]) if t + 1 < len(bins) else None
                 yield from self._iter_bin(b, s, blobs)
 
+    def to_bag(
+        self, shuffle: bool = False, seed: int | None = None, bins: Sequence[int] | None = None
+    ) -> Any:
+        """This dataset as a ``dask.bag.Bag`` with one partition per bin.
+
+        The same as :func:`splitdask.bag.read_split_bins` with this loader's
+        location and storage options, except that the Bag reads the manifest
+        snapshot this loader holds, so it agrees with ``len(self)`` and indexing.
+        """
+        from splitdask.bag import _loader_bag  # dask is imported only when used
+
+        return _loader_bag(self, shuffle, seed, bins)
+
     # -- integrity ---------------------------------------------------------------------
 
     def verify(self) -> VerifyReport:
