@@ -100,6 +100,7 @@ _PARENT_POLL = 0.5
 # Stopping: grace for SIGTERM, then for SIGKILL (seconds). Their sum stays < 5.
 _TERM_GRACE = 2.0
 _KILL_GRACE = 2.0
+_RESEND = 0.2
 
 
 # --------------------------------------------------------------------- errors
@@ -471,6 +472,7 @@ class _Worker:
     process: BaseProcess
     data: Connection  # parent reads
     control: Connection  # parent writes
+    pid: int
     pending: bytearray = field(default_factory=bytearray)
     reader_open: bool = True
     exited: bool = False
@@ -508,27 +510,29 @@ def _shutdown(state: _RunState) -> None:
         _PARENT_SIDE.discard(w.control)
         with contextlib.suppress(OSError):
             w.control.close()  # end of file: a waiting worker stops by itself
-    for w in workers:
-        if not w.finished:
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                w.process.terminate()
-    for grace, escalate in ((_TERM_GRACE, True), (_KILL_GRACE, False)):
-        deadline = time.monotonic() + grace
-        while True:
-            alive = [w for w in workers if _alive(w.process)]
-            if not alive:
-                break
-            left = deadline - time.monotonic()
-            if left <= 0 or interrupted is not None:
-                if escalate:
-                    for w in alive:
-                        with contextlib.suppress(OSError, ValueError, AttributeError):
-                            w.process.kill()
-                break
-            try:
-                multiprocessing.connection.wait([w.process.sentinel for w in alive], left)
-            except BaseException as exc:  # a second Ctrl-C: finish cleaning, then raise it
-                interrupted = exc
+    # SIGTERM makes a worker raise inside the generator, so its finally blocks run.
+    # It is sent again every _RESEND s: a signal that lands just before the worker
+    # enters a blocking call only sets CPython's flag and wakes nothing, and the
+    # next one interrupts the call so that the pending handler runs.
+    deadline = time.monotonic() + _TERM_GRACE
+    while True:
+        alive = [w for w in workers if _alive(w.process)]
+        for w in alive:
+            if not w.finished:
+                _signal(w.process, kill=False)
+        left = deadline - time.monotonic()
+        if not alive or left <= 0 or interrupted is not None:
+            break
+        try:
+            multiprocessing.connection.wait([w.process.sentinel for w in alive], min(left, _RESEND))
+        except BaseException as exc:  # a second Ctrl-C: finish cleaning, then raise it
+            interrupted = exc
+    alive = [w for w in workers if _alive(w.process)]
+    for w in alive:
+        _signal(w.process, kill=True)
+    if alive:
+        with contextlib.suppress(BaseException):
+            multiprocessing.connection.wait([w.process.sentinel for w in alive], _KILL_GRACE)
     for w in workers:
         with contextlib.suppress(Exception):
             w.process.join(0.1)
@@ -544,6 +548,14 @@ def _shutdown(state: _RunState) -> None:
             state.shm.close()
     if interrupted is not None:
         raise interrupted
+
+
+def _signal(process: BaseProcess, *, kill: bool) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
 
 
 def _alive(process: BaseProcess) -> bool:
@@ -607,6 +619,8 @@ class MpQRun(Generic[T]):
         self._frames: deque[tuple[_Worker, memoryview | None]] = deque()
         self._rotation = 0
         self._done = False
+        self._delivered = 0
+        self._shm_delivered = 0
         n = options.num_workers
         self._credits = -(-options.queue_size // n)
         self._flush_at = max(1, self._credits // 4)
@@ -674,7 +688,8 @@ class MpQRun(Generic[T]):
             # The worker has its own copies now (fork, spawnv_passfds or SCM_RIGHTS).
             data_w.close()
             ctrl_r.close()
-        self._state.workers.append(_Worker(index, process, data_r, ctrl_w))
+        assert process.pid is not None
+        self._state.workers.append(_Worker(index, process, data_r, ctrl_w, process.pid))
 
     def _start_error(self, fn: Callable[..., Any], exc: Exception) -> MpQItrError:
         method = self._start_method
@@ -737,7 +752,17 @@ class MpQRun(Generic[T]):
     @property
     def worker_pids(self) -> tuple[int, ...]:
         """Process ids of this run's workers (also of those that have ended)."""
-        return tuple(w.process.pid for w in self._state.workers if w.process.pid is not None)
+        return tuple(w.pid for w in self._state.workers)
+
+    @property
+    def items_delivered(self) -> int:
+        """Items this run has returned so far."""
+        return self._delivered
+
+    @property
+    def shm_items_delivered(self) -> int:
+        """How many of them brought their arrays through shared memory."""
+        return self._shm_delivered
 
     @property
     def closed(self) -> bool:
@@ -784,6 +809,9 @@ class MpQRun(Generic[T]):
 
     def _consumed(self, worker: _Worker, code: bytes) -> None:
         worker.delivered += 1
+        self._delivered += 1
+        if code == _CREDIT_AND_FREE:
+            self._shm_delivered += 1
         worker.pending += code
         if len(worker.pending) >= self._flush_at:
             self._flush(worker)
@@ -910,11 +938,11 @@ class MpQRun(Generic[T]):
             where = f"after delivering {w.delivered} items, before its generator finished"
             hint = ""
         raise WorkerDiedError(
-            f"MpQItr worker {w.index} (pid {w.process.pid}) died with "
+            f"MpQItr worker {w.index} (pid {w.pid}) died with "
             f"{_describe_exit(code)} {where}.{hint}",
             worker_id=w.index,
             exitcode=code,
-            pid=w.process.pid,
+            pid=w.pid,
         )
 
 
@@ -976,9 +1004,16 @@ class _Stop(BaseException):
     """Raised in a worker to stop it: SIGTERM, end of the control pipe, parent gone."""
 
 
+_STOPPING = False
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
-    raise _Stop
+    # Only the first SIGTERM raises; the parent's repeats must not interrupt the
+    # generator's finally blocks (SIGKILL follows if the worker takes too long).
+    global _STOPPING
+    if not _STOPPING:
+        _STOPPING = True
+        raise _Stop
 
 
 class _Sender:
@@ -1009,6 +1044,9 @@ class _Sender:
         self._thread.join()
 
     def _run(self) -> None:
+        # Process-directed signals must reach the main thread: a SIGTERM taken by
+        # this thread would leave the main thread blocked and its handler unrun.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         cond = self._cond
         while True:
             with cond:
