@@ -464,6 +464,8 @@ class MpQItr(Generic[T]):
 # the copies it inherited, so that a pipe's only holders are the two intended
 # processes and end-of-file means what it should.
 _PARENT_SIDE: set[Connection] = set()
+# Shared-memory pools of live runs: a forked worker unmaps the ones it inherited.
+_PARENT_SHM: weakref.WeakSet[SharedMemory] = weakref.WeakSet()
 
 
 @dataclass(eq=False)
@@ -543,6 +545,7 @@ def _shutdown(state: _RunState) -> None:
             w.data.close()
     # Workers are gone, so nobody can attach (and re-register) the segment now.
     if state.shm is not None:
+        _PARENT_SHM.discard(state.shm)
         _unlink_shm(state)
         with contextlib.suppress(BufferError, OSError):
             state.shm.close()
@@ -632,7 +635,12 @@ class MpQRun(Generic[T]):
                 pool = _shm_budget(options.shm_pool_bytes)
                 ring = (pool // n) // _SHM_ALIGN * _SHM_ALIGN
                 if ring >= max(options.shm_threshold, _SHM_ALIGN):
-                    state.shm = SharedMemory(create=True, size=ring * n)
+                    try:
+                        state.shm = SharedMemory(create=True, size=ring * n)
+                    except OSError:  # no usable /dev/shm: everything goes through the pipes
+                        ring = 0
+                    else:
+                        _PARENT_SHM.add(state.shm)
                 else:
                     ring = 0
             base_seed = _new_base_seed(options)
@@ -1252,11 +1260,17 @@ class _Encoder:
 
 
 def _close_inherited() -> None:
-    # Under fork this process inherited the parent-side ends of every live run.
+    # Under fork this process inherited the parent-side pipe ends and the pool
+    # mappings of every live run: drop them, so EOF means what it should and a
+    # finished run's pages are not kept alive by a later run's workers.
     for conn in list(_PARENT_SIDE):
         with contextlib.suppress(OSError):
             conn.close()
     _PARENT_SIDE.clear()
+    for shm in list(_PARENT_SHM):
+        with contextlib.suppress(BufferError, OSError):
+            shm.close()
+    _PARENT_SHM.clear()
 
 
 def _error_frame(exc: BaseException) -> bytes:
