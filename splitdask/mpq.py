@@ -630,22 +630,22 @@ class MpQRun(Generic[T]):
         ctx: BaseContext = multiprocessing.get_context(options.start_method)
         self._start_method: str = ctx.get_start_method()
         try:
-            ring = 0
+            slice_bytes = 0
             if options.shm_threshold is not None:
                 pool = _shm_budget(options.shm_pool_bytes)
-                ring = (pool // n) // _SHM_ALIGN * _SHM_ALIGN
-                if ring >= max(options.shm_threshold, _SHM_ALIGN):
+                slice_bytes = (pool // n) // _SHM_ALIGN * _SHM_ALIGN
+                if slice_bytes >= max(options.shm_threshold, _SHM_ALIGN):
                     try:
-                        state.shm = SharedMemory(create=True, size=ring * n)
+                        state.shm = SharedMemory(create=True, size=slice_bytes * n)
                     except OSError:  # no usable /dev/shm: everything goes through the pipes
-                        ring = 0
+                        slice_bytes = 0
                     else:
                         _PARENT_SHM.add(state.shm)
                 else:
-                    ring = 0
+                    slice_bytes = 0
             base_seed = _new_base_seed(options)
             for i in range(n):
-                self._start_worker(ctx, i, fn, args, kwargs, ring, base_seed)
+                self._start_worker(ctx, i, fn, args, kwargs, slice_bytes, base_seed)
         except BaseException:
             self._finalizer()
             raise
@@ -657,7 +657,7 @@ class MpQRun(Generic[T]):
         fn: Callable[..., Iterable[T]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        ring: int,
+        slice_bytes: int,
         base_seed: int,
     ) -> None:
         opts = self._options
@@ -671,8 +671,8 @@ class MpQRun(Generic[T]):
             ),
             credits=self._credits,
             shm_name=None if shm is None else shm.name,
-            shm_offset=index * ring,
-            shm_size=ring,
+            shm_offset=index * slice_bytes,
+            shm_size=slice_bytes,
             shm_threshold=opts.shm_threshold if shm is not None else None,
         )
         data_r, data_w = ctx.Pipe(duplex=False)
@@ -1128,39 +1128,36 @@ class _Control:
         return self._parent is None or self._parent.is_alive()
 
 
-class _Ring:
-    """First-in first-out allocator over this worker's slice of the pool.
+class _Slots:
+    """Allocator over this worker's slice of the pool: first fit, freed in FIFO order.
 
-    The parent frees a worker's allocations in the order they were made (it
-    reads that worker's frames in order), so a ring suffices for any mix of sizes.
+    The parent frees a worker's allocations in the order they were made (it reads
+    that worker's frames in order), so the live allocations are a short FIFO (at
+    most the worker's credit plus one). First fit from the start of the slice
+    keeps the pages in use down to the bytes actually in flight, however large
+    the slice, and uses every gap, whatever the mix of sizes.
     """
 
     def __init__(self, base: int, size: int) -> None:
         self.base = base
         self.size = size
-        self._head = 0  # bytes allocated so far (monotonic)
-        self._tail = 0  # bytes released so far
-        self._ends: deque[int] = deque()
+        self._live: deque[tuple[int, int]] = deque()  # (start, end), oldest first
 
     def release(self, count: int) -> None:
         for _ in range(count):
-            self._tail = self._ends.popleft()
+            self._live.popleft()
 
     def alloc(self, n: int) -> int | None:
-        size = self.size
-        if self._head == self._tail and self._head % size:
-            # Empty: restart at the beginning so the same pages are reused.
-            self._head = self._tail = self._head + size - self._head % size
-        start = self._head
-        pos = start % size
-        if pos + n > size:
-            start += size - pos
-            pos = 0
-        end = start + n
-        if end - self._tail > size:
-            return None
-        self._head = end
-        self._ends.append(end)
+        """Return the absolute offset of ``n`` free bytes, or None if none are free."""
+        pos = 0
+        for start, end in sorted(self._live):
+            if start - pos >= n:
+                break
+            pos = max(pos, end)
+        else:
+            if self.size - pos < n:
+                return None
+        self._live.append((pos, pos + n))
         return self.base + pos
 
 
@@ -1206,14 +1203,14 @@ class _Encoder:
         self._control = control
         self._threshold = config.shm_threshold
         self._shm: SharedMemory | None = None
-        self._ring: _Ring | None = None
+        self._slots: _Slots | None = None
         if config.shm_name is not None and config.shm_size > 0:
             self._shm = SharedMemory(name=config.shm_name)
-            self._ring = _Ring(config.shm_offset, config.shm_size)
+            self._slots = _Slots(config.shm_offset, config.shm_size)
 
     def encode(self, item: Any, index: int) -> bytes:
         frame: tuple[int, Any] = (_ITEM, item)
-        if self._ring is not None and self._threshold is not None:
+        if self._slots is not None and self._threshold is not None:
             found: list[np.ndarray[Any, Any]] = []
             skeleton = _extract(item, found, self._threshold, 0)
             if found:
@@ -1228,20 +1225,20 @@ class _Encoder:
             ) from exc
 
     def _place(self, arrays: list[np.ndarray[Any, Any]]) -> list[int] | None:
-        ring = self._ring
+        slots = self._slots
         shm = self._shm
-        assert ring is not None
+        assert slots is not None
         assert shm is not None
         sizes = [-(-a.nbytes // _SHM_ALIGN) * _SHM_ALIGN for a in arrays]
         total = sum(sizes)
-        if total > ring.size:
+        if total > slots.size:
             return None  # too big for the pool: plain pickle
         control = self._control
         while True:
             if control.freed:
-                ring.release(control.freed)
+                slots.release(control.freed)
                 control.freed = 0
-            start = ring.alloc(total)
+            start = slots.alloc(total)
             if start is not None:
                 break
             control.wait(_PARENT_POLL)

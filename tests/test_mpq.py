@@ -477,8 +477,8 @@ def test_numpy_arrays_cross_through_shared_memory(method: str) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_shared_memory_ring_wraps_without_corruption(method: str) -> None:
-    # A 4 MiB pool and items of 0.3-1.7 MiB: the ring wraps many times while the
+def test_shared_memory_reuse_without_corruption(method: str) -> None:
+    # A 4 MiB pool and items of 0.3-1.7 MiB: space is reused constantly while the
     # worker runs ahead; any overwrite before the parent's copy shows as wrong bytes.
     rng = np.random.default_rng(1)
     sizes = [int(s) for s in rng.integers(300_000, 1_700_000, size=60)]
@@ -498,3 +498,29 @@ def test_shared_memory_can_be_disabled() -> None:
     run = iter(MpQItr.configure(shm_threshold=None)(h.big_batches, 3, 1 << 20))
     assert [int(a[0]) for a in run] == [0, 1, 2]
     assert run.shm_items_delivered == 0
+
+
+def _pool_bytes_in_use() -> int:
+    """Pages allocated to this process's (unlinked) shared-memory pools, in bytes."""
+    total = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("/dev/shm/psm_"):
+                total += os.fstat(int(fd)).st_blocks * 512
+        except OSError:
+            continue
+    return total
+
+
+@pytest.mark.timeout(30)
+def test_pool_pages_in_use_follow_the_items_in_flight() -> None:
+    # 120 items of 1 MiB through a 512 MiB pool, at most 4 in flight: the pages the
+    # pool ever touched must stay near what was in flight, not grow to the pool size.
+    run = iter(MpQItr.configure(queue_size=4)(h.big_batches, 120, 1 << 20))
+    peak = 0
+    for arr in run:
+        assert arr.nbytes == 1 << 20
+        peak = max(peak, _pool_bytes_in_use())
+    assert run.shm_items_delivered == 120
+    assert 0 < peak <= 8 << 20
