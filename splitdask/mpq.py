@@ -533,8 +533,10 @@ def _shutdown(state: _RunState) -> None:
     for w in alive:
         _signal(w.process, kill=True)
     if alive:
-        with contextlib.suppress(BaseException):
+        try:
             multiprocessing.connection.wait([w.process.sentinel for w in alive], _KILL_GRACE)
+        except BaseException as exc:
+            interrupted = interrupted or exc
     for w in workers:
         with contextlib.suppress(Exception):
             w.process.join(0.1)
@@ -727,11 +729,7 @@ class MpQRun(Generic[T]):
             raise StopIteration
         try:
             return self._next()
-        except StopIteration:
-            self._done = True
-            self._finalizer()
-            raise
-        except BaseException:
+        except BaseException:  # the end, an error, or Ctrl-C while waiting: stop the workers
             self._done = True
             self._finalizer()
             raise
