@@ -1,0 +1,186 @@
+"""Local-disk hot paths against the physical limit and the predecessor.
+
+Run: ``python benchmarks/local.py [--records N] [--size BYTES] [--quick]``
+
+Prints records/s and MB/s for writing, random ``loader[i]``, batched
+``loader[indices]`` and ``iterate_binwise(shuffle=True)``, each next to
+
+* the physical limit on this machine: the same bytes written to / read from one
+  plain file in large blocks, or sliced out of a plain ``mmap`` at the same
+  random offsets;
+* splitdataloader 0.0.1, the predecessor (if installed), on a subset where it is
+  slow.
+
+Everything is measured in one run, page cache warm, so ratios are comparable even
+on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from splitdask import SplitDataLoader, write_split_data
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def row(name: str, records: int, nbytes: int, seconds: float, ref: float | None = None) -> float:
+    rate = records / seconds
+    extra = f"  {rate / ref:6.2f}x" if ref else ""
+    print(f"  {name:<44} {rate:>12,.0f} rec/s {nbytes / seconds / 1e6:>9.1f} MB/s{extra}")
+    return rate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--size", type=int, default=256, help="bytes per record")
+    ap.add_argument("--splits", type=int, default=256)
+    ap.add_argument("--quick", action="store_true", help="200k records")
+    args = ap.parse_args()
+    n = 200_000 if args.quick else args.records
+    size, splits = args.size, args.splits
+    rng = np.random.default_rng(0)
+    pool = rng.integers(0, 256, size=size * 1024, dtype=np.uint8).tobytes()
+    records = [pool[(i % 1000) * size : (i % 1000) * size + size] for i in range(n)]
+    total = n * size
+    tmp = tempfile.mkdtemp(prefix="splitdask-bench-")
+    try:
+        print(f"{n:,} records of {size} B ({total / 1e6:.0f} MB), {splits} bins, in {tmp}")
+        ds = os.path.join(tmp, "ds")
+
+        print("write")
+        raw_path = os.path.join(tmp, "raw.bin")
+        blob = b"".join(records)
+
+        def raw_write() -> None:
+            with open(raw_path, "wb") as f:
+                for lo in range(0, len(blob), 1 << 20):
+                    f.write(blob[lo : lo + (1 << 20)])
+                f.flush()
+                os.fsync(f.fileno())
+
+        raw = row("raw file, 1 MiB writes + fsync (limit)", n, total, timed(raw_write))
+        row(
+            "splitdask write_split_data",
+            n,
+            total,
+            timed(lambda: write_split_data(ds, iter(records), splits=splits)),
+            raw,
+        )
+        old_n = min(n, 50_000)
+        old = _predecessor()
+        if old:
+            old_dir = os.path.join(tmp, "old")
+            t = timed(lambda: old.write_split_data(old_dir, records[:old_n], splits=splits))
+            row(f"splitdataloader 0.0.1 ({old_n:,} records)", old_n, old_n * size, t, raw)
+
+        loader = SplitDataLoader(ds)
+        picks = [random.randrange(n) for _ in range(min(n, 300_000))]
+        print(f"random loader[i] ({len(picks):,} reads)")
+        with open(raw_path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        offsets = [i * size for i in picks]
+        limit = row(
+            "plain mmap slice at known offsets (limit)",
+            len(picks),
+            len(picks) * size,
+            timed(lambda: [mm[o : o + size] for o in offsets]),
+        )
+        loader[0]
+        row(
+            "splitdask loader[i]",
+            len(picks),
+            len(picks) * size,
+            timed(lambda: [loader[i] for i in picks]),
+            limit,
+        )
+        if old:
+            old_loader = old.SplitDataLoader(old_dir)
+            few = [i % old_n for i in picks[:20_000]]
+            t = timed(lambda: [old_loader[i] for i in few])
+            row("splitdataloader 0.0.1 loader[i]", len(few), len(few) * size, t, limit)
+
+        print("batched loader[indices]")
+        idx = np.array(picks, dtype=np.int64)
+        row(
+            "splitdask loader[array of indices]",
+            len(picks),
+            len(picks) * size,
+            timed(lambda: loader[idx]),
+            limit,
+        )
+
+        print("iterate_binwise(shuffle=True)")
+        parts = [os.path.join(ds, p.path) for p in loader.manifest.parts()]  # type: ignore[union-attr]
+
+        def raw_read() -> None:
+            for p in parts:
+                with open(p, "rb") as f:
+                    while f.read(8 << 20):
+                        pass
+
+        row("raw read of every part file (bytes limit)", n, total, timed(raw_read))
+        seq = range(0, total, size)
+        limit = row(
+            "plain mmap slices in file order (record limit)",
+            n,
+            total,
+            timed(lambda: _drain(mm[o : o + size] for o in seq)),
+        )
+        row(
+            "splitdask iterate_binwise(shuffle=True)",
+            n,
+            total,
+            timed(lambda: _drain(loader.iterate_binwise(shuffle=True, seed=1))),
+            limit,
+        )
+        row(
+            "splitdask iterate_binwise()",
+            n,
+            total,
+            timed(lambda: _drain(loader.iterate_binwise())),
+            limit,
+        )
+        if old:
+            t = timed(lambda: _drain(old_loader.iterate_binwise(shuffle=True)))
+            row(f"splitdataloader 0.0.1 ({old_n:,} records)", old_n, old_n * size, t, limit)
+        print("open + len()")
+        t = timed(lambda: len(SplitDataLoader(ds)))
+        print(f"  SplitDataLoader(path) + len(): {t * 1e3:.1f} ms")
+        mm.close()
+        loader.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _drain(it: Iterator[bytes]) -> None:
+    for _ in it:
+        pass
+
+
+def _predecessor() -> Any:
+    try:
+        import splitdataloader
+    except ImportError:
+        print("  (splitdataloader 0.0.1 not installed: predecessor rows skipped)")
+        return None
+    return splitdataloader
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Arithmetic from a global record index to (part, record in part), and seeded shuffles.
+
+No I/O and no byte layouts: this turns a manifest's segments and part counts into
+lookups that cost O(log segments + log parts), scalar or vectorised with NumPy.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from splitdask.format import Segment
+
+__all__ = [
+    "BinOrder",
+    "Locator",
+    "Order",
+    "TableOrder",
+    "bin_order",
+    "bin_permutation",
+    "resolve_seed",
+]
+
+IntArray = npt.NDArray[np.int64]
+
+
+class Order(Protocol):
+    """Global index -> ``(bin, local index)``, scalar and vectorised."""
+
+    def locate(self, i: int) -> tuple[int, int]: ...
+
+    def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]: ...
+
+
+class Locator:
+    """Maps global indices to ``(part number, record within part)``.
+
+    Parts are numbered bin by bin, in each bin's list order. The mapping is built
+    from an order (segments, or a per-record table for legacy datasets) and the
+    record count of every part.
+    """
+
+    def __init__(self, order: Order, part_counts: Sequence[Sequence[int]]) -> None:
+        self.order = order
+        # Every part gets a start in one "bins laid end to end" space, so a single
+        # searchsorted finds the part of any (bin, local index) pair.
+        self.bin_base: list[int] = []
+        starts: list[int] = []
+        self.part_bin: list[int] = []
+        pos = 0
+        for b, counts in enumerate(part_counts):
+            self.bin_base.append(pos)
+            for c in counts:
+                starts.append(pos)
+                self.part_bin.append(b)
+                pos += c
+        self.part_start = starts
+        self._part_start_np = np.asarray(starts, dtype=np.int64)
+        self._bin_base_np = np.asarray(self.bin_base, dtype=np.int64)
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """``(part, record within part)`` of global index ``0 <= i < len``."""
+        b, local = self.order.locate(i)
+        key = self.bin_base[b] + local
+        p = bisect.bisect_right(self.part_start, key) - 1
+        return p, key - self.part_start[p]
+
+    def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
+        """Vectorised :meth:`locate` for an array of valid non-negative indices."""
+        bins, local = self.order.locate_many(idx)
+        key = self._bin_base_np[bins] + local
+        p = np.searchsorted(self._part_start_np, key, side="right") - 1
+        return p, key - self._part_start_np[p]
+
+
+class BinOrder:
+    """Global index -> ``(bin, local index)`` through round-robin segments."""
+
+    def __init__(self, segments: Sequence[Segment]) -> None:
+        self.starts = [s.start for s in segments]
+        self.segments = list(segments)
+        flat_bins: list[int] = []
+        flat_first: list[int] = []
+        base: list[int] = []
+        for s in segments:
+            base.append(len(flat_bins))
+            flat_bins.extend(s.bins)
+            flat_first.extend(s.first)
+        self._starts_np = np.asarray(self.starts, dtype=np.int64)
+        self._m_np = np.asarray([len(s.bins) for s in segments], dtype=np.int64)
+        self._base_np = np.asarray(base, dtype=np.int64)
+        self._bins_np = np.asarray(flat_bins, dtype=np.int64)
+        self._first_np = np.asarray(flat_first, dtype=np.int64)
+
+    def locate(self, i: int) -> tuple[int, int]:
+        seg = self.segments[bisect.bisect_right(self.starts, i) - 1]
+        k = i - seg.start
+        m = len(seg.bins)
+        j = k % m
+        return seg.bins[j], seg.first[j] + k // m
+
+    def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
+        s = np.searchsorted(self._starts_np, idx, side="right") - 1
+        k = idx - self._starts_np[s]
+        m = self._m_np[s]
+        j = self._base_np[s] + k % m
+        return self._bins_np[j], self._first_np[j] + k // m
+
+
+@dataclass(frozen=True)
+class TableOrder:
+    """Global index -> ``(bin, local index)`` from one row per record (legacy datasets)."""
+
+    bins: IntArray
+    local: IntArray
+
+    def locate(self, i: int) -> tuple[int, int]:
+        return int(self.bins[i]), int(self.local[i])
+
+    def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
+        return self.bins[idx], self.local[idx]
+
+
+def resolve_seed(seed: int | None) -> int:
+    """A concrete seed: ``seed`` itself, or fresh entropy when it is ``None``."""
+    if seed is None:
+        return int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise TypeError(f"seed must be a non-negative int or None, not {seed!r}")
+    return int(seed)
+
+
+def bin_order(seed: int, num_bins: int) -> list[int]:
+    """The shuffled order in which bins are visited for ``seed``."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+    return [int(b) for b in rng.permutation(num_bins)]
+
+
+def bin_permutation(seed: int, bin_index: int, count: int) -> IntArray:
+    """The shuffled order of the records inside bin ``bin_index`` for ``seed``.
+
+    It depends only on ``(seed, bin_index)``, so a Dask partition and the
+    single-process reader shuffle a bin the same way.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, bin_index)))
+    return rng.permutation(count).astype(np.int64)
