@@ -170,11 +170,12 @@ def sized_arrays(sizes: list[int]) -> Iterator[np.ndarray[Any, Any]]:
         yield np.full(size, k % 251, dtype=np.uint8)
 
 
-def with_loader(loader: Any) -> Iterator[bytes]:
+def with_loader(loader: Any) -> Iterator[tuple[int, bytes, int]]:
+    """Yield (index, record, pid) for this worker's share of the loader's records."""
     info = get_worker_info()
     assert info is not None
     for i in info.shard(range(len(loader))):
-        yield loader[i]
+        yield i, loader[i], os.getpid()
 
 
 def big_batches(n: int, nbytes: int) -> Iterator[np.ndarray[Any, Any]]:

@@ -20,6 +20,7 @@ import numpy as np
 import psutil
 import pytest
 
+from splitdask import SplitDataLoader, write_split_data
 from splitdask.errors import SplitDaskError
 from splitdask.mpq import (
     MpQItr,
@@ -524,3 +525,18 @@ def test_pool_pages_in_use_follow_the_items_in_flight() -> None:
         peak = max(peak, _pool_bytes_in_use())
     assert run.shm_items_delivered == 120
     assert 0 < peak <= 8 << 20
+
+
+# --------------------------------------------------------------- datasets
+
+
+@pytest.mark.timeout(60)
+def test_split_data_loader_as_an_argument_under_spawn(tmp_path: Path) -> None:
+    records = [f"record {i}: ".encode() + bytes([i % 256]) * i for i in range(120)]
+    write_split_data(tmp_path / "ds", records, splits=4)
+    loader = SplitDataLoader(tmp_path / "ds")
+    opts = MpQItr.configure(start_method="spawn", num_workers=2, queue_size=8)
+    got = list(opts(h.with_loader, loader))
+    assert sorted((i, rec) for i, rec, _ in got) == list(enumerate(records))
+    assert len({pid for _, _, pid in got}) == 2  # both spawned workers reopened the dataset
+    assert os.getpid() not in {pid for _, _, pid in got}
