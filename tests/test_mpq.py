@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import itertools
 import multiprocessing
 import os
@@ -386,6 +387,24 @@ def test_unpicklable_generator_fails_at_iter_time(method: str) -> None:
         iter(_opts(method)(lambda: iter([1])))
     with pytest.raises(MpQItrError, match="arguments"):
         iter(_opts(method)(h.count, threading.Lock()))  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_worker_that_cannot_import_the_generator(
+    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The generator pickles in the parent, but its module is gone when the child
+    # looks for it: the child dies before running it, and the error says so.
+    name = f"vanishing_{method}"
+    (tmp_path / f"{name}.py").write_text("def gen():\n    yield 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    (tmp_path / f"{name}.py").unlink()
+    with pytest.raises(WorkerDiedError, match="before it started running generator_fn") as info:
+        list(_opts(method)(module.gen))
+    assert info.value.exitcode == 1
+    assert "import the module" in str(info.value)
 
 
 @pytest.mark.timeout(30)
