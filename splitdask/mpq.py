@@ -579,9 +579,9 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             name = f"signal {-code}"
         text = f"exit code {code} (killed by {name})"
-        if -code == signal.SIGKILL:
+        if -code == getattr(signal, "SIGKILL", None):
             text += "; the out-of-memory killer sends SIGKILL too"
-        elif -code == signal.SIGBUS:
+        elif -code == getattr(signal, "SIGBUS", None):
             text += "; a full /dev/shm causes SIGBUS: lower shm_pool_bytes or shm_threshold=None"
         return text
     return f"exit code {code}"
@@ -590,7 +590,7 @@ def _describe_exit(code: int | None) -> str:
 def _shm_budget(requested: int) -> int:
     try:
         st = os.statvfs("/dev/shm")
-    except OSError:
+    except (OSError, AttributeError):  # no /dev/shm (macOS) or no statvfs (Windows)
         return requested
     return min(requested, st.f_bavail * st.f_frsize // 2)
 
@@ -1052,7 +1052,8 @@ class _Sender:
     def _run(self) -> None:
         # Process-directed signals must reach the main thread: a SIGTERM taken by
         # this thread would leave the main thread blocked and its handler unrun.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        if hasattr(signal, "pthread_sigmask"):  # POSIX
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         cond = self._cond
         while True:
             with cond:
