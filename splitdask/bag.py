@@ -39,7 +39,8 @@ from splitdask.format import (
     decode_footer,
     footer_size,
 )
-from splitdask.index import IntArray, bin_permutation, resolve_seed
+from splitdask.index import IntArray, resolve_seed
+from splitdask.reader import iter_records
 from splitdask.storage import Store, UrlPath, read_manifest
 from splitdask.writer import CommitInfo, WriteTarget, write_bin_part
 
@@ -359,7 +360,7 @@ class _ReadBin:
                 offsets = decode_footer(data, part.size, part.count, where).astype(np.int64)
                 starts.append(offsets[:-1])
                 ends.append(offsets[1:])
-            yield from _iter_records(datas, starts, ends, self.seed, self.bin_index)
+            yield from iter_records(datas, starts, ends, self.seed, self.bin_index)
         finally:
             for data in datas:
                 _release(data)
@@ -403,7 +404,7 @@ class _ReadLegacyBin:
                     f"{store.urlpath}/{self.path}: {len(data)} bytes, but the index points "
                     f"up to byte {int(self.ends.max())} (truncated?)"
                 )
-            yield from _iter_records([data], [self.starts], [self.ends], self.seed, self.bin_index)
+            yield from iter_records([data], [self.starts], [self.ends], self.seed, self.bin_index)
         finally:
             _release(data)
 
@@ -417,32 +418,6 @@ def _release(data: Any) -> None:
     if isinstance(data, mmap.mmap):
         with contextlib.suppress(BufferError):
             data.close()
-
-
-def _iter_records(
-    datas: Sequence[Any],
-    starts: Sequence[IntArray],
-    ends: Sequence[IntArray],
-    seed: int | None,
-    bin_index: int,
-) -> Iterator[bytes]:
-    """A bin's records sliced out of its parts' buffers, in the reader's (shuffled) order."""
-    # map(slice) and map(__getitem__) keep the per-record loop in C.
-    if seed is None:
-        for data, ss, es in zip(datas, starts, ends, strict=True):
-            yield from map(data.__getitem__, map(slice, ss.tolist(), es.tolist()))
-        return
-    s_all = np.concatenate([*starts, np.zeros(0, np.int64)])
-    e_all = np.concatenate([*ends, np.zeros(0, np.int64)])
-    # The same permutation SplitDataLoader.iterate_binwise uses for this bin.
-    perm = bin_permutation(seed, bin_index, len(s_all))
-    spans = map(slice, s_all[perm].tolist(), e_all[perm].tolist())
-    if len(datas) == 1:
-        yield from map(datas[0].__getitem__, spans)
-        return
-    which = np.repeat(np.arange(len(datas)), [len(s) for s in starts])[perm]
-    for w, span in zip(which.tolist(), spans, strict=True):
-        yield datas[w][span]
 
 
 def read_split_bins(

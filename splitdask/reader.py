@@ -38,7 +38,7 @@ from splitdask.index import (
 )
 from splitdask.storage import Store, UrlPath, read_manifest
 
-__all__ = ["SplitDataLoader", "VerifyReport"]
+__all__ = ["SplitDataLoader", "VerifyReport", "iter_records"]
 
 # Ranges closer than this are fetched as one request; the bytes in between are
 # cheaper than another round trip.
@@ -453,23 +453,13 @@ class SplitDataLoader:
     ) -> Iterator[bytes]:
         if blobs is None:
             blobs = self._bin_blobs(bin_index)
-        # map(slice) and map(__getitem__) keep the per-record loop in C.
-        if seed is None:
-            for part, data in blobs:
-                spans = map(slice, part.starts_np.tolist(), part.ends_np.tolist())
-                yield from map(data.__getitem__, spans)
-            return
-        starts = np.concatenate([p.starts_np for p, _ in blobs] or [np.zeros(0, np.int64)])
-        ends = np.concatenate([p.ends_np for p, _ in blobs] or [np.zeros(0, np.int64)])
-        perm = bin_permutation(seed, bin_index, len(starts))
-        spans = map(slice, starts[perm].tolist(), ends[perm].tolist())
-        if len(blobs) == 1:
-            yield from map(blobs[0][1].__getitem__, spans)
-            return
-        which = np.repeat(np.arange(len(blobs)), [p.count for p, _ in blobs])[perm]
-        datas = [d for _, d in blobs]
-        for w, span in zip(which.tolist(), spans, strict=True):
-            yield datas[w][span]
+        yield from iter_records(
+            [d for _, d in blobs],
+            [p.starts_np for p, _ in blobs],
+            [p.ends_np for p, _ in blobs],
+            seed,
+            bin_index,
+        )
 
     def iterate_binwise(self, shuffle: bool = False, seed: int | None = None) -> Iterator[bytes]:
         """Every record, bin by bin.
@@ -567,3 +557,35 @@ class SplitDataLoader:
                 size += len(chunk)
                 tail = (tail + chunk)[-keep:]
         return h.hexdigest(), size, tail
+
+
+def iter_records(
+    datas: Sequence[Any],
+    starts: Sequence[Any],
+    ends: Sequence[Any],
+    seed: int | None,
+    bin_index: int,
+) -> Iterator[bytes]:
+    """One bin's records sliced out of its parts' buffers, stored or shuffled order.
+
+    ``datas[k]`` holds part ``k`` at its file offsets and ``starts[k]``/``ends[k]``
+    are its records' extents. With a ``seed`` the order is
+    ``bin_permutation(seed, bin_index, n)``, shared by ``iterate_binwise`` and the
+    Dask reader.
+    """
+    # map(slice) and map(__getitem__) keep the per-record loop in C.
+    if seed is None:
+        for data, ss, es in zip(datas, starts, ends, strict=True):
+            yield from map(data.__getitem__, map(slice, ss.tolist(), es.tolist()))
+        return
+    # Offsets may be u64 (footers) or i64 (legacy): settle on i64 before mixing.
+    s_all = np.concatenate([*starts, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
+    e_all = np.concatenate([*ends, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
+    perm = bin_permutation(seed, bin_index, len(s_all))
+    spans = map(slice, s_all[perm].tolist(), e_all[perm].tolist())
+    if len(datas) == 1:
+        yield from map(datas[0].__getitem__, spans)
+        return
+    which = np.repeat(np.arange(len(datas)), [len(x) for x in starts])[perm]
+    for w, span in zip(which.tolist(), spans, strict=True):
+        yield datas[w][span]
