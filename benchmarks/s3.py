@@ -43,8 +43,10 @@ MiB = 1 << 20
 # counts so far.
 _SERVER = textwrap.dedent(
     """
-    import collections, json, sys, threading
+    import collections, json, logging, sys, threading
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on stderr
 
     counts = collections.Counter()
     lock = threading.Lock()
