@@ -432,9 +432,10 @@ class SplitDataLoader:
         Remote parts are fetched whole, concurrently, with one ranged GET each (the
         footer comes with the part, so no separate footer request is needed).
         """
-        parts = [self._parts[pid] for pid in self._bin_parts[bin_index]]
+        pids = self._bin_parts[bin_index]
         if self._store.is_local:
-            return [(self._part(pid), self._parts[pid].data) for pid in self._bin_parts[bin_index]]
+            return [(part, part.data) for part in map(self._part, pids)]
+        parts = [self._parts[pid] for pid in pids]
         try:
             blobs = self._store.read_ranges(
                 [p.path for p in parts], [0] * len(parts), [p.size for p in parts]
