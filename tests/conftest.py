@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -205,3 +206,12 @@ def s3_url(s3_bucket: str) -> str:
 @pytest.fixture
 def s3_requests(s3_server: S3Server) -> RequestLog:
     return s3_server.log
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll an observable condition until it holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

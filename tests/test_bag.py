@@ -22,6 +22,7 @@ import dask.bag as db
 import numpy as np
 import pytest
 import splitdataloader
+from conftest import wait_for
 from dask.delayed import Delayed
 from distributed import Client, LocalCluster
 
@@ -74,15 +75,6 @@ def manifest_parts(urlpath: str | Path, **kw: Any) -> set[str]:
     manifest = read_manifest(Store(urlpath, kw.get("storage_options")))
     assert manifest is not None
     return {p.path for p in manifest.parts()}
-
-
-def wait_for(path: Path, timeout: float = 60.0) -> None:
-    """Poll for a file to appear, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear within {timeout} s")
-        time.sleep(0.01)
 
 
 def on(client: Client) -> dict[str, Any]:
@@ -414,7 +406,7 @@ def test_killed_worker_neither_duplicates_nor_loses(tmp_path: Path) -> None:
         Client(cluster, set_as_default=False) as client,
     ):
         future = client.compute(to_split_bins(bag, ds, compute=False, part_max_bytes=1 << 20))
-        wait_for(signals / "stalled")
+        wait_for((signals / "stalled").exists, "the part task to stall")
         pid = int((signals / "stalled").read_text())
         assert pid in client.run(os.getpid).values()  # a worker process, behind a nanny
         # The doomed run has already completed a part of bin 1 (and is writing another).

@@ -14,15 +14,14 @@ import random
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import numpy as np
 import pytest
-from conftest import RequestLog, S3Server
+from conftest import RequestLog, S3Server, wait_for
 from dataset_suite import DatasetSuite, make_records
 
 from splitdask import (
@@ -77,15 +76,6 @@ def rel_of(path: str) -> str:
 def parts_of(loader: SplitDataLoader) -> list[Any]:
     assert loader.manifest is not None
     return loader.manifest.parts()
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll an observable condition until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- request counts ----------------------------------------------------------------------
