@@ -253,17 +253,27 @@ class _BinWriter:
             self._sink.abort()
             self._sink = None
 
+    @property
+    def open_bytes(self) -> int:
+        """Bytes written to the part still open (spooled, for a remote store)."""
+        return self._pos if self._sink is not None else 0
+
 
 class _Batches:
     """Deals records round-robin into per-bin batches, bounded in bytes and count.
 
     Records are only referenced until their batch is flushed, so memory stays at
-    about ``len(writers) * flush_bytes`` whatever the input's length.
+    about ``len(writers) * flush_bytes`` whatever the input's length. With a
+    ``spool_budget``, the open parts of all bins together stay under it: past it the
+    largest one is closed (and, on a remote store, uploaded and its spool removed).
     """
 
-    def __init__(self, writers: list[_BinWriter], flush_bytes: int) -> None:
+    def __init__(
+        self, writers: list[_BinWriter], flush_bytes: int, spool_budget: int | None = None
+    ) -> None:
         self.writers = writers
         self.flush_bytes = flush_bytes
+        self.spool_budget = spool_budget
         self.pending: list[list[bytes]] = [[] for _ in writers]
         self.sizes = [0] * len(writers)
         self.k = 0
@@ -283,6 +293,8 @@ class _Batches:
                     writers[j].add_many(batch)
                     pending[j] = []
                     sizes[j] = 0
+                    if self.spool_budget is not None:
+                        self._bound_spool(self.spool_budget)
         finally:
             self.k = k
 
@@ -290,8 +302,18 @@ class _Batches:
         for j, batch in enumerate(self.pending):
             if batch:
                 self.writers[j].add_many(batch)
+                if self.spool_budget is not None:
+                    self._bound_spool(self.spool_budget)
         self.pending = [[] for _ in self.writers]
         self.sizes = [0] * len(self.writers)
+
+    def _bound_spool(self, budget: int) -> None:
+        # Runs once per batch (>= 64 KiB), so summing over the bins is cheap.
+        total = sum(w.open_bytes for w in self.writers)
+        while total > budget:
+            largest = max(self.writers, key=lambda w: w.open_bytes)
+            total -= largest.open_bytes
+            largest.finish()
 
 
 def _as_record(record: Any, position: int) -> bytes:
@@ -378,8 +400,12 @@ class SplitWriter:
         JSON-serialisable mapping stored in the manifest (merged over the existing
         metadata when appending).
     part_max_bytes
-        A bin's part is closed and a new one started past this size; bounds the
-        temporary disk a remote write spools per bin.
+        A bin's part is closed and a new one started past this size.
+    spool_bytes
+        Remote stores only: a part is spooled to a local temp file until it is
+        closed and uploaded. When the open parts of all bins together pass this
+        size, the largest is closed and uploaded, so the temp disk a write uses
+        stays under ``spool_bytes`` plus one batch, however many bins there are.
 
     Examples
     --------
@@ -400,6 +426,7 @@ class SplitWriter:
         storage_options: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         part_max_bytes: int = 256 << 20,
+        spool_bytes: int = 2 << 30,
     ) -> None:
         if splits is not None and (isinstance(splits, bool) or not isinstance(splits, int)):
             raise TypeError(f"splits must be an int, not {type(splits).__name__}")
@@ -424,7 +451,8 @@ class SplitWriter:
         max_records = max(1 << 16, _OFFSETS_BUDGET // (8 * nsplits))
         self._writers = [_BinWriter(self.store, b, part_max_bytes, max_records) for b in self._rot]
         flush = min(_FLUSH_MAX, max(_FLUSH_MIN, _BUFFER_BUDGET // nsplits))
-        self._batches = _Batches(self._writers, flush)
+        spool = None if self.store.is_local else spool_bytes
+        self._batches = _Batches(self._writers, flush, spool)
         self._closed = False
         self.info: CommitInfo | None = None
         """Set by a successful :meth:`commit`."""
