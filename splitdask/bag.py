@@ -31,13 +31,11 @@ from splitdask import legacy
 from splitdask.errors import CommitConflictError, CorruptDatasetError, DatasetNotFoundError
 from splitdask.format import (
     BINS_DIR,
-    DATA_START,
     MANIFEST_NAME,
     Manifest,
     PartInfo,
     Segment,
     decode_footer,
-    footer_size,
 )
 from splitdask.index import IntArray, resolve_seed
 from splitdask.reader import iter_records
@@ -232,10 +230,6 @@ class _WritePartition:
         )
 
 
-def _payload(part: PartInfo) -> int:
-    return part.size - DATA_START - footer_size(part.count)
-
-
 def _tagged(path: str, tag: str) -> bool:
     """Whether a file name under ``bins/`` was written by the write tagged ``tag``."""
     name = path.rsplit("/", 1)[-1].lstrip(".")  # local temp files are ".<name>.tmp"
@@ -283,15 +277,7 @@ class _Commit:
                 target.store.remove([x.path for x in target.current.parts() if x.path not in keep])
         self._collect(manifest)
         ours = [x for x in manifest.parts() if _tagged(x.path, self.tag)]
-        return CommitInfo(
-            urlpath=target.store.urlpath,
-            generation=manifest.generation,
-            records_written=sum(x.count for x in ours),
-            bytes_written=sum(_payload(x) for x in ours),
-            parts_written=len(ours),
-            num_records=manifest.num_records,
-            num_bins=manifest.num_bins,
-        )
+        return CommitInfo.of(target.store.urlpath, manifest, ours)
 
     def _committed_earlier(self) -> Manifest | None:
         """The manifest, if an earlier run of this very commit task committed it.

@@ -133,6 +133,11 @@ class PartInfo:
     checksum: str
     """``"xxh3_64:<16 hex digits>"`` of the whole file."""
 
+    @property
+    def payload(self) -> int:
+        """Bytes of record data in the part (its size less header and footer)."""
+        return self.size - DATA_START - footer_size(self.count)
+
 
 @dataclass(frozen=True)
 class Segment:

@@ -76,6 +76,19 @@ class CommitInfo:
     num_records: int
     num_bins: int
 
+    @classmethod
+    def of(cls, urlpath: str, manifest: Manifest, new_parts: Sequence[PartInfo]) -> CommitInfo:
+        """The commit that made ``manifest`` by adding ``new_parts``."""
+        return cls(
+            urlpath=urlpath,
+            generation=manifest.generation,
+            records_written=sum(p.count for p in new_parts),
+            bytes_written=sum(p.payload for p in new_parts),
+            parts_written=len(new_parts),
+            num_records=manifest.num_records,
+            num_bins=manifest.num_bins,
+        )
+
 
 @dataclass(frozen=True)
 class WriteTarget:
@@ -201,7 +214,6 @@ class _BinWriter:
         self.max_records = max_records
         self.tag = tag
         self.parts: list[PartInfo] = []
-        self.nbytes = 0
         self._sink: PartSink | None = None
         self._path = ""
         self._offsets = array("Q")
@@ -245,7 +257,6 @@ class _BinWriter:
         size = self._pos + len(footer)
         checksum = f"xxh3_64:{self._hash.hexdigest()}"
         self.parts.append(PartInfo(self._path, count, size, checksum))
-        self.nbytes += self._pos - DATA_START
         self._offsets = array("Q")
 
     def abort(self) -> None:
@@ -529,20 +540,8 @@ class SplitWriter:
         manifest = self._target.commit(
             self.num_bins, {w.bin_index: w.parts for w in self._writers}, segments, self._metadata
         )
-        nbytes = sum(w.nbytes for w in self._writers)
-        nparts = sum(len(w.parts) for w in self._writers)
-        return self._info(manifest, written, nbytes, nparts)
-
-    def _info(self, m: Manifest, written: int, nbytes: int, nparts: int) -> CommitInfo:
-        return CommitInfo(
-            urlpath=self.store.urlpath,
-            generation=m.generation,
-            records_written=written,
-            bytes_written=nbytes,
-            parts_written=nparts,
-            num_records=m.num_records,
-            num_bins=m.num_bins,
-        )
+        new_parts = [p for w in self._writers for p in w.parts]
+        return CommitInfo.of(self.store.urlpath, manifest, new_parts)
 
 
 def write_split_data(

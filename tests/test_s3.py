@@ -204,7 +204,7 @@ def test_iterate_binwise_one_get_per_part_and_prefetch(
 
 
 def test_commit_writes_parts_then_manifest_last(
-    s3_url: str, s3_storage_options: dict[str, Any], s3_requests: RequestLog, s3_fs: Any
+    s3_url: str, s3_storage_options: dict[str, Any], s3_requests: RequestLog
 ) -> None:
     so = s3_storage_options
     m = s3_requests.mark()
