@@ -185,8 +185,7 @@ def to_split_bins(
     base = target.base
     if base is not None and base.num_bins:
         num_bins = base.num_bins
-        counts = base.bin_counts()
-        by_fill = sorted(range(num_bins), key=lambda b: (counts[b], b))
+        by_fill = target.bins_by_fill(num_bins)
         bin_of = tuple(by_fill[p % num_bins] for p in range(nparts))
     elif nparts == 0:
         raise ValueError("the bag has no partitions; a new dataset needs at least one bin")

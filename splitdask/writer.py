@@ -133,6 +133,14 @@ class WriteTarget:
         counts = self.base.bin_counts() if self.base else []
         return counts + [0] * (num_bins - len(counts))
 
+    def bins_by_fill(self, num_bins: int, ties: Sequence[int] | None = None) -> list[int]:
+        """Bins, least-filled first: where new records go, so appends stay balanced.
+
+        Equally filled bins keep their order in ``ties`` (default: by number).
+        """
+        counts = self.base_counts(num_bins)
+        return sorted(range(num_bins) if ties is None else ties, key=lambda b: counts[b])
+
     def commit(
         self,
         num_bins: int,
@@ -448,16 +456,16 @@ class SplitWriter:
         base_bins = self._target.base.num_bins if self._target.base else 0
         nsplits = splits if splits is not None else (base_bins or 256)
         self.num_bins = max(base_bins, nsplits)
-        counts = self._target.base_counts(self.num_bins)
-        self._counts_before = counts
-        # The least-filled bins take the records, so repeated appends stay balanced;
-        # shuffle breaks ties and orders the rotation at random.
-        candidates = list(range(self.num_bins))
+        self._counts_before = self._target.base_counts(self.num_bins)
+        # The least-filled bins take the records; shuffle breaks ties and orders
+        # the rotation at random.
         if shuffle:
             rng = np.random.default_rng(resolve_seed(seed))
-            candidates = [int(b) for b in rng.permutation(self.num_bins)]
-        chosen = sorted(candidates, key=lambda b: counts[b])[:nsplits]
-        self._rot = [chosen[int(i)] for i in rng.permutation(nsplits)] if shuffle else chosen
+            ties = [int(b) for b in rng.permutation(self.num_bins)]
+            chosen = self._target.bins_by_fill(self.num_bins, ties)[:nsplits]
+            self._rot = [chosen[int(i)] for i in rng.permutation(nsplits)]
+        else:
+            self._rot = self._target.bins_by_fill(self.num_bins)[:nsplits]
         self._metadata = dict(metadata or {})
         max_records = max(1 << 16, _OFFSETS_BUDGET // (8 * nsplits))
         self._writers = [_BinWriter(self.store, b, part_max_bytes, max_records) for b in self._rot]
