@@ -42,6 +42,7 @@ __all__ = [
     "encode_footer",
     "footer_size",
     "part_name",
+    "payload_size",
 ]
 
 FORMAT_NAME = "splitdask"
@@ -65,6 +66,11 @@ def part_name(bin_index: int, uid: str) -> str:
 def footer_size(count: int) -> int:
     """Bytes taken by the offsets and trailer of a part holding ``count`` records."""
     return _OFFSET.itemsize * (count + 1) + TRAILER_SIZE
+
+
+def payload_size(part_size: int, count: int) -> int:
+    """Bytes of record data in a part of ``part_size`` bytes holding ``count`` records."""
+    return part_size - DATA_START - footer_size(count)
 
 
 def encode_footer(offsets: npt.ArrayLike) -> bytes:
@@ -136,7 +142,7 @@ class PartInfo:
     @property
     def payload(self) -> int:
         """Bytes of record data in the part (its size less header and footer)."""
-        return self.size - DATA_START - footer_size(self.count)
+        return payload_size(self.size, self.count)
 
 
 @dataclass(frozen=True)

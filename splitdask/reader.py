@@ -22,11 +22,11 @@ import xxhash
 from splitdask import legacy
 from splitdask.errors import CorruptDatasetError, DatasetNotFoundError
 from splitdask.format import (
-    DATA_START,
     MANIFEST_NAME,
     Manifest,
     decode_footer,
     footer_size,
+    payload_size,
 )
 from splitdask.index import (
     BinOrder,
@@ -77,7 +77,7 @@ class _Part:
         """Bytes of record data in the part."""
         if self.checksum is None:  # legacy: records are framed, sum their lengths
             return int(self.ends_np.sum() - self.starts_np.sum())
-        return self.size - DATA_START - footer_size(self.count)
+        return payload_size(self.size, self.count)
 
     def set_extents(self, starts: Any, ends: Any) -> None:
         self.starts_np, self.ends_np = starts, ends
