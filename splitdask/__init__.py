@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from splitdask._commit import CommitInfo as CommitInfo
+    from splitdask._gc import GcReport as GcReport
+    from splitdask._gc import gc as gc
     from splitdask._loader import SplitDataLoader as SplitDataLoader
     from splitdask._verify import VerifyReport as VerifyReport
     from splitdask._writer import SplitWriter as SplitWriter
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     )
     from splitdask.errors import (
         FormatVersionError as FormatVersionError,
+        SnapshotExpiredError as SnapshotExpiredError,
     )
     from splitdask.errors import (
         SplitDaskError as SplitDaskError,
@@ -73,6 +76,8 @@ _API: dict[str, str] = {
     "SplitWriter": "splitdask._writer",
     "write_split_data": "splitdask._writer",
     "CommitInfo": "splitdask._commit",
+    "gc": "splitdask._gc",
+    "GcReport": "splitdask._gc",
     # Dask
     "read_split_bins": "splitdask.bag",
     "to_split_bins": "splitdask.bag",
@@ -91,6 +96,7 @@ _API: dict[str, str] = {
     "CorruptDatasetError": "splitdask.errors",
     "DatasetNotFoundError": "splitdask.errors",
     "FormatVersionError": "splitdask.errors",
+    "SnapshotExpiredError": "splitdask.errors",
     "SplitDaskError": "splitdask.errors",
 }
 

@@ -37,6 +37,7 @@ __all__ = [
     "TRAILER_SIZE",
     "Manifest",
     "PartInfo",
+    "Retired",
     "Segment",
     "decode_footer",
     "encode_footer",
@@ -167,6 +168,17 @@ class PartInfo:
 
 
 @dataclass(frozen=True)
+class Retired:
+    """A part no longer named by the dataset, and when it stopped being named."""
+
+    path: str
+    since: float
+    """POSIX time of the commit that replaced it."""
+    generation: int
+    """The generation of that commit."""
+
+
+@dataclass(frozen=True)
 class Segment:
     """A run of consecutive global indices dealt round-robin over some bins.
 
@@ -195,6 +207,9 @@ class Manifest:
     generation: int = 0
     uid: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    retired: tuple[Retired, ...] = ()
+    """Parts an earlier commit replaced, kept for readers of older snapshots until
+    the retention period has passed (then ``gc`` or the next write removes them)."""
 
     @property
     def num_bins(self) -> int:
@@ -232,6 +247,9 @@ class Manifest:
             ],
             "metadata": dict(self.metadata),
         }
+        if self.retired:
+            # Optional: a reader that predates it ignores the key (see docs/format.md).
+            doc["retired"] = [[r.path, r.since, r.generation] for r in self.retired]
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -255,6 +273,7 @@ class Manifest:
                 generation=_uint(doc["generation"]),
                 uid=str(doc["uid"]),
                 metadata=_dict(doc.get("metadata", {})),
+                retired=tuple(_retired(r) for r in _list(doc.get("retired", []))),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptDatasetError(f"{where}: malformed manifest ({exc!r})") from None
@@ -295,6 +314,10 @@ class Manifest:
                 if p.path in seen or not p.path.startswith(f"{BINS_DIR}/{b:05d}-"):
                     raise CorruptDatasetError(f"{where}: part {p.path!r} misplaced or repeated")
                 seen.add(p.path)
+        for r in self.retired:
+            if r.path in seen:
+                raise CorruptDatasetError(f"{where}: part {r.path!r} is both live and retired")
+            seen.add(r.path)
 
 
 def _list(x: object) -> Sequence[Any]:
@@ -328,6 +351,15 @@ def _part(x: object) -> PartInfo:
     if part.count < 1 or part.size < DATA_START + footer_size(part.count):
         raise ValueError(f"part {path!r}: size {part.size} cannot hold {part.count} records")
     return part
+
+
+def _retired(x: object) -> Retired:
+    path, since, generation = _list(x)
+    if not isinstance(path, str) or not _PART_PATH.fullmatch(path):
+        raise ValueError(f"invalid retired part path {path!r}")
+    if isinstance(since, bool) or not isinstance(since, int | float) or not since >= 0:
+        raise ValueError(f"invalid retirement time {since!r}")
+    return Retired(path, float(since), _uint(generation))
 
 
 def _segment(x: object) -> Segment:

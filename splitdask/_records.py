@@ -16,7 +16,7 @@ import numpy as np
 
 from splitdask._index import IntArray
 from splitdask._parts import Part
-from splitdask._snapshot import Snapshot, missing_part
+from splitdask._snapshot import Snapshot
 
 __all__ = ["OpenPart", "RecordReader"]
 
@@ -78,7 +78,7 @@ class RecordReader:
         try:
             data, tail = self.store.open_tail(part.path, part.size, part.tail_size)
         except FileNotFoundError:
-            raise missing_part(self.store, part.path) from None
+            raise self.snapshot.missing(part.path) from None
         starts, ends = part.extents(tail, self.store.where(part.path))
         return OpenPart(data, starts, ends)
 
@@ -101,7 +101,7 @@ class RecordReader:
                 [p.path for p in parts], [p.size for p in parts], [p.tail_size for p in parts]
             )
         except FileNotFoundError as exc:
-            raise missing_part(self.store, str(exc.filename)) from None
+            raise self.snapshot.missing(str(exc.filename)) from None
         for pid, part, (data, tail) in zip(todo, parts, opened, strict=True):
             starts, ends = part.extents(tail, self.store.where(part.path))
             self._open[pid] = OpenPart(data, starts, ends)
@@ -120,7 +120,7 @@ class RecordReader:
         try:
             return self.store.read_range(path, start, end)
         except FileNotFoundError:
-            raise missing_part(self.store, path) from None
+            raise self.snapshot.missing(path) from None
 
     def records(self, idx: IntArray) -> list[Any]:
         """Records at valid indices ``idx``, in that order; one pass per part."""
@@ -153,7 +153,7 @@ class RecordReader:
             try:
                 got = self.store.read_ranges(paths, r_start, r_end)
             except FileNotFoundError as exc:
-                raise missing_part(self.store, str(exc.filename)) from None
+                raise self.snapshot.missing(str(exc.filename)) from None
             for t, data in zip(slots, got, strict=True):
                 out[t] = data
         return out

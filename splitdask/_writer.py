@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from splitdask._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
-from splitdask._commit import CommitInfo, Mode, Transaction
-from splitdask._format import BINS_DIR, Segment
+from splitdask._changes import AddRecords, Mode
+from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
+from splitdask._format import BINS_DIR
 from splitdask._order import resolve_seed
 from splitdask._store import UrlPath, open_store
 from splitdask._validate import check_int
@@ -64,6 +65,13 @@ class SplitWriter:
         closed and uploaded. When the open parts of all bins together pass this
         size, the largest is closed and uploaded, so the temp disk a write uses
         stays under ``spool_bytes`` plus one batch, however many bins there are.
+    retention
+        Seconds that parts this write replaces (``mode="w"``) stay readable for
+        loaders opened before it; files of killed writers older than this are
+        removed when this write commits. See :func:`splitdask.gc`.
+    retries
+        Times the commit re-bases onto another writer's newer commit and tries
+        again before raising :class:`~splitdask.CommitConflictError`.
 
     Examples
     --------
@@ -85,15 +93,18 @@ class SplitWriter:
         metadata: Mapping[str, Any] | None = None,
         part_max_bytes: int = 256 << 20,
         spool_bytes: int = 2 << 30,
+        retention: float = DEFAULT_RETENTION,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         if splits is not None:
             splits = check_int(splits, "splits", minimum=1)
         self.store = open_store(urlpath, storage_options)
-        self._target = Transaction.begin(self.store, mode)
+        retries = check_int(retries, "retries", minimum=0)
+        self._target = Transaction.begin(self.store, mode, retention=retention, retries=retries)
+        self._tag = new_tag()
         base_bins = self._target.base.num_bins if self._target.base else 0
         nsplits = splits if splits is not None else (base_bins or 256)
         self.num_bins = max(base_bins, nsplits)
-        self._counts_before = self._target.base_counts(self.num_bins)
         # The least-filled bins take the records; shuffle breaks ties and orders
         # the rotation at random.
         if shuffle:
@@ -105,7 +116,9 @@ class SplitWriter:
             self._rot = self._target.bins_by_fill(self.num_bins)[:nsplits]
         self._metadata = dict(metadata or {})
         max_records = max(1 << 16, OFFSETS_BUDGET // (8 * nsplits))
-        self._writers = [BinWriter(self.store, b, part_max_bytes, max_records) for b in self._rot]
+        self._writers = [
+            BinWriter(self.store, b, part_max_bytes, max_records, self._tag) for b in self._rot
+        ]
         flush = min(FLUSH_MAX, max(_FLUSH_MIN, _BUFFER_BUDGET // nsplits))
         spool = spool_bytes if self.store.spools else None
         self._batches = Batches(self._writers, flush, spool)
@@ -175,17 +188,17 @@ class SplitWriter:
 
     def _commit_manifest(self) -> CommitInfo:
         written = self._batches.k
-        segments = []
-        if written:
-            used = tuple(self._rot[: min(len(self._rot), written)])
-            base = self._target.base
-            start = base.num_records if base else 0
-            first = tuple(self._counts_before[b] for b in used)
-            segments.append(Segment(start, written, used, first))
-        manifest = self._target.commit(
-            self.num_bins, {w.bin_index: w.parts for w in self._writers}, segments, self._metadata
-        )
+        # Record k of this write went to bin rot[k % len(rot)]: one round-robin run.
+        deals = [(written, tuple(self._rot[: min(len(self._rot), written)]))] if written else []
         new_parts = [p for w in self._writers for p in w.parts]
+        change = AddRecords(
+            self._target.mode,
+            self.num_bins,
+            {w.bin_index: w.parts for w in self._writers},
+            deals,
+            self._metadata,
+        )
+        manifest = self._target.commit(change, tag=self._tag, new_parts=new_parts)
         return CommitInfo.of(self.store.urlpath, manifest, new_parts)
 
 
@@ -199,6 +212,8 @@ def write_split_data(
     seed: int | None = None,
     storage_options: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    retention: float = DEFAULT_RETENTION,
+    retries: int = DEFAULT_RETRIES,
 ) -> CommitInfo:
     """Write ``input_sequence`` over ``splits`` bins, as ``splitdataloader`` did.
 
@@ -217,7 +232,7 @@ def write_split_data(
     start_clean
         Replace any existing dataset instead of appending to it. Unlike the
         predecessor, the old data stays readable until the new data is committed.
-    seed, storage_options, metadata
+    seed, storage_options, metadata, retention, retries
         See :class:`SplitWriter`.
 
     Returns
@@ -239,6 +254,8 @@ def write_split_data(
         mode="w" if start_clean else "a",
         storage_options=storage_options,
         metadata=metadata,
+        retention=retention,
+        retries=retries,
     ) as writer:
         writer.write_many(input_sequence)
     assert writer.info is not None

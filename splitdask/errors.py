@@ -12,6 +12,7 @@ __all__ = [
     "CorruptDatasetError",
     "DatasetNotFoundError",
     "FormatVersionError",
+    "SnapshotExpiredError",
     "SplitDaskError",
 ]
 
@@ -34,3 +35,8 @@ class FormatVersionError(SplitDaskError, ValueError):
 
 class CommitConflictError(SplitDaskError, RuntimeError):
     """Another writer committed to the same dataset while this one was writing."""
+
+
+class SnapshotExpiredError(SplitDaskError, RuntimeError):
+    """A reader's snapshot was replaced (an overwrite or a compaction) and the parts
+    it named were removed after the retention period; open a new reader."""

@@ -10,11 +10,17 @@ import secrets
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
+import xxhash
+
 from splitdask._format import temp_name
 from splitdask._store._access import not_found, short_read, size_mismatch
-from splitdask._store._base import PartSink, Store
+from splitdask._store._base import FileInfo, PartSink, Store
 
-__all__ = ["LocalStore", "fsync_dir"]
+__all__ = ["LOCK_NAME", "LocalStore", "fsync_dir"]
+
+LOCK_NAME = ".splitdask.lock"
+"""Writers hold an exclusive ``flock`` on this file while they compare and replace
+the manifest; readers never take it."""
 
 
 class LocalStore(Store):
@@ -100,6 +106,45 @@ class LocalStore(Store):
                 os.unlink(tmp)
             raise
         fsync_dir(os.path.dirname(path))
+
+    def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
+        try:
+            data = self.read_file(rel)
+        except FileNotFoundError:
+            return None, None
+        return data, xxhash.xxh3_128_hexdigest(data)
+
+    def replace_if(self, rel: str, data: bytes, token: str | None) -> bool:
+        with self._locked():
+            if self.read_versioned(rel)[1] != token:
+                return False
+            self.write_atomic(rel, data)
+            return True
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive advisory lock on the dataset, held across processes (the
+        kernel drops it if the holder dies, so a killed writer never wedges it)."""
+        import fcntl
+
+        fd = os.open(self.full(LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def list_info(self, rel: str) -> list[FileInfo]:
+        out = []
+        try:
+            with os.scandir(self.full(rel)) as entries:
+                for entry in entries:
+                    with contextlib.suppress(FileNotFoundError):
+                        st = entry.stat(follow_symlinks=False)
+                        out.append(FileInfo(entry.name, st.st_size, st.st_mtime))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(out)
 
     def sync_dir(self, rel: str) -> None:
         fsync_dir(self.full(rel))
