@@ -21,48 +21,20 @@ if TYPE_CHECKING:
     from splitdask._writer import write_split_data as write_split_data
     from splitdask.bag import read_split_bins as read_split_bins
     from splitdask.bag import to_split_bins as to_split_bins
-    from splitdask.errors import (
-        CommitConflictError as CommitConflictError,
-    )
-    from splitdask.errors import (
-        CorruptDatasetError as CorruptDatasetError,
-    )
-    from splitdask.errors import (
-        DatasetNotFoundError as DatasetNotFoundError,
-    )
-    from splitdask.errors import (
-        FormatVersionError as FormatVersionError,
-    )
-    from splitdask.errors import (
-        SplitDaskError as SplitDaskError,
-    )
-    from splitdask.mpq import (
-        MpQItr as MpQItr,
-    )
-    from splitdask.mpq import (
-        MpQItrError as MpQItrError,
-    )
-    from splitdask.mpq import (
-        MpQItrTimeoutError as MpQItrTimeoutError,
-    )
-    from splitdask.mpq import (
-        MpQOptions as MpQOptions,
-    )
-    from splitdask.mpq import (
-        MpQRun as MpQRun,
-    )
-    from splitdask.mpq import (
-        RemoteTraceback as RemoteTraceback,
-    )
-    from splitdask.mpq import (
-        WorkerDiedError as WorkerDiedError,
-    )
-    from splitdask.mpq import (
-        WorkerInfo as WorkerInfo,
-    )
-    from splitdask.mpq import (
-        get_worker_info as get_worker_info,
-    )
+    from splitdask.errors import CommitConflictError as CommitConflictError
+    from splitdask.errors import CorruptDatasetError as CorruptDatasetError
+    from splitdask.errors import DatasetNotFoundError as DatasetNotFoundError
+    from splitdask.errors import FormatVersionError as FormatVersionError
+    from splitdask.errors import SplitDaskError as SplitDaskError
+    from splitdask.mpq import MpQItr as MpQItr
+    from splitdask.mpq import MpQItrError as MpQItrError
+    from splitdask.mpq import MpQItrTimeoutError as MpQItrTimeoutError
+    from splitdask.mpq import MpQOptions as MpQOptions
+    from splitdask.mpq import MpQRun as MpQRun
+    from splitdask.mpq import RemoteTraceback as RemoteTraceback
+    from splitdask.mpq import WorkerDiedError as WorkerDiedError
+    from splitdask.mpq import WorkerInfo as WorkerInfo
+    from splitdask.mpq import get_worker_info as get_worker_info
 
 __version__ = "0.1.0"
 
