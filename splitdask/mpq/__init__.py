@@ -39,11 +39,9 @@ import os
 import pickle
 import random
 import signal
-import struct
 import sys
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -63,6 +61,7 @@ from splitdask.errors import (
     RemoteTraceback,
     WorkerDiedError,
 )
+from splitdask.mpq import _wire
 
 __all__ = [
     "MpQItr",
@@ -84,18 +83,6 @@ _Order = Literal["C", "F"]
 _KIB = 1 << 10
 _MIB = 1 << 20
 
-# Frame tags.
-_READY, _ITEM, _SHM, _ERROR, _DONE = range(5)
-_CREDIT = b"\x01"
-_CREDIT_AND_FREE = b"\x02"
-
-_PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
-_LEN = struct.Struct("<I")
-_BATCH_MARK = b"B"
-# Frames at least this big are sent alone; smaller ones are coalesced into
-# batch messages of up to _BATCH_BYTES.
-_ALONE_BYTES = 64 * _KIB
-_BATCH_BYTES = 256 * _KIB
 # Containers are searched for arrays this deep and up to this many elements.
 _MAX_DEPTH = 4
 _MAX_SCAN = 1024
@@ -693,33 +680,33 @@ class MpQRun(Generic[T]):
                 self._on_exit(worker)
                 continue
             try:
-                tag, payload = pickle.loads(blob)
+                tag, payload = _wire.decode_frame(blob)
             except Exception as exc:
                 raise MpQItrError(
                     f"an item from MpQItr worker {worker.index} could not be unpickled in "
                     f"the parent: {exc!r}",
                     worker_id=worker.index,
                 ) from exc
-            if tag == _ITEM:
-                self._consumed(worker, _CREDIT)
+            if tag == _wire.ITEM:
+                self._consumed(worker, _wire.CREDIT)
                 return payload  # type: ignore[no-any-return]
-            if tag == _SHM:
+            if tag == _wire.SHM:
                 item = self._copy_out(payload)
-                self._consumed(worker, _CREDIT_AND_FREE)
+                self._consumed(worker, _wire.CREDIT_AND_FREE)
                 return item  # type: ignore[no-any-return]
-            if tag == _READY:
+            if tag == _wire.READY:
                 worker.ready = True
                 self._maybe_unlink()
-            elif tag == _DONE:
+            elif tag == _wire.DONE:
                 worker.finished = True
-            elif tag == _ERROR:
+            elif tag == _wire.ERROR:
                 worker.finished = True
-                raise _remote_error(worker.index, payload)
+                raise _wire.decode_error(worker.index, payload)
 
     def _consumed(self, worker: _Worker, code: bytes) -> None:
         worker.delivered += 1
         self._delivered += 1
-        if code == _CREDIT_AND_FREE:
+        if code == _wire.CREDIT_AND_FREE:
             self._shm_delivered += 1
         worker.pending += code
         if len(worker.pending) >= self._flush_at:
@@ -818,17 +805,7 @@ class MpQRun(Generic[T]):
             self._read_one(w)
 
     def _split(self, w: _Worker, msg: bytes) -> None:
-        view = memoryview(msg)
-        if msg[:1] != _BATCH_MARK:
-            self._frames.append((w, view))
-            return
-        pos, end = 1, len(view)
-        unpack = _LEN.unpack_from
-        while pos < end:
-            (size,) = unpack(view, pos)
-            pos += 4
-            self._frames.append((w, view[pos : pos + size]))
-            pos += size
+        self._frames.extend((w, frame) for frame in _wire.split_message(msg))
 
     def _on_exit(self, w: _Worker) -> None:
         if w.finished:
@@ -853,38 +830,6 @@ class MpQRun(Generic[T]):
             exitcode=code,
             pid=w.pid,
         )
-
-
-def _remote_error(index: int, payload: dict[str, Any]) -> BaseException:
-    tb_text: str = payload["tb"]
-    type_name: str = payload["type"]
-    message: str = payload["msg"]
-    exc: object = None
-    if payload["exc"] is not None:
-        try:
-            exc = pickle.loads(payload["exc"])
-        except Exception:
-            exc = None
-    cause = RemoteTraceback(tb_text)
-    if isinstance(exc, Exception) and not isinstance(exc, StopIteration | StopAsyncIteration):
-        with contextlib.suppress(Exception):
-            exc.remote_traceback = tb_text  # type: ignore[attr-defined]
-        exc.__cause__ = cause
-        return exc
-    reason = (
-        "cannot be re-raised in the parent"
-        if exc is not None
-        else "could not be pickled or unpickled"
-    )
-    err = MpQItrError(
-        f"MpQItr worker {index} raised {type_name}: {message} (the exception {reason}; "
-        "its traceback is attached)",
-        worker_id=index,
-        remote_type=type_name,
-        remote_traceback=tb_text,
-    )
-    err.__cause__ = cause
-    return err
 
 
 # ------------------------------------------------------------- worker side
@@ -973,33 +918,8 @@ class _Sender:
 
     def _send(self, frames: list[bytes]) -> None:
         send = self._conn.send_bytes
-        group: list[bytes] = []
-        size = 0
-        for frame in frames:
-            if len(frame) >= _ALONE_BYTES:
-                if group:
-                    self._send_group(group)
-                    group, size = [], 0
-                send(frame)
-                continue
-            group.append(frame)
-            size += len(frame)
-            if size >= _BATCH_BYTES:
-                self._send_group(group)
-                group, size = [], 0
-        if group:
-            self._send_group(group)
-
-    def _send_group(self, group: list[bytes]) -> None:
-        if len(group) == 1:
-            self._conn.send_bytes(group[0])
-            return
-        parts = [_BATCH_MARK]
-        pack = _LEN.pack
-        for frame in group:
-            parts.append(pack(len(frame)))
-            parts.append(frame)
-        self._conn.send_bytes(b"".join(parts))
+        for message in _wire.pack_frames(frames):
+            send(message)
 
 
 class _Control:
@@ -1020,7 +940,7 @@ class _Control:
             if not data:
                 raise _Stop
             self.credits += len(data)
-            self.freed += data.count(_CREDIT_AND_FREE)
+            self.freed += data.count(_wire.CREDIT_AND_FREE)
         elif not self._parent_alive():
             raise _Stop
 
@@ -1111,16 +1031,16 @@ class _Encoder:
             self._slots = _Slots(config.shm_offset, config.shm_size)
 
     def encode(self, item: Any, index: int) -> bytes:
-        frame: tuple[int, Any] = (_ITEM, item)
+        frame: tuple[int, Any] = (_wire.ITEM, item)
         if self._slots is not None and self._threshold is not None:
             found: list[np.ndarray[Any, Any]] = []
             skeleton = _extract(item, found, self._threshold, 0)
             if found:
                 offsets = self._place(found)
                 if offsets is not None:
-                    frame = (_SHM, (skeleton, offsets))
+                    frame = (_wire.SHM, (skeleton, offsets))
         try:
-            return pickle.dumps(frame, protocol=_PICKLE_PROTOCOL)
+            return _wire.encode_frame(*frame)
         except Exception as exc:
             raise MpQItrError(
                 f"item {index} yielded by the generator could not be pickled: {exc!r}"
@@ -1172,25 +1092,6 @@ def _close_inherited() -> None:
     _PARENT_SHM.clear()
 
 
-def _error_frame(exc: BaseException) -> bytes:
-    try:
-        exc_bytes: bytes | None = pickle.dumps(exc, protocol=_PICKLE_PROTOCOL)
-    except Exception:
-        exc_bytes = None
-    try:
-        message = str(exc)
-    except Exception:
-        message = "<str() failed>"
-    t = type(exc)
-    payload = {
-        "exc": exc_bytes,
-        "type": f"{t.__module__}.{t.__qualname__}",
-        "msg": message,
-        "tb": "".join(traceback.format_exception(t, exc, exc.__traceback__)),
-    }
-    return pickle.dumps((_ERROR, payload), protocol=_PICKLE_PROTOCOL)
-
-
 def _worker_main(
     fn: Callable[..., Iterable[Any]],
     args: tuple[Any, ...],
@@ -1216,7 +1117,7 @@ def _worker_main(
     try:
         try:
             encoder = _Encoder(config, control)
-            sender.put(pickle.dumps((_READY, os.getpid()), protocol=_PICKLE_PROTOCOL))
+            sender.put(_wire.encode_frame(_wire.READY, os.getpid()))
             it = iter(fn(*args, **kwargs))
             index = 0
             while True:
@@ -1231,12 +1132,12 @@ def _worker_main(
                 index += 1
                 sender.put(frame)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            sender.put(pickle.dumps((_DONE, index), protocol=_PICKLE_PROTOCOL))
+            sender.put(_wire.encode_frame(_wire.DONE, index))
         except _Stop:
             stopped = True
         except BaseException as exc:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            sender.put(_error_frame(exc))
+            sender.put(_wire.encode_error(exc))
         if stopped:
             close = getattr(it, "close", None)
             if close is not None:
