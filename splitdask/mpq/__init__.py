@@ -51,7 +51,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
 from types import FrameType, TracebackType
-from typing import Any, Generic, Literal, NamedTuple, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -61,7 +61,7 @@ from splitdask.errors import (
     RemoteTraceback,
     WorkerDiedError,
 )
-from splitdask.mpq import _wire
+from splitdask.mpq import _shm, _wire
 
 __all__ = [
     "MpQItr",
@@ -78,15 +78,10 @@ __all__ = [
 T = TypeVar("T")
 U = TypeVar("U")
 P = ParamSpec("P")
-_Order = Literal["C", "F"]
 
 _KIB = 1 << 10
 _MIB = 1 << 20
 
-# Containers are searched for arrays this deep and up to this many elements.
-_MAX_DEPTH = 4
-_MAX_SCAN = 1024
-_SHM_ALIGN = 64
 # How often a waiting worker checks that its parent is still alive.
 _PARENT_POLL = 0.5
 # Stopping: grace for SIGTERM, then for SIGKILL (seconds). Their sum stays < 5.
@@ -525,8 +520,8 @@ class MpQRun(Generic[T]):
             slice_bytes = 0
             if options.shm_threshold is not None:
                 pool = _shm_budget(options.shm_pool_bytes)
-                slice_bytes = (pool // n) // _SHM_ALIGN * _SHM_ALIGN
-                if slice_bytes >= max(options.shm_threshold, _SHM_ALIGN):
+                slice_bytes = (pool // n) // _shm.ALIGN * _shm.ALIGN
+                if slice_bytes >= max(options.shm_threshold, _shm.ALIGN):
                     try:
                         state.shm = SharedMemory(create=True, size=slice_bytes * n)
                     except OSError:  # no usable /dev/shm: everything goes through the pipes
@@ -732,28 +727,8 @@ class MpQRun(Generic[T]):
         skeleton, offsets = payload
         shm = self._state.shm
         assert shm is not None
-        buf = shm.buf
-
-        def rebuild(x: Any) -> Any:
-            t = type(x)
-            if t is _ShmArray:
-                src = np.ndarray(
-                    x.shape, dtype=x.dtype, buffer=buf, offset=offsets[x.slot], order=x.order
-                )
-                out = src.copy(order=x.order)
-                del src
-                return out
-            if t is list:
-                return [rebuild(v) for v in x]
-            if t is tuple:
-                return tuple(rebuild(v) for v in x)
-            if t is dict:
-                return {k: rebuild(v) for k, v in x.items()}
-            if isinstance(x, tuple) and hasattr(t, "_fields"):
-                return t._make(rebuild(v) for v in x)
-            return x
-
-        return rebuild(skeleton)
+        assert shm.buf is not None  # closed only by _shutdown
+        return _shm.rebuild(skeleton, shm.buf, offsets)
 
     def _receive(self) -> None:
         """Block until some worker sent a message or ended; queue what arrived."""
@@ -843,15 +818,6 @@ class _WorkerConfig:
     shm_offset: int
     shm_size: int
     shm_threshold: int | None
-
-
-class _ShmArray(NamedTuple):
-    """Placeholder for an array that was written to the shared-memory pool."""
-
-    slot: int  # position in the frame's offsets list
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-    order: _Order
 
 
 class _Stop(BaseException):
@@ -950,74 +916,6 @@ class _Control:
         return self._parent is None or self._parent.is_alive()
 
 
-class _Slots:
-    """Allocator over this worker's slice of the pool: first fit, freed in FIFO order.
-
-    The parent frees a worker's allocations in the order they were made (it reads
-    that worker's frames in order), so the live allocations are a short FIFO (at
-    most the worker's credit plus one). First fit from the start of the slice
-    keeps the pages in use down to the bytes actually in flight, however large
-    the slice, and uses every gap, whatever the mix of sizes.
-    """
-
-    def __init__(self, base: int, size: int) -> None:
-        self.base = base
-        self.size = size
-        self._live: deque[tuple[int, int]] = deque()  # (start, end), oldest first
-
-    def release(self, count: int) -> None:
-        for _ in range(count):
-            self._live.popleft()
-
-    def alloc(self, n: int) -> int | None:
-        """Return the absolute offset of ``n`` free bytes, or None if none are free."""
-        pos = 0
-        for start, end in sorted(self._live):
-            if start - pos >= n:
-                break
-            pos = max(pos, end)
-        else:
-            if self.size - pos < n:
-                return None
-        self._live.append((pos, pos + n))
-        return self.base + pos
-
-
-def _layout(a: np.ndarray[Any, Any]) -> _Order:
-    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
-
-
-def _extract(x: Any, found: list[np.ndarray[Any, Any]], threshold: int, depth: int) -> Any:
-    """Return ``x`` with big arrays replaced by :class:`_ShmArray` placeholders."""
-    t = type(x)
-    if t is np.ndarray:
-        if x.nbytes >= threshold and not x.dtype.hasobject:
-            found.append(x)
-            return _ShmArray(len(found) - 1, x.shape, x.dtype, _layout(x))
-        return x
-    if depth >= _MAX_DEPTH:
-        return x
-    if t is list or t is tuple or (isinstance(x, tuple) and hasattr(t, "_fields")):
-        if len(x) > _MAX_SCAN:
-            return x
-        out = [_extract(v, found, threshold, depth + 1) for v in x]
-        if all(a is b for a, b in zip(out, x, strict=True)):
-            return x
-        if t is list:
-            return out
-        if t is tuple:
-            return tuple(out)
-        return t._make(out)
-    if t is dict:
-        if len(x) > _MAX_SCAN:
-            return x
-        new = {k: _extract(v, found, threshold, depth + 1) for k, v in x.items()}
-        if all(new[k] is v for k, v in x.items()):
-            return x
-        return new
-    return x
-
-
 class _Encoder:
     """Turns items into frames, placing big arrays in this worker's shared memory."""
 
@@ -1025,18 +923,17 @@ class _Encoder:
         self._control = control
         self._threshold = config.shm_threshold
         self._shm: SharedMemory | None = None
-        self._slots: _Slots | None = None
+        self._slots: _shm.Slots | None = None
         if config.shm_name is not None and config.shm_size > 0:
             self._shm = SharedMemory(name=config.shm_name)
-            self._slots = _Slots(config.shm_offset, config.shm_size)
+            self._slots = _shm.Slots(config.shm_offset, config.shm_size)
 
     def encode(self, item: Any, index: int) -> bytes:
         frame: tuple[int, Any] = (_wire.ITEM, item)
         if self._slots is not None and self._threshold is not None:
-            found: list[np.ndarray[Any, Any]] = []
-            skeleton = _extract(item, found, self._threshold, 0)
-            if found:
-                offsets = self._place(found)
+            skeleton, arrays = _shm.extract(item, self._threshold)
+            if arrays:
+                offsets = self._place(arrays)
                 if offsets is not None:
                     frame = (_wire.SHM, (skeleton, offsets))
         try:
@@ -1051,8 +948,7 @@ class _Encoder:
         shm = self._shm
         assert slots is not None
         assert shm is not None
-        sizes = [-(-a.nbytes // _SHM_ALIGN) * _SHM_ALIGN for a in arrays]
-        total = sum(sizes)
+        total = sum(_shm.footprint(arrays))
         if total > slots.size:
             return None  # too big for the pool: plain pickle
         control = self._control
@@ -1064,18 +960,8 @@ class _Encoder:
             if start is not None:
                 break
             control.wait(_PARENT_POLL)
-        offsets = []
-        pos = start
-        buf = shm.buf
-        for a, size in zip(arrays, sizes, strict=True):
-            dst: np.ndarray[Any, Any] = np.ndarray(
-                a.shape, dtype=a.dtype, buffer=buf, offset=pos, order=_layout(a)
-            )
-            np.copyto(dst, a, casting="no")
-            del dst
-            offsets.append(pos)
-            pos += size
-        return offsets
+        assert shm.buf is not None
+        return _shm.write_arrays(shm.buf, start, arrays)
 
 
 def _close_inherited() -> None:
