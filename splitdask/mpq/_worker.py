@@ -1,7 +1,7 @@
 """The worker side of a run: the loop that runs ``generator_fn`` in a child process.
 
 It is kept apart from the parent-side iterator (:mod:`._run`), as in torch's
-``utils/data/_utils/worker.py``: this module never sees a ``MpQRun``, only a
+``utils/data/_utils/worker.py``: this module never sees an ``MpQRun``, only a
 :class:`WorkerConfig` and its two pipe ends.
 
 Threads: the main thread runs the generator and pickles each item (so an item
@@ -64,7 +64,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 class _Sender:
-    """Feeder thread: sends the frames queued so far as one message."""
+    """Feeder thread: sends the frames queued so far, batched by :func:`_wire.pack_frames`."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
