@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,16 +279,16 @@ def main(argv: list[str] | None = None) -> int:
         for circle in circles:
             n_circles += 1
             print("import circle: " + " -> ".join(circle))
-            for a, b in zip(circle, circle[1:], strict=False):
+            for a, b in itertools.pairwise(circle):
                 for e in where[(a, b)]:
                     how = "deferred, in a function" if e.deferred else "module level"
                     print(f"    {e.path}:{e.line}: {a} imports {b} ({how})")
         if len(circles) >= MAX_CIRCLES_PER_GROUP:
             print(f"    (listing stopped at {MAX_CIRCLES_PER_GROUP} circles among {group})")
 
-    type_only = sorted({(e.src, e.dst) for e in edges if e.type_only})
-    if type_only:
-        shown = ", ".join(f"{a} -> {b}" for a, b in type_only)
+    type_edges = sorted({(e.src, e.dst) for e in edges if e.type_only})
+    if type_edges:
+        shown = ", ".join(f"{a} -> {b}" for a, b in type_edges)
         print(f"type-only imports (under TYPE_CHECKING, not counted for circles): {shown}")
 
     print(
