@@ -55,7 +55,7 @@ def release(datas: Sequence[Any]) -> None:
 
 def _bin_data(reader: RecordReader, bin_index: int) -> BinData:
     pids = reader.snapshot.bin_parts[bin_index]
-    if reader.store.is_local:
+    if reader.store.is_local and len(pids) <= reader.max_open // 4:
         # Reuse the loader's maps: iterating again costs no new mmap per part.
         opened = [reader.part(p) for p in pids]
         return [o.data for o in opened], [o.starts_np for o in opened], [o.ends_np for o in opened]

@@ -9,6 +9,7 @@ records by range, near ranges merged by the store.
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,12 @@ from splitdask._index import IntArray
 from splitdask._parts import Part
 from splitdask._snapshot import Snapshot
 
-__all__ = ["OpenPart", "RecordReader"]
+__all__ = ["MAX_OPEN_PARTS", "OpenPart", "RecordReader"]
+
+MAX_OPEN_PARTS = 512
+"""Opened parts a reader keeps. A local part holds a mapping and its descriptor, so
+this bounds both (well under the usual ``ulimit -n`` of 1024 and
+``vm.max_map_count``) however many parts a dataset has."""
 
 
 class OpenPart:
@@ -52,16 +58,19 @@ class OpenPart:
 class RecordReader:
     """Random access to the records of one snapshot."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, max_open: int = MAX_OPEN_PARTS) -> None:
         self.snapshot = snapshot
         self.store = snapshot.store
         self.num_records = snapshot.num_records
-        self._open: dict[int, OpenPart] = {}
+        self.max_open = max_open
+        # Oldest-opened first; past max_open the oldest is dropped, not closed: a
+        # bin iteration may still slice it, and the map goes when nothing refers to it.
+        self._open: OrderedDict[int, OpenPart] = OrderedDict()
         self._locate = snapshot.locator.locate  # bound once: record() is the hot path
 
     def close(self) -> None:
         """Release every mapping; parts reopen on next use."""
-        opened, self._open = self._open, {}
+        opened, self._open = self._open, OrderedDict()
         for part in opened.values():
             part.close()
 
@@ -71,7 +80,13 @@ class RecordReader:
         """Part ``pid``, opened if it was not."""
         opened = self._open.get(pid)
         if opened is None:
-            opened = self._open[pid] = self._load(self.snapshot.parts[pid])
+            opened = self._keep(pid, self._load(self.snapshot.parts[pid]))
+        return opened
+
+    def _keep(self, pid: int, opened: OpenPart) -> OpenPart:
+        self._open[pid] = opened
+        if len(self._open) > self.max_open:
+            self._open.popitem(last=False)
         return opened
 
     def _load(self, part: Part) -> OpenPart:
@@ -89,7 +104,7 @@ class RecordReader:
         if opened is None:
             part = self.snapshot.parts[pid]
             starts, ends = part.extents(blob, self.store.where(part.path))
-            opened = self._open[pid] = OpenPart(None, starts.copy(), ends.copy())
+            opened = self._keep(pid, OpenPart(None, starts.copy(), ends.copy()))
         return opened
 
     def _load_many(self, pids: Sequence[int]) -> None:
@@ -104,7 +119,7 @@ class RecordReader:
             raise self.snapshot.missing(str(exc.filename)) from None
         for pid, part, (data, tail) in zip(todo, parts, opened, strict=True):
             starts, ends = part.extents(tail, self.store.where(part.path))
-            self._open[pid] = OpenPart(data, starts, ends)
+            self._keep(pid, OpenPart(data, starts, ends))
 
     # -- records ----------------------------------------------------------------------
 

@@ -18,6 +18,10 @@ from splitdask._store._base import FileInfo, PartSink, Store
 
 __all__ = ["LOCK_NAME", "LocalStore", "fsync_dir"]
 
+# A bin read whole maps its parts up to this many; more are read into memory, so one
+# bin of a dataset of very many small parts cannot exhaust descriptors or mappings.
+_MAP_WHOLE = 64
+
 LOCK_NAME = ".splitdask.lock"
 """Writers hold an exclusive ``flock`` on this file while they compare and replace
 the manifest; readers never take it."""
@@ -62,7 +66,16 @@ class LocalStore(Store):
         return data
 
     def read_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
-        return [self.map(r, s) for r, s in zip(rels, sizes, strict=True)]
+        """Maps of few parts; bytes of many, which hold no descriptor each."""
+        if len(rels) <= _MAP_WHOLE:
+            return [self.map(r, s) for r, s in zip(rels, sizes, strict=True)]
+        out = []
+        for rel, size in zip(rels, sizes, strict=True):
+            data = self.read_range(rel, 0, size)
+            if self.size(rel) != size:
+                raise size_mismatch(self.where(rel), self.size(rel), size)
+            out.append(data)
+        return out
 
     def open_tail(self, rel: str, size: int, tail: int) -> tuple[Any | None, Any]:
         data = self.map(rel, size)
