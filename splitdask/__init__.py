@@ -1,10 +1,11 @@
 """splitdask: training data split over bins, read back fast, locally, remotely and with Dask.
 
-The public API is listed in ``__all__``. It comes from ``writer`` (writing),
-``reader`` (reading), ``bag`` (Dask), ``mpq`` (the prefetching iterator) and
-``errors``, over the ``format``, ``index``, ``storage`` and ``legacy`` layers.
-Submodules are imported on first use, so ``import splitdask`` is cheap (a
-spawned MpQItr worker does not pay for fsspec or Dask unless it uses them).
+The public API is the table :data:`_API` below: each public name and the module it
+lives in. Modules are imported on first use of one of their names (PEP 562), so
+``import splitdask`` is cheap: a spawned MpQItr worker does not pay for fsspec,
+NumPy or Dask unless it uses them. Public modules are the ones users import
+(``splitdask.bag``, ``splitdask.mpq``, ``splitdask.errors``); underscored modules
+are internal and may change.
 """
 
 from __future__ import annotations
@@ -12,35 +13,42 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from splitdask.errors import (
-    CommitConflictError,
-    CorruptDatasetError,
-    DatasetNotFoundError,
-    FormatVersionError,
-    SplitDaskError,
-)
-
 if TYPE_CHECKING:
-    from splitdask.bag import read_split_bins, to_split_bins
-    from splitdask.mpq import (
-        MpQItr,
-        MpQItrError,
-        MpQItrTimeoutError,
-        MpQOptions,
-        MpQRun,
-        RemoteTraceback,
-        WorkerDiedError,
-        WorkerInfo,
-        get_worker_info,
-    )
-    from splitdask.reader import SplitDataLoader, VerifyReport
-    from splitdask.writer import CommitInfo, SplitWriter, write_split_data
+    from splitdask._commit import CommitInfo as CommitInfo
+    from splitdask._loader import SplitDataLoader as SplitDataLoader
+    from splitdask._verify import VerifyReport as VerifyReport
+    from splitdask._writer import SplitWriter as SplitWriter
+    from splitdask._writer import write_split_data as write_split_data
+    from splitdask.bag import read_split_bins as read_split_bins
+    from splitdask.bag import to_split_bins as to_split_bins
+    from splitdask.errors import CommitConflictError as CommitConflictError
+    from splitdask.errors import CorruptDatasetError as CorruptDatasetError
+    from splitdask.errors import DatasetNotFoundError as DatasetNotFoundError
+    from splitdask.errors import FormatVersionError as FormatVersionError
+    from splitdask.errors import SplitDaskError as SplitDaskError
+    from splitdask.mpq import MpQItr as MpQItr
+    from splitdask.mpq import MpQItrError as MpQItrError
+    from splitdask.mpq import MpQItrTimeoutError as MpQItrTimeoutError
+    from splitdask.mpq import MpQOptions as MpQOptions
+    from splitdask.mpq import MpQRun as MpQRun
+    from splitdask.mpq import RemoteTraceback as RemoteTraceback
+    from splitdask.mpq import WorkerDiedError as WorkerDiedError
+    from splitdask.mpq import WorkerInfo as WorkerInfo
+    from splitdask.mpq import get_worker_info as get_worker_info
 
 __version__ = "0.1.0"
 
-_LAZY = {
+_API: dict[str, str] = {
+    # reading and writing
+    "SplitDataLoader": "splitdask._loader",
+    "VerifyReport": "splitdask._verify",
+    "SplitWriter": "splitdask._writer",
+    "write_split_data": "splitdask._writer",
+    "CommitInfo": "splitdask._commit",
+    # Dask
     "read_split_bins": "splitdask.bag",
     "to_split_bins": "splitdask.bag",
+    # the prefetching iterator
     "MpQItr": "splitdask.mpq",
     "MpQItrError": "splitdask.mpq",
     "MpQItrTimeoutError": "splitdask.mpq",
@@ -50,41 +58,19 @@ _LAZY = {
     "WorkerDiedError": "splitdask.mpq",
     "WorkerInfo": "splitdask.mpq",
     "get_worker_info": "splitdask.mpq",
-    "SplitDataLoader": "splitdask.reader",
-    "VerifyReport": "splitdask.reader",
-    "CommitInfo": "splitdask.writer",
-    "SplitWriter": "splitdask.writer",
-    "write_split_data": "splitdask.writer",
+    # errors
+    "CommitConflictError": "splitdask.errors",
+    "CorruptDatasetError": "splitdask.errors",
+    "DatasetNotFoundError": "splitdask.errors",
+    "FormatVersionError": "splitdask.errors",
+    "SplitDaskError": "splitdask.errors",
 }
 
-__all__ = [
-    "CommitConflictError",
-    "CommitInfo",
-    "CorruptDatasetError",
-    "DatasetNotFoundError",
-    "FormatVersionError",
-    "MpQItr",
-    "MpQItrError",
-    "MpQItrTimeoutError",
-    "MpQOptions",
-    "MpQRun",
-    "RemoteTraceback",
-    "SplitDataLoader",
-    "SplitDaskError",
-    "SplitWriter",
-    "VerifyReport",
-    "WorkerDiedError",
-    "WorkerInfo",
-    "__version__",
-    "get_worker_info",
-    "read_split_bins",
-    "to_split_bins",
-    "write_split_data",
-]
+__all__ = ["__version__", *sorted(_API)]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'splitdask' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)

@@ -12,42 +12,28 @@ listed it when the Bag was built, so all partitions see one snapshot.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import mmap
-import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, cast, overload
+from typing import Any, Literal, cast, overload
 
 import dask.bag as db
-import numpy as np
 from dask.bag.core import reify
 from dask.base import tokenize
 from dask.delayed import Delayed, delayed
 from dask.highlevelgraph import HighLevelGraph
 
-from splitdask import legacy
-from splitdask.errors import CommitConflictError, CorruptDatasetError, DatasetNotFoundError
-from splitdask.format import (
-    BINS_DIR,
-    MANIFEST_NAME,
-    Manifest,
-    PartInfo,
-    Segment,
-    decode_footer,
-)
-from splitdask.index import IntArray, resolve_seed
-from splitdask.reader import iter_records
-from splitdask.storage import Store, UrlPath, read_manifest
-from splitdask.writer import CommitInfo, WriteTarget, write_bin_part
+from splitdask._bins import load_parts, release
+from splitdask._binwrite import write_bin_part
+from splitdask._commit import CommitInfo, Mode, Transaction, new_tag, tagged
+from splitdask._format import PartInfo, Segment
+from splitdask._order import iter_records, resolve_seed
+from splitdask._parts import Part
+from splitdask._snapshot import Snapshot, open_snapshot
+from splitdask._store import Store, UrlPath, open_store
+from splitdask._validate import check_int
+from splitdask.errors import CommitConflictError
 
-if TYPE_CHECKING:
-    from splitdask.reader import SplitDataLoader
-
-__all__ = ["read_split_bins", "to_split_bins"]
-
-log = logging.getLogger(__name__)
+__all__ = ["read_split_bins", "snapshot_bag", "to_split_bins"]
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -173,15 +159,12 @@ def to_split_bins(
         raise TypeError(f"bag must be a dask.bag.Bag, not {type(bag).__name__}")
     if append and overwrite:
         raise ValueError("append and overwrite are mutually exclusive")
-    if isinstance(part_max_bytes, bool) or not isinstance(part_max_bytes, int):
-        raise TypeError(f"part_max_bytes must be an int, not {type(part_max_bytes).__name__}")
-    if part_max_bytes < 1:
-        raise ValueError(f"part_max_bytes must be positive, got {part_max_bytes}")
+    check_int(part_max_bytes, "part_max_bytes", minimum=1)
     nparts = bag.npartitions
     if nparts == 0 and not append:
         raise ValueError("the bag has no partitions; a new dataset needs at least one bin")
-    mode: Literal["a", "w", "x"] = "a" if append else "w" if overwrite else "x"
-    target = WriteTarget.open(Store(urlpath, storage_options), mode)
+    mode: Mode = "a" if append else "w" if overwrite else "x"
+    target = Transaction.begin(open_store(urlpath, storage_options), mode)
     base = target.base
     if base is not None and base.num_bins:
         num_bins = base.num_bins
@@ -194,7 +177,7 @@ def to_split_bins(
         bin_of = tuple(range(nparts))
 
     # A fresh tag per call: it names this write's tasks and starts its part names.
-    tag = secrets.token_hex(8)
+    tag = new_tag()
     name = f"to-split-bins-{tokenize(bag.name, target.store.urlpath, mode, tag)}"
     write = _WritePartition(target.store, tag, part_max_bytes)
     layer: dict[Any, Any] = {(name, p): (write, (bag.name, p), p, bin_of[p]) for p in range(nparts)}
@@ -229,17 +212,11 @@ class _WritePartition:
         )
 
 
-def _tagged(path: str, tag: str) -> bool:
-    """Whether a file name under ``bins/`` was written by the write tagged ``tag``."""
-    name = path.rsplit("/", 1)[-1].lstrip(".")  # local temp files are ".<name>.tmp"
-    return name.partition("-")[2].startswith(tag)
-
-
 @dataclass(frozen=True)
 class _Commit:
     """Task: name the parts every partition returned in a new manifest."""
 
-    target: WriteTarget
+    target: Transaction
     num_bins: int
     bin_of: tuple[int, ...]
     tag: str
@@ -265,49 +242,17 @@ class _Commit:
         try:
             manifest = target.commit(self.num_bins, new_parts, segments, self.metadata)
         except CommitConflictError:
-            earlier = self._committed_earlier()
+            earlier = target.committed_by(self.tag)
             if earlier is None:
                 target.abandon(x for xs in new_parts.values() for x in xs)
                 raise
+            # An earlier run of this task committed, then died before reporting it,
+            # maybe also before removing what the commit replaced.
             manifest = earlier
-            if target.mode == "w" and target.current is not None:
-                # The earlier run may have died before removing the replaced parts.
-                keep = {x.path for x in manifest.parts()}
-                target.store.remove([x.path for x in target.current.parts() if x.path not in keep])
-        self._collect(manifest)
-        ours = [x for x in manifest.parts() if _tagged(x.path, self.tag)]
+            target.after_commit(manifest)
+        target.collect(manifest, self.tag)
+        ours = [x for x in manifest.parts() if tagged(x.path, self.tag)]
         return CommitInfo.of(target.store.urlpath, manifest, ours)
-
-    def _committed_earlier(self) -> Manifest | None:
-        """The manifest, if an earlier run of this very commit task committed it.
-
-        A commit task whose worker dies after the manifest was replaced but before
-        Dask got its result is run again; it must report that commit, not fail.
-        Part names carry this write's tag, so the committed manifest shows it.
-        """
-        now = read_manifest(self.target.store)
-        if now is not None and any(_tagged(x.path, self.tag) for x in now.parts()):
-            return now
-        return None
-
-    def _collect(self, manifest: Manifest) -> None:
-        """Remove what this write left unnamed: parts of killed or repeated task runs.
-
-        A failure here loses nothing: the commit already happened.
-        """
-        store = self.target.store
-        keep = {x.path for x in manifest.parts()}
-        try:
-            doomed = []
-            root = store.full(BINS_DIR)
-            store.fs.invalidate_cache(root)
-            for full in store.fs.ls(root, detail=False):
-                rel = f"{BINS_DIR}/{full.rstrip('/').rsplit('/', 1)[-1]}"
-                if _tagged(rel, self.tag) and rel not in keep:
-                    doomed.append(rel)
-            store.remove(doomed)
-        except Exception as exc:  # cleanup is best effort by design
-            log.warning("to_split_bins: could not remove unreferenced parts: %r", exc)
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -315,7 +260,7 @@ class _Commit:
 
 @dataclass(frozen=True)
 class _ReadBin:
-    """Task: the records of one bin, from its parts as the manifest listed them.
+    """Task: the records of one bin, from its parts as the snapshot listed them.
 
     It returns an iterator: the graph wraps it in ``reify`` (a list) when the
     partition itself is the result, and Bag optimisation drops that wrapper when
@@ -325,84 +270,15 @@ class _ReadBin:
 
     store: Store
     bin_index: int
-    parts: tuple[PartInfo, ...]
+    parts: tuple[Part, ...]
     seed: int | None
 
     def __call__(self) -> Iterator[bytes]:
-        store = self.store
-        datas: list[Any] = []
-        starts: list[IntArray] = []
-        ends: list[IntArray] = []
+        datas, starts, ends = load_parts(self.store, self.parts)
         try:
-            for part, data in zip(self.parts, self._fetch(), strict=True):
-                datas.append(data)
-                where = f"{store.urlpath}/{part.path}"
-                if len(data) != part.size:
-                    raise CorruptDatasetError(
-                        f"{where}: {len(data)} bytes, the manifest says {part.size} "
-                        "(truncated or replaced?)"
-                    )
-                offsets = decode_footer(data, part.size, part.count, where).astype(np.int64)
-                starts.append(offsets[:-1])
-                ends.append(offsets[1:])
             yield from iter_records(datas, starts, ends, self.seed, self.bin_index)
         finally:
-            for data in datas:
-                _release(data)
-
-    def _fetch(self) -> list[Any]:
-        store = self.store
-        try:
-            if store.is_local:
-                return [store.mmap(p.path) for p in self.parts]
-            # Whole parts, fetched concurrently by async filesystems (s3fs).
-            return store.read_ranges(
-                [p.path for p in self.parts], [0] * len(self.parts), [p.size for p in self.parts]
-            )
-        except FileNotFoundError as exc:
-            raise CorruptDatasetError(
-                f"{store.urlpath}: bin {self.bin_index} has a part listed in the manifest "
-                f"but missing ({exc}); was the dataset overwritten after the bag was built?"
-            ) from None
-
-
-@dataclass(frozen=True)
-class _ReadLegacyBin:
-    """Task: the records of one bin of a splitdataloader 0.0.1 dataset (an iterator)."""
-
-    store: Store
-    bin_index: int
-    path: str
-    starts: IntArray
-    ends: IntArray
-    seed: int | None
-
-    def __call__(self) -> Iterator[bytes]:
-        store = self.store
-        try:
-            data: Any = store.mmap(self.path) if store.is_local else store.read_file(self.path)
-        except FileNotFoundError:
-            raise CorruptDatasetError(f"{store.urlpath}/{self.path}: missing") from None
-        try:
-            if len(self.ends) and int(self.ends.max()) > len(data):
-                raise CorruptDatasetError(
-                    f"{store.urlpath}/{self.path}: {len(data)} bytes, but the index points "
-                    f"up to byte {int(self.ends.max())} (truncated?)"
-                )
-            yield from iter_records([data], [self.starts], [self.ends], self.seed, self.bin_index)
-        finally:
-            _release(data)
-
-
-def _release(data: Any) -> None:
-    """Unmap a local part now if nothing still views it (else garbage collection will).
-
-    A sampling profiler (Dask's worker has one) can briefly hold a frame whose locals
-    view the map, which makes ``close`` refuse.
-    """
-    if isinstance(data, mmap.mmap):
-        with contextlib.suppress(BufferError):
-            data.close()
+            release(datas)
 
 
 def read_split_bins(
@@ -465,47 +341,17 @@ def read_split_bins(
     >>> bag.map(decode).map(augment).to_delayed()  # doctest: +SKIP
     >>> read_split_bins("data/train").map(len).sum().compute()  # doctest: +SKIP
     """
-    store = Store(urlpath, storage_options)
-    return _bag(store, read_manifest(store), shuffle, seed, bins)
+    return snapshot_bag(open_snapshot(open_store(urlpath, storage_options)), shuffle, seed, bins)
 
 
-def _loader_bag(
-    loader: SplitDataLoader, shuffle: bool, seed: int | None, bins: Sequence[int] | None
+def snapshot_bag(
+    snapshot: Snapshot, shuffle: bool, seed: int | None, bins: Sequence[int] | None
 ) -> db.Bag:
-    """``loader.to_bag``: a Bag of the loader's own manifest snapshot."""
-    loader.num_bins  # noqa: B018  (opens a loader that was unpickled)
-    store = Store(loader.urlpath, loader.storage_options)
-    return _bag(store, loader.manifest, shuffle, seed, bins)
-
-
-def _bag(
-    store: Store,
-    manifest: Manifest | None,
-    shuffle: bool,
-    seed: int | None,
-    bins: Sequence[int] | None,
-) -> db.Bag:
+    """A Bag of one snapshot's bins (``read_split_bins`` and ``SplitDataLoader.to_bag``)."""
     s = resolve_seed(seed) if shuffle else None
-    tasks: list[_ReadBin | _ReadLegacyBin]
-    if manifest is not None:
-        selected = _select(bins, manifest.num_bins)
-        identity: Any = ("splitdask", store.urlpath, manifest.uid, manifest.generation)
-        tasks = [_ReadBin(store, b, manifest.bins[b], s) for b in selected]
-    elif legacy.is_legacy(store):
-        layout = legacy.load(store)
-        selected = _select(bins, len(layout.paths))
-        identity = ("splitdataloader", store.urlpath, layout.paths, layout.sizes,
-                    layout.starts, layout.ends)  # fmt: skip
-        tasks = [
-            _ReadLegacyBin(store, b, layout.paths[b], layout.starts[b], layout.ends[b], s)
-            for b in selected
-        ]
-    else:
-        raise DatasetNotFoundError(
-            f"no splitdask dataset at {store.urlpath} (no {MANIFEST_NAME} and no "
-            f"splitdataloader {legacy.INDEX_NAME})"
-        )
-    name = f"read-split-bins-{tokenize(identity, s, selected)}"
+    selected = _select(bins, snapshot.num_bins)
+    tasks = [_ReadBin(snapshot.store, b, snapshot.bin(b), s) for b in selected]
+    name = f"read-split-bins-{tokenize(snapshot.identity, s, selected)}"
     graph: dict[Any, Any] = {(name, k): (reify, (task,)) for k, task in enumerate(tasks)}
     return db.Bag(graph, name, len(tasks))
 
@@ -517,8 +363,7 @@ def _select(bins: Sequence[int] | None, num_bins: int) -> list[int]:
         raise TypeError(f"bins must be a sequence of bin numbers, not {type(bins).__name__}")
     selected: list[int] = []
     for b in bins:
-        if isinstance(b, bool) or not isinstance(b, int | np.integer):
-            raise TypeError(f"bin numbers must be ints, not {type(b).__name__}")
+        b = check_int(b, "bin numbers", each=True)
         if not 0 <= b < num_bins:
             raise IndexError(f"bin {b} is out of range for a dataset of {num_bins} bins")
         selected.append(int(b))

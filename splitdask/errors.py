@@ -13,6 +13,10 @@ __all__ = [
     "DatasetNotFoundError",
     "FormatVersionError",
     "SplitDaskError",
+    "MpQItrError",
+    "MpQItrTimeoutError",
+    "RemoteTraceback",
+    "WorkerDiedError",
 ]
 
 
@@ -34,3 +38,84 @@ class FormatVersionError(SplitDaskError, ValueError):
 
 class CommitConflictError(SplitDaskError, RuntimeError):
     """Another writer committed to the same dataset while this one was writing."""
+
+
+# ------------------------------------------------------------------------ MpQItr
+
+
+class MpQItrError(SplitDaskError, RuntimeError):
+    """A worker of an :class:`~splitdask.mpq.MpQItr` failed in a way that is not a plain exception.
+
+    Raised when a worker's exception cannot be re-created in the parent (it did
+    not pickle, or it is not an ``Exception``), when ``generator_fn`` cannot be
+    sent to a worker, or when an item cannot be unpickled.
+
+    Attributes
+    ----------
+    worker_id : int or None
+        The worker involved, if any.
+    remote_type : str or None
+        Qualified name of the worker's exception type, if it raised one.
+    remote_traceback : str or None
+        The worker's traceback text, if it raised.
+    """
+
+    # No __reduce__: BaseException's own pickles (type, args, __dict__), which keeps
+    # every attribute, subclasses' included, as long as ``cls(message)`` works.
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker_id: int | None = None,
+        remote_type: str | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.worker_id = worker_id
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+
+class WorkerDiedError(MpQItrError):
+    """A worker process ended before its generator finished.
+
+    Attributes
+    ----------
+    exitcode : int or None
+        The process exit code; negative ``-N`` means it was killed by signal ``N``
+        (``-9`` is ``SIGKILL``, which is also what the out-of-memory killer sends).
+    pid : int or None
+        The worker's process id.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker_id: int | None = None,
+        exitcode: int | None = None,
+        pid: int | None = None,
+    ) -> None:
+        super().__init__(message, worker_id=worker_id)
+        self.exitcode = exitcode
+        self.pid = pid
+
+
+class MpQItrTimeoutError(MpQItrError, TimeoutError):
+    """No item arrived within :attr:`~splitdask.mpq.MpQOptions.timeout` seconds."""
+
+
+class RemoteTraceback(Exception):
+    """Carries a worker's traceback text; set as ``__cause__`` of re-raised errors.
+
+    It is what makes ``The above exception was the direct cause ...`` show the
+    worker's own frames when the parent prints the error. It is never raised on
+    its own, so it derives from ``Exception`` only.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return "\n\n" + self.tb.rstrip("\n") + "\n(end of worker traceback)"

@@ -25,7 +25,7 @@ from splitdask import (
     SplitWriter,
     write_split_data,
 )
-from splitdask.format import MANIFEST_NAME
+from splitdask._format import MANIFEST_NAME
 
 
 def make_records(n: int, seed: int = 0, max_len: int = 300) -> list[bytes]:

@@ -27,10 +27,11 @@ from dask.delayed import Delayed
 from distributed import Client, LocalCluster
 
 from splitdask import CommitInfo, SplitDataLoader, write_split_data
+from splitdask._order import bin_order
+from splitdask._snapshot import read_manifest
+from splitdask._store import open_store
 from splitdask.bag import read_split_bins, to_split_bins
 from splitdask.errors import CommitConflictError, CorruptDatasetError, DatasetNotFoundError
-from splitdask.index import bin_order
-from splitdask.storage import Store, read_manifest
 
 # -- helpers -----------------------------------------------------------------------------
 
@@ -72,7 +73,7 @@ def files_in_bins(root: Path) -> set[str]:
 
 
 def manifest_parts(urlpath: str | Path, **kw: Any) -> set[str]:
-    manifest = read_manifest(Store(urlpath, kw.get("storage_options")))
+    manifest = read_manifest(open_store(urlpath, kw.get("storage_options")))
     assert manifest is not None
     return {p.path for p in manifest.parts()}
 
@@ -610,7 +611,7 @@ def test_s3_write_and_read_on_cluster(
     more = db.from_sequence(records(40, seed=9), npartitions=2)
     to_split_bins(more, s3_url, storage_options=so, append=True, compute_kwargs=on(client))
     assert all_records(s3_url, storage_options=so) == records(400) + records(40, seed=9)
-    fs = Store(s3_url, so).fs
+    fs = open_store(s3_url, so).fs  # type: ignore[attr-defined]
     fs.invalidate_cache()
     listed = {f"bins/{p.rsplit('/', 1)[-1]}" for p in fs.ls(f"{s3_url[5:]}/bins", detail=False)}
     assert listed == manifest_parts(s3_url, storage_options=so)

@@ -18,7 +18,7 @@ from splitdask import SplitDataLoader, write_split_data
 _CHILD = textwrap.dedent(
     """
     import os, sys
-    import splitdask.storage as storage
+    from splitdask._store import LocalStore
     from splitdask import write_split_data
     url, stage, start_clean = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 
@@ -34,10 +34,10 @@ _CHILD = textwrap.dedent(
             yield i.to_bytes(4, "little") * 50
 
     if stage == "parts-renamed":
-        original = storage.Store.write_atomic
+        original = LocalStore.write_atomic
         def write_atomic(self, rel, data):
             stop_here()
-        storage.Store.write_atomic = write_atomic
+        LocalStore.write_atomic = write_atomic
     if stage == "manifest-tmp-written":
         real_replace = os.replace
         def replace(src, dst):
@@ -48,7 +48,7 @@ _CHILD = textwrap.dedent(
     if stage == "old-parts-removal":
         def remove(self, rels):
             stop_here()
-        storage.Store.remove = remove
+        LocalStore.remove = remove
     write_split_data(url, records(), splits=16, start_clean=start_clean)
     """
 )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from splitdask import CorruptDatasetError, FormatVersionError
-from splitdask.format import (
+from splitdask._format import (
     DATA_START,
     MAGIC,
     Manifest,

@@ -31,8 +31,8 @@ from splitdask import (
     SplitWriter,
     write_split_data,
 )
-from splitdask.format import MANIFEST_NAME
-from splitdask.storage import UPLOAD_BLOCK
+from splitdask._format import MANIFEST_NAME
+from splitdask._store import UPLOAD_BLOCK
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -587,4 +587,4 @@ def test_storage_urls_and_pathlike_stay_on_the_local_fast_path(tmp_path: Path) -
         loader = SplitDataLoader(url)
         assert loader._store.is_local
         assert loader[1] == b"yz"
-        assert all(p.data is not None for p in loader._parts if p.ready)  # mmapped
+        assert all(p.data is not None for p in loader._reader._open.values())  # mmapped

@@ -41,8 +41,10 @@ __all__ = [
     "decode_footer",
     "encode_footer",
     "footer_size",
+    "parse_part_name",
     "part_name",
     "payload_size",
+    "temp_name",
 ]
 
 FORMAT_NAME = "splitdask"
@@ -55,12 +57,31 @@ _TRAILER = struct.Struct("<QII8s")
 TRAILER_SIZE = _TRAILER.size  # 24
 _OFFSET = np.dtype("<u8")
 _PART_PATH = re.compile(r"bins/[0-9]{5,}-[0-9a-f]{8,64}\.bin")
+_PART_FILE = re.compile(r"(\.?)([0-9]{5,})-([0-9a-f]{8,64})\.bin(\.tmp)?")
 _CHECKSUM = re.compile(r"xxh3_64:[0-9a-f]{16}")
 
 
 def part_name(bin_index: int, uid: str) -> str:
     """Path, relative to the dataset root, of a new part of bin ``bin_index``."""
     return f"{BINS_DIR}/{bin_index:05d}-{uid}.bin"
+
+
+def temp_name(rel: str) -> str:
+    """Name under which a local part is written before it is renamed to ``rel``.
+
+    Hidden (a leading dot) and suffixed, so no reader or listing mistakes it for a part.
+    """
+    head, _, name = rel.rpartition("/")
+    return f"{head}/.{name}.tmp" if head else f".{name}.tmp"
+
+
+def parse_part_name(name: str) -> tuple[int, str, bool] | None:
+    """``(bin, uid, is_temp)`` of a file name under ``bins/``, or ``None`` if it is
+    neither a part nor a part's temp file (see :func:`part_name`, :func:`temp_name`)."""
+    m = _PART_FILE.fullmatch(name.rsplit("/", 1)[-1])
+    if m is None or bool(m[1]) != bool(m[4]):
+        return None
+    return int(m[2]), m[3], bool(m[4])
 
 
 def footer_size(count: int) -> int:

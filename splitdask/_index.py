@@ -1,4 +1,4 @@
-"""Arithmetic from a global record index to (part, record in part), and seeded shuffles.
+"""Arithmetic from a global record index to (part, record in part).
 
 No I/O and no byte layouts: this turns a manifest's segments and part counts into
 lookups that cost O(log segments + log parts), scalar or vectorised with NumPy.
@@ -14,16 +14,13 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from splitdask.format import Segment
+from splitdask._format import Segment
 
 __all__ = [
     "BinOrder",
     "Locator",
     "Order",
     "TableOrder",
-    "bin_order",
-    "bin_permutation",
-    "resolve_seed",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -124,28 +121,3 @@ class TableOrder:
 
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
         return self.bins[idx], self.local[idx]
-
-
-def resolve_seed(seed: int | None) -> int:
-    """A concrete seed: ``seed`` itself, or fresh entropy when it is ``None``."""
-    if seed is None:
-        return int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise TypeError(f"seed must be a non-negative int or None, not {seed!r}")
-    return int(seed)
-
-
-def bin_order(seed: int, num_bins: int) -> list[int]:
-    """The shuffled order in which bins are visited for ``seed``."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
-    return [int(b) for b in rng.permutation(num_bins)]
-
-
-def bin_permutation(seed: int, bin_index: int, count: int) -> IntArray:
-    """The shuffled order of the records inside bin ``bin_index`` for ``seed``.
-
-    It depends only on ``(seed, bin_index)``, so a Dask partition and the
-    single-process reader shuffle a bin the same way.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, bin_index)))
-    return rng.permutation(count).astype(np.int64)

@@ -9,14 +9,16 @@ here too: bytes in a bin that no index entry names (a torn write) are not record
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from splitdask._index import IntArray, TableOrder
+from splitdask._parts import Part
+from splitdask._store import Store
 from splitdask.errors import CorruptDatasetError
-from splitdask.index import IntArray, TableOrder
-from splitdask.storage import Store
 
-__all__ = ["INDEX_NAME", "LegacyLayout", "bin_name", "is_legacy", "load", "remove"]
+__all__ = ["INDEX_NAME", "LegacyPart", "bin_name", "is_legacy", "load", "remove"]
 
 INDEX_NAME = "index.dat"
 _PREFIX = 4
@@ -31,15 +33,32 @@ def is_legacy(store: Store) -> bool:
     return store.exists(INDEX_NAME)
 
 
-@dataclass(frozen=True)
-class LegacyLayout:
-    """A legacy dataset seen as bins of one part each, in bin-name order."""
+@dataclass(frozen=True, eq=False)
+class LegacyPart(Part):
+    """A splitdataloader bin file; its records' extents come from ``index.dat``."""
 
-    order: TableOrder
-    paths: list[str]
-    sizes: list[int]
-    starts: list[IntArray]
-    ends: list[IntArray]
+    starts: IntArray
+    ends: IntArray
+
+    @property
+    def tail_size(self) -> int:
+        return 0
+
+    def extents(self, tail: Any, where: str) -> tuple[IntArray, IntArray]:
+        return self.starts, self.ends
+
+    @property
+    def payload(self) -> int:
+        return int(self.ends.sum() - self.starts.sum())
+
+    def verify(self, store: Store) -> tuple[int, str | None]:
+        data = store.read_file(self.path)
+        where = store.where(self.path)
+        if len(data) != self.size:
+            return len(data), f"{where}: {len(data)} bytes, expected {self.size} (truncated?)"
+        if not check_prefixes(data, self.starts, self.ends):
+            return len(data), f"{where}: record length prefixes disagree with the index"
+        return len(data), None
 
 
 def _read_index(store: Store) -> tuple[IntArray, IntArray, IntArray]:
@@ -50,8 +69,11 @@ def _read_index(store: Store) -> tuple[IntArray, IntArray, IntArray]:
     return table[:, 0], table[:, 1], table[:, 2]
 
 
-def load(store: Store) -> LegacyLayout:
-    """Read the index and check it against the bin files' sizes."""
+def load(store: Store) -> tuple[TableOrder, list[LegacyPart]]:
+    """Read the index and check it against the bin files' sizes.
+
+    Returns the per-record order and one part per bin, in bin-name order.
+    """
     bins, pos, length = _read_index(store)
     ids, inverse = np.unique(bins, return_inverse=True)
     # Within a bin, records are in file order: rank them by position.
@@ -59,7 +81,7 @@ def load(store: Store) -> LegacyLayout:
     group_start = np.searchsorted(inverse[by_bin], np.arange(len(ids)))
     local = np.empty(len(bins), dtype=np.int64)
     local[by_bin] = np.arange(len(bins)) - group_start[inverse[by_bin]]
-    paths, sizes, starts, ends = [], [], [], []
+    parts = []
     bounds = [*group_start.tolist(), len(bins)]
     for g, b in enumerate(ids.tolist()):
         rows = by_bin[bounds[g] : bounds[g + 1]]
@@ -68,20 +90,19 @@ def load(store: Store) -> LegacyLayout:
             size = store.size(path)
         except FileNotFoundError:
             raise CorruptDatasetError(
-                f"{store.urlpath}/{path}: named by {INDEX_NAME} but missing"
+                f"{store.where(path)}: named by {INDEX_NAME} but missing"
             ) from None
         s = pos[rows] + _PREFIX
         e = s + length[rows]
         if len(e) and int(e.max()) > size:
             raise CorruptDatasetError(
-                f"{store.urlpath}/{path}: {size} bytes, but {INDEX_NAME} points up to byte "
+                f"{store.where(path)}: {size} bytes, but {INDEX_NAME} points up to byte "
                 f"{int(e.max())} (truncated?)"
             )
-        paths.append(path)
-        sizes.append(size)
-        starts.append(np.ascontiguousarray(s))
-        ends.append(np.ascontiguousarray(e))
-    return LegacyLayout(TableOrder(inverse.astype(np.int64), local), paths, sizes, starts, ends)
+        parts.append(
+            LegacyPart(path, size, len(rows), np.ascontiguousarray(s), np.ascontiguousarray(e))
+        )
+    return TableOrder(inverse.astype(np.int64), local), parts
 
 
 def check_prefixes(data: bytes, starts: IntArray, ends: IntArray) -> bool:

@@ -1,0 +1,209 @@
+"""Bin parts on the way in: records dealt into per-bin batches, streamed into parts.
+
+No commit happens here: a part written by :func:`write_bin_part` or a
+:class:`BinWriter` is a file nothing names until ``_commit.Transaction.commit``
+does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from array import array
+from collections.abc import Iterable
+from itertools import accumulate
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from splitdask._commit import tidy
+from splitdask._format import DATA_START, MAGIC, PartInfo, encode_footer, part_name
+from splitdask._store import PartSink, Store
+
+__all__ = ["OFFSETS_BUDGET", "Batches", "BinWriter", "write_bin_part"]
+
+# Offsets are kept per open part (8 bytes per record) until it is closed; the
+# offsets of all open parts of one writer stay under this.
+OFFSETS_BUDGET = 64 << 20
+FLUSH_MAX = 4 << 20  # bytes staged per bin before a write
+_BATCH_RECORDS = 4096  # records staged per bin before a write (bounds tiny records)
+
+
+class BinWriter:
+    """Streams one bin's records, a batch at a time, into parts of bounded size."""
+
+    def __init__(
+        self, store: Store, bin_index: int, max_bytes: int, max_records: int, tag: str = ""
+    ) -> None:
+        self.store = store
+        self.bin_index = bin_index
+        self.max_bytes = max_bytes
+        self.max_records = max_records
+        self.tag = tag
+        self.parts: list[PartInfo] = []
+        self._sink: PartSink | None = None
+        self._path = ""
+        self._offsets = array("Q")
+        self._hash = xxhash.xxh3_64()
+        self._pos = 0
+
+    def add_many(self, records: list[bytes]) -> None:
+        """Append a batch; joining and summing in C keeps per-record cost low."""
+        if self._sink is None:
+            self._open()
+        self._write(b"".join(records))
+        ends = accumulate(map(len, records), initial=self._pos)
+        next(ends)  # the initial value is the previous end, already stored
+        self._offsets.extend(ends)
+        self._pos = self._offsets[-1]
+        if self._pos >= self.max_bytes or len(self._offsets) > self.max_records:
+            self.finish()
+
+    def _open(self) -> None:
+        self._path = part_name(self.bin_index, self.tag + secrets.token_hex(8))
+        self._sink = self.store.create_part(self._path, buffer_size=256 << 10)
+        self._offsets = array("Q", [DATA_START])
+        self._hash = xxhash.xxh3_64()
+        self._write(MAGIC)
+        self._pos = DATA_START
+
+    def _write(self, data: bytes) -> None:
+        assert self._sink is not None
+        self._sink.write(data)
+        self._hash.update(data)
+
+    def finish(self) -> None:
+        """Close the open part (footer, then commit the file) if there is one."""
+        if self._sink is None:
+            return
+        footer = encode_footer(np.frombuffer(self._offsets, dtype=np.uint64))
+        self._write(footer)
+        self._sink.commit()
+        self._sink = None
+        count = len(self._offsets) - 1
+        size = self._pos + len(footer)
+        checksum = f"xxh3_64:{self._hash.hexdigest()}"
+        self.parts.append(PartInfo(self._path, count, size, checksum))
+        self._offsets = array("Q")
+
+    def abort(self) -> None:
+        if self._sink is not None:
+            self._sink.abort()
+            self._sink = None
+
+    @property
+    def open_bytes(self) -> int:
+        """Bytes written to the part still open (spooled, for a remote store)."""
+        return self._pos if self._sink is not None else 0
+
+
+class Batches:
+    """Deals records round-robin into per-bin batches, bounded in bytes and count.
+
+    Records are only referenced until their batch is flushed, so memory stays at
+    about ``len(writers) * flush_bytes`` whatever the input's length. With a
+    ``spool_budget``, the open parts of all bins together stay under it: past it the
+    largest one is closed (and, on a remote store, uploaded and its spool removed).
+    """
+
+    def __init__(
+        self, writers: list[BinWriter], flush_bytes: int, spool_budget: int | None = None
+    ) -> None:
+        self.writers = writers
+        self.flush_bytes = flush_bytes
+        self.spool_budget = spool_budget
+        self.pending: list[list[bytes]] = [[] for _ in writers]
+        self.sizes = [0] * len(writers)
+        self.k = 0
+
+    def deal(self, records: Iterable[Any]) -> None:
+        writers, pending, sizes = self.writers, self.pending, self.sizes
+        m, limit, k = len(writers), self.flush_bytes, self.k
+        try:
+            for record in records:
+                rec = record if type(record) is bytes else _as_record(record, k)
+                j = k % m
+                batch = pending[j]
+                batch.append(rec)
+                sizes[j] += len(rec)
+                k += 1
+                if sizes[j] >= limit or len(batch) >= _BATCH_RECORDS:
+                    writers[j].add_many(batch)
+                    pending[j] = []
+                    sizes[j] = 0
+                    if self.spool_budget is not None:
+                        self._bound_spool(self.spool_budget)
+        finally:
+            self.k = k
+
+    def flush(self) -> None:
+        for j, batch in enumerate(self.pending):
+            if batch:
+                self.writers[j].add_many(batch)
+                if self.spool_budget is not None:
+                    self._bound_spool(self.spool_budget)
+        self.pending = [[] for _ in self.writers]
+        self.sizes = [0] * len(self.writers)
+
+    def _bound_spool(self, budget: int) -> None:
+        # Runs once per batch (>= 64 KiB), so summing over the bins is cheap.
+        total = sum(w.open_bytes for w in self.writers)
+        while total > budget:
+            largest = max(self.writers, key=lambda w: w.open_bytes)
+            total -= largest.open_bytes
+            largest.finish()
+
+
+def _as_record(record: Any, position: int) -> bytes:
+    """A copy of ``record``'s bytes, or a ``TypeError`` naming its position.
+
+    The copy matters: a caller may reuse a bytearray or array after ``write``.
+    """
+    try:
+        view = memoryview(record)
+    except TypeError:
+        raise TypeError(
+            f"record {position} is of type {type(record).__name__}; expected a bytes-like "
+            "object (bytes, bytearray, memoryview or a C-contiguous buffer)"
+        ) from None
+    if not view.c_contiguous:
+        raise TypeError(
+            f"record {position} is a non-contiguous {type(record).__name__} buffer; "
+            "pass a C-contiguous copy"
+        )
+    return view.tobytes()
+
+
+def write_bin_part(
+    store: Store,
+    bin_index: int,
+    records: Iterable[Any],
+    *,
+    where: str = "",
+    part_max_bytes: int = 256 << 20,
+    tag: str = "",
+) -> list[PartInfo]:
+    """Write ``records`` to new, uncommitted parts of one bin and return them.
+
+    This is the unit of work of a Dask partition: the parts become part of the
+    dataset only when a ``Transaction.commit`` names them. On any error the
+    parts written so far are removed. ``where`` prefixes a type error's message
+    (a partition's name, say). ``tag`` (lowercase hex, at most 48 digits) starts
+    every new part's unique name, so the parts of one write can be told apart from
+    others' when its leftovers (a killed task's parts) are collected.
+    """
+    if tag and (len(tag) > 48 or tag.strip("0123456789abcdef")):
+        raise ValueError(f"tag must be at most 48 lowercase hex digits, got {tag!r}")
+    w = BinWriter(store, bin_index, part_max_bytes, OFFSETS_BUDGET // 8, tag)
+    batches = Batches([w], FLUSH_MAX)
+    try:
+        batches.deal(records)
+        batches.flush()
+        w.finish()
+    except BaseException as exc:
+        w.abort()
+        tidy(store, [p.path for p in w.parts], "uncommitted parts")
+        if isinstance(exc, TypeError) and where:
+            raise TypeError(f"{where}: {exc}") from None
+        raise
+    return w.parts

@@ -1,0 +1,246 @@
+"""Reading datasets: :class:`SplitDataLoader`.
+
+A loader holds one :class:`~splitdask._snapshot.Snapshot` (later commits are not
+seen until a new loader is opened) and reads records through a
+:class:`~splitdask._records.RecordReader`, which opens parts on first use.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from splitdask._bins import iterate_bins
+from splitdask._format import Manifest
+from splitdask._index import IntArray
+from splitdask._order import bin_order, resolve_seed
+from splitdask._records import RecordReader
+from splitdask._snapshot import Snapshot, open_snapshot
+from splitdask._store import Store, UrlPath, open_store
+from splitdask._validate import check_int
+from splitdask._verify import VerifyReport, verify
+
+__all__ = ["SplitDataLoader"]
+
+_ITER_CHUNK = 4096
+
+
+class SplitDataLoader:
+    """Random and bin-wise access to a dataset written by splitdask or splitdataloader.
+
+    Parameters
+    ----------
+    urlpath
+        Dataset root: local path, ``PathLike`` or any fsspec URL.
+    storage_options
+        Passed to fsspec.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If no dataset was ever committed at ``urlpath``.
+    CorruptDatasetError, FormatVersionError
+        If the manifest is damaged or from an unknown format version.
+
+    Notes
+    -----
+    The loader reads one snapshot of the dataset when it is opened and keeps it
+    until it is garbage: :meth:`close` releases mapped files, and the next use maps
+    them again from the same snapshot. It pickles as its location and opens a
+    snapshot on first use after unpickling, so it can be passed to Dask workers and
+    to spawned processes.
+    """
+
+    def __init__(self, urlpath: UrlPath, storage_options: Mapping[str, Any] | None = None) -> None:
+        self._store: Store = open_store(urlpath, storage_options)
+        self._snap: Snapshot | None = None
+        self._reader: RecordReader | None = None
+        self._open()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _open(self) -> RecordReader:
+        if self._snap is None:
+            self._snap = open_snapshot(self._store)
+        self._reader = RecordReader(self._snap)
+        return self._reader
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The committed state this loader reads."""
+        return (self._reader or self._open()).snapshot
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"urlpath": self._store.urlpath, "storage_options": self._store.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._store = open_store(state["urlpath"], state["storage_options"])
+        self._snap = None  # opened on first use
+        self._reader = None
+
+    def close(self) -> None:
+        """Release mapped files; the snapshot stays, and parts are mapped again on use."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def __enter__(self) -> SplitDataLoader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SplitDataLoader({self._store.urlpath!r})"
+
+    # -- shape ----------------------------------------------------------------------
+
+    @property
+    def urlpath(self) -> str:
+        return self._store.urlpath
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return dict(self._store.storage_options)
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """The manifest of the snapshot (``None`` for a splitdataloader dataset)."""
+        return self.snapshot.manifest
+
+    def __len__(self) -> int:
+        return self.snapshot.num_records
+
+    @property
+    def num_bins(self) -> int:
+        return self.snapshot.num_bins
+
+    @property
+    def bin_counts(self) -> list[int]:
+        """Number of records in each bin."""
+        return self.snapshot.bin_counts()
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of the records (payload bytes, without framing)."""
+        return self.snapshot.nbytes
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """User metadata stored in the manifest (empty for legacy datasets)."""
+        return self.snapshot.metadata
+
+    # -- random access ----------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        """``loader[i]`` -> bytes; ``loader[a:b:c]`` or ``loader[[i, j, ...]]`` -> list of bytes."""
+        reader = self._reader or self._open()
+        n = reader.num_records
+        if type(key) is int:  # the hot path first
+            i = key + n if key < 0 else key
+            if 0 <= i < n:
+                return reader.record(i)
+            raise IndexError(f"index {key} is out of range for a dataset of {n} records")
+        if isinstance(key, slice):
+            return reader.records(np.arange(*key.indices(n), dtype=np.int64))
+        if isinstance(key, Sequence | np.ndarray) and not isinstance(key, str | bytes):
+            return reader.records(_index_array(key, n))
+        if isinstance(key, bool) or not hasattr(key, "__index__"):
+            raise TypeError(
+                f"dataset indices must be integers, slices or integer sequences, "
+                f"not {type(key).__name__}"
+            )
+        return self[operator.index(key)]
+
+    def __iter__(self) -> Iterator[bytes]:
+        """All records in write order."""
+        n = len(self)
+        for lo in range(0, n, _ITER_CHUNK):
+            yield from self[lo : min(n, lo + _ITER_CHUNK)]
+
+    # -- bins -------------------------------------------------------------------------
+
+    def read_bin(self, bin_index: int) -> list[bytes]:
+        """Every record of one bin, in stored order."""
+        check_int(bin_index, "bin index", error=TypeError)
+        if not 0 <= bin_index < self.num_bins:
+            raise IndexError(f"bin {bin_index} is out of range for {self.num_bins} bins")
+        return list(iterate_bins(self._reader or self._open(), [bin_index], None))
+
+    def _iter_bin(self, bin_index: int, seed: int | None, _: Any = None) -> Iterator[bytes]:
+        """One bin's records in stored order, or in ``seed``'s order for that bin."""
+        reader = self._reader or self._open()
+        yield from iterate_bins(reader, [bin_index], seed)
+
+    def iterate_binwise(self, shuffle: bool = False, seed: int | None = None) -> Iterator[bytes]:
+        """Every record, bin by bin.
+
+        Parameters
+        ----------
+        shuffle
+            Visit bins in a random order and the records of each bin in a random
+            order. Memory stays at about one bin (two for remote datasets, which
+            prefetch the next bin while the current one is consumed).
+        seed
+            With ``shuffle``, the same seed gives the same order. Bin ``b`` is
+            shuffled with a generator derived from ``(seed, b)`` only, so this order
+            matches ``read_split_bins(..., seed=seed)``'s partitions.
+        """
+        reader = self._reader or self._open()
+        s = resolve_seed(seed) if shuffle else None
+        num_bins = reader.snapshot.num_bins
+        bins = bin_order(s, num_bins) if s is not None else list(range(num_bins))
+        return iterate_bins(reader, bins, s)
+
+    def to_bag(
+        self, shuffle: bool = False, seed: int | None = None, bins: Sequence[int] | None = None
+    ) -> Any:
+        """This dataset as a ``dask.bag.Bag`` with one partition per bin.
+
+        The same as :func:`splitdask.bag.read_split_bins` with this loader's
+        location and storage options, except that the Bag reads the snapshot this
+        loader holds, so it agrees with ``len(self)`` and indexing.
+        """
+        from splitdask.bag import snapshot_bag  # dask is imported only when used
+
+        return snapshot_bag(self.snapshot, shuffle, seed, bins)
+
+    # -- integrity ---------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Read every part whole and check its size, checksum and footer.
+
+        Raises
+        ------
+        CorruptDatasetError
+            Naming every missing, truncated or altered file found.
+        """
+        return verify(self.snapshot)
+
+
+def _index_array(key: Any, n: int) -> IntArray:
+    """A validated int64 array of non-negative indices from an index sequence."""
+    arr = np.asarray(key)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        raise TypeError(
+            f"index arrays must be one-dimensional integers, not {arr.dtype} with "
+            f"{arr.ndim} dimensions"
+        )
+    idx = arr.astype(np.int64)
+    idx = np.where(idx < 0, idx + n, idx)
+    bad = (idx < 0) | (idx >= n)
+    if bad.any():
+        first = int(arr[np.flatnonzero(bad)[0]])
+        raise IndexError(f"index {first} is out of range for a dataset of {n} records")
+    return idx

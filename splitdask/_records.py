@@ -1,0 +1,159 @@
+"""Records out of a snapshot's parts: parts opened on first use, reads one or many.
+
+A :class:`RecordReader` opens a part the first time a record of it is asked for:
+locally it maps the file and views the footer in place; remotely it fetches the
+footer (one ranged request, several footers at once for a batch) and then fetches
+records by range, near ranges merged by the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from splitdask._index import IntArray
+from splitdask._parts import Part
+from splitdask._snapshot import Snapshot, missing_part
+
+__all__ = ["OpenPart", "RecordReader"]
+
+
+class OpenPart:
+    """An opened part: the mapped file (local) and where each record is in it."""
+
+    __slots__ = ("data", "ends", "ends_np", "starts", "starts_np")
+
+    def __init__(self, data: Any, starts: Any, ends: Any) -> None:
+        self.data = data  # the whole part as a buffer, or None when read by range
+        self.starts_np = starts
+        self.ends_np = ends
+        # memoryview indexing returns Python ints and is several times faster than
+        # indexing a NumPy array, which matters for single-record reads.
+        if starts.dtype.isnative:
+            # Unaligned arrays export as "=Q", which memoryview cannot index: recast.
+            code = starts.dtype.char
+            self.starts: Any = memoryview(starts).cast("B").cast(code)
+            self.ends: Any = memoryview(ends).cast("B").cast(code)
+        else:
+            self.starts, self.ends = starts.tolist(), ends.tolist()
+
+    def close(self) -> None:
+        data, self.data = self.data, None
+        self.starts = self.ends = self.starts_np = self.ends_np = None
+        if data is not None and hasattr(data, "close"):
+            # A caller may still hold a view of the map; GC unmaps it then.
+            with contextlib.suppress(BufferError):
+                data.close()
+
+
+class RecordReader:
+    """Random access to the records of one snapshot."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.store = snapshot.store
+        self.num_records = snapshot.num_records
+        self._open: dict[int, OpenPart] = {}
+        self._locate = snapshot.locator.locate  # bound once: record() is the hot path
+
+    def close(self) -> None:
+        """Release every mapping; parts reopen on next use."""
+        opened, self._open = self._open, {}
+        for part in opened.values():
+            part.close()
+
+    # -- parts ------------------------------------------------------------------------
+
+    def part(self, pid: int) -> OpenPart:
+        """Part ``pid``, opened if it was not."""
+        opened = self._open.get(pid)
+        if opened is None:
+            opened = self._open[pid] = self._load(self.snapshot.parts[pid])
+        return opened
+
+    def _load(self, part: Part) -> OpenPart:
+        try:
+            data, tail = self.store.open_tail(part.path, part.size, part.tail_size)
+        except FileNotFoundError:
+            raise missing_part(self.store, part.path) from None
+        starts, ends = part.extents(tail, self.store.where(part.path))
+        return OpenPart(data, starts, ends)
+
+    def adopt(self, pid: int, blob: Any) -> OpenPart:
+        """Part ``pid`` with its extents taken from ``blob`` (the whole part, already
+        fetched) if it was not open; the extents are copied so the blob can go."""
+        opened = self._open.get(pid)
+        if opened is None:
+            part = self.snapshot.parts[pid]
+            starts, ends = part.extents(blob, self.store.where(part.path))
+            opened = self._open[pid] = OpenPart(None, starts.copy(), ends.copy())
+        return opened
+
+    def _load_many(self, pids: Sequence[int]) -> None:
+        """Open the parts among ``pids`` not open yet (remote tails fetched at once)."""
+        todo = [p for p in dict.fromkeys(pids) if p not in self._open]
+        parts = [self.snapshot.parts[p] for p in todo]
+        try:
+            opened = self.store.open_tails(
+                [p.path for p in parts], [p.size for p in parts], [p.tail_size for p in parts]
+            )
+        except FileNotFoundError as exc:
+            raise missing_part(self.store, str(exc.filename)) from None
+        for pid, part, (data, tail) in zip(todo, parts, opened, strict=True):
+            starts, ends = part.extents(tail, self.store.where(part.path))
+            self._open[pid] = OpenPart(data, starts, ends)
+
+    # -- records ----------------------------------------------------------------------
+
+    def record(self, i: int) -> Any:
+        """Record at valid global index ``i``."""
+        pid, j = self._locate(i)
+        part = self._open.get(pid) or self.part(pid)
+        start = part.starts[j]
+        end = part.ends[j]
+        if part.data is not None:
+            return part.data[start:end]
+        path = self.snapshot.parts[pid].path
+        try:
+            return self.store.read_range(path, start, end)
+        except FileNotFoundError:
+            raise missing_part(self.store, path) from None
+
+    def records(self, idx: IntArray) -> list[Any]:
+        """Records at valid indices ``idx``, in that order; one pass per part."""
+        out: list[Any] = [None] * len(idx)
+        if not len(idx):
+            return out
+        pids, local = self.snapshot.locator.locate_many(idx)
+        self._load_many(np.unique(pids).tolist())
+        by_part = np.argsort(pids, kind="stable")
+        bounds = np.flatnonzero(np.diff(pids[by_part])) + 1
+        paths: list[str] = []
+        r_start: list[int] = []
+        r_end: list[int] = []
+        slots: list[int] = []
+        for group in np.split(by_part, bounds):
+            pid = int(pids[group[0]])
+            part = self.part(pid)
+            j = local[group]
+            starts, ends = part.starts_np[j].tolist(), part.ends_np[j].tolist()
+            if part.data is not None:
+                data = part.data
+                for t, s, e in zip(group.tolist(), starts, ends, strict=True):
+                    out[t] = data[s:e]
+            else:
+                paths += [self.snapshot.parts[pid].path] * len(group)
+                r_start += starts
+                r_end += ends
+                slots += group.tolist()
+        if slots:
+            try:
+                got = self.store.read_ranges(paths, r_start, r_end)
+            except FileNotFoundError as exc:
+                raise missing_part(self.store, str(exc.filename)) from None
+            for t, data in zip(slots, got, strict=True):
+                out[t] = data
+        return out

@@ -1,0 +1,136 @@
+"""A :class:`Snapshot`: one committed state of a dataset, immutable once opened.
+
+Every reader works from a snapshot: the loader, the Dask bag, and the engines built
+on them. :func:`open_snapshot` is the one place that reads a manifest (or a legacy
+index) and turns it into parts, bins and the global order, so all of them see the
+same dataset and report a missing part with the same words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from splitdask import _legacy
+from splitdask._format import MANIFEST_NAME, Manifest
+from splitdask._index import BinOrder, Locator
+from splitdask._parts import Part, V1Part
+from splitdask._store import Store
+from splitdask.errors import CorruptDatasetError, DatasetNotFoundError
+
+__all__ = ["Snapshot", "missing_part", "open_snapshot", "read_manifest", "snapshot_of"]
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """The parts of every bin and the global order, as one commit left them.
+
+    Attributes
+    ----------
+    store
+        Where the dataset lives.
+    parts
+        Every part, bin by bin (part ids index this tuple).
+    bin_parts
+        Part ids of each bin, in stored order.
+    locator
+        Global index -> ``(part id, record within part)``.
+    manifest
+        The manifest this was opened from; ``None`` for a splitdataloader dataset.
+    """
+
+    store: Store
+    parts: tuple[Part, ...]
+    bin_parts: tuple[tuple[int, ...], ...]
+    locator: Locator
+    num_records: int
+    manifest: Manifest | None = None
+
+    @property
+    def num_bins(self) -> int:
+        return len(self.bin_parts)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.manifest.metadata) if self.manifest else {}
+
+    @property
+    def identity(self) -> tuple[Any, ...]:
+        """What names this committed state, for deterministic task names."""
+        if self.manifest is not None:
+            return ("splitdask", self.store.urlpath, self.manifest.uid, self.manifest.generation)
+        return ("splitdataloader", self.store.urlpath,
+                [(p.path, p.size, p.count) for p in self.parts])  # fmt: skip
+
+    def bin_counts(self) -> list[int]:
+        """Number of records in each bin."""
+        return [sum(self.parts[p].count for p in pids) for pids in self.bin_parts]
+
+    def bin(self, bin_index: int) -> tuple[Part, ...]:
+        """The parts of one bin, in stored order."""
+        return tuple(self.parts[p] for p in self.bin_parts[bin_index])
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of the records (payload bytes, without framing)."""
+        return sum(p.payload for p in self.parts)
+
+
+def read_manifest(store: Store) -> Manifest | None:
+    """The committed manifest at ``store``, or ``None`` when there is none."""
+    try:
+        data = store.read_file(MANIFEST_NAME)
+    except FileNotFoundError:
+        return None
+    return Manifest.from_json(data, store.where(MANIFEST_NAME))
+
+
+def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
+    """The snapshot of an already parsed manifest."""
+    parts = tuple(V1Part.of(p) for p in manifest.parts())
+    locator = Locator(BinOrder(manifest.order), [[p.count for p in b] for b in manifest.bins])
+    return _assemble(store, parts, locator, manifest.num_records, manifest)
+
+
+def open_snapshot(store: Store) -> Snapshot:
+    """The dataset committed at ``store`` now (a splitdask manifest or a legacy index).
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If nothing was ever committed there; it says when the bucket is missing.
+    CorruptDatasetError, FormatVersionError
+        If the manifest or legacy index is damaged or from an unknown version.
+    """
+    manifest = read_manifest(store)
+    if manifest is not None:
+        return snapshot_of(store, manifest)
+    if _legacy.is_legacy(store):
+        order, legacy_parts = _legacy.load(store)
+        locator = Locator(order, [[p.count] for p in legacy_parts])
+        return _assemble(store, tuple(legacy_parts), locator, len(order.bins), None)
+    if (bucket := store.missing_bucket()) is not None:
+        raise DatasetNotFoundError(
+            f"no splitdask dataset at {store.urlpath}: bucket {bucket!r} does not exist"
+        )
+    raise DatasetNotFoundError(
+        f"no splitdask dataset at {store.urlpath} (no {MANIFEST_NAME} and no "
+        f"splitdataloader {_legacy.INDEX_NAME})"
+    )
+
+
+def _assemble(
+    store: Store, parts: tuple[Part, ...], locator: Locator, n: int, manifest: Manifest | None
+) -> Snapshot:
+    bin_parts: list[list[int]] = [[] for _ in locator.bin_base]
+    for pid, b in enumerate(locator.part_bin):
+        bin_parts[b].append(pid)
+    return Snapshot(store, parts, tuple(map(tuple, bin_parts)), locator, n, manifest)
+
+
+def missing_part(store: Store, rel: str) -> CorruptDatasetError:
+    """The error for a part a snapshot names that is not in the store."""
+    return CorruptDatasetError(
+        f"{store.where(rel)}: listed in the manifest but missing (was the dataset "
+        "overwritten after the bag was built or the loader was opened?)"
+    )

@@ -1,0 +1,54 @@
+"""Where a dataset lives: one :class:`Store` class per backend, built by :func:`open_store`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from splitdask._store._base import PartSink, Store, UrlPath
+from splitdask._store._fsspec import UPLOAD_BLOCK, FsspecStore
+from splitdask._store._local import LocalStore
+
+__all__ = ["UPLOAD_BLOCK", "FsspecStore", "LocalStore", "PartSink", "Store", "UrlPath",
+           "open_store"]  # fmt: skip
+
+
+def open_store(urlpath: UrlPath, storage_options: Mapping[str, Any] | None = None) -> Store:
+    """The store for a dataset root given as fsspec users give one.
+
+    Parameters
+    ----------
+    urlpath
+        Local path, ``PathLike``, or any fsspec URL (``s3://bucket/key``,
+        ``memory://x``, ``simplecache::s3://...``).
+    storage_options
+        Passed to the fsspec filesystem (credentials, ``endpoint_url``, ...).
+
+    Returns
+    -------
+    Store
+        A :class:`LocalStore` for local paths (fsspec is then bypassed on the hot
+        paths), else a :class:`FsspecStore`.
+    """
+    if not isinstance(urlpath, str | os.PathLike):
+        raise TypeError(f"urlpath must be a str or os.PathLike, not {type(urlpath).__name__}")
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise TypeError(
+            f"storage_options must be a dict or None, not {type(storage_options).__name__}"
+        )
+    import fsspec  # here, not at import time: a spawned MpQItr worker may never need it
+    from fsspec.implementations.cached import CachingFileSystem
+    from fsspec.implementations.local import LocalFileSystem
+
+    url = os.fspath(urlpath)
+    options = dict(storage_options or {})
+    fs, root = fsspec.core.url_to_fs(url, **options)
+    # Parts are immutable (a new name for every write), so they may be read through a
+    # caching layer; the manifest is not, so it and every write skip the cache.
+    direct = fs
+    while isinstance(direct, CachingFileSystem):
+        direct = direct.fs
+    if isinstance(direct, LocalFileSystem):
+        return LocalStore(url, options, root)
+    return FsspecStore(url, options, root, fs, direct)

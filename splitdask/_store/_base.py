@@ -1,0 +1,161 @@
+"""The abstract :class:`Store`: a dataset root and the few operations the format needs.
+
+A store knows files and byte ranges, never manifests or parts: what the bytes
+mean is the format's business (``_format``), and which files make a dataset is the
+snapshot's (``_snapshot``). Two implementations: :class:`~._local.LocalStore`
+(``mmap``, ``pread``, ``fsync`` and atomic rename) and
+:class:`~._fsspec.FsspecStore` (ranged requests, merged and concurrent, spooled
+uploads, caching of immutable parts), built by :func:`~splitdask._store.open_store`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, ClassVar, Protocol
+
+__all__ = ["PartSink", "Store", "UrlPath"]
+
+UrlPath = str | os.PathLike[str]
+
+
+class PartSink(Protocol):
+    """A new part being written; it becomes visible under its name only on commit."""
+
+    def write(self, data: Any, /) -> int: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Store(ABC):
+    """A dataset root on some storage.
+
+    Paths given to methods (``rel``) are relative to the root and use ``/``.
+    Methods that read *parts* (:meth:`read_range`, :meth:`read_ranges`,
+    :meth:`read_whole`, :meth:`open_tail`) may be served from a cache, because a
+    part is never rewritten under its name; :meth:`read_file` and every write go
+    to the storage itself.
+    """
+
+    is_local: ClassVar[bool] = False
+    """Whether records are read from memory-mapped local files."""
+    spools: ClassVar[bool] = False
+    """Whether a new part is held on local temp disk until it is committed (its
+    size then counts against a writer's spool budget)."""
+    upload_concurrency: ClassVar[int] = 1
+    """How many parts a writer should commit at once."""
+
+    def __init__(self, urlpath: str, storage_options: dict[str, Any], root: str) -> None:
+        self.urlpath = urlpath
+        self.storage_options = storage_options
+        self.root = root.rstrip("/") or root
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from splitdask._store import open_store
+
+        return (open_store, (self.urlpath, self.storage_options))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.urlpath!r})"
+
+    def full(self, rel: str) -> str:
+        """Path of ``rel`` on the underlying filesystem."""
+        if not rel:
+            return self.root
+        return f"{self.root}/{rel}" if self.root != "/" else f"/{rel}"
+
+    def where(self, rel: str) -> str:
+        """``rel`` as users name it in errors: the dataset URL joined with ``rel``."""
+        return f"{self.urlpath}/{rel}" if rel else self.urlpath
+
+    # -- reading ------------------------------------------------------------------
+
+    @abstractmethod
+    def read_file(self, rel: str) -> bytes:
+        """A whole small file that may change (the manifest, a legacy index), never cached."""
+
+    @abstractmethod
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``rel``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``rel`` does not exist (``filename`` is ``rel``).
+        CorruptDatasetError
+            If ``rel`` ends before ``end``.
+        """
+
+    def read_ranges(
+        self, rels: Sequence[str], starts: Sequence[int], ends: Sequence[int]
+    ) -> list[bytes]:
+        """Several ranges, raising as :meth:`read_range` does for the first failure."""
+        return [self.read_range(r, s, e) for r, s, e in zip(rels, starts, ends, strict=True)]
+
+    @abstractmethod
+    def read_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
+        """Whole parts as buffers (maps or bytes), each checked to have its size."""
+
+    @abstractmethod
+    def open_tail(self, rel: str, size: int, tail: int) -> tuple[Any | None, Any]:
+        """Open a part of ``size`` bytes for record reads.
+
+        Returns ``(data, tail)``: ``data`` is a buffer of the whole part when the
+        store can hand one out cheaply (a map), else ``None`` (records are then
+        fetched by range); ``tail`` holds at least its last ``tail`` bytes.
+        """
+
+    def open_tails(
+        self, rels: Sequence[str], sizes: Sequence[int], tails: Sequence[int]
+    ) -> list[tuple[Any | None, Any]]:
+        """:meth:`open_tail` for several parts (concurrently where the store can)."""
+        return [self.open_tail(*args) for args in zip(rels, sizes, tails, strict=True)]
+
+    @abstractmethod
+    def exists(self, rel: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, rel: str) -> int: ...
+
+    @abstractmethod
+    def open_read(self, rel: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """A streaming reader of the file as stored (never a cached copy), for checksums."""
+
+    @abstractmethod
+    def list_dir(self, rel: str) -> list[str]:
+        """Names (not paths) of the files in directory ``rel``; empty if there is none."""
+
+    def missing_bucket(self) -> str | None:
+        """The root's bucket, if the store has buckets and this one does not exist."""
+        return None
+
+    # -- writing ------------------------------------------------------------------
+
+    @abstractmethod
+    def makedirs(self, rel: str = "") -> None:
+        """Prepare ``rel`` for writing (a directory, or a check that the bucket exists)."""
+
+    @abstractmethod
+    def create_part(self, rel: str, buffer_size: int = 1 << 20) -> PartSink:
+        """A sink for a new immutable file at ``rel``, visible only after ``commit()``."""
+
+    @abstractmethod
+    def write_atomic(self, rel: str, data: bytes) -> None:
+        """Replace ``rel`` with ``data`` in one atomic step (the commit point)."""
+
+    def sync_dir(self, rel: str) -> None:  # noqa: B027  (optional hook: no-op by default)
+        """Make the renames done in directory ``rel`` durable, where that means anything."""
+
+    @abstractmethod
+    def remove(self, rels: Sequence[str]) -> None:
+        """Delete files, ignoring ones already gone."""
+
+
+def iter_chunks(f: IO[bytes], size: int = 8 << 20) -> Iterator[bytes]:
+    """A file's bytes in chunks of ``size``."""
+    while chunk := f.read(size):
+        yield chunk

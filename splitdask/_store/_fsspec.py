@@ -1,0 +1,265 @@
+"""Any fsspec filesystem: ranged requests (merged, and concurrent where the backend
+is async), spooled uploads, and a caching layer for immutable parts."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from splitdask._store._access import access, not_found, short_read
+from splitdask._store._base import PartSink, Store
+
+__all__ = ["UPLOAD_BLOCK", "FsspecStore"]
+
+# Object stores have no directories to create, and creating one there can have
+# side effects (s3fs creates a missing *bucket*), so writes never mkdir on them.
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "az", "adl", "memory", "oss", "r2"}
+# Of those, the ones whose first path component is a bucket (container) that must
+# exist before anything can be written.
+_BUCKET_STORES = _OBJECT_STORES - {"memory"}
+
+UPLOAD_BLOCK = 8 << 20
+"""Bytes an upload to a remote store holds in memory (per upload in flight, about
+twice this at peak); larger parts go up as multipart uploads of this block size."""
+
+# Ranges of one file closer than this are fetched as one request; the bytes in
+# between are cheaper than another round trip.
+_MERGE_GAP = 1 << 20
+_MERGE_MAX = 64 << 20
+
+
+class FsspecStore(Store):
+    """A dataset root on an fsspec filesystem.
+
+    Parameters
+    ----------
+    fs
+        Filesystem for reading parts: the storage itself, or a caching layer
+        (``simplecache::``, ``filecache::``) in front of ``direct``.
+    direct
+        The storage itself: the manifest, every write, delete and verify go here.
+    """
+
+    spools = True
+    upload_concurrency = 4
+
+    def __init__(
+        self, urlpath: str, storage_options: dict[str, Any], root: str, fs: Any, direct: Any
+    ) -> None:
+        super().__init__(urlpath, storage_options, root)
+        self.fs = fs
+        self.direct = direct
+        protocols = direct.protocol if isinstance(direct.protocol, tuple) else (direct.protocol,)
+        self._object_store = bool(_OBJECT_STORES.intersection(protocols))
+        self._bucketed = bool(_BUCKET_STORES.intersection(protocols))
+
+    # -- reading ------------------------------------------------------------------
+
+    def read_file(self, rel: str) -> bytes:
+        with access(self.where(rel)):
+            # start=0 makes it one ranged GET; without it s3fs first asks for the size.
+            return bytes(self.direct.cat_file(self.full(rel), start=0))
+
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""  # an empty HTTP range is invalid, and S3 answers it with everything
+        try:
+            with access(self.where(rel)):
+                data = bytes(self.fs.cat_file(self.full(rel), start=start, end=end))
+        except FileNotFoundError:
+            raise not_found(rel) from None
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # s3fs: "range not satisfiable"
+                raise
+            raise short_read(self.where(rel), start, end, None) from None
+        if len(data) != end - start:
+            raise short_read(self.where(rel), start, end, len(data))
+        return data
+
+    def read_ranges(
+        self, rels: Sequence[str], starts: Sequence[int], ends: Sequence[int]
+    ) -> list[bytes]:
+        """Near ranges of one file are merged into one request, and all requests go
+        out in one concurrent call (async backends such as s3fs)."""
+        if len(rels) < 2:
+            return super().read_ranges(rels, starts, ends)
+        out: list[bytes] = [b""] * len(rels)
+        spans = _merge(rels, starts, ends)
+        if not spans:
+            return out
+        with access(self.where(spans[0][0])):
+            got = self.fs.cat_ranges(
+                [self.full(r) for r, _, _, _ in spans],
+                [lo for _, lo, _, _ in spans],
+                [hi for _, _, hi, _ in spans],
+                on_error="return",
+            )
+        for (rel, lo, hi, items), data in zip(spans, got, strict=True):
+            if isinstance(data, FileNotFoundError):
+                raise not_found(rel)
+            if isinstance(data, OSError) and data.errno == errno.EINVAL:
+                raise short_read(self.where(rel), lo, hi, None)
+            if isinstance(data, BaseException):
+                with access(self.where(rel)):
+                    raise data
+            if len(data) != hi - lo:
+                raise short_read(self.where(rel), lo, hi, len(data))
+            for k in items:
+                out[k] = data[starts[k] - lo : ends[k] - lo]
+        return out
+
+    def read_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
+        return self.read_ranges(rels, [0] * len(rels), sizes)
+
+    def open_tail(self, rel: str, size: int, tail: int) -> tuple[Any | None, Any]:
+        return None, self.read_range(rel, max(0, size - tail), size)
+
+    def open_tails(
+        self, rels: Sequence[str], sizes: Sequence[int], tails: Sequence[int]
+    ) -> list[tuple[Any | None, Any]]:
+        starts = [max(0, s - t) for s, t in zip(sizes, tails, strict=True)]
+        return [(None, tail) for tail in self.read_ranges(rels, starts, sizes)]
+
+    def exists(self, rel: str) -> bool:
+        with access(self.where(rel)):
+            return bool(self.direct.exists(self.full(rel)))
+
+    def size(self, rel: str) -> int:
+        with access(self.where(rel)):
+            return int(self.direct.size(self.full(rel)))
+
+    @contextlib.contextmanager
+    def open_read(self, rel: str) -> Iterator[IO[bytes]]:
+        with (
+            access(self.where(rel)),
+            self.direct.open(self.full(rel), "rb", block_size=8 << 20, cache_type="none") as f,
+        ):
+            yield f
+
+    def list_dir(self, rel: str) -> list[str]:
+        path = self.full(rel)
+        with access(self.where(rel)):
+            self.direct.invalidate_cache(path)
+            try:
+                listed = self.direct.ls(path, detail=False)
+            except FileNotFoundError:
+                return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
+
+    def missing_bucket(self) -> str | None:
+        """``None`` also when the answer is unknown because asking is not permitted (on
+        S3, HeadBucket needs ``s3:ListBucket``, which a user allowed only to get and
+        put objects under a prefix lacks): such a user can still read and write."""
+        if not self._bucketed:
+            return None
+        bucket = str(self.root).lstrip("/").split("/", 1)[0]
+        try:
+            self.direct.info(bucket)
+        except FileNotFoundError:
+            return bucket
+        except PermissionError:
+            return None
+        return None
+
+    # -- writing ------------------------------------------------------------------
+
+    def makedirs(self, rel: str = "") -> None:
+        """A directory where there are directories; on object stores only a check that
+        the bucket exists, so that a write to a missing bucket fails here rather than
+        after its data was spooled."""
+        if not self._object_store:
+            with access(self.where(rel)):
+                self.direct.makedirs(self.full(rel), exist_ok=True)
+        elif (bucket := self.missing_bucket()) is not None:
+            raise FileNotFoundError(
+                f"cannot write {self.urlpath}: bucket {bucket!r} does not exist (splitdask "
+                "never creates buckets)"
+            )
+
+    def create_part(self, rel: str, buffer_size: int = 1 << 20) -> PartSink:
+        """Spooled to a local temp file and uploaded on commit, in one PUT or one
+        multipart upload of :data:`UPLOAD_BLOCK` blocks (both become visible whole or
+        not at all), so memory stays at ``buffer_size`` per open part and about
+        ``2 * UPLOAD_BLOCK`` per upload, whatever the part's size."""
+        return _SpoolSink(self, rel, buffer_size)
+
+    def write_atomic(self, rel: str, data: bytes) -> None:
+        # A single PUT: object stores make it visible whole or not at all.
+        with access(self.where(rel)):
+            self.direct.pipe_file(self.full(rel), data)
+
+    def remove(self, rels: Sequence[str]) -> None:
+        for rel in rels:
+            with contextlib.suppress(FileNotFoundError), access(self.where(rel)):
+                self.direct.rm_file(self.full(rel))
+
+
+def _merge(
+    rels: Sequence[str], starts: Sequence[int], ends: Sequence[int]
+) -> list[tuple[str, int, int, list[int]]]:
+    """Non-empty ranges grouped into requests ``(rel, lo, hi, indices served)``."""
+    order = sorted((k for k in range(len(rels)) if ends[k] > starts[k]),
+                   key=lambda k: (rels[k], starts[k]))  # fmt: skip
+    spans: list[tuple[str, int, int, list[int]]] = []
+    for k in order:
+        rel, s, e = rels[k], starts[k], ends[k]
+        if spans:
+            prel, lo, hi, items = spans[-1]
+            if prel == rel and s - hi <= _MERGE_GAP and max(hi, e) - lo <= _MERGE_MAX:
+                spans[-1] = (rel, lo, max(hi, e), items)
+                items.append(k)
+                continue
+        spans.append((rel, s, e, [k]))
+    return spans
+
+
+class _SpoolSink:
+    def __init__(self, store: FsspecStore, rel: str, buffer_size: int) -> None:
+        self._store = store
+        self._rel = rel
+        fd, self._tmp = tempfile.mkstemp(prefix="splitdask-", suffix=".part")
+        self._file = os.fdopen(fd, "wb", buffering=buffer_size)
+        self.write = self._file.write
+
+    def commit(self) -> None:
+        self._file.close()
+        try:
+            with access(self._store.where(self._rel)):
+                _upload(self._store.direct, self._tmp, self._store.full(self._rel))
+        finally:
+            os.unlink(self._tmp)
+
+    def abort(self) -> None:
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+
+def _upload(fs: Any, local: str, remote: str) -> None:
+    """Copy a local file to ``remote`` holding at most about two blocks in memory.
+
+    ``fs.put_file`` would do, but its memory depends on the backend (s3fs reads up to
+    100 MiB at once, or ten 50 MiB chunks in parallel); a buffered remote file with an
+    explicit block size uploads in one PUT or a multipart upload of such blocks.
+    """
+    chunk = 1 << 20
+    f = fs.open(remote, "wb", block_size=UPLOAD_BLOCK)
+    try:
+        with open(local, "rb", buffering=0) as src:
+            while data := src.read(chunk):
+                f.write(data)
+    except BaseException:
+        # Abort (s3fs abandons the multipart upload) and make sure that neither
+        # close() nor garbage collection completes the upload after all.
+        with contextlib.suppress(Exception):
+            f.discard()
+        with contextlib.suppress(Exception):
+            f.closed = True
+        with contextlib.suppress(Exception):
+            fs.rm_file(remote)
+        raise
+    f.close()

@@ -1,0 +1,143 @@
+"""Local disk: memory-mapped reads, ``pread``, and writes made durable by ``fsync``
+and atomic rename."""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from splitdask._format import temp_name
+from splitdask._store._access import not_found, short_read, size_mismatch
+from splitdask._store._base import PartSink, Store
+
+__all__ = ["LocalStore", "fsync_dir"]
+
+
+class LocalStore(Store):
+    """A dataset root on a local (or locally mounted) filesystem."""
+
+    is_local = True
+
+    def read_file(self, rel: str) -> bytes:
+        with open(self.full(rel), "rb") as f:
+            return f.read()
+
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        try:
+            fd = os.open(self.full(rel), os.O_RDONLY)
+        except FileNotFoundError:
+            raise not_found(rel) from None
+        try:
+            data = os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
+        if len(data) != end - start:
+            raise short_read(self.where(rel), start, end, len(data))
+        return data
+
+    def map(self, rel: str, size: int) -> mmap.mmap:
+        """Read-only map of ``rel``, checked to be ``size`` bytes long."""
+        try:
+            f = open(self.full(rel), "rb")  # noqa: SIM115  (closed right after mapping)
+        except FileNotFoundError:
+            raise not_found(rel) from None
+        with f:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if len(data) != size:
+            got = len(data)
+            data.close()
+            raise size_mismatch(self.where(rel), got, size)
+        return data
+
+    def read_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
+        return [self.map(r, s) for r, s in zip(rels, sizes, strict=True)]
+
+    def open_tail(self, rel: str, size: int, tail: int) -> tuple[Any | None, Any]:
+        data = self.map(rel, size)
+        return data, memoryview(data)
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(self.full(rel))
+
+    def size(self, rel: str) -> int:
+        return os.stat(self.full(rel)).st_size
+
+    @contextlib.contextmanager
+    def open_read(self, rel: str) -> Iterator[IO[bytes]]:
+        with open(self.full(rel), "rb") as f:
+            yield f
+
+    def list_dir(self, rel: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.full(rel)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def makedirs(self, rel: str = "") -> None:
+        os.makedirs(self.full(rel), exist_ok=True)
+
+    def create_part(self, rel: str, buffer_size: int = 1 << 20) -> PartSink:
+        """A buffered temp file beside ``rel``, fsynced and renamed into place on commit."""
+        return _LocalSink(self.full(rel), self.full(temp_name(rel)), buffer_size)
+
+    def write_atomic(self, rel: str, data: bytes) -> None:
+        path = self.full(rel)
+        tmp = f"{path}.tmp-{secrets.token_hex(6)}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(os.path.dirname(path))
+
+    def sync_dir(self, rel: str) -> None:
+        fsync_dir(self.full(rel))
+
+    def remove(self, rels: Sequence[str]) -> None:
+        for rel in rels:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.full(rel))
+
+
+def fsync_dir(path: str) -> None:
+    """Make renames in ``path`` durable (a no-op where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _LocalSink:
+    def __init__(self, path: str, tmp: str, buffer_size: int) -> None:
+        self._path = path
+        self._tmp = tmp
+        self._file = open(tmp, "wb", buffering=buffer_size)  # noqa: SIM115
+        self.write = self._file.write
+
+    def commit(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self._path)
+
+    def abort(self) -> None:
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
