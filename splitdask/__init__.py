@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from splitdask._commit import CommitInfo as CommitInfo
+    from splitdask._compact import compact as compact
     from splitdask._gc import GcReport as GcReport
     from splitdask._gc import gc as gc
     from splitdask._loader import SplitDataLoader as SplitDataLoader
@@ -48,6 +49,7 @@ _API: dict[str, str] = {
     "SplitWriter": "splitdask._writer",
     "write_split_data": "splitdask._writer",
     "CommitInfo": "splitdask._commit",
+    "compact": "splitdask._compact",
     "gc": "splitdask._gc",
     "GcReport": "splitdask._gc",
     # Dask
