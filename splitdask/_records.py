@@ -22,9 +22,21 @@ from splitdask._snapshot import Snapshot
 __all__ = ["MAX_OPEN_PARTS", "OpenPart", "RecordReader"]
 
 MAX_OPEN_PARTS = 512
-"""Opened parts a reader keeps. A local part holds a mapping and its descriptor, so
-this bounds both (well under the usual ``ulimit -n`` of 1024 and
-``vm.max_map_count``) however many parts a dataset has."""
+"""Opened parts a reader keeps at most. A local part holds a mapping and its
+descriptor, so this bounds both however many parts a dataset has; a reader keeps
+fewer when the process may open fewer files (a quarter of ``ulimit -n``)."""
+
+
+def _max_open() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return MAX_OPEN_PARTS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN_PARTS
+    return max(8, min(MAX_OPEN_PARTS, soft // 4))
 
 
 class OpenPart:
@@ -58,11 +70,11 @@ class OpenPart:
 class RecordReader:
     """Random access to the records of one snapshot."""
 
-    def __init__(self, snapshot: Snapshot, max_open: int = MAX_OPEN_PARTS) -> None:
+    def __init__(self, snapshot: Snapshot, max_open: int | None = None) -> None:
         self.snapshot = snapshot
         self.store = snapshot.store
         self.num_records = snapshot.num_records
-        self.max_open = max_open
+        self.max_open = _max_open() if max_open is None else max_open
         # Oldest-opened first; past max_open the oldest is dropped, not closed: a
         # bin iteration may still slice it, and the map goes when nothing refers to it.
         self._open: OrderedDict[int, OpenPart] = OrderedDict()
@@ -110,6 +122,9 @@ class RecordReader:
     def _load_many(self, pids: Sequence[int]) -> None:
         """Open the parts among ``pids`` not open yet (remote tails fetched at once)."""
         todo = [p for p in dict.fromkeys(pids) if p not in self._open]
+        # In chunks the cache can hold, so a batch over many parts never holds more
+        # mappings at once than the cache allows; the rest open one by one when read.
+        todo = todo[: max(1, self.max_open // 2)]
         parts = [self.snapshot.parts[p] for p in todo]
         try:
             opened = self.store.open_tails(

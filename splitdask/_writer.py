@@ -184,8 +184,9 @@ class SplitWriter:
             raise
         self._closed = True
         self.info = info
-        if self._target.mode == "a" and info.records_written:
-            t = self._target
+        base = self._target.base
+        if base is not None and base.num_records and info.records_written:
+            t = self._target  # an append to existing data: its bins may have grown small parts
             auto_compact(self.store, manifest, [w.bin_index for w in self._writers if w.parts],
                          retention=t.retention, retries=t.retries)  # fmt: skip
         return info
