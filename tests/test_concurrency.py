@@ -75,7 +75,7 @@ def _run_writers(url: str, so: dict[str, Any], procs: int, appends: int, size: i
             stderr=subprocess.PIPE,
             text=True,
             env=env,
-        )  # fmt: skip
+        )
         for p in range(procs)
     ]
     done = []
