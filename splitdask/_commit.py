@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import random
 import secrets
+import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -37,6 +39,7 @@ __all__ = [
     "Transaction",
     "new_tag",
     "orphans",
+    "read_current",
     "tagged",
     "tidy",
 ]
@@ -46,6 +49,35 @@ DEFAULT_RETENTION = 3600.0
 which an unnamed file is taken to belong to a write still running."""
 DEFAULT_RETRIES = 20
 """Times a commit that lost a race re-bases and tries again."""
+
+
+# Manifests this process parsed or wrote, by (dataset, version token). A commit
+# re-reads the manifest to compare and swap and mostly finds a version it has seen
+# (its own begin, or the commit just before a compaction): parsing it again would
+# cost more than the rest of a small append.
+_PARSED: OrderedDict[tuple[str, str], Manifest] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+
+
+def _remember(store: Store, token: str, manifest: Manifest) -> None:
+    with _PARSED_LOCK:
+        _PARSED[(store.urlpath, token)] = manifest
+        while len(_PARSED) > 8:
+            _PARSED.popitem(last=False)
+
+
+def read_current(store: Store) -> tuple[Manifest | None, str | None]:
+    """The committed manifest and its version token (tokens name content, so a
+    manifest parsed before under the same token is the same manifest)."""
+    data, token = store.read_versioned(MANIFEST_NAME)
+    if data is None or token is None:
+        return None, None
+    with _PARSED_LOCK:
+        hit = _PARSED.get((store.urlpath, token))
+    if hit is None:
+        hit = Manifest.from_json(data, store.where(MANIFEST_NAME))
+        _remember(store, token, hit)
+    return hit, token
 
 
 @dataclass(frozen=True)
@@ -129,7 +161,7 @@ class Transaction:
             raise ValueError(
                 f"retention must be a non-negative number of seconds, not {retention!r}"
             )
-        current = read_manifest(store)
+        current, _ = read_current(store)
         has_legacy = current is None and _legacy.is_legacy(store)
         if mode == "x" and (current is not None or has_legacy):
             raise FileExistsError(f"a dataset already exists at {store.urlpath}")
@@ -189,8 +221,7 @@ class Transaction:
         store, where = self.store, self.store.urlpath
         self._check_parts_exist(new_parts)
         for attempt in range(self.retries + 1):
-            data, token = store.read_versioned(MANIFEST_NAME)
-            now = None if data is None else Manifest.from_json(data, store.where(MANIFEST_NAME))
+            now, token = read_current(store)
             if tag and now is not None and any(tagged(p.path, tag) for p in now.parts()):
                 return now
             when = time.time()
@@ -203,7 +234,9 @@ class Transaction:
                 manifest = replace(manifest, retired=tuple(r for r in manifest.retired
                                                             if r.since > cutoff))  # fmt: skip
             manifest.validate(where)
-            if store.replace_if(MANIFEST_NAME, manifest.to_json(), token):
+            new_token = store.replace_if(MANIFEST_NAME, manifest.to_json(), token)
+            if new_token is not None:
+                _remember(store, new_token, manifest)
                 self._after_commit(manifest, expired, when)
                 return manifest
             # Lost the race: back off a little, at random, so writers interleave.
@@ -274,12 +307,13 @@ def orphans(store: Store, manifest: Manifest | None, before: float) -> list[str]
     known = set()
     if manifest is not None:
         known = {p.path for p in manifest.parts()} | {r.path for r in manifest.retired}
-    out = []
-    for info in store.list_info(BINS_DIR):
-        rel = f"{BINS_DIR}/{info.name}"
-        if parse_part_name(info.name) is not None and rel not in known and info.mtime < before:
-            out.append(rel)
-    return out
+    # Names first (cheap): mostly every file is known, and then nothing needs a stat.
+    unknown = {n for n in store.list_dir(BINS_DIR)
+               if parse_part_name(n) is not None and f"{BINS_DIR}/{n}" not in known}  # fmt: skip
+    if not unknown:
+        return []
+    return [f"{BINS_DIR}/{i.name}" for i in store.list_info(BINS_DIR)
+            if i.name in unknown and i.mtime < before]  # fmt: skip
 
 
 def tidy(store: Store, rels: Sequence[str], what: str) -> None:

@@ -253,8 +253,12 @@ class Manifest:
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, where: str) -> Manifest:
-        """Parse and fully validate a manifest; ``where`` names it in errors."""
+    def from_json(cls, data: bytes, where: str, *, retired: bool = True) -> Manifest:
+        """Parse and fully validate a manifest; ``where`` names it in errors.
+
+        With ``retired=False`` the retired parts are not parsed (readers never need
+        them; writers and ``gc`` do), which keeps opening cheap after many commits.
+        """
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -273,7 +277,9 @@ class Manifest:
                 generation=_uint(doc["generation"]),
                 uid=str(doc["uid"]),
                 metadata=_dict(doc.get("metadata", {})),
-                retired=tuple(_retired(r) for r in _list(doc.get("retired", []))),
+                retired=tuple(_retired(r) for r in _list(doc.get("retired", [])))
+                if retired
+                else (),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptDatasetError(f"{where}: malformed manifest ({exc!r})") from None
@@ -362,11 +368,13 @@ def _retired(x: object) -> Retired:
     return Retired(path, float(since), _uint(generation))
 
 
+def _uints(x: object) -> tuple[int, ...]:
+    # Inlined checks: a manifest after many appends holds thousands of these lists.
+    if type(x) is not list or not all(type(v) is int and v >= 0 for v in x):
+        raise ValueError(f"expected a list of non-negative integers, got {x!r:.80}")
+    return tuple(x)
+
+
 def _segment(x: object) -> Segment:
     d = _dict(x)
-    return Segment(
-        start=_uint(d["start"]),
-        count=_uint(d["count"]),
-        bins=tuple(_uint(b) for b in _list(d["bins"])),
-        first=tuple(_uint(f) for f in _list(d["first"])),
-    )
+    return Segment(_uint(d["start"]), _uint(d["count"]), _uints(d["bins"]), _uints(d["first"]))

@@ -90,13 +90,14 @@ class Snapshot:
         return sum(p.payload for p in self.parts)
 
 
-def read_manifest(store: Store) -> Manifest | None:
-    """The committed manifest at ``store``, or ``None`` when there is none."""
+def read_manifest(store: Store, *, retired: bool = True) -> Manifest | None:
+    """The committed manifest at ``store``, or ``None`` when there is none
+    (``retired=False``: without its retired parts, as readers need it)."""
     try:
         data = store.read_file(MANIFEST_NAME)
     except FileNotFoundError:
         return None
-    return Manifest.from_json(data, store.where(MANIFEST_NAME))
+    return Manifest.from_json(data, store.where(MANIFEST_NAME), retired=retired)
 
 
 def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
@@ -116,7 +117,7 @@ def open_snapshot(store: Store) -> Snapshot:
     CorruptDatasetError, FormatVersionError
         If the manifest or legacy index is damaged or from an unknown version.
     """
-    manifest = read_manifest(store)
+    manifest = read_manifest(store, retired=False)
     if manifest is not None:
         return snapshot_of(store, manifest)
     if _legacy.is_legacy(store):
@@ -149,7 +150,7 @@ def missing_part(store: Store, rel: str, generation: int | None) -> SplitDaskErr
     (its parts outlived their retention); if it still names it, the dataset is damaged.
     """
     try:
-        now = read_manifest(store)
+        now = read_manifest(store, retired=False)
     except Exception:
         now = None
     if (

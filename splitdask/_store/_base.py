@@ -164,11 +164,12 @@ class Store(ABC):
         """``rel``'s content and a token naming that version; ``(None, None)`` if absent."""
 
     @abstractmethod
-    def replace_if(self, rel: str, data: bytes, token: str | None) -> bool:
+    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
         """Replace ``rel`` with ``data`` only if it is still the version ``token`` read
         by :meth:`read_versioned` (``None``: only if ``rel`` does not exist).
 
-        Returns ``False``, writing nothing, if another writer replaced it first.
+        Returns the new version's token, or ``None``, writing nothing, if another
+        writer replaced it first.
         """
 
     @abstractmethod

@@ -192,14 +192,14 @@ class FsspecStore(Store):
             return None, None
         return data, xxhash.xxh3_128_hexdigest(data)
 
-    def replace_if(self, rel: str, data: bytes, token: str | None) -> bool:
+    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
         with _LOCKS_GUARD:
             lock = _LOCKS.setdefault(f"{self.direct.protocol}:{self.root}", threading.Lock())
         with lock:
             if self.read_versioned(rel)[1] != token:
-                return False
+                return None
             self.write_atomic(rel, data)
-            return True
+            return xxhash.xxh3_128_hexdigest(data)
 
     def missing_bucket(self) -> str | None:
         """``None`` also when the answer is unknown because asking is not permitted (on
@@ -319,19 +319,19 @@ class S3Store(FsspecStore):
             return None, None
         return data, etag
 
-    def replace_if(self, rel: str, data: bytes, token: str | None) -> bool:
+    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
         bucket, key = self._bucket_key(rel)
         cond = {"IfMatch": token} if token is not None else {"IfNoneMatch": "*"}
         try:
             with access(self.where(rel)):
-                self.direct.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **cond)
+                out = self.direct.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **cond)
         except Exception as exc:
             if _precondition_failed(exc):
-                return False
+                return None
             raise
         finally:
             self.direct.invalidate_cache(self.full(rel))
-        return True
+        return str(out["ETag"])
 
 
 def _precondition_failed(exc: BaseException) -> bool:

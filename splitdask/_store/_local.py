@@ -127,12 +127,12 @@ class LocalStore(Store):
             return None, None
         return data, xxhash.xxh3_128_hexdigest(data)
 
-    def replace_if(self, rel: str, data: bytes, token: str | None) -> bool:
+    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
         with self._locked():
             if self.read_versioned(rel)[1] != token:
-                return False
+                return None
             self.write_atomic(rel, data)
-            return True
+            return xxhash.xxh3_128_hexdigest(data)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
