@@ -81,9 +81,21 @@ class AddRecords:
         start = base.num_records if base else 0
         order = list(base.order) if base else []
         for count, dealt in self.deals:
-            order.append(Segment(start, count, dealt, tuple(counts[b] for b in dealt)))
+            seg = Segment(start, count, dealt, tuple(counts[b] for b in dealt))
+            last = order[-1] if order else None
+            if (
+                last is not None
+                and len(dealt) == 1
+                and last.bins == dealt
+                and last.first[0] + last.count == counts[dealt[0]]
+            ):
+                # Records that continue the last run of the same bin extend its segment.
+                seg = Segment(last.start, last.count + count, dealt, last.first)
+                order.pop()
+            order.append(seg)
+            m = len(dealt)
             for j, b in enumerate(dealt):
-                counts[b] += order[-1].share(j)
+                counts[b] += (count - j + m - 1) // m  # this deal's share of bin b
             start += count
         old = list(base.bins) if base else []
         old += [()] * (num_bins - len(old))

@@ -211,10 +211,29 @@ class SplitWriter:
         if k >= m or b.k > m * _SMALL_APPEND_RECORDS:
             return
         staged = [b.pending[j % m][j // m] for j in range(b.k)]
-        self._rot, self._writers = self._rot[:k], self._writers[:k]
+        keep = list(range(k))
+        if k == 1 and (sticky := self._sticky_bin(base, b.k)) is not None:
+            keep = [sticky]
+        self._rot = [self._rot[i] for i in keep]
+        self._writers = [self._writers[i] for i in keep]
         narrowed = Batches(self._writers, self._flush, self._spool)
         narrowed.deal(staged)
         self._batches = narrowed
+
+    def _sticky_bin(self, base: Manifest, n: int) -> int | None:
+        """The rotation index of the bin the last append went to, if this one-bin append
+        can follow it there and leave that bin within a small append of the least
+        filled. Consecutive small appends then extend one run of the global order
+        (one manifest segment, not one per append) and one bin's parts (which
+        compaction merges), instead of touching a new bin every time."""
+        last = base.order[-1] if base.order else None
+        if last is None or len(last.bins) != 1:
+            return None
+        b = last.bins[0]
+        counts = self._target.base_counts(self.num_bins)
+        if b not in self._rot or counts[b] + n > min(counts) + _SMALL_APPEND_RECORDS:
+            return None
+        return self._rot.index(b)
 
     def _finish_parts(self) -> None:
         self._batches.flush()
