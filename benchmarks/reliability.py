@@ -66,7 +66,7 @@ def concurrent_writers(root: str, procs: int, appends: int) -> None:
             stdout=subprocess.PIPE,
             text=True,
             env=ENV,
-        )  # fmt: skip
+        )
         for p in range(procs)
     ]
     done = [json.loads(line) for c in children for line in c.communicate()[0].splitlines()]
@@ -130,7 +130,7 @@ def many_appends(root: str, appends: int) -> None:
                 doubled = a
     loader = SplitDataLoader(url)
     parts = len(loader.snapshot.parts)
-    files, nbytes = _files(f"{url}/bins")
+    files, _ = _files(f"{url}/bins")
     msize = os.path.getsize(manifest)
     limit = _limit(root, msize)
     print(f"many appends ({appends} appends of 100 records x 100 B into 64 bins)")
@@ -158,7 +158,8 @@ def killed_writers(root: str, kills: int, records: int) -> None:
         proc = subprocess.Popen([sys.executable, "-c", _KILLED, url, str(records)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                 env=ENV)  # fmt: skip
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
         proc.kill()
         proc.wait()
     left = _files(f"{url}/bins")
