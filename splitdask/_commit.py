@@ -273,7 +273,8 @@ class Transaction:
         except Exception as exc:
             _warn_left(self.store, "leftovers of killed writers", exc)
             return
-        tidy(self.store, doomed, "leftovers of killed writers")
+        # The expired retired parts are no longer named anywhere: not leftovers.
+        tidy(self.store, sorted(set(doomed) - set(expired)), "leftovers of killed writers")
 
     def abandon(self, parts: Iterable[PartInfo]) -> None:
         """Remove parts that were written but will never be committed (any that the
