@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from splitdask._commit import CommitInfo as CommitInfo
+    from splitdask._compact import compact as compact
+    from splitdask._gc import GcReport as GcReport
+    from splitdask._gc import gc as gc
     from splitdask._loader import SplitDataLoader as SplitDataLoader
     from splitdask._verify import VerifyReport as VerifyReport
     from splitdask._writer import SplitWriter as SplitWriter
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from splitdask.errors import CorruptDatasetError as CorruptDatasetError
     from splitdask.errors import DatasetNotFoundError as DatasetNotFoundError
     from splitdask.errors import FormatVersionError as FormatVersionError
+    from splitdask.errors import SnapshotExpiredError as SnapshotExpiredError
     from splitdask.errors import SplitDaskError as SplitDaskError
     from splitdask.mpq import MpQItr as MpQItr
     from splitdask.mpq import MpQItrError as MpQItrError
@@ -45,6 +49,9 @@ _API: dict[str, str] = {
     "SplitWriter": "splitdask._writer",
     "write_split_data": "splitdask._writer",
     "CommitInfo": "splitdask._commit",
+    "compact": "splitdask._compact",
+    "gc": "splitdask._gc",
+    "GcReport": "splitdask._gc",
     # Dask
     "read_split_bins": "splitdask.bag",
     "to_split_bins": "splitdask.bag",
@@ -63,6 +70,7 @@ _API: dict[str, str] = {
     "CorruptDatasetError": "splitdask.errors",
     "DatasetNotFoundError": "splitdask.errors",
     "FormatVersionError": "splitdask.errors",
+    "SnapshotExpiredError": "splitdask.errors",
     "SplitDaskError": "splitdask.errors",
 }
 

@@ -22,13 +22,13 @@ BinData = tuple[list[Any], list[Any], list[Any]]
 """A bin's part buffers, holding records at their file offsets, with their extents."""
 
 
-def load_parts(store: Store, parts: Sequence[Part]) -> BinData:
+def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> BinData:
     """Each part whole (mapped locally, one concurrent GET each remotely), checked
     against its size and footer; the footer comes with the part, so no extra request."""
     try:
         datas = store.read_whole([p.path for p in parts], [p.size for p in parts])
     except FileNotFoundError as exc:
-        raise missing_part(store, str(exc.filename)) from None
+        raise missing_part(store, str(exc.filename), generation) from None
     starts, ends = [], []
     try:
         for part, data in zip(parts, datas, strict=True):
@@ -55,11 +55,12 @@ def release(datas: Sequence[Any]) -> None:
 
 def _bin_data(reader: RecordReader, bin_index: int) -> BinData:
     pids = reader.snapshot.bin_parts[bin_index]
-    if reader.store.is_local:
+    if reader.store.is_local and len(pids) <= reader.max_open // 4:
         # Reuse the loader's maps: iterating again costs no new mmap per part.
         opened = [reader.part(p) for p in pids]
         return [o.data for o in opened], [o.starts_np for o in opened], [o.ends_np for o in opened]
-    datas, starts, ends = load_parts(reader.store, [reader.snapshot.parts[p] for p in pids])
+    snap = reader.snapshot
+    datas, starts, ends = load_parts(snap.store, [snap.parts[p] for p in pids], snap.generation)
     for pid, data in zip(pids, datas, strict=True):
         reader.adopt(pid, data)  # later random reads of this part need no footer request
     return datas, starts, ends

@@ -1,30 +1,83 @@
 """The commit protocol: the one code path that replaces a manifest, and its cleanup.
 
-Every writer (``SplitWriter``, ``write_split_data``, ``to_split_bins``) writes new,
-uniquely named parts first, then hands them to :meth:`Transaction.commit`, which
-names them in a new manifest in one atomic replacement. What a write leaves
-unnamed (the parts of an aborted write, of a killed or repeated task, of a
-replaced dataset) is removed by :func:`tidy`, the single cleanup rule: a failure
-to remove loses nothing and is reported as a warning, never as an error.
+Every writer (``SplitWriter``, ``write_split_data``, ``to_split_bins``, compaction,
+``gc``) writes new, uniquely named parts first, then hands a *change*
+(``_changes``) to :meth:`Transaction.commit`. The commit reads the manifest with a
+version token, applies the change to it, and replaces it only if the token still
+holds (a compare-and-swap: a conditional PUT on S3, an exclusive lock locally);
+when another writer got there first it applies the same change to the newer
+manifest and tries again, without rewriting data.
+
+Parts a commit stops naming are *retired*, not deleted: readers of older snapshots
+keep reading them until the retention period has passed. Files nothing names are
+removed by :func:`tidy`, the single cleanup rule: a failure to remove loses
+nothing and is reported as a warning, never as an error.
 """
 
 from __future__ import annotations
 
+import random
 import secrets
+import threading
+import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 from splitdask import _legacy
-from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, PartInfo, Segment, parse_part_name
+from splitdask._changes import Change, Mode
+from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, PartInfo, parse_part_name
 from splitdask._snapshot import read_manifest
 from splitdask._store import Store
 from splitdask.errors import CommitConflictError, SplitDaskError
 
-__all__ = ["CommitInfo", "Mode", "Transaction", "new_tag", "tagged", "tidy"]
+__all__ = [
+    "DEFAULT_RETENTION",
+    "DEFAULT_RETRIES",
+    "CommitInfo",
+    "Transaction",
+    "new_tag",
+    "orphans",
+    "read_current",
+    "tagged",
+    "tidy",
+]
 
-Mode = Literal["a", "w", "x"]
+DEFAULT_RETENTION = 3600.0
+"""Seconds a replaced part stays readable for older snapshots, and the age below
+which an unnamed file is taken to belong to a write still running."""
+DEFAULT_RETRIES = 20
+"""Times a commit that lost a race re-bases and tries again."""
+
+
+# Manifests this process parsed or wrote, by (dataset, version token). A commit
+# re-reads the manifest to compare and swap and mostly finds a version it has seen
+# (its own begin, or the commit just before a compaction): parsing it again would
+# cost more than the rest of a small append.
+_PARSED: OrderedDict[tuple[str, str], Manifest] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+
+
+def _remember(store: Store, token: str, manifest: Manifest) -> None:
+    with _PARSED_LOCK:
+        _PARSED[(store.urlpath, token)] = manifest
+        while len(_PARSED) > 8:
+            _PARSED.popitem(last=False)
+
+
+def read_current(store: Store) -> tuple[Manifest | None, str | None]:
+    """The committed manifest and its version token (tokens name content, so a
+    manifest parsed before under the same token is the same manifest)."""
+    data, token = store.read_versioned(MANIFEST_NAME)
+    if data is None or token is None:
+        return None, None
+    with _PARSED_LOCK:
+        hit = _PARSED.get((store.urlpath, token))
+    if hit is None:
+        hit = Manifest.from_json(data, store.where(MANIFEST_NAME))
+        _remember(store, token, hit)
+    return hit, token
 
 
 @dataclass(frozen=True)
@@ -88,13 +141,27 @@ class Transaction:
     current: Manifest | None
     """The committed manifest when the write began (``None``: no dataset)."""
     replaces_legacy: bool = False
+    retention: float = DEFAULT_RETENTION
+    retries: int = DEFAULT_RETRIES
+    started: float = field(default_factory=time.time)
 
     @classmethod
-    def begin(cls, store: Store, mode: Mode) -> Transaction:
+    def begin(
+        cls,
+        store: Store,
+        mode: Mode,
+        *,
+        retention: float = DEFAULT_RETENTION,
+        retries: int = DEFAULT_RETRIES,
+    ) -> Transaction:
         """Check ``mode`` against what is at ``store``; raise before anything is written."""
         if mode not in ("a", "w", "x"):
             raise ValueError(f"mode must be 'a', 'w' or 'x', got {mode!r}")
-        current = read_manifest(store)
+        if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0:
+            raise ValueError(
+                f"retention must be a non-negative number of seconds, not {retention!r}"
+            )
+        current, _ = read_current(store)
         has_legacy = current is None and _legacy.is_legacy(store)
         if mode == "x" and (current is not None or has_legacy):
             raise FileExistsError(f"a dataset already exists at {store.urlpath}")
@@ -105,7 +172,7 @@ class Transaction:
                 "start_clean=True)"
             )
         store.makedirs(BINS_DIR)
-        return cls(store, mode, current, has_legacy and mode == "w")
+        return cls(store, mode, current, has_legacy and mode == "w", float(retention), retries)
 
     @property
     def base(self) -> Manifest | None:
@@ -125,79 +192,106 @@ class Transaction:
         counts = self.base_counts(num_bins)
         return sorted(range(num_bins) if ties is None else ties, key=lambda b: counts[b])
 
-    def commit(
-        self,
-        num_bins: int,
-        new_parts: Mapping[int, Sequence[PartInfo]],
-        segments: Sequence[Segment],
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Manifest:
-        """Write the manifest naming the base's parts plus ``new_parts`` (atomic).
+    # -- committing -------------------------------------------------------------------
 
-        ``segments`` are absolute: they start at the base's record count, and their
-        ``first`` indices count the base's records of each bin. Parts of a replaced
-        dataset are removed only after the new manifest is in place.
+    def commit(
+        self, change: Change, *, tag: str = "", new_parts: Sequence[PartInfo] = ()
+    ) -> Manifest:
+        """Apply ``change`` to the committed manifest in one compare-and-swap.
+
+        Parameters
+        ----------
+        change
+            What the commit does; applied again to a newer manifest after a lost race.
+        tag
+            The write's tag: if the manifest already names a part of it, an earlier
+            run of this very commit got through (its caller died before hearing of
+            it), and that manifest is returned instead of committing twice.
+        new_parts
+            The parts the change names, checked to still exist when the write has
+            run for longer than half the retention period (``gc`` may have taken
+            them for a dead writer's leftovers).
 
         Raises
         ------
         CommitConflictError
-            If another writer committed since this transaction began.
+            If every try lost a race, or the change cannot apply to what another
+            writer committed (``mode="x"`` and the dataset now exists).
         """
-        store, base = self.store, self.base
-        now = read_manifest(store)
-        if (now.uid if now else None) != (self.current.uid if self.current else None):
-            raise CommitConflictError(
-                f"{store.urlpath} was committed by another writer while this one was "
-                "writing; nothing was committed by this one"
-            )
-        if base is not None and not segments:
-            return base
-        old_bins = list(base.bins) if base else []
-        old_bins += [()] * (num_bins - len(old_bins))
-        bins = tuple(tuple(old) + tuple(new_parts.get(b, ())) for b, old in enumerate(old_bins))
-        manifest = Manifest(
-            bins=bins,
-            order=(*(base.order if base else ()), *segments),
-            generation=(now.generation if now else 0) + 1,
-            uid=secrets.token_hex(8),
-            metadata={**(base.metadata if base else {}), **(metadata or {})},
+        store, where = self.store, self.store.urlpath
+        self._check_parts_exist(new_parts)
+        for attempt in range(self.retries + 1):
+            now, token = read_current(store)
+            if tag and now is not None and any(tagged(p.path, tag) for p in now.parts()):
+                return now
+            when = time.time()
+            manifest = change.apply(now, when, where)
+            if manifest is now:  # nothing to commit
+                return manifest
+            cutoff = when - self.retention
+            expired = [r.path for r in manifest.retired if r.since <= cutoff]
+            if expired:
+                manifest = replace(manifest, retired=tuple(r for r in manifest.retired
+                                                            if r.since > cutoff))  # fmt: skip
+            manifest.validate(where)
+            new_token = store.replace_if(MANIFEST_NAME, manifest.to_json(), token)
+            if new_token is not None:
+                _remember(store, new_token, manifest)
+                self._after_commit(manifest, expired, when)
+                return manifest
+            # Lost the race: back off a little, at random, so writers interleave.
+            time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
+        raise CommitConflictError(
+            f"{where}: {self.retries + 1} commit attempts each lost the race to another "
+            "writer; nothing was committed by this one (raise retries= to wait longer)"
         )
-        manifest.validate(store.urlpath)
-        store.write_atomic(MANIFEST_NAME, manifest.to_json())
-        self.after_commit(manifest)
-        return manifest
 
-    def after_commit(self, manifest: Manifest) -> None:
-        """Remove what ``manifest`` replaced: the previous dataset's parts when this
-        overwrote it, and a replaced splitdataloader dataset's files."""
-        if self.mode == "w" and self.current is not None:
-            keep = {p.path for p in manifest.parts()}
-            old = [p.path for p in self.current.parts() if p.path not in keep]
-            tidy(self.store, old, "replaced parts")
+    def _check_parts_exist(self, parts: Sequence[PartInfo]) -> None:
+        if not parts or time.time() - self.started < self.retention / 2:
+            return
+        for p in parts:
+            if not self.store.exists(p.path):
+                raise CommitConflictError(
+                    f"{self.store.where(p.path)}: this write's part was removed before its "
+                    f"commit (the write ran longer than half the retention period, "
+                    f"{self.retention:g} s, and gc took it for a dead writer's); retry the "
+                    "write, with a longer retention= if it runs this long"
+                )
+
+    def _after_commit(self, manifest: Manifest, expired: Sequence[str], when: float) -> None:
+        """Remove what is past its retention: parts the commit stopped keeping, a
+        replaced splitdataloader dataset, and files killed writers left."""
+        tidy(self.store, expired, "replaced parts past their retention")
         if self.replaces_legacy:
             try:
                 _legacy.remove(self.store)
             except Exception as exc:
                 _warn_left(self.store, "the replaced splitdataloader files", exc)
+        try:
+            doomed = orphans(self.store, manifest, when - self.retention)
+            self.store.clean_spools(when - self.retention)
+        except Exception as exc:
+            _warn_left(self.store, "leftovers of killed writers", exc)
+            return
+        # The expired retired parts are no longer named anywhere: not leftovers.
+        tidy(self.store, sorted(set(doomed) - set(expired)), "leftovers of killed writers")
 
     def abandon(self, parts: Iterable[PartInfo]) -> None:
-        """Remove parts that were written but will never be committed."""
-        tidy(self.store, [p.path for p in parts], "uncommitted parts")
-
-    def committed_by(self, tag: str) -> Manifest | None:
-        """The committed manifest, if it names a part of the write tagged ``tag``.
-
-        A commit whose process dies after the manifest was replaced but before its
-        caller heard of it is run again (a Dask retry); it must report that commit.
-        """
-        now = read_manifest(self.store)
-        if now is not None and any(tagged(p.path, tag) for p in now.parts()):
-            return now
-        return None
+        """Remove parts that were written but will never be committed (any that the
+        manifest names after all, because a commit went through, are kept)."""
+        rels = [p.path for p in parts]
+        if not rels:
+            return
+        try:
+            named = read_manifest(self.store)
+        except Exception:
+            named = None
+        keep = {p.path for p in named.parts()} if named else set()
+        tidy(self.store, [r for r in rels if r not in keep], "uncommitted parts")
 
     def collect(self, manifest: Manifest, tag: str) -> None:
         """Remove the files of write ``tag`` that ``manifest`` does not name: the
-        parts and temp files of killed or repeated task runs."""
+        parts and temp files of killed or repeated task runs of that write."""
         keep = {p.path for p in manifest.parts()}
         try:
             names = self.store.list_dir(BINS_DIR)
@@ -206,6 +300,21 @@ class Transaction:
             return
         doomed = [f"{BINS_DIR}/{n}" for n in names if tagged(n, tag)]
         tidy(self.store, [rel for rel in doomed if rel not in keep], "unreferenced parts")
+
+
+def orphans(store: Store, manifest: Manifest | None, before: float) -> list[str]:
+    """Files under ``bins/`` that ``manifest`` neither names nor retires, last
+    modified before ``before`` (a POSIX time): leftovers of writers that died."""
+    known = set()
+    if manifest is not None:
+        known = {p.path for p in manifest.parts()} | {r.path for r in manifest.retired}
+    # Names first (cheap): mostly every file is known, and then nothing needs a stat.
+    unknown = {n for n in store.list_dir(BINS_DIR)
+               if parse_part_name(n) is not None and f"{BINS_DIR}/{n}" not in known}  # fmt: skip
+    if not unknown:
+        return []
+    return [f"{BINS_DIR}/{i.name}" for i in store.list_info(BINS_DIR)
+            if i.name in unknown and i.mtime < before]  # fmt: skip
 
 
 def tidy(store: Store, rels: Sequence[str], what: str) -> None:

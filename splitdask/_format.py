@@ -37,6 +37,7 @@ __all__ = [
     "TRAILER_SIZE",
     "Manifest",
     "PartInfo",
+    "Retired",
     "Segment",
     "decode_footer",
     "encode_footer",
@@ -167,6 +168,17 @@ class PartInfo:
 
 
 @dataclass(frozen=True)
+class Retired:
+    """A part no longer named by the dataset, and when it stopped being named."""
+
+    path: str
+    since: float
+    """POSIX time of the commit that replaced it."""
+    generation: int
+    """The generation of that commit."""
+
+
+@dataclass(frozen=True)
 class Segment:
     """A run of consecutive global indices dealt round-robin over some bins.
 
@@ -195,6 +207,9 @@ class Manifest:
     generation: int = 0
     uid: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    retired: tuple[Retired, ...] = ()
+    """Parts an earlier commit replaced, kept for readers of older snapshots until
+    the retention period has passed (then ``gc`` or the next write removes them)."""
 
     @property
     def num_bins(self) -> int:
@@ -232,11 +247,21 @@ class Manifest:
             ],
             "metadata": dict(self.metadata),
         }
+        if self.retired:
+            # Optional: a reader that predates it ignores the key (see docs/format.md).
+            # One string, one line per part: readers skip it, and JSON decodes a string
+            # far faster than as many small lists.
+            doc["retired"] = "".join(f"{r.path}\t{r.since!r}\t{r.generation}\n"
+                                     for r in self.retired)  # fmt: skip
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, where: str) -> Manifest:
-        """Parse and fully validate a manifest; ``where`` names it in errors."""
+    def from_json(cls, data: bytes, where: str, *, retired: bool = True) -> Manifest:
+        """Parse and fully validate a manifest; ``where`` names it in errors.
+
+        With ``retired=False`` the retired parts are not parsed (readers never need
+        them; writers and ``gc`` do), which keeps opening cheap after many commits.
+        """
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -255,6 +280,7 @@ class Manifest:
                 generation=_uint(doc["generation"]),
                 uid=str(doc["uid"]),
                 metadata=_dict(doc.get("metadata", {})),
+                retired=_retired(doc.get("retired", "")) if retired else (),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptDatasetError(f"{where}: malformed manifest ({exc!r})") from None
@@ -295,6 +321,10 @@ class Manifest:
                 if p.path in seen or not p.path.startswith(f"{BINS_DIR}/{b:05d}-"):
                     raise CorruptDatasetError(f"{where}: part {p.path!r} misplaced or repeated")
                 seen.add(p.path)
+        for r in self.retired:
+            if r.path in seen:
+                raise CorruptDatasetError(f"{where}: part {r.path!r} is both live and retired")
+            seen.add(r.path)
 
 
 def _list(x: object) -> Sequence[Any]:
@@ -330,11 +360,28 @@ def _part(x: object) -> PartInfo:
     return part
 
 
+def _retired(x: object) -> tuple[Retired, ...]:
+    if not isinstance(x, str):
+        raise TypeError(f"retired must be a string, got {type(x).__name__}")
+    out = []
+    for line in x.splitlines():
+        path, since_s, generation = line.split("\t")
+        if not _PART_PATH.fullmatch(path):
+            raise ValueError(f"invalid retired part path {path!r}")
+        since = float(since_s)
+        if not since >= 0:  # also refuses NaN
+            raise ValueError(f"invalid retirement time {since_s!r}")
+        out.append(Retired(path, since, _uint(int(generation))))
+    return tuple(out)
+
+
+def _uints(x: object) -> tuple[int, ...]:
+    # Inlined checks: a manifest after many appends holds thousands of these lists.
+    if type(x) is not list or not all(type(v) is int and v >= 0 for v in x):
+        raise ValueError(f"expected a list of non-negative integers, got {x!r:.80}")
+    return tuple(x)
+
+
 def _segment(x: object) -> Segment:
     d = _dict(x)
-    return Segment(
-        start=_uint(d["start"]),
-        count=_uint(d["count"]),
-        bins=tuple(_uint(b) for b in _list(d["bins"])),
-        first=tuple(_uint(f) for f in _list(d["first"])),
-    )
+    return Segment(_uint(d["start"]), _uint(d["count"]), _uints(d["bins"]), _uints(d["first"]))

@@ -9,6 +9,7 @@ records by range, near ranges merged by the store.
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,9 +17,26 @@ import numpy as np
 
 from splitdask._index import IntArray
 from splitdask._parts import Part
-from splitdask._snapshot import Snapshot, missing_part
+from splitdask._snapshot import Snapshot
 
-__all__ = ["OpenPart", "RecordReader"]
+__all__ = ["MAX_OPEN_PARTS", "OpenPart", "RecordReader"]
+
+MAX_OPEN_PARTS = 512
+"""Opened parts a reader keeps at most. A local part holds a mapping and its
+descriptor, so this bounds both however many parts a dataset has; a reader keeps
+fewer when the process may open fewer files (a quarter of ``ulimit -n``)."""
+
+
+def _max_open() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return MAX_OPEN_PARTS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN_PARTS
+    return max(8, min(MAX_OPEN_PARTS, soft // 4))
 
 
 class OpenPart:
@@ -52,16 +70,19 @@ class OpenPart:
 class RecordReader:
     """Random access to the records of one snapshot."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, max_open: int | None = None) -> None:
         self.snapshot = snapshot
         self.store = snapshot.store
         self.num_records = snapshot.num_records
-        self._open: dict[int, OpenPart] = {}
+        self.max_open = _max_open() if max_open is None else max_open
+        # Oldest-opened first; past max_open the oldest is dropped, not closed: a
+        # bin iteration may still slice it, and the map goes when nothing refers to it.
+        self._open: OrderedDict[int, OpenPart] = OrderedDict()
         self._locate = snapshot.locator.locate  # bound once: record() is the hot path
 
     def close(self) -> None:
         """Release every mapping; parts reopen on next use."""
-        opened, self._open = self._open, {}
+        opened, self._open = self._open, OrderedDict()
         for part in opened.values():
             part.close()
 
@@ -71,14 +92,20 @@ class RecordReader:
         """Part ``pid``, opened if it was not."""
         opened = self._open.get(pid)
         if opened is None:
-            opened = self._open[pid] = self._load(self.snapshot.parts[pid])
+            opened = self._keep(pid, self._load(self.snapshot.parts[pid]))
+        return opened
+
+    def _keep(self, pid: int, opened: OpenPart) -> OpenPart:
+        self._open[pid] = opened
+        if len(self._open) > self.max_open:
+            self._open.popitem(last=False)
         return opened
 
     def _load(self, part: Part) -> OpenPart:
         try:
             data, tail = self.store.open_tail(part.path, part.size, part.tail_size)
         except FileNotFoundError:
-            raise missing_part(self.store, part.path) from None
+            raise self.snapshot.missing(part.path) from None
         starts, ends = part.extents(tail, self.store.where(part.path))
         return OpenPart(data, starts, ends)
 
@@ -89,22 +116,25 @@ class RecordReader:
         if opened is None:
             part = self.snapshot.parts[pid]
             starts, ends = part.extents(blob, self.store.where(part.path))
-            opened = self._open[pid] = OpenPart(None, starts.copy(), ends.copy())
+            opened = self._keep(pid, OpenPart(None, starts.copy(), ends.copy()))
         return opened
 
     def _load_many(self, pids: Sequence[int]) -> None:
         """Open the parts among ``pids`` not open yet (remote tails fetched at once)."""
         todo = [p for p in dict.fromkeys(pids) if p not in self._open]
+        # In chunks the cache can hold, so a batch over many parts never holds more
+        # mappings at once than the cache allows; the rest open one by one when read.
+        todo = todo[: max(1, self.max_open // 2)]
         parts = [self.snapshot.parts[p] for p in todo]
         try:
             opened = self.store.open_tails(
                 [p.path for p in parts], [p.size for p in parts], [p.tail_size for p in parts]
             )
         except FileNotFoundError as exc:
-            raise missing_part(self.store, str(exc.filename)) from None
+            raise self.snapshot.missing(str(exc.filename)) from None
         for pid, part, (data, tail) in zip(todo, parts, opened, strict=True):
             starts, ends = part.extents(tail, self.store.where(part.path))
-            self._open[pid] = OpenPart(data, starts, ends)
+            self._keep(pid, OpenPart(data, starts, ends))
 
     # -- records ----------------------------------------------------------------------
 
@@ -120,7 +150,7 @@ class RecordReader:
         try:
             return self.store.read_range(path, start, end)
         except FileNotFoundError:
-            raise missing_part(self.store, path) from None
+            raise self.snapshot.missing(path) from None
 
     def records(self, idx: IntArray) -> list[Any]:
         """Records at valid indices ``idx``, in that order; one pass per part."""
@@ -153,7 +183,7 @@ class RecordReader:
             try:
                 got = self.store.read_ranges(paths, r_start, r_end)
             except FileNotFoundError as exc:
-                raise missing_part(self.store, str(exc.filename)) from None
+                raise self.snapshot.missing(str(exc.filename)) from None
             for t, data in zip(slots, got, strict=True):
                 out[t] = data
         return out

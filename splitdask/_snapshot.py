@@ -16,7 +16,12 @@ from splitdask._format import MANIFEST_NAME, Manifest
 from splitdask._index import BinOrder, Locator
 from splitdask._parts import Part, V1Part
 from splitdask._store import Store
-from splitdask.errors import CorruptDatasetError, DatasetNotFoundError
+from splitdask.errors import (
+    CorruptDatasetError,
+    DatasetNotFoundError,
+    SnapshotExpiredError,
+    SplitDaskError,
+)
 
 __all__ = ["Snapshot", "missing_part", "open_snapshot", "read_manifest", "snapshot_of"]
 
@@ -51,6 +56,15 @@ class Snapshot:
         return len(self.bin_parts)
 
     @property
+    def generation(self) -> int | None:
+        """The manifest generation (``None`` for a splitdataloader dataset)."""
+        return self.manifest.generation if self.manifest else None
+
+    def missing(self, rel: str) -> SplitDaskError:
+        """The error for a part of this snapshot that the store lacks."""
+        return missing_part(self.store, rel, self.generation)
+
+    @property
     def metadata(self) -> dict[str, Any]:
         return dict(self.manifest.metadata) if self.manifest else {}
 
@@ -76,13 +90,14 @@ class Snapshot:
         return sum(p.payload for p in self.parts)
 
 
-def read_manifest(store: Store) -> Manifest | None:
-    """The committed manifest at ``store``, or ``None`` when there is none."""
+def read_manifest(store: Store, *, retired: bool = True) -> Manifest | None:
+    """The committed manifest at ``store``, or ``None`` when there is none
+    (``retired=False``: without its retired parts, as readers need it)."""
     try:
         data = store.read_file(MANIFEST_NAME)
     except FileNotFoundError:
         return None
-    return Manifest.from_json(data, store.where(MANIFEST_NAME))
+    return Manifest.from_json(data, store.where(MANIFEST_NAME), retired=retired)
 
 
 def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
@@ -102,7 +117,7 @@ def open_snapshot(store: Store) -> Snapshot:
     CorruptDatasetError, FormatVersionError
         If the manifest or legacy index is damaged or from an unknown version.
     """
-    manifest = read_manifest(store)
+    manifest = read_manifest(store, retired=False)
     if manifest is not None:
         return snapshot_of(store, manifest)
     if _legacy.is_legacy(store):
@@ -128,9 +143,26 @@ def _assemble(
     return Snapshot(store, parts, tuple(map(tuple, bin_parts)), locator, n, manifest)
 
 
-def missing_part(store: Store, rel: str) -> CorruptDatasetError:
-    """The error for a part a snapshot names that is not in the store."""
-    return CorruptDatasetError(
-        f"{store.where(rel)}: listed in the manifest but missing (was the dataset "
-        "overwritten after the bag was built or the loader was opened?)"
-    )
+def missing_part(store: Store, rel: str, generation: int | None) -> SplitDaskError:
+    """The error for a part that a snapshot of ``generation`` names but the store lacks.
+
+    If the dataset has moved on and no longer names the part, the snapshot expired
+    (its parts outlived their retention); if it still names it, the dataset is damaged.
+    """
+    try:
+        now = read_manifest(store, retired=False)
+    except Exception:
+        now = None
+    if (
+        now is not None
+        and generation is not None
+        and now.generation != generation
+        and rel not in {p.path for p in now.parts()}
+    ):
+        return SnapshotExpiredError(
+            f"{store.where(rel)}: this reader's snapshot (generation {generation}) has "
+            f"expired: the dataset was overwritten or compacted since (it is at generation "
+            f"{now.generation}) and the replaced parts were removed after their retention "
+            "period; open a new loader (or build a new bag) to read the dataset as it is now"
+        )
+    return CorruptDatasetError(f"{store.where(rel)}: listed in the manifest but missing")

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from splitdask._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
-from splitdask._commit import CommitInfo, Mode, Transaction
-from splitdask._format import BINS_DIR, Segment
+from splitdask._changes import AddRecords, Mode
+from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
+from splitdask._compact import auto_compact
+from splitdask._format import BINS_DIR, Manifest
 from splitdask._order import resolve_seed
 from splitdask._store import UrlPath, open_store
 from splitdask._validate import check_int
@@ -27,6 +29,10 @@ __all__ = ["SplitWriter", "write_split_data"]
 # under this.
 _BUFFER_BUDGET = 64 << 20
 _FLUSH_MIN = 64 << 10
+# A small append goes to few bins, about one per this many records or bytes, so a
+# hundred records do not become a part in every bin.
+_SMALL_APPEND_RECORDS = 1024
+_SMALL_APPEND_BYTES = 256 << 10
 
 
 class SplitWriter:
@@ -42,8 +48,11 @@ class SplitWriter:
         Dataset root: a local path or any fsspec URL.
     splits
         Number of bins to deal records over. ``None`` keeps the existing dataset's
-        bin count (256 for a new one). Appending with more splits than the dataset
-        has bins adds bins; with fewer, the least-filled bins receive the records.
+        bin count (256 for a new one), except that a small append (about 1,024
+        records or 256 KiB per bin, or less) is dealt over only as many of the
+        least-filled bins as it fills, so appending a few records does not add a
+        part to every bin. Appending with more splits than the dataset has bins adds
+        bins; with fewer, the least-filled bins receive the records.
     shuffle
         Deal over the bins in a random rotation instead of ``0, 1, 2, ...``.
     seed
@@ -64,6 +73,13 @@ class SplitWriter:
         closed and uploaded. When the open parts of all bins together pass this
         size, the largest is closed and uploaded, so the temp disk a write uses
         stays under ``spool_bytes`` plus one batch, however many bins there are.
+    retention
+        Seconds that parts this write replaces (``mode="w"``) stay readable for
+        loaders opened before it; files of killed writers older than this are
+        removed when this write commits. See :func:`splitdask.gc`.
+    retries
+        Times the commit re-bases onto another writer's newer commit and tries
+        again before raising :class:`~splitdask.CommitConflictError`.
 
     Examples
     --------
@@ -85,15 +101,18 @@ class SplitWriter:
         metadata: Mapping[str, Any] | None = None,
         part_max_bytes: int = 256 << 20,
         spool_bytes: int = 2 << 30,
+        retention: float = DEFAULT_RETENTION,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         if splits is not None:
             splits = check_int(splits, "splits", minimum=1)
         self.store = open_store(urlpath, storage_options)
-        self._target = Transaction.begin(self.store, mode)
+        retries = check_int(retries, "retries", minimum=0)
+        self._target = Transaction.begin(self.store, mode, retention=retention, retries=retries)
+        self._tag = new_tag()
         base_bins = self._target.base.num_bins if self._target.base else 0
         nsplits = splits if splits is not None else (base_bins or 256)
         self.num_bins = max(base_bins, nsplits)
-        self._counts_before = self._target.base_counts(self.num_bins)
         # The least-filled bins take the records; shuffle breaks ties and orders
         # the rotation at random.
         if shuffle:
@@ -105,10 +124,14 @@ class SplitWriter:
             self._rot = self._target.bins_by_fill(self.num_bins)[:nsplits]
         self._metadata = dict(metadata or {})
         max_records = max(1 << 16, OFFSETS_BUDGET // (8 * nsplits))
-        self._writers = [BinWriter(self.store, b, part_max_bytes, max_records) for b in self._rot]
+        self._writers = [
+            BinWriter(self.store, b, part_max_bytes, max_records, self._tag) for b in self._rot
+        ]
         flush = min(FLUSH_MAX, max(_FLUSH_MIN, _BUFFER_BUDGET // nsplits))
-        spool = spool_bytes if self.store.spools else None
-        self._batches = Batches(self._writers, flush, spool)
+        self._narrowable = splits is None  # the caller left the deal width to us
+        self._spool = spool_bytes if self.store.spools else None
+        self._flush = flush
+        self._batches = Batches(self._writers, flush, self._spool)
         self._closed = False
         self.info: CommitInfo | None = None
         """Set by a successful :meth:`commit`."""
@@ -153,14 +176,64 @@ class SplitWriter:
         if self._closed:
             raise ValueError("SplitWriter is already committed or aborted")
         try:
+            self._narrow_small_append()
             self._finish_parts()
-            info = self._commit_manifest()
+            manifest, info = self._commit_manifest()
         except BaseException:
             self.abort()
             raise
         self._closed = True
         self.info = info
+        base = self._target.base
+        if base is not None and base.num_records and info.records_written:
+            t = self._target  # an append to existing data: its bins may have grown small parts
+            auto_compact(self.store, manifest, [w.bin_index for w in self._writers if w.parts],
+                         retention=t.retention, retries=t.retries)  # fmt: skip
         return info
+
+    def _narrow_small_append(self) -> None:
+        """Deal a small append over a few of the least-filled bins instead of all.
+
+        Only while every record is still staged (no part opened yet), so nothing is
+        rewritten: the staged records are dealt again, in their order, over the first
+        ``k`` bins of the rotation. Only when ``splits`` was not given: an explicit
+        ``splits`` deals over exactly that many bins, as documented.
+        """
+        b = self._batches
+        base = self._target.base
+        if not self._narrowable or base is None or not base.num_records or b.k == 0:
+            return
+        if any(w.parts or w.open_bytes for w in self._writers):
+            return
+        m = len(self._writers)
+        nbytes = sum(b.sizes)
+        k = max(-(-b.k // _SMALL_APPEND_RECORDS), -(-nbytes // _SMALL_APPEND_BYTES))
+        if k >= m or b.k > m * _SMALL_APPEND_RECORDS:
+            return
+        staged = [b.pending[j % m][j // m] for j in range(b.k)]
+        keep = list(range(k))
+        if k == 1 and (sticky := self._sticky_bin(base, b.k)) is not None:
+            keep = [sticky]
+        self._rot = [self._rot[i] for i in keep]
+        self._writers = [self._writers[i] for i in keep]
+        narrowed = Batches(self._writers, self._flush, self._spool)
+        narrowed.deal(staged)
+        self._batches = narrowed
+
+    def _sticky_bin(self, base: Manifest, n: int) -> int | None:
+        """The rotation index of the bin the last append went to, if this one-bin append
+        can follow it there and leave that bin within a small append of the least
+        filled. Consecutive small appends then extend one run of the global order
+        (one manifest segment, not one per append) and one bin's parts (which
+        compaction merges), instead of touching a new bin every time."""
+        last = base.order[-1] if base.order else None
+        if last is None or len(last.bins) != 1:
+            return None
+        b = last.bins[0]
+        counts = self._target.base_counts(self.num_bins)
+        if b not in self._rot or counts[b] + n > min(counts) + _SMALL_APPEND_RECORDS:
+            return None
+        return self._rot.index(b)
 
     def _finish_parts(self) -> None:
         self._batches.flush()
@@ -173,20 +246,20 @@ class SplitWriter:
                 w.finish()
         self.store.sync_dir(BINS_DIR)
 
-    def _commit_manifest(self) -> CommitInfo:
+    def _commit_manifest(self) -> tuple[Manifest, CommitInfo]:
         written = self._batches.k
-        segments = []
-        if written:
-            used = tuple(self._rot[: min(len(self._rot), written)])
-            base = self._target.base
-            start = base.num_records if base else 0
-            first = tuple(self._counts_before[b] for b in used)
-            segments.append(Segment(start, written, used, first))
-        manifest = self._target.commit(
-            self.num_bins, {w.bin_index: w.parts for w in self._writers}, segments, self._metadata
-        )
+        # Record k of this write went to bin rot[k % len(rot)]: one round-robin run.
+        deals = [(written, tuple(self._rot[: min(len(self._rot), written)]))] if written else []
         new_parts = [p for w in self._writers for p in w.parts]
-        return CommitInfo.of(self.store.urlpath, manifest, new_parts)
+        change = AddRecords(
+            self._target.mode,
+            self.num_bins,
+            {w.bin_index: w.parts for w in self._writers},
+            deals,
+            self._metadata,
+        )
+        manifest = self._target.commit(change, tag=self._tag, new_parts=new_parts)
+        return manifest, CommitInfo.of(self.store.urlpath, manifest, new_parts)
 
 
 def write_split_data(
@@ -199,6 +272,8 @@ def write_split_data(
     seed: int | None = None,
     storage_options: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    retention: float = DEFAULT_RETENTION,
+    retries: int = DEFAULT_RETRIES,
 ) -> CommitInfo:
     """Write ``input_sequence`` over ``splits`` bins, as ``splitdataloader`` did.
 
@@ -211,13 +286,14 @@ def write_split_data(
     splits
         Number of bins; record ``k`` of this call goes to the ``k % splits``-th bin of
         the rotation. Defaults to the existing dataset's bin count, or 256 for a new
-        dataset (the predecessor's default).
+        dataset (the predecessor's default); see :class:`SplitWriter` for how a
+        small append without ``splits`` uses fewer bins.
     shuffle
         Randomise which bin each position of the rotation is.
     start_clean
         Replace any existing dataset instead of appending to it. Unlike the
         predecessor, the old data stays readable until the new data is committed.
-    seed, storage_options, metadata
+    seed, storage_options, metadata, retention, retries
         See :class:`SplitWriter`.
 
     Returns
@@ -239,6 +315,8 @@ def write_split_data(
         mode="w" if start_clean else "a",
         storage_options=storage_options,
         metadata=metadata,
+        retention=retention,
+        retries=retries,
     ) as writer:
         writer.write_many(input_sequence)
     assert writer.info is not None

@@ -24,14 +24,21 @@ from dask.highlevelgraph import HighLevelGraph
 
 from splitdask._bins import load_parts, release
 from splitdask._binwrite import write_bin_part
-from splitdask._commit import CommitInfo, Mode, Transaction, new_tag, tagged
-from splitdask._format import PartInfo, Segment
+from splitdask._changes import AddRecords, Mode
+from splitdask._commit import (
+    DEFAULT_RETENTION,
+    DEFAULT_RETRIES,
+    CommitInfo,
+    Transaction,
+    new_tag,
+    tagged,
+)
+from splitdask._format import PartInfo
 from splitdask._order import iter_records, resolve_seed
 from splitdask._parts import Part
 from splitdask._snapshot import Snapshot, open_snapshot
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._validate import check_int
-from splitdask.errors import CommitConflictError
 
 __all__ = ["read_split_bins", "snapshot_bag", "to_split_bins"]
 
@@ -51,6 +58,8 @@ def to_split_bins(
     metadata: Mapping[str, Any] | None = ...,
     part_max_bytes: int = ...,
     compute_kwargs: Mapping[str, Any] | None = ...,
+    retention: float = ...,
+    commit_retries: int = ...,
 ) -> CommitInfo: ...
 
 
@@ -66,6 +75,8 @@ def to_split_bins(
     metadata: Mapping[str, Any] | None = ...,
     part_max_bytes: int = ...,
     compute_kwargs: Mapping[str, Any] | None = ...,
+    retention: float = ...,
+    commit_retries: int = ...,
 ) -> Delayed: ...
 
 
@@ -80,6 +91,8 @@ def to_split_bins(
     metadata: Mapping[str, Any] | None = None,
     part_max_bytes: int = 256 << 20,
     compute_kwargs: Mapping[str, Any] | None = None,
+    retention: float = DEFAULT_RETENTION,
+    commit_retries: int = DEFAULT_RETRIES,
 ) -> CommitInfo | Delayed:
     """Write a Bag of byte records as a dataset, one bin per partition.
 
@@ -118,6 +131,10 @@ def to_split_bins(
         Passed to ``compute`` with ``compute=True`` (``scheduler=...``,
         ``retries=...`` on a distributed client, ...). Without them the write runs
         on the active distributed client, else on Dask's threads.
+    retention, commit_retries
+        As ``retention`` and ``retries`` of :class:`~splitdask.SplitWriter`: how
+        long replaced parts stay readable, and how often a commit that lost a race
+        to another writer re-bases and tries again.
 
     Returns
     -------
@@ -164,7 +181,9 @@ def to_split_bins(
     if nparts == 0 and not append:
         raise ValueError("the bag has no partitions; a new dataset needs at least one bin")
     mode: Mode = "a" if append else "w" if overwrite else "x"
-    target = Transaction.begin(open_store(urlpath, storage_options), mode)
+    commit_retries = check_int(commit_retries, "commit_retries", minimum=0)
+    store = open_store(urlpath, storage_options)
+    target = Transaction.begin(store, mode, retention=retention, retries=commit_retries)
     base = target.base
     if base is not None and base.num_bins:
         num_bins = base.num_bins
@@ -224,32 +243,21 @@ class _Commit:
 
     def __call__(self, results: Sequence[Sequence[PartInfo]]) -> CommitInfo:
         target = self.target
-        base = target.base
-        counts = target.base_counts(self.num_bins)
-        start = base.num_records if base else 0
         new_parts: dict[int, list[PartInfo]] = {}
-        segments: list[Segment] = []
+        deals: list[tuple[int, tuple[int, ...]]] = []
         # Partition order is the global order; each partition is one contiguous run.
         for p, parts in enumerate(results):
             count = sum(x.count for x in parts)
-            if not count:
-                continue
-            b = self.bin_of[p]
-            segments.append(Segment(start, count, (b,), (counts[b],)))
-            start += count
-            counts[b] += count
-            new_parts.setdefault(b, []).extend(parts)
+            if count:
+                deals.append((count, (self.bin_of[p],)))
+                new_parts.setdefault(self.bin_of[p], []).extend(parts)
+        written = [x for xs in new_parts.values() for x in xs]
+        change = AddRecords(target.mode, self.num_bins, new_parts, deals, self.metadata)
         try:
-            manifest = target.commit(self.num_bins, new_parts, segments, self.metadata)
-        except CommitConflictError:
-            earlier = target.committed_by(self.tag)
-            if earlier is None:
-                target.abandon(x for xs in new_parts.values() for x in xs)
-                raise
-            # An earlier run of this task committed, then died before reporting it,
-            # maybe also before removing what the commit replaced.
-            manifest = earlier
-            target.after_commit(manifest)
+            manifest = target.commit(change, tag=self.tag, new_parts=written)
+        except BaseException:
+            target.abandon(written)
+            raise
         target.collect(manifest, self.tag)
         ours = [x for x in manifest.parts() if tagged(x.path, self.tag)]
         return CommitInfo.of(target.store.urlpath, manifest, ours)
@@ -272,9 +280,10 @@ class _ReadBin:
     bin_index: int
     parts: tuple[Part, ...]
     seed: int | None
+    generation: int | None
 
     def __call__(self) -> Iterator[bytes]:
-        datas, starts, ends = load_parts(self.store, self.parts)
+        datas, starts, ends = load_parts(self.store, self.parts, self.generation)
         try:
             yield from iter_records(datas, starts, ends, self.seed, self.bin_index)
         finally:
@@ -350,7 +359,8 @@ def snapshot_bag(
     """A Bag of one snapshot's bins (``read_split_bins`` and ``SplitDataLoader.to_bag``)."""
     s = resolve_seed(seed) if shuffle else None
     selected = _select(bins, snapshot.num_bins)
-    tasks = [_ReadBin(snapshot.store, b, snapshot.bin(b), s) for b in selected]
+    snap = snapshot
+    tasks = [_ReadBin(snap.store, b, snap.bin(b), s, snap.generation) for b in selected]
     name = f"read-split-bins-{tokenize(snapshot.identity, s, selected)}"
     graph: dict[Any, Any] = {(name, k): (reify, (task,)) for k, task in enumerate(tasks)}
     return db.Bag(graph, name, len(tasks))

@@ -12,6 +12,7 @@ __all__ = [
     "CorruptDatasetError",
     "DatasetNotFoundError",
     "FormatVersionError",
+    "SnapshotExpiredError",
     "SplitDaskError",
     "MpQItrError",
     "MpQItrTimeoutError",
@@ -37,7 +38,13 @@ class FormatVersionError(SplitDaskError, ValueError):
 
 
 class CommitConflictError(SplitDaskError, RuntimeError):
-    """Another writer committed to the same dataset while this one was writing."""
+    """A commit lost to other writers more often than its retries allow, or cannot
+    apply to what they committed (it would create a dataset that now exists)."""
+
+
+class SnapshotExpiredError(SplitDaskError, RuntimeError):
+    """A reader's snapshot was replaced (an overwrite or a compaction) and the parts
+    it named were removed after the retention period; open a new reader."""
 
 
 # ------------------------------------------------------------------------ MpQItr

@@ -23,6 +23,7 @@ from splitdask import (
     FormatVersionError,
     SplitDataLoader,
     SplitWriter,
+    gc,
     write_split_data,
 )
 from splitdask._format import MANIFEST_NAME
@@ -166,18 +167,27 @@ class DatasetSuite:
         assert loader.num_bins == 5
         assert list(loader) == make_records(10, 1) + make_records(10, 2)
 
-    def test_overwrite_replaces_and_removes_old_parts(
+    def test_overwrite_retires_old_parts_until_gc(
         self, url: str, storage_options: dict[str, Any]
     ) -> None:
         self.write(url, storage_options, make_records(50, 1), splits=4)
-        old_parts = self.part_paths(self.open(url, storage_options))
+        before = self.open(url, storage_options)
+        old_parts = self.part_paths(before)
         self.write(url, storage_options, make_records(20, 2), splits=3, start_clean=True)
         loader = self.open(url, storage_options)
         assert list(loader) == make_records(20, 2)
         assert loader.num_bins == 3
+        # A loader of the replaced snapshot keeps reading it: its parts are retired.
+        assert list(before.iterate_binwise()) == sorted(
+            make_records(50, 1), key=lambda r: int.from_bytes(r[:4], "little") % 4
+        )
+        assert gc(url, storage_options).removed == ()  # younger than the grace period
+        report = gc(url, storage_options, older_than=0)
+        assert set(report.retired) == set(old_parts)
         for rel in old_parts:
             fs, path = self.fs_path(url, storage_options, rel)
             assert not fs.exists(path)
+        assert list(self.open(url, storage_options)) == make_records(20, 2)
 
     def test_mode_x_refuses_existing(self, url: str, storage_options: dict[str, Any]) -> None:
         self.write(url, storage_options, [b"a"], splits=1)

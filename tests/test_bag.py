@@ -26,12 +26,12 @@ from conftest import wait_for
 from dask.delayed import Delayed
 from distributed import Client, LocalCluster
 
-from splitdask import CommitInfo, SplitDataLoader, write_split_data
+from splitdask import CommitInfo, SnapshotExpiredError, SplitDataLoader, gc, write_split_data
 from splitdask._order import bin_order
 from splitdask._snapshot import read_manifest
 from splitdask._store import open_store
 from splitdask.bag import read_split_bins, to_split_bins
-from splitdask.errors import CommitConflictError, CorruptDatasetError, DatasetNotFoundError
+from splitdask.errors import CommitConflictError, DatasetNotFoundError
 
 # -- helpers -----------------------------------------------------------------------------
 
@@ -70,6 +70,12 @@ def all_records(urlpath: str | Path, **kw: Any) -> list[bytes]:
 
 def files_in_bins(root: Path) -> set[str]:
     return {f"bins/{name}" for name in os.listdir(root / "bins")}
+
+
+def retired_parts(urlpath: str | Path, **kw: Any) -> set[str]:
+    manifest = read_manifest(open_store(urlpath, kw.get("storage_options")))
+    assert manifest is not None
+    return {r.path for r in manifest.retired}
 
 
 def manifest_parts(urlpath: str | Path, **kw: Any) -> set[str]:
@@ -271,7 +277,11 @@ def test_overwrite_keeps_old_data_readable_until_commit(tmp_path: Path) -> None:
         writer.join(30)
     assert result["info"].num_bins == 2
     assert all_records(ds) == new
-    # Old parts are gone after the commit.
+    # Old parts are retired by the commit (readers of the old snapshot keep them),
+    # and gone after gc past their retention.
+    assert retired_parts(ds) == old_parts
+    assert files_in_bins(ds) == manifest_parts(ds) | old_parts
+    gc(ds, older_than=0)
     assert files_in_bins(ds) == manifest_parts(ds)
     assert not old_parts & files_in_bins(ds)
 
@@ -314,25 +324,35 @@ def test_rerun_commit_finishes_an_interrupted_overwrite(tmp_path: Path) -> None:
         db.from_sequence([b"new"] * 4, npartitions=2), ds, overwrite=True, compute=False
     )
     info = out.compute()
-    # As if the commit's worker died after replacing the manifest but before removing
-    # the replaced parts: they are still there when Dask runs the commit task again.
-    for rel, data in saved.items():
-        (ds / rel).write_bytes(data)
+    # As if the commit's worker died after replacing the manifest: Dask runs the
+    # commit task again, which reports that commit instead of committing twice.
     assert out.compute() == info
     assert all_records(ds) == [b"new"] * 4
-    assert files_in_bins(ds) == manifest_parts(ds)
+    assert retired_parts(ds) == set(saved)
+    assert files_in_bins(ds) == manifest_parts(ds) | set(saved)
 
 
-def test_conflicting_commit_is_refused_and_cleaned_up(tmp_path: Path) -> None:
+def test_append_that_lost_the_race_is_rebased(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     write_split_data(ds, records(10), splits=2)
     out = to_split_bins(
         db.from_sequence([b"mine"] * 5, npartitions=2), ds, append=True, compute=False
     )
     write_split_data(ds, [b"theirs"] * 3, splits=2)  # another writer commits first
-    with pytest.raises(CommitConflictError):
+    info = out.compute()
+    assert info.records_written == 5
+    assert info.num_records == 18
+    assert all_records(ds) == records(10) + [b"theirs"] * 3 + [b"mine"] * 5
+    assert files_in_bins(ds) == manifest_parts(ds)
+
+
+def test_conflicting_create_is_refused_and_cleaned_up(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    out = to_split_bins(db.from_sequence([b"mine"] * 5, npartitions=2), ds, compute=False)
+    write_split_data(ds, [b"theirs"] * 3, splits=2)  # another writer creates it first
+    with pytest.raises(CommitConflictError, match="another writer created"):
         out.compute()
-    assert all_records(ds) == records(10) + [b"theirs"] * 3
+    assert all_records(ds) == [b"theirs"] * 3
     assert files_in_bins(ds) == manifest_parts(ds)
 
 
@@ -541,7 +561,11 @@ def test_read_is_a_snapshot(client: Client, tmp_path: Path) -> None:
     assert bag.compute(scheduler=client) == before
     assert read_split_bins(ds).name != bag.name  # a new commit, a new graph
     write_split_data(ds, records(5, seed=4), splits=2, start_clean=True)
-    with pytest.raises(CorruptDatasetError, match="overwritten after the bag was built"):
+    # The replaced parts are retired, not removed: the bag still reads its snapshot,
+    assert bag.compute(scheduler=client) == before
+    # until gc removes them; then the bag says its snapshot expired.
+    gc(ds, older_than=0)
+    with pytest.raises(SnapshotExpiredError, match="snapshot .generation 1. has expired"):
         bag.compute(scheduler=client)
 
 

@@ -45,15 +45,16 @@ _CHILD = textwrap.dedent(
                 stop_here()
             real_replace(src, dst)
         os.replace = replace
-    if stage == "old-parts-removal":
-        def remove(self, rels):
+    if stage == "after-commit":
+        import splitdask._commit as commit
+        def orphans(*args):
             stop_here()
-        LocalStore.remove = remove
+        commit.orphans = orphans
     write_split_data(url, records(), splits=16, start_clean=start_clean)
     """
 )
 
-STAGES = ["records", "parts-renamed", "manifest-tmp-written", "old-parts-removal"]
+STAGES = ["records", "parts-renamed", "manifest-tmp-written", "after-commit"]
 
 
 def _kill_at(url: str, stage: str, start_clean: bool) -> None:
@@ -74,8 +75,7 @@ def _kill_at(url: str, stage: str, start_clean: bool) -> None:
             proc.wait()
 
 
-# An append removes nothing, so "old-parts-removal" exists only for overwrites.
-CASES = [(stage, False) for stage in STAGES[:-1]] + [(stage, True) for stage in STAGES]
+CASES = [(stage, start_clean) for start_clean in (False, True) for stage in STAGES]
 
 
 @pytest.mark.timeout(60)
@@ -87,10 +87,10 @@ def test_sigkill_leaves_last_commit(tmp_path: Path, stage: str, start_clean: boo
     _kill_at(url, stage, start_clean)
 
     loader = SplitDataLoader(url)
-    if stage == "old-parts-removal":
+    if stage == "after-commit":
         # Killed after the commit point: the new data is the dataset.
-        assert len(loader) == 20000
-        assert loader[7] == (7).to_bytes(4, "little") * 50
+        assert len(loader) == 20000 + (0 if start_clean else 333)
+        assert loader[len(loader) - 20000 + 7] == (7).to_bytes(4, "little") * 50
     else:
         assert list(loader) == before
     loader.verify()

@@ -29,6 +29,7 @@ from splitdask import (
     DatasetNotFoundError,
     SplitDataLoader,
     SplitWriter,
+    gc,
     write_split_data,
 )
 from splitdask._format import MANIFEST_NAME
@@ -218,11 +219,17 @@ def test_commit_writes_parts_then_manifest_last(
     m = s3_requests.mark()
     write_split_data(s3_url, make_records(30, 5), splits=3, start_clean=True, storage_options=so)
     writes = [r for r in s3_requests.since(m) if r.method in ("PUT", "POST", "DELETE")]
-    # Overwrite: new parts, the manifest, and only then the old parts go.
-    assert [r.method for r in writes] == ["PUT"] * 4 + ["DELETE"] * 5
+    # Overwrite: new parts, then the manifest; the old parts are retired, not deleted.
+    assert [r.method for r in writes] == ["PUT"] * 4
     assert writes[3].path.endswith(f"/{MANIFEST_NAME}")
-    assert {rel_of(r.path) for r in writes[4:]} == old
     assert list(SplitDataLoader(s3_url, storage_options=so)) == make_records(30, 5)
+    # gc past the grace period: the manifest forgets them first, then they go.
+    m = s3_requests.mark()
+    gc(s3_url, so, older_than=0)
+    writes = [r for r in s3_requests.since(m) if r.method in ("PUT", "POST", "DELETE")]
+    assert [r.method for r in writes] == ["PUT"] + ["DELETE"] * 5
+    assert writes[0].path.endswith(f"/{MANIFEST_NAME}")
+    assert {rel_of(r.path) for r in writes[1:]} == old
 
 
 def test_large_part_is_one_multipart_upload(
@@ -478,8 +485,8 @@ def test_no_delete_permission_loses_nothing(
         ("s3:ListBucket", bucket), ("s3:GetObject", f"{bucket}/*"), ("s3:PutObject", f"{bucket}/*")
     )
     with s3_server.enforcing_auth():
-        # Overwrite: committed, then the old parts cannot be removed: a warning, not
-        # an error, and the new parts stay.
+        # Overwrite with no retention: committed, then the old parts cannot be
+        # removed: a warning, not an error, and the new parts stay.
         with pytest.warns(RuntimeWarning, match="could not remove 2 replaced parts"):
             info = write_split_data(
                 s3_url,
@@ -487,6 +494,7 @@ def test_no_delete_permission_loses_nothing(
                 splits=2,
                 start_clean=True,
                 storage_options=user.storage_options,
+                retention=0,
             )
         assert info.num_records == 10
 

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from splitdask._store._base import PartSink, Store, UrlPath
-from splitdask._store._fsspec import UPLOAD_BLOCK, FsspecStore
+from splitdask._store._fsspec import UPLOAD_BLOCK, FsspecStore, S3Store
 from splitdask._store._local import LocalStore
 
-__all__ = ["UPLOAD_BLOCK", "FsspecStore", "LocalStore", "PartSink", "Store", "UrlPath",
-           "open_store"]  # fmt: skip
+__all__ = ["UPLOAD_BLOCK", "FsspecStore", "LocalStore", "PartSink", "S3Store", "Store",
+           "UrlPath", "open_store"]  # fmt: skip
 
 
 def open_store(urlpath: UrlPath, storage_options: Mapping[str, Any] | None = None) -> Store:
@@ -29,7 +29,7 @@ def open_store(urlpath: UrlPath, storage_options: Mapping[str, Any] | None = Non
     -------
     Store
         A :class:`LocalStore` for local paths (fsspec is then bypassed on the hot
-        paths), else a :class:`FsspecStore`.
+        paths), an :class:`S3Store` for S3, else a :class:`FsspecStore`.
     """
     if not isinstance(urlpath, str | os.PathLike):
         raise TypeError(f"urlpath must be a str or os.PathLike, not {type(urlpath).__name__}")
@@ -51,4 +51,7 @@ def open_store(urlpath: UrlPath, storage_options: Mapping[str, Any] | None = Non
         direct = direct.fs
     if isinstance(direct, LocalFileSystem):
         return LocalStore(url, options, root)
+    protocols = direct.protocol if isinstance(direct.protocol, tuple) else (direct.protocol,)
+    if {"s3", "s3a"}.intersection(protocols):
+        return S3Store(url, options, root, fs, direct)
     return FsspecStore(url, options, root, fs, direct)

@@ -14,11 +14,20 @@ import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import IO, Any, ClassVar, Protocol
+from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
-__all__ = ["PartSink", "Store", "UrlPath"]
+__all__ = ["FileInfo", "PartSink", "Store", "UrlPath"]
 
 UrlPath = str | os.PathLike[str]
+
+
+class FileInfo(NamedTuple):
+    """A file found by :meth:`Store.list_info`."""
+
+    name: str
+    size: int
+    mtime: float
+    """POSIX time of the last modification (0 where the backend does not say)."""
 
 
 class PartSink(Protocol):
@@ -48,6 +57,9 @@ class Store(ABC):
     size then counts against a writer's spool budget)."""
     upload_concurrency: ClassVar[int] = 1
     """How many parts a writer should commit at once."""
+    atomic_commit: ClassVar[bool] = True
+    """Whether :meth:`replace_if` is one atomic compare-and-swap for every process
+    that writes to the store (else only for the threads of this process)."""
 
     def __init__(self, urlpath: str, storage_options: dict[str, Any], root: str) -> None:
         self.urlpath = urlpath
@@ -146,6 +158,28 @@ class Store(ABC):
     @abstractmethod
     def write_atomic(self, rel: str, data: bytes) -> None:
         """Replace ``rel`` with ``data`` in one atomic step (the commit point)."""
+
+    @abstractmethod
+    def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
+        """``rel``'s content and a token naming that version; ``(None, None)`` if absent."""
+
+    @abstractmethod
+    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
+        """Replace ``rel`` with ``data`` only if it is still the version ``token`` read
+        by :meth:`read_versioned` (``None``: only if ``rel`` does not exist).
+
+        Returns the new version's token, or ``None``, writing nothing, if another
+        writer replaced it first.
+        """
+
+    @abstractmethod
+    def list_info(self, rel: str) -> list[FileInfo]:
+        """Name, size and modification time of each file in directory ``rel``."""
+
+    def clean_spools(self, older_than: float) -> list[str]:
+        """Remove this dataset's local spool files last written before ``older_than``
+        (a POSIX time), left by writers that were killed; return their paths."""
+        return []
 
     def sync_dir(self, rel: str) -> None:  # noqa: B027  (optional hook: no-op by default)
         """Make the renames done in directory ``rel`` durable, where that means anything."""

@@ -7,13 +7,16 @@ import contextlib
 import errno
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from splitdask._store._access import access, not_found, short_read
-from splitdask._store._base import PartSink, Store
+import xxhash
 
-__all__ = ["UPLOAD_BLOCK", "FsspecStore"]
+from splitdask._store._access import access, not_found, short_read
+from splitdask._store._base import FileInfo, PartSink, Store
+
+__all__ = ["UPLOAD_BLOCK", "FsspecStore", "S3Store", "spool_prefix"]
 
 # Object stores have no directories to create, and creating one there can have
 # side effects (s3fs creates a missing *bucket*), so writes never mkdir on them.
@@ -25,6 +28,11 @@ _BUCKET_STORES = _OBJECT_STORES - {"memory"}
 UPLOAD_BLOCK = 8 << 20
 """Bytes an upload to a remote store holds in memory (per upload in flight, about
 twice this at peak); larger parts go up as multipart uploads of this block size."""
+
+# replace_if on a store without conditional writes is atomic only among the threads
+# of one process: one lock per dataset root serialises them.
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
 
 # Ranges of one file closer than this are fetched as one request; the bytes in
 # between are cheaper than another round trip.
@@ -46,6 +54,7 @@ class FsspecStore(Store):
 
     spools = True
     upload_concurrency = 4
+    atomic_commit = False
 
     def __init__(
         self, urlpath: str, storage_options: dict[str, Any], root: str, fs: Any, direct: Any
@@ -141,14 +150,56 @@ class FsspecStore(Store):
             yield f
 
     def list_dir(self, rel: str) -> list[str]:
+        return [i.name for i in self.list_info(rel)]
+
+    def list_info(self, rel: str) -> list[FileInfo]:
         path = self.full(rel)
         with access(self.where(rel)):
+            # A fresh listing, and none left behind: s3fs answers later exists/info/
+            # open from a cached listing, which would hide parts written after it.
             self.direct.invalidate_cache(path)
             try:
-                listed = self.direct.ls(path, detail=False)
+                listed = self.direct.ls(path, detail=True)
             except FileNotFoundError:
                 return []
-        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
+            finally:
+                self.direct.invalidate_cache(path)
+        return sorted(
+            FileInfo(str(d["name"]).rstrip("/").rsplit("/", 1)[-1], int(d.get("size") or 0),
+                     _mtime(d))
+            for d in listed
+            if d.get("type", "file") == "file"
+        )  # fmt: skip
+
+    def clean_spools(self, older_than: float) -> list[str]:
+        prefix = spool_prefix(self)
+        tmp = tempfile.gettempdir()
+        removed = []
+        with contextlib.suppress(OSError), os.scandir(tmp) as entries:
+            for entry in entries:
+                if not (entry.name.startswith(prefix) and entry.name.endswith(".part")):
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                        os.unlink(entry.path)
+                        removed.append(entry.path)
+        return removed
+
+    def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
+        try:
+            data = self.read_file(rel)
+        except FileNotFoundError:
+            return None, None
+        return data, xxhash.xxh3_128_hexdigest(data)
+
+    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(f"{self.direct.protocol}:{self.root}", threading.Lock())
+        with lock:
+            if self.read_versioned(rel)[1] != token:
+                return None
+            self.write_atomic(rel, data)
+            return xxhash.xxh3_128_hexdigest(data)
 
     def missing_bucket(self) -> str | None:
         """``None`` also when the answer is unknown because asking is not permitted (on
@@ -217,11 +268,95 @@ def _merge(
     return spans
 
 
+def _mtime(info: dict[str, Any]) -> float:
+    """A listing entry's modification time as a POSIX timestamp (0 if not given)."""
+    for key in ("LastModified", "mtime", "created", "last_modified"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        with contextlib.suppress(TypeError, ValueError):
+            return float(value)
+    return 0.0
+
+
+def spool_prefix(store: Store) -> str:
+    """Name prefix of the temp files spooled for ``store``'s dataset, so a later write
+    to the same dataset can find the ones a killed writer left."""
+    return f"splitdask-{xxhash.xxh3_64_hexdigest(store.urlpath.encode())}-"
+
+
+class S3Store(FsspecStore):
+    """S3 (s3fs): the manifest is replaced by a conditional PutObject, ``If-Match``
+    its ETag (``If-None-Match: *`` to create it), so concurrent commits from any
+    number of machines are serialised by the server."""
+
+    atomic_commit = True
+
+    def _bucket_key(self, rel: str) -> tuple[str, str]:
+        bucket, _, key = self.full(rel).lstrip("/").partition("/")
+        return bucket, key
+
+    def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
+        from fsspec.asyn import sync
+
+        bucket, key = self._bucket_key(rel)
+
+        async def get() -> tuple[bytes, str]:
+            resp = await self.direct._call_s3("get_object", Bucket=bucket, Key=key)
+            body = resp["Body"]
+            try:
+                data = await body.read()
+            finally:
+                body.close()
+            return bytes(data), str(resp["ETag"])
+
+        try:
+            with access(self.where(rel)):
+                data, etag = sync(self.direct.loop, get)
+        except FileNotFoundError:
+            return None, None
+        return data, etag
+
+    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
+        bucket, key = self._bucket_key(rel)
+        cond = {"IfMatch": token} if token is not None else {"IfNoneMatch": "*"}
+        try:
+            with access(self.where(rel)):
+                out = self.direct.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **cond)
+        except Exception as exc:
+            if _precondition_failed(exc):
+                return None
+            raise
+        finally:
+            self.direct.invalidate_cache(self.full(rel))
+        return str(out["ETag"])
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether S3 refused a conditional write (412, or 409 for a concurrent one)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
+                409,
+                412,
+            )
+        if isinstance(seen, FileExistsError):  # s3fs's word for a failed If-None-Match
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class _SpoolSink:
     def __init__(self, store: FsspecStore, rel: str, buffer_size: int) -> None:
         self._store = store
         self._rel = rel
-        fd, self._tmp = tempfile.mkstemp(prefix="splitdask-", suffix=".part")
+        fd, self._tmp = tempfile.mkstemp(prefix=spool_prefix(store), suffix=".part")
         self._file = os.fdopen(fd, "wb", buffering=buffer_size)
         self.write = self._file.write
 

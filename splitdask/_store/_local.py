@@ -10,11 +10,21 @@ import secrets
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
+import xxhash
+
 from splitdask._format import temp_name
 from splitdask._store._access import not_found, short_read, size_mismatch
-from splitdask._store._base import PartSink, Store
+from splitdask._store._base import FileInfo, PartSink, Store
 
-__all__ = ["LocalStore", "fsync_dir"]
+__all__ = ["LOCK_NAME", "LocalStore", "fsync_dir"]
+
+# A bin read whole maps its parts up to this many; more are read into memory, so one
+# bin of a dataset of very many small parts cannot exhaust descriptors or mappings.
+_MAP_WHOLE = 64
+
+LOCK_NAME = ".splitdask.lock"
+"""Writers hold an exclusive ``flock`` on this file while they compare and replace
+the manifest; readers never take it."""
 
 
 class LocalStore(Store):
@@ -56,7 +66,16 @@ class LocalStore(Store):
         return data
 
     def read_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
-        return [self.map(r, s) for r, s in zip(rels, sizes, strict=True)]
+        """Maps of few parts; bytes of many, which hold no descriptor each."""
+        if len(rels) <= _MAP_WHOLE:
+            return [self.map(r, s) for r, s in zip(rels, sizes, strict=True)]
+        out = []
+        for rel, size in zip(rels, sizes, strict=True):
+            data = self.read_range(rel, 0, size)
+            if self.size(rel) != size:
+                raise size_mismatch(self.where(rel), self.size(rel), size)
+            out.append(data)
+        return out
 
     def open_tail(self, rel: str, size: int, tail: int) -> tuple[Any | None, Any]:
         data = self.map(rel, size)
@@ -100,6 +119,45 @@ class LocalStore(Store):
                 os.unlink(tmp)
             raise
         fsync_dir(os.path.dirname(path))
+
+    def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
+        try:
+            data = self.read_file(rel)
+        except FileNotFoundError:
+            return None, None
+        return data, xxhash.xxh3_128_hexdigest(data)
+
+    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
+        with self._locked():
+            if self.read_versioned(rel)[1] != token:
+                return None
+            self.write_atomic(rel, data)
+            return xxhash.xxh3_128_hexdigest(data)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive advisory lock on the dataset, held across processes (the
+        kernel drops it if the holder dies, so a killed writer never wedges it)."""
+        import fcntl
+
+        fd = os.open(self.full(LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def list_info(self, rel: str) -> list[FileInfo]:
+        out = []
+        try:
+            with os.scandir(self.full(rel)) as entries:
+                for entry in entries:
+                    with contextlib.suppress(FileNotFoundError):
+                        st = entry.stat(follow_symlinks=False)
+                        out.append(FileInfo(entry.name, st.st_size, st.st_mtime))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(out)
 
     def sync_dir(self, rel: str) -> None:
         fsync_dir(self.full(rel))

@@ -1,0 +1,149 @@
+"""What a commit does to a manifest, as a pure function of the manifest it finds.
+
+A writer describes its commit as a *change* (records added, parts compacted,
+retired parts pruned) instead of a finished manifest, so when another writer
+commits first the same change is applied again to the newer manifest (a
+re-base) without rewriting any data. No I/O here.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from splitdask._format import Manifest, PartInfo, Retired, Segment
+from splitdask.errors import CommitConflictError
+
+__all__ = ["AddRecords", "Change", "Compaction", "Mode", "Prune", "successor"]
+
+Mode = Literal["a", "w", "x"]
+
+
+class Change(Protocol):
+    """A commit's effect: the manifest to write, given the one committed now."""
+
+    def apply(self, now: Manifest | None, when: float, where: str) -> Manifest: ...
+
+
+def successor(
+    now: Manifest | None,
+    bins: Sequence[Sequence[PartInfo]],
+    order: Sequence[Segment],
+    *,
+    metadata: Mapping[str, Any],
+    retire: Sequence[PartInfo] = (),
+    when: float,
+) -> Manifest:
+    """The manifest after ``now`` naming ``bins`` and ``order``; ``retire`` lists the
+    parts of ``now`` that it stops naming, kept as retired from ``when``."""
+    generation = (now.generation if now else 0) + 1
+    retired = (*(now.retired if now else ()),
+               *(Retired(p.path, when, generation) for p in retire))  # fmt: skip
+    return Manifest(
+        bins=tuple(tuple(b) for b in bins),
+        order=tuple(order),
+        generation=generation,
+        uid=secrets.token_hex(8),
+        metadata=dict(metadata),
+        retired=retired,
+    )
+
+
+@dataclass(frozen=True)
+class AddRecords:
+    """New parts and the global order of their records.
+
+    ``deals`` lists, in global order, runs of ``count`` records dealt round-robin
+    over ``bins``; each bin's records continue after those it already holds. With
+    mode ``"a"`` they follow the dataset's records; with ``"w"`` they replace the
+    dataset (whose parts become retired); with ``"x"`` there must be no dataset.
+    """
+
+    mode: Mode
+    num_bins: int
+    new_parts: Mapping[int, Sequence[PartInfo]]
+    deals: Sequence[tuple[int, tuple[int, ...]]]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def apply(self, now: Manifest | None, when: float, where: str) -> Manifest:
+        if self.mode == "x" and now is not None:
+            raise CommitConflictError(
+                f"{where}: another writer created a dataset here while this one was "
+                "writing; nothing was committed by this one"
+            )
+        base = now if self.mode == "a" else None
+        if base is not None and not self.deals and not self.metadata:
+            return base  # an empty append changes nothing
+        num_bins = max(self.num_bins, base.num_bins if base else 0)
+        counts = (base.bin_counts() if base else []) + [0] * num_bins
+        start = base.num_records if base else 0
+        order = list(base.order) if base else []
+        for count, dealt in self.deals:
+            seg = Segment(start, count, dealt, tuple(counts[b] for b in dealt))
+            last = order[-1] if order else None
+            if (
+                last is not None
+                and len(dealt) == 1
+                and last.bins == dealt
+                and last.first[0] + last.count == counts[dealt[0]]
+            ):
+                # Records that continue the last run of the same bin extend its segment.
+                seg = Segment(last.start, last.count + count, dealt, last.first)
+                order.pop()
+            order.append(seg)
+            m = len(dealt)
+            for j, b in enumerate(dealt):
+                counts[b] += (count - j + m - 1) // m  # this deal's share of bin b
+            start += count
+        old = list(base.bins) if base else []
+        old += [()] * (num_bins - len(old))
+        bins = [(*parts, *self.new_parts.get(b, ())) for b, parts in enumerate(old)]
+        metadata = {**(base.metadata if base else {}), **self.metadata}
+        retire = now.parts() if now is not None and base is None else []
+        return successor(now, bins, order, metadata=metadata, retire=retire, when=when)
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """Runs of consecutive parts of a bin, each replaced by parts holding the same
+    records in the same order. A run that is no longer in the dataset as it was
+    (overwritten, or compacted by someone else) is skipped: see :meth:`kept`."""
+
+    runs: Mapping[int, Sequence[tuple[tuple[str, ...], tuple[PartInfo, ...]]]]
+
+    def merged(self) -> list[PartInfo]:
+        """Every new part the runs would put in."""
+        return [p for runs in self.runs.values() for _, new in runs for p in new]
+
+    def apply(self, now: Manifest | None, when: float, where: str) -> Manifest:
+        if now is None:
+            raise CommitConflictError(f"{where}: the dataset was removed while compacting")
+        bins = [list(parts) for parts in now.bins]
+        retire: list[PartInfo] = []
+        for b, runs in self.runs.items():
+            for run, new in runs if b < len(bins) else ():
+                paths = [p.path for p in bins[b]]
+                for i in range(len(paths) - len(run) + 1):
+                    if tuple(paths[i : i + len(run)]) == run:
+                        retire += bins[b][i : i + len(run)]
+                        bins[b][i : i + len(run)] = new
+                        break
+        if not retire:
+            return now  # nothing left to compact
+        return successor(now, bins, now.order, metadata=now.metadata, retire=retire, when=when)
+
+
+@dataclass(frozen=True)
+class Prune:
+    """Forget retired parts (after ``gc`` removed them, or before it removes them)."""
+
+    paths: frozenset[str]
+
+    def apply(self, now: Manifest | None, when: float, where: str) -> Manifest:
+        if now is None:
+            raise CommitConflictError(f"{where}: the dataset was removed during gc")
+        out = successor(now, now.bins, now.order, metadata=now.metadata, when=when)
+        kept = tuple(r for r in out.retired if r.path not in self.paths)
+        return Manifest(out.bins, out.order, out.generation, out.uid, out.metadata, kept)
