@@ -21,6 +21,7 @@ __all__ = [
     "Locator",
     "Order",
     "TableOrder",
+    "bin_indices",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -121,3 +122,28 @@ class TableOrder:
 
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
         return self.bins[idx], self.local[idx]
+
+
+def bin_indices(order: Order, bin_index: int, count: int) -> IntArray:
+    """Global indices of bin ``bin_index``'s ``count`` records, in stored order.
+
+    The inverse of ``order.locate`` for one bin: element ``k`` is the global index
+    of the bin's ``k``-th record. Round-robin segments give it arithmetically; a
+    legacy table is scanned once.
+    """
+    if isinstance(order, TableOrder):
+        hits = np.flatnonzero(order.bins == bin_index)
+        out = hits[np.argsort(order.local[hits], kind="stable")].astype(np.int64)
+    elif isinstance(order, BinOrder):
+        runs = []
+        for seg in order.segments:
+            m = len(seg.bins)
+            for j in (j for j, b in enumerate(seg.bins) if b == bin_index):
+                n = seg.share(j)
+                runs.append(seg.start + j + m * np.arange(n, dtype=np.int64))
+        out = np.concatenate([*runs, np.zeros(0, np.int64)])
+    else:
+        raise TypeError(f"unknown order {type(order).__name__}")
+    if len(out) != count:
+        raise ValueError(f"bin {bin_index}: the order lists {len(out)} records, the parts {count}")
+    return out
