@@ -21,7 +21,6 @@ __all__ = [
     "Locator",
     "Order",
     "TableOrder",
-    "bin_indices",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -33,6 +32,11 @@ class Order(Protocol):
     def locate(self, i: int) -> tuple[int, int]: ...
 
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]: ...
+
+    def indices_of(self, bin_index: int) -> IntArray:
+        """Global indices of bin ``bin_index``'s records, in stored order (the
+        inverse of :meth:`locate` for one bin)."""
+        ...
 
 
 class Locator:
@@ -102,6 +106,15 @@ class BinOrder:
         j = k % m
         return seg.bins[j], seg.first[j] + k // m
 
+    def indices_of(self, bin_index: int) -> IntArray:
+        runs = [
+            seg.start + j + len(seg.bins) * np.arange(seg.share(j), dtype=np.int64)
+            for seg in self.segments
+            for j, b in enumerate(seg.bins)
+            if b == bin_index
+        ]
+        return np.concatenate([*runs, np.zeros(0, np.int64)])
+
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
         s = np.searchsorted(self._starts_np, idx, side="right") - 1
         k = idx - self._starts_np[s]
@@ -123,27 +136,6 @@ class TableOrder:
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
         return self.bins[idx], self.local[idx]
 
-
-def bin_indices(order: Order, bin_index: int, count: int) -> IntArray:
-    """Global indices of bin ``bin_index``'s ``count`` records, in stored order.
-
-    The inverse of ``order.locate`` for one bin: element ``k`` is the global index
-    of the bin's ``k``-th record. Round-robin segments give it arithmetically; a
-    legacy table is scanned once.
-    """
-    if isinstance(order, TableOrder):
-        hits = np.flatnonzero(order.bins == bin_index)
-        out = hits[np.argsort(order.local[hits], kind="stable")].astype(np.int64)
-    elif isinstance(order, BinOrder):
-        runs = []
-        for seg in order.segments:
-            m = len(seg.bins)
-            for j in (j for j, b in enumerate(seg.bins) if b == bin_index):
-                n = seg.share(j)
-                runs.append(seg.start + j + m * np.arange(n, dtype=np.int64))
-        out = np.concatenate([*runs, np.zeros(0, np.int64)])
-    else:
-        raise TypeError(f"unknown order {type(order).__name__}")
-    if len(out) != count:
-        raise ValueError(f"bin {bin_index}: the order lists {len(out)} records, the parts {count}")
-    return out
+    def indices_of(self, bin_index: int) -> IntArray:
+        hits = np.flatnonzero(self.bins == bin_index)
+        return hits[np.argsort(self.local[hits], kind="stable")].astype(np.int64)

@@ -36,7 +36,7 @@ from splitdask._commit import (
     tidy,
 )
 from splitdask._format import BINS_DIR, PartInfo
-from splitdask._index import Order, bin_indices
+from splitdask._index import Order
 from splitdask._order import bin_order, bin_permutation, iter_records, resolve_seed
 from splitdask._parts import Part
 from splitdask._snapshot import Snapshot, open_snapshot, read_manifest
@@ -193,7 +193,7 @@ class _ReadBins:
             release(datas)
         columns: dict[str, Any] = {RECORD: records}
         if self.order is not None:
-            idx = bin_indices(self.order, b, len(records))
+            idx = self.order.indices_of(b)
             if self.seed is not None:
                 idx = idx[bin_permutation(self.seed, b, len(idx))]
             columns[INDEX] = pa.array(idx, type=pa.int64())

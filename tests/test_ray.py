@@ -23,7 +23,6 @@ import ray.data
 from conftest import wait_for
 
 from splitdask import CommitInfo, SplitDataLoader, write_split_data
-from splitdask._index import bin_indices
 from splitdask._snapshot import open_snapshot, read_manifest
 from splitdask._store import open_store
 from splitdask.bag import read_split_bins, to_split_bins
@@ -91,14 +90,13 @@ def test_bin_indices_invert_the_locator(dataset: Path) -> None:
     snap = open_snapshot(open_store(dataset))
     loc = snap.locator
     for b, count in enumerate(snap.bin_counts()):
-        idx = bin_indices(loc.order, b, count)
+        idx = loc.order.indices_of(b)
+        assert len(idx) == count
         pid, local = loc.locate_many(idx)
         assert [loc.part_bin[p] for p in pid] == [b] * count
         assert (np.asarray(loc.part_start)[pid] + local - loc.bin_base[b]).tolist() == list(
             range(count)
         )
-    with pytest.raises(ValueError, match="the order lists"):
-        bin_indices(loc.order, 0, 1)
 
 
 def test_read_tasks_are_bins_with_global_index(ordered: None, dataset: Path) -> None:
