@@ -33,6 +33,11 @@ class Order(Protocol):
 
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]: ...
 
+    def indices_of(self, bin_index: int) -> IntArray:
+        """Global indices of bin ``bin_index``'s records, in stored order (the
+        inverse of :meth:`locate` for one bin)."""
+        ...
+
 
 class Locator:
     """Maps global indices to ``(part number, record within part)``.
@@ -101,6 +106,15 @@ class BinOrder:
         j = k % m
         return seg.bins[j], seg.first[j] + k // m
 
+    def indices_of(self, bin_index: int) -> IntArray:
+        runs = [
+            seg.start + j + len(seg.bins) * np.arange(seg.share(j), dtype=np.int64)
+            for seg in self.segments
+            for j, b in enumerate(seg.bins)
+            if b == bin_index
+        ]
+        return np.concatenate([*runs, np.zeros(0, np.int64)])
+
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
         s = np.searchsorted(self._starts_np, idx, side="right") - 1
         k = idx - self._starts_np[s]
@@ -121,3 +135,7 @@ class TableOrder:
 
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
         return self.bins[idx], self.local[idx]
+
+    def indices_of(self, bin_index: int) -> IntArray:
+        hits = np.flatnonzero(self.bins == bin_index)
+        return hits[np.argsort(self.local[hits], kind="stable")].astype(np.int64)

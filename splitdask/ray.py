@@ -1,0 +1,412 @@
+"""Ray Data: :func:`read_split_bins_ray` reads a dataset, :func:`to_split_bins_ray` writes one.
+
+Reading, a ``ray.data.Datasource`` turns one manifest snapshot into read tasks of
+whole bins (one block per bin), shuffled per bin by the same code as
+``iterate_binwise`` and the Dask reader. Writing, a ``ray.data.Datasink``: every
+write task writes its records to new parts of one bin that nothing names yet, and
+``on_write_complete``, on the driver, names the parts of the results Ray hands it in
+one manifest replacement, as ``to_split_bins`` does for Dask. A task that Ray runs
+again (its worker died) writes under fresh names, and only the results Ray hands to
+the commit count, so every row is stored exactly once. Ray is imported only here
+(``pip install "splitdask[ray]"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray.data
+from ray.data.block import Block, BlockAccessor, BlockMetadata
+from ray.data.datasource import Datasink, Datasource, ReadTask, WriteResult
+
+from splitdask._bins import load_parts, release
+from splitdask._binwrite import write_bin_part
+from splitdask._changes import AddRecords, Mode
+from splitdask._commit import (
+    DEFAULT_RETENTION,
+    DEFAULT_RETRIES,
+    CommitInfo,
+    Transaction,
+    new_tag,
+    tagged,
+    tidy,
+)
+from splitdask._format import BINS_DIR, PartInfo
+from splitdask._index import Order
+from splitdask._order import bin_order, bin_permutation, iter_records, resolve_seed
+from splitdask._parts import Part
+from splitdask._snapshot import Snapshot, open_snapshot, read_manifest
+from splitdask._store import Store, UrlPath, open_store
+from splitdask._validate import check_int
+
+__all__ = ["read_split_bins_ray", "to_split_bins_ray"]
+
+RECORD = "record"
+INDEX = "index"
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def read_split_bins_ray(
+    urlpath: UrlPath,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    shuffle: bool = False,
+    seed: int | None = None,
+    override_num_blocks: int | None = None,
+    include_index: bool = False,
+    concurrency: int | None = None,
+    ray_remote_args: Mapping[str, Any] | None = None,
+) -> ray.data.Dataset:
+    """A Ray Dataset of a dataset's records, one read task per bin.
+
+    Parameters
+    ----------
+    urlpath
+        Dataset root: local path or fsspec URL, reachable from every Ray worker.
+        Datasets written by any splitdask writer and by splitdataloader 0.0.1 read alike.
+    storage_options
+        Passed to fsspec, on the driver and in the read tasks.
+    shuffle
+        Shuffle each bin's records, and order the read tasks as ``iterate_binwise``
+        visits bins: with ``seed``, the rows of bin ``b`` come in the order
+        ``iterate_binwise(shuffle=True, seed=seed)`` yields them. ``None`` draws one
+        seed now for all tasks.
+    seed
+        Non-negative integer; ignored without ``shuffle``.
+    override_num_blocks
+        Read tasks wanted. With fewer tasks than bins, each task reads several
+        consecutive bins (still one block per bin); more tasks than bins is capped
+        at one bin per task. Default: one task per bin (not Ray's estimate from
+        the data size).
+    include_index
+        Add an ``"index"`` column (int64): each record's global index, as
+        ``SplitDataLoader(urlpath)[index]`` addresses it.
+    concurrency, ray_remote_args
+        Passed to ``ray.data.read_datasource``.
+
+    Returns
+    -------
+    ray.data.Dataset
+        Rows ``{"record": bytes}`` (plus ``"index"``), read lazily from the snapshot
+        of the manifest taken by this call: later commits are not in it.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If there is no dataset at ``urlpath`` (raised here, not in a task).
+    """
+    if override_num_blocks is not None:
+        check_int(override_num_blocks, "override_num_blocks", minimum=1)
+    snapshot = open_snapshot(open_store(urlpath, storage_options))
+    source = SplitBinsDatasource(snapshot, shuffle, seed, include_index)
+    return ray.data.read_datasource(
+        source,
+        # Ray's own default sizes tasks by bytes; a bin is the unit here.
+        override_num_blocks=override_num_blocks or max(1, snapshot.num_bins),
+        concurrency=concurrency,
+        ray_remote_args=dict(ray_remote_args or {}),
+    )
+
+
+class SplitBinsDatasource(Datasource):  # type: ignore[misc]
+    """The bins of one snapshot as Ray read tasks."""
+
+    def __init__(
+        self, snapshot: Snapshot, shuffle: bool, seed: int | None, include_index: bool
+    ) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+        self.seed = resolve_seed(seed) if shuffle else None
+        self.include_index = bool(include_index)
+
+    def get_name(self) -> str:
+        return "SplitBins"
+
+    def estimate_inmemory_data_size(self) -> int:
+        extra = 8 * self.snapshot.num_records if self.include_index else 0
+        return self.snapshot.nbytes + extra
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+    ) -> list[ReadTask]:
+        snap = self.snapshot
+        n = snap.num_bins
+        bins = bin_order(self.seed, n) if self.seed is not None else list(range(n))
+        groups = _split(bins, max(1, min(parallelism, n)))
+        order = snap.locator.order if self.include_index else None
+        schema = _schema(self.include_index)
+        tasks = []
+        for group in groups:
+            parts = tuple(snap.bin(b) for b in group)
+            rows = sum(p.count for ps in parts for p in ps)
+            size = sum(p.payload for ps in parts for p in ps) + (8 * rows if order else 0)
+            read = _ReadBins(snap.store, tuple(group), parts, self.seed, snap.generation, order)
+            meta = BlockMetadata(num_rows=rows, size_bytes=size, input_files=None, exec_stats=None)
+            tasks.append(ReadTask(read, meta, schema, per_task_row_limit))
+        return tasks
+
+
+def _split(items: list[int], k: int) -> list[list[int]]:
+    """``items`` cut into ``k`` consecutive runs whose lengths differ by one at most."""
+    q, r = divmod(len(items), k)
+    out, pos = [], 0
+    for i in range(k):
+        size = q + (i < r)
+        out.append(items[pos : pos + size])
+        pos += size
+    return out
+
+
+def _schema(include_index: bool) -> pa.Schema:
+    fields = [pa.field(RECORD, pa.binary())]
+    return pa.schema([*fields, pa.field(INDEX, pa.int64())] if include_index else fields)
+
+
+@dataclass(frozen=True)
+class _ReadBins:
+    """Read task body: one block per bin, each bin in stored or seeded order."""
+
+    store: Store
+    bins: tuple[int, ...]
+    parts: tuple[tuple[Part, ...], ...]
+    seed: int | None
+    generation: int | None
+    order: Order | None
+
+    def __call__(self) -> Iterator[Block]:
+        for b, parts in zip(self.bins, self.parts, strict=True):
+            yield self._bin(b, parts)
+
+    def _bin(self, b: int, parts: tuple[Part, ...]) -> pa.Table:
+        datas, starts, ends = load_parts(self.store, parts, self.generation)
+        try:
+            records = pa.array(
+                list(iter_records(datas, starts, ends, self.seed, b)), type=pa.binary()
+            )
+        finally:
+            release(datas)
+        columns: dict[str, Any] = {RECORD: records}
+        if self.order is not None:
+            idx = self.order.indices_of(b)
+            if self.seed is not None:
+                idx = idx[bin_permutation(self.seed, b, len(idx))]
+            columns[INDEX] = pa.array(idx, type=pa.int64())
+        return pa.table(columns)
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+def to_split_bins_ray(
+    dataset: ray.data.Dataset,
+    urlpath: UrlPath,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    column: str = RECORD,
+    append: bool = False,
+    overwrite: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    num_bins: int | None = None,
+    part_max_bytes: int = 256 << 20,
+    retention: float = DEFAULT_RETENTION,
+    commit_retries: int = DEFAULT_RETRIES,
+    concurrency: int | None = None,
+    ray_remote_args: Mapping[str, Any] | None = None,
+) -> CommitInfo:
+    """Write one column of a Ray Dataset as a splitdask dataset, in one commit.
+
+    Parameters
+    ----------
+    dataset
+        A ``ray.data.Dataset`` with a binary ``column`` (bytes values, no nulls).
+    urlpath
+        Dataset root: local path or fsspec URL, reachable from every Ray worker.
+    storage_options
+        Passed to fsspec, on the driver and in the write tasks.
+    column
+        The column holding the records; other columns are ignored.
+    append, overwrite
+        As for :func:`~splitdask.to_split_bins`: add after the existing records
+        (the bin count stays; write task ``t`` goes to the ``t % num_bins``-th
+        least-filled bin), or replace the dataset. Without either, a dataset at
+        ``urlpath`` raises ``FileExistsError`` here.
+    metadata
+        JSON-serialisable mapping stored in the manifest (merged when appending).
+    num_bins
+        Bins of a new dataset: write task ``t`` goes to bin ``t % num_bins``.
+        Default: one bin per write task (Ray runs one per block, usually, so
+        ``dataset.repartition(n)`` first gives ``n`` bins). Ignored when appending.
+    part_max_bytes
+        A task's records go to one part unless they exceed this size.
+    retention, commit_retries
+        As for :class:`~splitdask.SplitWriter`.
+    concurrency, ray_remote_args
+        Passed to ``Dataset.write_datasink``.
+
+    Returns
+    -------
+    CommitInfo
+        What the commit added, and the dataset's size after it.
+
+    Raises
+    ------
+    FileExistsError
+        As above, before any task runs.
+    KeyError, TypeError
+        In the write tasks (Ray re-raises them here), if ``column`` is missing or
+        is not binary or holds nulls. Nothing is committed.
+
+    Notes
+    -----
+    Exactly once: a task that Ray runs again writes new parts; only those of the
+    results handed to ``on_write_complete`` are named by the manifest, and after
+    the commit the write's other parts (killed or repeated attempts) are removed.
+    A failed write leaves the dataset as it was and removes the parts it can find.
+    """
+    if not isinstance(dataset, ray.data.Dataset):
+        raise TypeError(f"dataset must be a ray.data.Dataset, not {type(dataset).__name__}")
+    if not isinstance(column, str):
+        raise TypeError(f"column must be a column name (str), not {type(column).__name__}")
+    if append and overwrite:
+        raise ValueError("append and overwrite are mutually exclusive")
+    check_int(part_max_bytes, "part_max_bytes", minimum=1)
+    if num_bins is not None:
+        check_int(num_bins, "num_bins", minimum=1)
+    mode: Mode = "a" if append else "w" if overwrite else "x"
+    retries = check_int(commit_retries, "commit_retries", minimum=0)
+    # A schema Ray knows without running anything (a read's, a materialised dataset's)
+    # is checked now; otherwise each write task checks its blocks.
+    schema = dataset.schema(fetch_if_missing=False)
+    base = schema.base_schema if schema is not None else None
+    if isinstance(base, pa.Schema):
+        kind = base.field(column).type if column in base.names else None
+        _check_column(base.names, kind, column, "")
+    store = open_store(urlpath, storage_options)
+    target = Transaction.begin(store, mode, retention=retention, retries=retries)
+    sink = SplitBinsDatasink(target, column, num_bins, part_max_bytes, dict(metadata or {}))
+    dataset.write_datasink(
+        sink, concurrency=concurrency, ray_remote_args=dict(ray_remote_args or {})
+    )
+    assert sink.info is not None  # write_datasink raises unless on_write_complete ran
+    return sink.info
+
+
+@dataclass(frozen=True)
+class _TaskParts:
+    """What one write task hands to the commit."""
+
+    task: int
+    bin: int
+    parts: tuple[PartInfo, ...]
+
+
+class SplitBinsDatasink(Datasink[_TaskParts]):  # type: ignore[misc]
+    """Write tasks make uncommitted parts; the driver commits them all at once."""
+
+    def __init__(
+        self,
+        target: Transaction,
+        column: str,
+        num_bins: int | None,
+        part_max_bytes: int,
+        metadata: dict[str, Any],
+    ) -> None:
+        self.target = target
+        self.column = column
+        self.part_max_bytes = part_max_bytes
+        self.metadata = metadata
+        self.tag = new_tag()
+        base = target.base
+        if base is not None and base.num_bins:
+            self.num_bins: int | None = base.num_bins
+            self.by_fill: list[int] | None = target.bins_by_fill(base.num_bins)
+        else:
+            self.num_bins, self.by_fill = num_bins, None
+        self.info: CommitInfo | None = None
+
+    def get_name(self) -> str:
+        return "SplitBins"
+
+    def bin_of(self, task: int) -> int:
+        """The bin write task ``task`` fills (the same on every attempt)."""
+        if self.num_bins is None:
+            return task
+        by_fill = self.by_fill or range(self.num_bins)
+        return by_fill[task % self.num_bins]
+
+    def write(self, blocks: Iterable[Block], ctx: Any) -> _TaskParts:
+        task = int(ctx.task_idx)
+        b = self.bin_of(task)
+        records = _column_records(blocks, self.column, task)
+        parts = write_bin_part(
+            self.target.store, b, records, part_max_bytes=self.part_max_bytes, tag=self.tag
+        )
+        return _TaskParts(task, b, tuple(parts))
+
+    def on_write_complete(self, write_result: WriteResult[_TaskParts]) -> None:
+        results = sorted(write_result.write_returns, key=lambda r: r.task)
+        if self.num_bins is None and not results:
+            raise ValueError("the dataset has no blocks; a new dataset needs at least one bin")
+        num_bins = self.num_bins or max(r.task for r in results) + 1
+        new_parts: dict[int, list[PartInfo]] = {}
+        deals: list[tuple[int, tuple[int, ...]]] = []
+        for r in results:  # task order is the global order; each task one contiguous run
+            count = sum(p.count for p in r.parts)
+            if count:
+                deals.append((count, (r.bin,)))
+                new_parts.setdefault(r.bin, []).extend(r.parts)
+        written = [p for ps in new_parts.values() for p in ps]
+        target = self.target
+        change = AddRecords(target.mode, num_bins, new_parts, deals, self.metadata)
+        manifest = target.commit(change, tag=self.tag, new_parts=written)
+        target.collect(manifest, self.tag)
+        ours = [p for p in manifest.parts() if tagged(p.path, self.tag)]
+        self.info = CommitInfo.of(target.store.urlpath, manifest, ours)
+
+    def on_write_failed(self, error: Exception) -> None:
+        # Whatever failed (a task, or the commit), the manifest is what decides: parts
+        # of this write that it names stay, all others found under bins/ go.
+        store = self.target.store
+        try:
+            manifest = read_manifest(store)
+            names = store.list_dir(BINS_DIR)
+        except Exception:
+            return  # gc removes them later; the dataset is unharmed
+        keep = {p.path for p in manifest.parts()} if manifest else set()
+        ours = [f"{BINS_DIR}/{n}" for n in names if tagged(n, self.tag)]
+        tidy(store, [rel for rel in ours if rel not in keep], "uncommitted parts")
+
+
+def _column_records(blocks: Iterable[Block], column: str, task: int) -> Iterator[bytes]:
+    """The ``column`` values of a write task's blocks, as bytes, checked per block."""
+    for block in blocks:
+        table = BlockAccessor.for_block(block).to_arrow()
+        kind = table.schema.field(column).type if column in table.column_names else None
+        _check_column(table.column_names, kind, column, f"write task {task}: ")
+        values = table.column(column)
+        if values.null_count:
+            first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+            raise TypeError(
+                f"write task {task}: column {column!r} holds {values.null_count} nulls "
+                f"(the first at row {first} of a block); records must be bytes"
+            )
+        yield from values.to_pylist()
+
+
+def _check_column(names: list[str], kind: pa.DataType | None, column: str, where: str) -> None:
+    if kind is None:
+        raise ValueError(
+            f"{where}the dataset has no column {column!r} (its columns: "
+            f"{', '.join(map(repr, names))}); pass column= to name the one holding the records"
+        )
+    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        raise TypeError(
+            f"{where}column {column!r} is of type {kind}; expected binary (bytes values): "
+            "encode the records to bytes first"
+        )
