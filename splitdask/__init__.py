@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from splitdask._commit import CommitInfo as CommitInfo
+    from splitdask._compact import compact as compact
     from splitdask._describe import Description as Description
     from splitdask._export import export_records as export_records
     from splitdask._gc import GcReport as GcReport
@@ -52,6 +53,7 @@ _API: dict[str, str] = {
     "SplitWriter": "splitdask._writer",
     "write_split_data": "splitdask._writer",
     "CommitInfo": "splitdask._commit",
+    "compact": "splitdask._compact",
     "gc": "splitdask._gc",
     "GcReport": "splitdask._gc",
     "Description": "splitdask._describe",

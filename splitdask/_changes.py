@@ -95,31 +95,31 @@ class AddRecords:
 
 @dataclass(frozen=True)
 class Compaction:
-    """Runs of consecutive parts of a bin, each replaced by one part holding the same
+    """Runs of consecutive parts of a bin, each replaced by parts holding the same
     records in the same order. A run that is no longer in the dataset as it was
     (overwritten, or compacted by someone else) is skipped: see :meth:`kept`."""
 
-    runs: Mapping[int, tuple[tuple[str, ...], PartInfo]]
+    runs: Mapping[int, Sequence[tuple[tuple[str, ...], tuple[PartInfo, ...]]]]
 
-    def kept(self, manifest: Manifest) -> dict[int, PartInfo]:
-        """The merged parts that ``manifest`` names, by bin."""
-        live = {p.path for p in manifest.parts()}
-        return {b: merged for b, (_, merged) in self.runs.items() if merged.path in live}
+    def merged(self) -> list[PartInfo]:
+        """Every new part the runs would put in."""
+        return [p for runs in self.runs.values() for _, new in runs for p in new]
 
     def apply(self, now: Manifest | None, when: float, where: str) -> Manifest:
         if now is None:
             raise CommitConflictError(f"{where}: the dataset was removed while compacting")
         bins = [list(parts) for parts in now.bins]
         retire: list[PartInfo] = []
-        for b, (run, merged) in self.runs.items():
-            if b >= len(bins):
-                continue
-            paths = [p.path for p in bins[b]]
-            for i in range(len(paths) - len(run) + 1):
-                if tuple(paths[i : i + len(run)]) == run:
-                    retire += bins[b][i : i + len(run)]
-                    bins[b][i : i + len(run)] = [merged]
-                    break
+        for b, runs in self.runs.items():
+            for run, new in runs if b < len(bins) else ():
+                paths = [p.path for p in bins[b]]
+                for i in range(len(paths) - len(run) + 1):
+                    if tuple(paths[i : i + len(run)]) == run:
+                        retire += bins[b][i : i + len(run)]
+                        bins[b][i : i + len(run)] = new
+                        break
+        if not retire:
+            return now  # nothing left to compact
         return successor(now, bins, now.order, metadata=now.metadata, retire=retire, when=when)
 
 

@@ -17,7 +17,8 @@ import numpy as np
 from splitdask._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
 from splitdask._changes import AddRecords, Mode
 from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
-from splitdask._format import BINS_DIR
+from splitdask._compact import auto_compact
+from splitdask._format import BINS_DIR, Manifest
 from splitdask._order import resolve_seed
 from splitdask._progress import Progress, counted
 from splitdask._store import UrlPath, open_store
@@ -29,6 +30,10 @@ __all__ = ["SplitWriter", "write_split_data"]
 # under this.
 _BUFFER_BUDGET = 64 << 20
 _FLUSH_MIN = 64 << 10
+# A small append goes to few bins, about one per this many records or bytes, so a
+# hundred records do not become a part in every bin.
+_SMALL_APPEND_RECORDS = 1024
+_SMALL_APPEND_BYTES = 256 << 10
 
 
 class SplitWriter:
@@ -44,10 +49,13 @@ class SplitWriter:
         Dataset root: a local path or any fsspec URL.
     splits
         Number of bins to deal records over. ``None`` keeps the existing dataset's
-        bin count (256 for a new one). Appending with more splits than the dataset
-        has bins adds bins; with fewer, the least-filled bins receive the records.
+        bin count (256 for a new one), except that a small append (about 1,024
+        records or 256 KiB per bin, or less) is dealt over only as many of the
+        least-filled bins as it fills, so appending a few records does not add a
+        part to every bin. Appending with more splits than the dataset has bins adds
+        bins; with fewer, the least-filled bins receive the records.
         ``num_bins=`` is accepted as an alias (the loader's name for the same
-        number; see docs/decisions.md, "Names for the bin count").
+        number; docs/decisions.md lists the names for the bin count).
     shuffle
         Deal over the bins in a random rotation instead of ``0, 1, 2, ...``.
     seed
@@ -131,8 +139,10 @@ class SplitWriter:
             BinWriter(self.store, b, part_max_bytes, max_records, self._tag) for b in self._rot
         ]
         flush = min(FLUSH_MAX, max(_FLUSH_MIN, _BUFFER_BUDGET // nsplits))
-        spool = spool_bytes if self.store.spools else None
-        self._batches = Batches(self._writers, flush, spool)
+        self._narrowable = splits is None  # the caller left the deal width to us
+        self._spool = spool_bytes if self.store.spools else None
+        self._flush = flush
+        self._batches = Batches(self._writers, flush, self._spool)
         self._closed = False
         self._progress = Progress(progress, desc=f"writing {self.store.urlpath}")
         self.info: CommitInfo | None = None
@@ -179,15 +189,45 @@ class SplitWriter:
         if self._closed:
             raise ValueError("SplitWriter is already committed or aborted")
         try:
+            self._narrow_small_append()
             self._finish_parts()
-            info = self._commit_manifest()
+            manifest, info = self._commit_manifest()
         except BaseException:
             self.abort()
             raise
         self._closed = True
         self._progress.close()
         self.info = info
+        if self._target.mode == "a" and info.records_written:
+            t = self._target
+            auto_compact(self.store, manifest, [w.bin_index for w in self._writers if w.parts],
+                         retention=t.retention, retries=t.retries)  # fmt: skip
         return info
+
+    def _narrow_small_append(self) -> None:
+        """Deal a small append over a few of the least-filled bins instead of all.
+
+        Only while every record is still staged (no part opened yet), so nothing is
+        rewritten: the staged records are dealt again, in their order, over the first
+        ``k`` bins of the rotation. Only when ``splits`` was not given: an explicit
+        ``splits`` deals over exactly that many bins, as documented.
+        """
+        b = self._batches
+        base = self._target.base
+        if not self._narrowable or base is None or not base.num_records or b.k == 0:
+            return
+        if any(w.parts or w.open_bytes for w in self._writers):
+            return
+        m = len(self._writers)
+        nbytes = sum(b.sizes)
+        k = max(-(-b.k // _SMALL_APPEND_RECORDS), -(-nbytes // _SMALL_APPEND_BYTES))
+        if k >= m or b.k > m * _SMALL_APPEND_RECORDS:
+            return
+        staged = [b.pending[j % m][j // m] for j in range(b.k)]
+        self._rot, self._writers = self._rot[:k], self._writers[:k]
+        narrowed = Batches(self._writers, self._flush, self._spool)
+        narrowed.deal(staged)
+        self._batches = narrowed
 
     def _finish_parts(self) -> None:
         self._batches.flush()
@@ -200,7 +240,7 @@ class SplitWriter:
                 w.finish()
         self.store.sync_dir(BINS_DIR)
 
-    def _commit_manifest(self) -> CommitInfo:
+    def _commit_manifest(self) -> tuple[Manifest, CommitInfo]:
         written = self._batches.k
         # Record k of this write went to bin rot[k % len(rot)]: one round-robin run.
         deals = [(written, tuple(self._rot[: min(len(self._rot), written)]))] if written else []
@@ -213,7 +253,7 @@ class SplitWriter:
             self._metadata,
         )
         manifest = self._target.commit(change, tag=self._tag, new_parts=new_parts)
-        return CommitInfo.of(self.store.urlpath, manifest, new_parts)
+        return manifest, CommitInfo.of(self.store.urlpath, manifest, new_parts)
 
 
 def write_split_data(
@@ -242,7 +282,8 @@ def write_split_data(
     splits
         Number of bins; record ``k`` of this call goes to the ``k % splits``-th bin of
         the rotation. Defaults to the existing dataset's bin count, or 256 for a new
-        dataset (the predecessor's default).
+        dataset (the predecessor's default); see :class:`SplitWriter` for how a
+        small append without ``splits`` uses fewer bins.
     shuffle
         Randomise which bin each position of the rotation is.
     start_clean

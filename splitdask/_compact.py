@@ -1,0 +1,170 @@
+"""Compaction: a bin's many small parts rewritten as few, same records, same order.
+
+Appends add parts; without this, a dataset appended to a thousand times would
+hold a thousand parts per bin, and every open and commit would pay for them.
+Merging a *run of consecutive parts* of one bin keeps every record's local index
+in its bin, so the global order (the manifest's segments) does not change; the
+replaced parts are retired like any other, so readers of older snapshots keep
+reading them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from splitdask._bins import load_parts, release
+from splitdask._binwrite import OFFSETS_BUDGET, BinWriter
+from splitdask._changes import Compaction
+from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
+from splitdask._format import Manifest, PartInfo
+from splitdask._order import iter_records
+from splitdask._parts import V1Part
+from splitdask._snapshot import read_manifest
+from splitdask._store import Store, UrlPath, open_store
+from splitdask.errors import DatasetNotFoundError
+
+__all__ = ["AUTO_COMPACT_PARTS", "SMALL_PART", "auto_compact", "compact"]
+
+SMALL_PART = 4 << 20
+"""Parts smaller than this (bytes) are merged by the compaction after an append."""
+AUTO_COMPACT_PARTS = 8
+"""A bin's trailing run of small parts is merged once it is this long, so a bin holds
+fewer than this many small parts however often it is appended to."""
+
+Runs = dict[int, list[tuple[tuple[str, ...], tuple[PartInfo, ...]]]]
+
+
+def _runs(parts: Sequence[PartInfo], below: int, min_len: int) -> list[list[PartInfo]]:
+    """Maximal runs of consecutive parts each smaller than ``below``, at least ``min_len`` long."""
+    out: list[list[PartInfo]] = []
+    cur: list[PartInfo] = []
+    for p in (*parts, None):
+        if p is not None and p.size < below:
+            cur.append(p)
+            continue
+        if len(cur) >= min_len:
+            out.append(cur)
+        cur = []
+    return out
+
+
+def _merge(store: Store, manifest: Manifest, b: int, run: Sequence[PartInfo], tag: str,
+           part_max_bytes: int) -> tuple[PartInfo, ...]:  # fmt: skip
+    """Write the records of ``run`` (parts of bin ``b``), in order, as new parts."""
+    datas, starts, ends = load_parts(store, [V1Part.of(p) for p in run], manifest.generation)
+    w = BinWriter(store, b, part_max_bytes, OFFSETS_BUDGET // 8, tag)
+    try:
+        batch: list[bytes] = []
+        for rec in iter_records(datas, starts, ends, None, b):
+            batch.append(rec)
+            if len(batch) >= 4096:
+                w.add_many(batch)
+                batch = []
+        if batch:
+            w.add_many(batch)
+        w.finish()
+    except BaseException:
+        w.abort()
+        store.remove([p.path for p in w.parts])
+        raise
+    finally:
+        release(datas)
+    return tuple(w.parts)
+
+
+def _compact_runs(
+    store: Store,
+    manifest: Manifest,
+    picked: Mapping[int, list[list[PartInfo]]],
+    *,
+    retention: float,
+    retries: int,
+    part_max_bytes: int,
+) -> Manifest:
+    tag = new_tag()
+    runs: Runs = {}
+    tx = Transaction(store, "a", manifest, retention=retention, retries=retries)
+    try:
+        for b, bin_runs in picked.items():
+            for run in bin_runs:
+                new = _merge(store, manifest, b, run, tag, part_max_bytes)
+                runs.setdefault(b, []).append((tuple(p.path for p in run), new))
+        store.sync_dir("bins")
+        change = Compaction(runs)
+        committed = tx.commit(change, new_parts=change.merged())
+    except BaseException:
+        tx.abandon(Compaction(runs).merged())
+        raise
+    live = {p.path for p in committed.parts()}
+    # Runs another writer changed meanwhile were skipped: their merged parts go.
+    tx.abandon(p for p in change.merged() if p.path not in live)
+    return committed
+
+
+def auto_compact(
+    store: Store,
+    manifest: Manifest,
+    bins: Sequence[int],
+    *,
+    retention: float = DEFAULT_RETENTION,
+    retries: int = DEFAULT_RETRIES,
+) -> Manifest | None:
+    """After an append to ``bins``: merge each one's trailing run of small parts once
+    it is :data:`AUTO_COMPACT_PARTS` long. Housekeeping: a failure only warns."""
+    picked: dict[int, list[list[PartInfo]]] = {}
+    for b in set(bins):
+        runs = _runs(manifest.bins[b], SMALL_PART, AUTO_COMPACT_PARTS)
+        if runs and runs[-1][-1] is manifest.bins[b][-1]:
+            picked[b] = [runs[-1]]
+    if not picked:
+        return None
+    try:
+        return _compact_runs(store, manifest, picked, retention=retention, retries=retries,
+                             part_max_bytes=SMALL_PART * AUTO_COMPACT_PARTS)  # fmt: skip
+    except Exception as exc:
+        warnings.warn(
+            f"{store.urlpath}: compacting the small parts of bins {sorted(picked)} failed "
+            f"({type(exc).__name__}: {exc}); the append is committed, and the next one "
+            "will try again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def compact(
+    urlpath: UrlPath,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    part_max_bytes: int = 256 << 20,
+    retention: float = DEFAULT_RETENTION,
+    retries: int = DEFAULT_RETRIES,
+) -> CommitInfo:
+    """Rewrite each bin's consecutive parts smaller than ``part_max_bytes`` as one part.
+
+    The records, ``loader[i]`` for every ``i`` and the global order stay the same; the
+    dataset opens and commits faster afterwards. One atomic commit; the replaced parts
+    are retired (readers of older snapshots keep reading them) and removed by
+    :func:`~splitdask.gc` or a later write after ``retention`` seconds.
+
+    Returns
+    -------
+    CommitInfo
+        ``parts_written`` counts the new parts; ``records_written`` the records they
+        hold (rewritten, not added).
+    """
+    store = open_store(urlpath, storage_options)
+    manifest = read_manifest(store)
+    if manifest is None:
+        raise DatasetNotFoundError(f"no splitdask dataset to compact at {store.urlpath}")
+    picked = {b: runs for b, parts in enumerate(manifest.bins)
+              if (runs := _runs(parts, part_max_bytes, 2))}  # fmt: skip
+    if not picked:
+        return CommitInfo.of(store.urlpath, manifest, [])
+    committed = _compact_runs(store, manifest, picked, retention=retention, retries=retries,
+                              part_max_bytes=part_max_bytes)  # fmt: skip
+    before = {p.path for p in manifest.parts()}
+    new = [p for p in committed.parts() if p.path not in before]
+    return CommitInfo.of(store.urlpath, committed, new)
