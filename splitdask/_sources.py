@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile
 
 from splitdask._format import MANIFEST_NAME
 from splitdask._legacy import INDEX_NAME
@@ -85,7 +87,7 @@ def open_source(
             raise FileNotFoundError(f"no tar shards match {src}")
         read = _tar_samples if group_by_key else _tar_members
         return Source(kind, None, _chain(fs, shards, read), tuple(shards))
-    if not fs.isfile(root):
+    if not fs.exists(root) or fs.isdir(root):  # (a FIFO is fine: not isfile, but readable)
         raise FileNotFoundError(f"{src}: no such file")
     return Source(kind, None, _chain(fs, [root], _lines), (root,))
 
@@ -111,7 +113,9 @@ def _chain(
     fs: Any, paths: list[str], read: Callable[[IO[bytes]], Iterator[bytes]]
 ) -> Iterator[bytes]:
     for path in paths:
-        with fs.open(path, "rb") as raw, _decompressed(raw, path) as f:
+        # A local file (or FIFO) through the OS: lines arrive as soon as they are written.
+        opener = open if isinstance(fs, LocalFileSystem) else fs.open
+        with opener(path, "rb") as raw, _decompressed(raw, path) as f:
             yield from read(f)
 
 
@@ -130,7 +134,8 @@ def _decompressed(raw: IO[bytes], path: str) -> Any:
 
 
 def _lines(f: Any) -> Iterator[bytes]:
-    for line in f if isinstance(f, io.BufferedIOBase) else io.BufferedReader(f, 1 << 20):
+    buffered = isinstance(f, io.BufferedIOBase | AbstractBufferedFile)
+    for line in f if buffered else io.BufferedReader(f, 1 << 20):
         if line.endswith(b"\n"):
             line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
         yield line
