@@ -103,4 +103,15 @@ def test_notebook_exploration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "imbalance (max / mean)" in text
     assert "dask.bag<read-split-bins, npartitions=12>" in text
     assert "sampled" in text
+    html = "".join(
+        str(o.get("data", {}).get("text/html", ""))
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for o in cell.outputs
+    )
+    assert html.count('<rect class="bin"') == 12  # the loader's view: one bar per bin
+    assert "6,000" in html
+    assert "first records" in html
+    assert "parts, " in text
+    assert "6,000 records, 12 bins" in text
     assert not [p.name for p in tmpdir.iterdir() if p.name.startswith("splitdask-")]
