@@ -24,7 +24,7 @@ RECORDS = [b"rec %d " % i + bytes([i % 256]) * (i % 7) for i in range(300)]
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = str(tmp_path_factory.mktemp("cli") / "ds")
     write_split_data(path, RECORDS[:200], splits=4, metadata={"source": "test"})
-    write_split_data(path, RECORDS[200:])  # a second commit: generation 2
+    write_split_data(path, RECORDS[200:], splits=4)  # a second commit: generation 2
     return path
 
 
