@@ -72,6 +72,7 @@ def _compressed(raw: IO[bytes], path: str) -> Any:
 
 def _write_lines(f: IO[bytes], records: Iterable[bytes]) -> int:
     n = 0
+    batch: list[bytes] = []  # written a few thousand lines at a time
     for n, rec in enumerate(records, 1):
         b = bytes(rec)
         if b"\n" in b or b.endswith(b"\r"):
@@ -79,7 +80,12 @@ def _write_lines(f: IO[bytes], records: Iterable[bytes]) -> int:
                 f"record {n - 1} holds a line break, which --format lines cannot carry: "
                 "export with --format files or --format tar instead"
             )
-        f.write(b + b"\n")
+        batch.append(b)
+        if len(batch) == 4096:
+            f.write(b"\n".join(batch) + b"\n")
+            batch.clear()
+    if batch:
+        f.write(b"\n".join(batch) + b"\n")
     return n
 
 

@@ -27,7 +27,6 @@ from typing import IO, Any, Literal
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
-from fsspec.spec import AbstractBufferedFile
 
 from splitdask._format import MANIFEST_NAME
 from splitdask._legacy import INDEX_NAME
@@ -134,11 +133,20 @@ def _decompressed(raw: IO[bytes], path: str) -> Any:
 
 
 def _lines(f: Any) -> Iterator[bytes]:
-    buffered = isinstance(f, io.BufferedIOBase | AbstractBufferedFile)
-    for line in f if buffered else io.BufferedReader(f, 1 << 20):
-        if line.endswith(b"\n"):
-            line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-        yield line
+    # Blocks split at b"\n", not readline: several times faster per record. read1
+    # returns what is there, so a FIFO's lines arrive as they are written.
+    read = getattr(f, "read1", None) or f.read
+    rest = b""
+    while chunk := read(1 << 20):
+        buf = rest + chunk if rest else chunk
+        lines = buf.split(b"\n")
+        rest = lines.pop()
+        if b"\r" in buf:
+            yield from (line[:-1] if line.endswith(b"\r") else line for line in lines)
+        else:
+            yield from lines
+    if rest:
+        yield rest  # a last line without a line ending
 
 
 def _tar_members(f: IO[bytes]) -> Iterator[bytes]:

@@ -119,7 +119,7 @@ def import_(
                 metadata={"imported_from": src},
             ) as writer,
         ):
-            writer.write_many(counted(source.records, bar))
+            writer.write_many(counted(source.records, bar) if bar.enabled else source.records)
     info = writer.info
     assert info is not None
     click.echo(
@@ -175,7 +175,7 @@ def export(
         n = len(loader)
         with Progress(show_progress(progress), n, f"exporting {fmt}") as bar:
             written = export_records(
-                counted(iter(loader), bar),
+                counted(iter(loader), bar) if bar.enabled else iter(loader),
                 n,
                 dest,
                 fmt,  # type: ignore[arg-type]
