@@ -4,5 +4,6 @@
 # Installs into ./.venv with the pins of ci/constraints.txt (see ci/install.sh), no extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash ci/install.sh
+# Quiet setuptools' advice about editable installs (a user warning, not a problem here).
+PYTHONWARNINGS=ignore::UserWarning bash ci/install.sh
 .venv/bin/python examples/quickstart.py "$@"

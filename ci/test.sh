@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 # Extras CI installs and tests: one comma-separated list (e.g. "test,torch").
 EXTRAS=test,ray
 bash ci/install.sh "$EXTRAS"
+# tests/test_notebook_view.py renders the notebook view in a real headless Chromium
+# (Debian's package; about 16 s for apt-get update + install on the CI machine).
+if ! command -v chromium >/dev/null 2>&1; then
+    apt-get update && apt-get install -y --no-install-recommends chromium
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

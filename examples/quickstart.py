@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from itertools import islice
 
@@ -55,11 +56,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", help="where to write the dataset (default: a temp dir)")
     args = ap.parse_args()
+    # The command next to this interpreter (.venv/bin/splitdask after ci/quickstart.sh).
+    cmd = os.path.join(os.path.dirname(sys.executable), "splitdask")
     if args.dir:
         run(args.dir)
+        train = os.path.join(args.dir, "train")
+        print(f"next: {cmd} info {train}   (then: head {train} -n 3 --text, verify {train})")
     else:
         with tempfile.TemporaryDirectory(prefix="splitdask-quickstart-") as tmp:
             run(tmp)
+        print(
+            "next: that dataset was in a temporary directory, now removed; keep one with "
+            f"`bash ci/quickstart.sh --dir DIR`, then try `{cmd} info DIR/train`"
+        )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from splitdask._commit import CommitInfo as CommitInfo
     from splitdask._compact import compact as compact
+    from splitdask._describe import Description as Description
+    from splitdask._export import export_records as export_records
     from splitdask._gc import GcReport as GcReport
     from splitdask._gc import gc as gc
     from splitdask._loader import SplitDataLoader as SplitDataLoader
+    from splitdask._sources import Source as Source
+    from splitdask._sources import open_source as open_source
     from splitdask._verify import VerifyReport as VerifyReport
     from splitdask._writer import SplitWriter as SplitWriter
     from splitdask._writer import write_split_data as write_split_data
@@ -52,6 +56,11 @@ _API: dict[str, str] = {
     "compact": "splitdask._compact",
     "gc": "splitdask._gc",
     "GcReport": "splitdask._gc",
+    "Description": "splitdask._describe",
+    # import and export (the `splitdask` command's sources and formats)
+    "open_source": "splitdask._sources",
+    "Source": "splitdask._sources",
+    "export_records": "splitdask._export",
     # Dask
     "read_split_bins": "splitdask.bag",
     "to_split_bins": "splitdask.bag",

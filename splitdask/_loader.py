@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from splitdask._bins import iterate_bins
+from splitdask._describe import Description, describe
 from splitdask._format import Manifest
 from splitdask._index import IntArray
 from splitdask._order import bin_order, resolve_seed
@@ -27,6 +28,7 @@ from splitdask._verify import VerifyReport, verify
 __all__ = ["SplitDataLoader"]
 
 _ITER_CHUNK = 4096
+_PREVIEW_RECORDS = 5
 
 
 class SplitDataLoader:
@@ -100,7 +102,17 @@ class SplitDataLoader:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SplitDataLoader({self._store.urlpath!r})"
+        return f"SplitDataLoader({self._store.urlpath!r}: {self.describe().summary()})"
+
+    def _repr_html_(self) -> str:
+        """The notebook view: facts, a bin-balance chart and the first records."""
+        from splitdask._html import dataset_html
+
+        return dataset_html(self.describe(), self[: min(len(self), _PREVIEW_RECORDS)])
+
+    def describe(self) -> Description:
+        """Records, bins, parts, sizes, generation and bin balance of this snapshot."""
+        return describe(self.snapshot)
 
     # -- shape ----------------------------------------------------------------------
 
@@ -216,15 +228,17 @@ class SplitDataLoader:
 
     # -- integrity ---------------------------------------------------------------------
 
-    def verify(self) -> VerifyReport:
+    def verify(self, progress: bool = False) -> VerifyReport:
         """Read every part whole and check its size, checksum and footer.
+
+        ``progress=True`` shows a bar (``tqdm.auto``) with records/s, MB/s and an ETA.
 
         Raises
         ------
         CorruptDatasetError
             Naming every missing, truncated or altered file found.
         """
-        return verify(self.snapshot)
+        return verify(self.snapshot, progress)
 
 
 def _index_array(key: Any, n: int) -> IntArray:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["check_int"]
+__all__ = ["check_int", "check_metadata"]
 
 
 def check_int(
@@ -37,3 +39,19 @@ def check_int(
     if maximum is not None and n > maximum:
         raise error(f"{name} must be at most {maximum}, got {n}")
     return n
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """``metadata`` as a dict, refused up front (before any input is read) unless JSON can
+    store it: the manifest holds it, and a failure at commit would waste the whole write."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
+    try:
+        json.dumps(dict(metadata))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"metadata must be JSON-serialisable (the manifest stores it): {exc}"
+        ) from None
+    return dict(metadata)

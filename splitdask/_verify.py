@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from splitdask._progress import Progress
 from splitdask._snapshot import Snapshot
 from splitdask.errors import CorruptDatasetError
 
@@ -18,9 +19,10 @@ class VerifyReport:
     bytes: int
 
 
-def verify(snapshot: Snapshot) -> VerifyReport:
+def verify(snapshot: Snapshot, progress: bool = False) -> VerifyReport:
     """Check every part's size and content (format v1: checksum and footer; legacy:
-    each record's length prefix against the index).
+    each record's length prefix against the index). ``progress`` shows a bar
+    (records/s, MB/s, ETA) as parts are checked.
 
     Raises
     ------
@@ -30,15 +32,17 @@ def verify(snapshot: Snapshot) -> VerifyReport:
     store = snapshot.store
     problems: list[str] = []
     total = 0
-    for part in snapshot.parts:
-        try:
-            size, problem = part.verify(store)
-        except FileNotFoundError:
-            problems.append(f"{store.where(part.path)}: missing")
-            continue
-        total += size
-        if problem is not None:
-            problems.append(problem)
+    with Progress(progress, snapshot.num_records, f"verifying {store.urlpath}") as bar:
+        for part in snapshot.parts:
+            try:
+                size, problem = part.verify(store)
+            except FileNotFoundError:
+                problems.append(f"{store.where(part.path)}: missing")
+                size, problem = 0, None
+            total += size
+            bar.update(part.count, size)
+            if problem is not None:
+                problems.append(problem)
     if problems:
         raise CorruptDatasetError(
             f"verify found {len(problems)} problem(s):\n  " + "\n  ".join(problems)

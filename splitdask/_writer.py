@@ -7,7 +7,7 @@ replacement) makes them part of the dataset.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
@@ -20,8 +20,9 @@ from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Tr
 from splitdask._compact import auto_compact
 from splitdask._format import BINS_DIR, Manifest
 from splitdask._order import resolve_seed
+from splitdask._progress import Progress, counted
 from splitdask._store import UrlPath, open_store
-from splitdask._validate import check_int
+from splitdask._validate import check_int, check_metadata
 
 __all__ = ["SplitWriter", "write_split_data"]
 
@@ -53,6 +54,8 @@ class SplitWriter:
         least-filled bins as it fills, so appending a few records does not add a
         part to every bin. Appending with more splits than the dataset has bins adds
         bins; with fewer, the least-filled bins receive the records.
+        ``num_bins=`` is accepted as an alias (the loader's name for the same
+        number; docs/decisions.md lists the names for the bin count).
     shuffle
         Deal over the bins in a random rotation instead of ``0, 1, 2, ...``.
     seed
@@ -80,6 +83,10 @@ class SplitWriter:
     retries
         Times the commit re-bases onto another writer's newer commit and tries
         again before raising :class:`~splitdask.CommitConflictError`.
+    progress
+        Show a progress bar (``tqdm.auto``: records/s and MB/s) while writing.
+    num_bins
+        Alias of ``splits``.
 
     Examples
     --------
@@ -103,7 +110,11 @@ class SplitWriter:
         spool_bytes: int = 2 << 30,
         retention: float = DEFAULT_RETENTION,
         retries: int = DEFAULT_RETRIES,
+        progress: bool = False,
+        num_bins: int | None = None,
     ) -> None:
+        splits = _bin_count(splits, num_bins)
+        metadata = check_metadata(metadata)
         if splits is not None:
             splits = check_int(splits, "splits", minimum=1)
         self.store = open_store(urlpath, storage_options)
@@ -122,7 +133,7 @@ class SplitWriter:
             self._rot = [chosen[int(i)] for i in rng.permutation(nsplits)]
         else:
             self._rot = self._target.bins_by_fill(self.num_bins)[:nsplits]
-        self._metadata = dict(metadata or {})
+        self._metadata = metadata
         max_records = max(1 << 16, OFFSETS_BUDGET // (8 * nsplits))
         self._writers = [
             BinWriter(self.store, b, part_max_bytes, max_records, self._tag) for b in self._rot
@@ -133,6 +144,7 @@ class SplitWriter:
         self._flush = flush
         self._batches = Batches(self._writers, flush, self._spool)
         self._closed = False
+        self._progress = Progress(progress, desc=f"writing {self.store.urlpath}")
         self.info: CommitInfo | None = None
         """Set by a successful :meth:`commit`."""
 
@@ -160,13 +172,14 @@ class SplitWriter:
         """Add records from any iterable, streaming: nothing is held but small buffers."""
         if self._closed:
             raise ValueError("write to a SplitWriter that is already committed or aborted")
-        self._batches.deal(records)
+        self._batches.deal(counted(records, self._progress) if self._progress.enabled else records)
 
     def abort(self) -> None:
         """Discard everything written; the committed dataset is untouched."""
         if self._closed:
             return
         self._closed = True
+        self._progress.close()
         for w in self._writers:
             w.abort()
         self._target.abandon(p for w in self._writers for p in w.parts)
@@ -183,6 +196,7 @@ class SplitWriter:
             self.abort()
             raise
         self._closed = True
+        self._progress.close()
         self.info = info
         base = self._target.base
         if base is not None and base.num_records and info.records_written:
@@ -274,6 +288,8 @@ def write_split_data(
     metadata: Mapping[str, Any] | None = None,
     retention: float = DEFAULT_RETENTION,
     retries: int = DEFAULT_RETRIES,
+    progress: bool = False,
+    num_bins: int | None = None,
 ) -> CommitInfo:
     """Write ``input_sequence`` over ``splits`` bins, as ``splitdataloader`` did.
 
@@ -293,8 +309,11 @@ def write_split_data(
     start_clean
         Replace any existing dataset instead of appending to it. Unlike the
         predecessor, the old data stays readable until the new data is committed.
-    seed, storage_options, metadata, retention, retries
-        See :class:`SplitWriter`.
+    seed, storage_options, metadata, retention, retries, progress
+        See :class:`SplitWriter` (with ``progress``, the bar shows an ETA when
+        ``input_sequence`` has a length).
+    num_bins
+        Alias of ``splits``.
 
     Returns
     -------
@@ -317,7 +336,19 @@ def write_split_data(
         metadata=metadata,
         retention=retention,
         retries=retries,
+        progress=progress,
+        num_bins=num_bins,
     ) as writer:
+        if progress and isinstance(input_sequence, Sized):
+            writer._progress.total(len(input_sequence))
         writer.write_many(input_sequence)
     assert writer.info is not None
     return writer.info
+
+
+def _bin_count(splits: int | None, num_bins: int | None) -> int | None:
+    if num_bins is None:
+        return splits
+    if splits is not None and splits != num_bins:
+        raise TypeError(f"splits={splits} and num_bins={num_bins} disagree: pass one of them")
+    return num_bins

@@ -38,7 +38,7 @@ from splitdask._order import iter_records, resolve_seed
 from splitdask._parts import Part
 from splitdask._snapshot import Snapshot, open_snapshot
 from splitdask._store import Store, UrlPath, open_store
-from splitdask._validate import check_int
+from splitdask._validate import check_int, check_metadata
 
 __all__ = ["read_split_bins", "snapshot_bag", "to_split_bins"]
 
@@ -183,7 +183,14 @@ def to_split_bins(
     mode: Mode = "a" if append else "w" if overwrite else "x"
     commit_retries = check_int(commit_retries, "commit_retries", minimum=0)
     store = open_store(urlpath, storage_options)
-    target = Transaction.begin(store, mode, retention=retention, retries=commit_retries)
+    meta = check_metadata(metadata)
+    try:
+        target = Transaction.begin(store, mode, retention=retention, retries=commit_retries)
+    except FileExistsError as exc:
+        raise FileExistsError(
+            f"{exc}: pass append=True to add this bag's records to it, or overwrite=True "
+            "to replace it"
+        ) from None
     base = target.base
     if base is not None and base.num_bins:
         num_bins = base.num_bins
@@ -205,7 +212,7 @@ def to_split_bins(
     written: Any = db.Bag(graph, name, nparts)
     # Bag optimisation fuses each write with the tasks producing its partition.
     parts = written.to_delayed(optimize_graph=True)
-    commit = _Commit(target, num_bins, bin_of, tag, dict(metadata or {}))
+    commit = _Commit(target, num_bins, bin_of, tag, meta)
     out: Any = delayed(commit)(parts, dask_key_name=f"{name}-commit")
     if not compute:
         return cast(Delayed, out)

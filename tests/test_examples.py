@@ -43,13 +43,22 @@ def test_quickstart(tmp_path: Path) -> None:
     out = run_example("quickstart.py", tmp_path)
     assert "len=10000 bins=8" in out
     assert "read_split_bins: 8 partitions" in out
-    assert out.rstrip().endswith("quickstart OK")
+    assert "quickstart OK\n" in out
+    assert out.rstrip().splitlines()[-1].startswith("next: that dataset was in a temporary")
+    assert "--dir DIR" in out
+    assert "splitdask info DIR/train" in out
 
 
 @pytest.mark.timeout(240)
 def test_quickstart_into_a_given_directory(tmp_path: Path) -> None:
-    run_example("quickstart.py", tmp_path, "--dir", str(tmp_path / "out"))
+    out = run_example("quickstart.py", tmp_path, "--dir", str(tmp_path / "out"))
     assert (tmp_path / "out" / "train" / "splitdask.json").exists()
+    # The suggested next command works.
+    suggested = out.rstrip().splitlines()[-1].split()[1:4]
+    assert suggested[1:] == ["info", str(tmp_path / "out" / "train")]
+    info = subprocess.run(suggested, capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0
+    assert "records:     10,000" in info.stdout
 
 
 @pytest.mark.timeout(240)
@@ -103,4 +112,15 @@ def test_notebook_exploration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "imbalance (max / mean)" in text
     assert "dask.bag<read-split-bins, npartitions=12>" in text
     assert "sampled" in text
+    html = "".join(
+        str(o.get("data", {}).get("text/html", ""))
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for o in cell.outputs
+    )
+    assert html.count('<rect class="bin"') == 12  # the loader's view: one bar per bin
+    assert "6,000" in html
+    assert "first records" in html
+    assert "parts, " in text
+    assert "6,000 records, 12 bins" in text
     assert not [p.name for p in tmpdir.iterdir() if p.name.startswith("splitdask-")]

@@ -50,6 +50,11 @@ def open_store(urlpath: UrlPath, storage_options: Mapping[str, Any] | None = Non
     while isinstance(direct, CachingFileSystem):
         direct = direct.fs
     if isinstance(direct, LocalFileSystem):
+        if os.path.isfile(root):
+            raise NotADirectoryError(
+                f"{url} is a file: a dataset is a directory (holding splitdask.json, or a "
+                "splitdataloader index.dat); pass the directory that holds the dataset"
+            )
         return LocalStore(url, options, root)
     protocols = direct.protocol if isinstance(direct.protocol, tuple) else (direct.protocol,)
     if {"s3", "s3a"}.intersection(protocols):

@@ -141,8 +141,10 @@ def _died_error(w: WorkerHandle, start_method: str) -> WorkerDiedError:
     if not w.ready:
         where = "before it started running generator_fn"
         hint = (
-            " Under 'spawn'/'forkserver' the worker must be able to import the module "
-            "of generator_fn and unpickle its arguments; see the worker's stderr."
+            " Under 'spawn'/'forkserver' the worker imports your main module again: "
+            "the likely cause is a script that starts MpQItr without an "
+            '`if __name__ == "__main__":` guard. Otherwise the worker could not import '
+            "the module of generator_fn or unpickle its arguments; see its stderr."
             if start_method != "fork"
             else ""
         )

@@ -1,0 +1,138 @@
+"""What a dataset holds, as numbers (:class:`Description`) and as one line of text.
+
+``SplitDataLoader.describe()``, its ``__repr__``, its notebook view (``_html``)
+and ``splitdask info`` all report these same facts, computed here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from splitdask._format import FORMAT_VERSION
+from splitdask._snapshot import Snapshot
+
+__all__ = ["Description", "describe", "preview", "sizeof"]
+
+PREVIEW_WIDTH = 60
+
+
+@dataclass(frozen=True)
+class Description:
+    """The shape of one snapshot of a dataset.
+
+    Attributes
+    ----------
+    urlpath
+        Where the dataset is.
+    format
+        ``"splitdask"`` or ``"splitdataloader"`` (a 0.0.1 directory, read only).
+    format_version
+        Manifest format version (``None`` for splitdataloader datasets).
+    generation
+        Commits so far (``None`` for splitdataloader datasets).
+    num_records, num_bins, num_parts
+        Counts.
+    payload_bytes
+        Size of the records themselves.
+    stored_bytes
+        Size of the parts on the store (records plus framing and footers).
+    bin_counts
+        Records in each bin.
+    metadata
+        The user metadata of the manifest.
+    """
+
+    urlpath: str
+    format: str
+    format_version: int | None
+    generation: int | None
+    num_records: int
+    num_bins: int
+    num_parts: int
+    payload_bytes: int
+    stored_bytes: int
+    bin_counts: tuple[int, ...] = field(repr=False)
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def bin_min(self) -> int:
+        return min(self.bin_counts, default=0)
+
+    @property
+    def bin_max(self) -> int:
+        return max(self.bin_counts, default=0)
+
+    @property
+    def bin_mean(self) -> float:
+        return self.num_records / self.num_bins if self.num_bins else 0.0
+
+    @property
+    def imbalance(self) -> float:
+        """Largest bin over the mean bin (1.0 is perfectly even)."""
+        return self.bin_max / self.bin_mean if self.bin_mean else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field and the bin balance figures, for JSON."""
+        out = asdict(self)
+        out["bin_counts"] = list(self.bin_counts)
+        out["bin_balance"] = {
+            "min": self.bin_min,
+            "mean": self.bin_mean,
+            "max": self.bin_max,
+            "imbalance": self.imbalance,
+        }
+        return out
+
+    def summary(self) -> str:
+        """The facts in one line (the loader's ``repr`` after its location)."""
+        gen = (
+            "legacy splitdataloader 0.0.1"
+            if self.generation is None
+            else (f"generation {self.generation}")
+        )
+        return (
+            f"{self.num_records:,} records, {self.num_bins:,} bins, "
+            f"{sizeof(self.payload_bytes)} payload, {gen}, "
+            f"bin balance {self.bin_min:,}/{self.bin_mean:,.1f}/{self.bin_max:,} "
+            "min/mean/max"
+        )
+
+
+def describe(snapshot: Snapshot) -> Description:
+    """The :class:`Description` of ``snapshot`` (no I/O: the snapshot holds it all)."""
+    legacy = snapshot.manifest is None
+    return Description(
+        urlpath=snapshot.store.urlpath,
+        format="splitdataloader" if legacy else "splitdask",
+        format_version=None if legacy else FORMAT_VERSION,
+        generation=snapshot.generation,
+        num_records=snapshot.num_records,
+        num_bins=snapshot.num_bins,
+        num_parts=len(snapshot.parts),
+        payload_bytes=snapshot.nbytes,
+        stored_bytes=sum(p.size for p in snapshot.parts),
+        bin_counts=tuple(snapshot.bin_counts()),
+        metadata=snapshot.metadata,
+    )
+
+
+def sizeof(n: float) -> str:
+    """``n`` bytes for people: ``"1.5 MiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def preview(record: bytes, width: int = PREVIEW_WIDTH) -> tuple[str, str]:
+    """``(kind, text)``: the record as UTF-8 text where it decodes, else hex, at most
+    ``width`` characters (a cut ends in ``…``). ``kind`` is ``"text"`` or ``"hex"``."""
+    try:
+        text, kind = bytes(record).decode("utf-8"), "text"
+        if not text.isprintable():  # newlines and controls as escapes, one line per record
+            text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    except UnicodeDecodeError:
+        text, kind = bytes(record[: width // 3 + 1]).hex(" "), "hex"
+    return kind, text if len(text) <= width else text[: width - 1] + "…"

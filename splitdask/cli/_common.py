@@ -1,0 +1,126 @@
+"""What every ``splitdask`` command shares: the group, ``-o`` options, errors, progress.
+
+Exit codes, as ``fsck``-like tools use them: 0 success, 1 the dataset or the work
+failed (the message says why), 2 a usage error (click's own code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+__all__ = [
+    "cli",
+    "fail",
+    "progress_option",
+    "reporting_errors",
+    "storage_options",
+    "storage_option",
+    "show_progress",
+    "url_argument",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="splitdask")
+def cli() -> None:
+    """Look at, check, import, export and maintain splitdask datasets.
+
+    Every command takes a local path or an fsspec URL (s3://bucket/train, ...) and
+    -o KEY=VALUE storage options. `splitdask COMMAND --help` shows an example.
+
+    \b
+    Example:
+      splitdask import ./images data/train --bins 64
+      splitdask info data/train
+    """
+
+
+def fail(message: str) -> None:
+    """Print ``message`` as an error and exit with status 1."""
+    click.echo(f"splitdask: error: {message}", err=True)
+    sys.exit(1)
+
+
+@contextmanager
+def reporting_errors() -> Iterator[None]:
+    """Library errors become one line on stderr and status 1, not a traceback."""
+    from splitdask.errors import SplitDaskError
+
+    try:
+        yield
+    except (SplitDaskError, OSError, ValueError, TypeError, ImportError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        fail(str(exc) or type(exc).__name__)
+
+
+def _parse_option(value: str) -> tuple[str, Any]:
+    key, sep, raw = value.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw  # a plain string
+
+
+def storage_option(f: F) -> F:
+    """``-o/--storage-option KEY=VALUE``, repeatable; values parse as JSON where they can."""
+    return click.option(
+        "-o",
+        "--storage-option",
+        "storage_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="fsspec storage option for URL (repeatable); VALUE is parsed as JSON if it "
+        'can be (-o anon=true, -o client_kwargs=\'{"region_name": "eu-west-1"}\').',
+    )(f)
+
+
+def storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    return dict(_parse_option(p) for p in pairs)
+
+
+def url_argument(name: str = "url") -> Callable[[F], F]:
+    return click.argument(name, metavar=name.upper())
+
+
+def progress_option(f: F) -> F:
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress bar on stderr (default: when stderr is a terminal).",
+    )(f)
+
+
+def show_progress(flag: bool | None) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"2h"``, ``"7d"`` -> seconds."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([smhdw]?)\s*", text)
+    if m is None:
+        raise click.BadParameter(f"{text!r} is not a duration such as 30s, 15m, 2h or 7d")
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def quiet_broken_pipe() -> None:
+    """After a reader such as ``head`` closed stdout: stop quietly (status 0)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    sys.exit(0)

@@ -1,0 +1,198 @@
+"""Commands that read a dataset: ``info``, ``verify``, ``head``, ``cat``, ``sample``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any, BinaryIO
+
+import click
+
+from splitdask.cli._common import (
+    cli,
+    fail,
+    progress_option,
+    quiet_broken_pipe,
+    reporting_errors,
+    show_progress,
+    storage_option,
+    storage_options,
+    url_argument,
+)
+
+
+def _open(url: str, options: tuple[str, ...]) -> Any:
+    from splitdask import SplitDataLoader
+
+    return SplitDataLoader(url, storage_options(options))
+
+
+@cli.command()
+@url_argument()
+@storage_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def info(url: str, storage_option: tuple[str, ...], as_json: bool) -> None:
+    """Records, bins, parts, sizes, format, generation, bin balance and metadata.
+
+    \b
+    Example:
+      splitdask info s3://bucket/train -o anon=false --json
+    """
+    from splitdask._describe import sizeof
+
+    with reporting_errors():
+        d = _open(url, storage_option).describe()
+    if as_json:
+        click.echo(json.dumps(d.to_dict(), indent=2, sort_keys=True))
+        return
+    fmt = (
+        "splitdataloader 0.0.1 (read only)"
+        if d.format_version is None
+        else f"{d.format} v{d.format_version}"
+    )
+    lines = [
+        ("location", d.urlpath),
+        ("format", fmt),
+        ("generation", "-" if d.generation is None else str(d.generation)),
+        ("records", f"{d.num_records:,}"),
+        ("bins", f"{d.num_bins:,}"),
+        ("parts", f"{d.num_parts:,}"),
+        ("payload", f"{sizeof(d.payload_bytes)} ({d.payload_bytes:,} bytes)"),
+        ("stored", f"{sizeof(d.stored_bytes)} ({d.stored_bytes:,} bytes)"),
+        (
+            "bin balance",
+            f"min {d.bin_min:,} / mean {d.bin_mean:,.1f} / max {d.bin_max:,} records "
+            f"(max / mean {d.imbalance:.2f})",
+        ),
+        ("metadata", json.dumps(d.metadata, sort_keys=True) if d.metadata else "-"),
+    ]
+    for key, value in lines:
+        click.echo(f"{key + ':':<13}{value}")
+
+
+@cli.command()
+@url_argument()
+@storage_option
+@progress_option
+def verify(url: str, storage_option: tuple[str, ...], progress: bool | None) -> None:
+    """Read every part whole and check sizes, checksums and footers.
+
+    Exit status 0 when intact, 1 when damaged (every damaged file is named), 2 for a
+    usage error.
+
+    \b
+    Example:
+      splitdask verify data/train && echo intact
+    """
+    from splitdask.errors import CorruptDatasetError
+
+    with reporting_errors():
+        loader = _open(url, storage_option)
+        try:
+            report = loader.verify(progress=show_progress(progress))
+        except CorruptDatasetError as exc:
+            fail(f"{url} is damaged: {exc}")
+    click.echo(f"{url}: intact ({report.parts:,} parts, {report.bytes:,} bytes checked)")
+
+
+def _output_options(f: Any) -> Any:
+    f = click.option("--json", "mode", flag_value="json", help="One JSON string per line.")(f)
+    f = click.option(
+        "--text", "mode", flag_value="text", help="UTF-8 (with replacement), one per line."
+    )(f)
+    f = click.option("--hex", "mode", flag_value="hex", help="Hex, one record per line.")(f)
+    return click.option(
+        "--raw", "mode", flag_value="raw", default=True, help="Raw bytes, back to back (default)."
+    )(f)
+
+
+def _emit(records: Iterable[bytes], mode: str) -> None:
+    out: BinaryIO = sys.stdout.buffer
+    try:
+        for rec in records:
+            b = bytes(rec)
+            if mode == "raw":
+                out.write(b)
+            elif mode == "hex":
+                out.write(b.hex().encode() + b"\n")
+            elif mode == "text":
+                out.write(b.decode("utf-8", "replace").encode() + b"\n")
+            else:
+                text = b.decode("utf-8", "surrogateescape")
+                out.write(json.dumps(text, ensure_ascii=True).encode() + b"\n")
+        out.flush()
+    except BrokenPipeError:
+        quiet_broken_pipe()
+
+
+@cli.command()
+@url_argument()
+@storage_option
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Number of records.",
+)
+@_output_options
+def head(url: str, storage_option: tuple[str, ...], count: int, mode: str) -> None:
+    """The first records, in write order, to stdout.
+
+    \b
+    Example:
+      splitdask head data/train -n 3 --text
+    """
+    with reporting_errors():
+        loader = _open(url, storage_option)
+        records = loader[: min(count, len(loader))]
+    _emit(records, mode)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})  # INDEX may be negative
+@url_argument()
+@click.argument("indices", metavar="INDEX...", nargs=-1, required=True, type=int)
+@storage_option
+@_output_options
+def cat(url: str, indices: tuple[int, ...], storage_option: tuple[str, ...], mode: str) -> None:
+    """The records at global INDEX... (negative counts from the end) to stdout.
+
+    \b
+    Example:
+      splitdask cat data/train 0 17 -1 --hex
+    """
+    with reporting_errors():
+        try:
+            records = _open(url, storage_option)[list(indices)]
+        except IndexError as exc:
+            fail(str(exc))
+    _emit(records, mode)
+
+
+@cli.command()
+@url_argument()
+@storage_option
+@click.option("-n", "count", type=click.IntRange(min=0), required=True, help="Number of records.")
+@click.option("--seed", type=int, default=None, help="Same seed, same sample.")
+@_output_options
+def sample(
+    url: str, storage_option: tuple[str, ...], count: int, seed: int | None, mode: str
+) -> None:
+    """N records drawn uniformly without replacement, to stdout.
+
+    \b
+    Example:
+      splitdask sample s3://bucket/train -n 5 --seed 0 --json
+    """
+    import numpy as np
+
+    with reporting_errors():
+        loader = _open(url, storage_option)
+        n = len(loader)
+        if count > n:
+            fail(f"cannot sample {count} records from a dataset of {n}")
+        idx = np.random.default_rng(seed).choice(n, size=count, replace=False)
+        records = loader[idx]
+    _emit(records, mode)

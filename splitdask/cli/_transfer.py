@@ -1,0 +1,184 @@
+"""Commands that move records in and out: ``import`` and ``export``."""
+
+from __future__ import annotations
+
+import click
+
+from splitdask.cli._common import (
+    cli,
+    fail,
+    progress_option,
+    reporting_errors,
+    show_progress,
+    storage_option,
+    storage_options,
+    url_argument,
+)
+
+
+@cli.command("import")
+@click.argument("src", metavar="SRC")
+@url_argument()
+@click.option(
+    "--bins",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Bins of a new dataset (required for one); with --append, bins to deal over.",
+)
+@click.option("--append", is_flag=True, help="Add to the dataset at URL.")
+@click.option("--overwrite", is_flag=True, help="Replace the dataset at URL (in one commit).")
+@click.option(
+    "--from",
+    "kind",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "splitdask", "files", "tar", "lines"]),
+    help="What SRC is (auto: a dataset, a folder, *.tar[.gz] shards, else lines).",
+)
+@click.option(
+    "--group-by-key",
+    is_flag=True,
+    help="Tar/WebDataset: one record per sample (members sharing a key), "
+    "packed as a small tar, instead of one per member.",
+)
+@click.option("--shuffle", is_flag=True, help="Deal records over the bins in a random rotation.")
+@click.option("--seed", type=int, default=None, help="Seed for --shuffle.")
+@storage_option
+@click.option(
+    "-s",
+    "--source-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec storage option for SRC (repeatable), as -o is for URL.",
+)
+@progress_option
+def import_(
+    src: str,
+    url: str,
+    bins: int | None,
+    append: bool,
+    overwrite: bool,
+    kind: str,
+    group_by_key: bool,
+    shuffle: bool,
+    seed: int | None,
+    storage_option: tuple[str, ...],
+    source_option: tuple[str, ...],
+    progress: bool | None,
+) -> None:
+    """Records from SRC into the dataset at URL, committed once at the end.
+
+    SRC is a folder (one record per file, sorted paths), a text or JSON Lines file (one
+    record per line, without its line ending; .gz and .zst are decompressed), tar or
+    WebDataset shards (a file or a quoted glob), a splitdataloader 0.0.1 directory or
+    another splitdask dataset (copied in write order; --bins rebins it). Nothing is
+    visible at URL until the import finishes: an interrupted import (Ctrl-C, kill)
+    leaves URL as it was (`splitdask gc URL` later removes what it wrote).
+
+    \b
+    Examples:
+      splitdask import ./images data/train --bins 64
+      splitdask import 'shards/train-*.tar' s3://bucket/train --bins 256 --group-by-key
+      splitdask import more.jsonl.zst data/train --append
+    """
+    from splitdask import SplitWriter
+    from splitdask._changes import Mode
+    from splitdask._progress import Progress, counted
+    from splitdask._snapshot import read_manifest
+    from splitdask._sources import open_source
+    from splitdask._store import open_store
+
+    if append and overwrite:
+        raise click.UsageError("--append and --overwrite are mutually exclusive")
+    options = storage_options(storage_option)
+    with reporting_errors():
+        exists = read_manifest(open_store(url, options)) is not None
+        if exists and not (append or overwrite):
+            fail(
+                f"a dataset already exists at {url}: pass --append to add to it or "
+                "--overwrite to replace it"
+            )
+        if not exists and bins is None and not append:
+            raise click.UsageError("--bins N is required to create a dataset")
+        source = open_source(
+            src,
+            kind,  # type: ignore[arg-type]  # click.Choice checked it
+            group_by_key=group_by_key,
+            storage_options=storage_options(source_option),
+        )
+        mode: Mode = "w" if overwrite else "a"
+        with (
+            Progress(show_progress(progress), source.total, f"importing {source.kind}") as bar,
+            SplitWriter(
+                url,
+                bins,
+                mode=mode,
+                shuffle=shuffle,
+                seed=seed,
+                storage_options=options,
+                metadata={"imported_from": src},
+            ) as writer,
+        ):
+            writer.write_many(counted(source.records, bar) if bar.enabled else source.records)
+    info = writer.info
+    assert info is not None
+    click.echo(
+        f"imported {info.records_written:,} records ({info.bytes_written:,} bytes) from "
+        f"{src} ({source.kind}); {url} now holds {info.num_records:,} records in "
+        f"{info.num_bins:,} bins (generation {info.generation})"
+    )
+
+
+@cli.command()
+@url_argument()
+@click.argument("dest", metavar="DEST")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["files", "lines", "tar"]),
+    required=True,
+    help="files: a folder of 00000000.bin...; lines: one per line; tar: an archive.",
+)
+@storage_option
+@click.option(
+    "-d",
+    "--dest-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec storage option for DEST (repeatable).",
+)
+@progress_option
+def export(
+    url: str,
+    dest: str,
+    fmt: str,
+    storage_option: tuple[str, ...],
+    dest_option: tuple[str, ...],
+    progress: bool | None,
+) -> None:
+    """The records of URL, in write order, to DEST (the inverse of import).
+
+    Files and tar members are named by zero-padded global index, so importing them
+    restores the order. `lines` refuses a record holding a line break.
+
+    \b
+    Examples:
+      splitdask export data/train out/ --format files
+      splitdask export s3://bucket/train train.jsonl.gz --format lines
+    """
+    from splitdask import SplitDataLoader
+    from splitdask._export import export_records
+    from splitdask._progress import Progress, counted
+
+    with reporting_errors():
+        loader = SplitDataLoader(url, storage_options(storage_option))
+        n = len(loader)
+        with Progress(show_progress(progress), n, f"exporting {fmt}") as bar:
+            written = export_records(
+                counted(iter(loader), bar) if bar.enabled else iter(loader),
+                n,
+                dest,
+                fmt,  # type: ignore[arg-type]
+                storage_options(dest_option),
+            )
+    click.echo(f"exported {written:,} records from {url} to {dest} ({fmt})")
