@@ -310,7 +310,7 @@ def orphans(store: Store, manifest: Manifest | None, before: float) -> list[str]
         known = {p.path for p in manifest.parts()} | {r.path for r in manifest.retired}
     # Names first (cheap): mostly every file is known, and then nothing needs a stat.
     unknown = {n for n in store.list_dir(BINS_DIR)
-               if parse_part_name(n) is not None and f"{BINS_DIR}/{n}" not in known}  # fmt: skip
+               if f"{BINS_DIR}/{n}" not in known and parse_part_name(n) is not None}  # fmt: skip
     if not unknown:
         return []
     return [f"{BINS_DIR}/{i.name}" for i in store.list_info(BINS_DIR)

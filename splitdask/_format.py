@@ -15,6 +15,7 @@ tail of the file alone.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
@@ -177,6 +178,12 @@ class Retired:
     generation: int
     """The generation of that commit."""
 
+    @functools.cached_property
+    def line(self) -> str:
+        """This entry in the manifest's ``retired`` string (kept: every later commit
+        writes it again until it expires)."""
+        return f"{self.path}\t{self.since!r}\t{self.generation}\n"
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -251,8 +258,7 @@ class Manifest:
             # Optional: a reader that predates it ignores the key (see docs/format.md).
             # One string, one line per part: readers skip it, and JSON decodes a string
             # far faster than as many small lists.
-            doc["retired"] = "".join(f"{r.path}\t{r.since!r}\t{r.generation}\n"
-                                     for r in self.retired)  # fmt: skip
+            doc["retired"] = "".join(r.line for r in self.retired)
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
