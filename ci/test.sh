@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Extras CI installs and tests: one comma-separated list (e.g. "test,torch").
-EXTRAS=test
+EXTRAS=test,torch
 bash ci/install.sh "$EXTRAS"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
