@@ -22,6 +22,7 @@ import numpy as np
 
 from splitdask._index import IntArray
 from splitdask._order import bin_order, bin_permutation
+from splitdask._split import worker_batches
 from splitdask._validate import check_int
 
 __all__ = [
@@ -231,12 +232,13 @@ class RankPlan:
         check_int(worker, "worker", minimum=0, maximum=num_workers - 1)
         check_int(batch_size, "batch_size", minimum=1)
         n = len(self)
-        num_batches = -(-n // batch_size)
+        mine = worker_batches(worker, num_workers, -(-n // batch_size))
         step = max(1, chunk // batch_size)
         offsets = np.arange(batch_size, dtype=np.int64)
-        mine = np.arange(worker, num_batches, num_workers, dtype=np.int64)
         for lo in range(0, len(mine), step):
-            samples = (mine[lo : lo + step, None] * batch_size + offsets).ravel()
+            part = mine[lo : lo + step]  # a range: nothing per batch is held
+            batches = np.arange(part.start, part.stop, part.step, dtype=np.int64)
+            samples = (batches[:, None] * batch_size + offsets).ravel()
             yield samples[samples < n]
 
     def remaining_after(self, samples_seen: int) -> Intervals:

@@ -182,3 +182,15 @@ def test_global_permutation_has_no_materialised_state() -> None:
     assert keys.max() < 10**10
     held = sum(v.nbytes for v in vars(order).values() if isinstance(v, np.ndarray))
     assert held < 1000  # the keys and the bin starts, nothing per record
+
+
+def test_mpq_shard_splits_by_batches_as_the_plan_does() -> None:
+    from splitdask.mpq import WorkerInfo
+
+    plan = RankPlan(EpochOrder([23], "none", 0), FULL(23), 1, 0)
+    for workers in (1, 2, 3):
+        for batch in (1, 4):
+            for w in range(workers):
+                info = WorkerInfo(w, workers, 0, "fork")
+                mine = np.concatenate(list(plan.worker_samples(w, workers, batch))).tolist()
+                assert list(info.shard(range(23), batch)) == mine
