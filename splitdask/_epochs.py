@@ -6,6 +6,7 @@ No torch here: :mod:`splitdask.torch` passes in who the caller is.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import multiprocessing.sharedctypes
 from multiprocessing.context import get_spawning_popen
@@ -99,10 +100,36 @@ class KeyReader:
 
     def read(self, keys: IntArray) -> list[Any]:
         pids, local = locate_keys(self.part_start, keys)
-        if not self.whole:
+        if not self.whole and not self.reader.store.is_local:
             return self.reader.records_at(pids, local)
-        need = np.unique(pids).tolist()
-        for pid in [p for p in self._held if p not in set(need)]:
+        if self.whole:
+            self._hold(np.unique(pids).tolist())
+        # Slice part by part with map (the loop stays in C), then undo the sort.
+        by_part = np.argsort(pids, kind="stable")
+        sp, sl = pids[by_part], local[by_part]
+        cuts = [0, *(np.flatnonzero(np.diff(sp)) + 1).tolist(), len(sp)]
+        got: list[Any] = []
+        for a, b in itertools.pairwise(cuts):
+            data, starts, ends = self._part(int(sp[a]))
+            j = sl[a:b]
+            got += map(data.__getitem__, map(slice, starts[j].tolist(), ends[j].tolist()))
+        if len(cuts) == 2 and np.array_equal(by_part, np.arange(len(by_part))):
+            return got
+        where = np.empty_like(by_part)
+        where[by_part] = np.arange(len(by_part))
+        return list(map(got.__getitem__, where.tolist()))
+
+    def _part(self, pid: int) -> tuple[Any, Any, Any]:
+        held = self._held.get(pid)
+        if held is not None:
+            return held
+        opened = self.reader.part(pid)
+        return opened.data, opened.starts_np, opened.ends_np
+
+    def _hold(self, need: list[int]) -> None:
+        """Keep the parts ``need`` whole (fetching those not held), drop the rest."""
+        keep = set(need)
+        for pid in [p for p in self._held if p not in keep]:
             release([self._held.pop(pid)[0]])
         todo = [p for p in need if p not in self._held]
         if todo:
@@ -111,12 +138,7 @@ class KeyReader:
                 snap.store, [snap.parts[p] for p in todo], snap.generation
             )
             for pid, d, s, e in zip(todo, datas, starts, ends, strict=True):
-                self._held[pid] = (d, s.tolist(), e.tolist())
-        held = self._held
-        return [
-            held[p][0][held[p][1][j] : held[p][2][j]]
-            for p, j in zip(pids.tolist(), local.tolist(), strict=True)
-        ]
+                self._held[pid] = (d, s, e)
 
     def close(self) -> None:
         held, self._held = self._held, {}
