@@ -42,11 +42,13 @@ BATCH = 64
 SPLITS = 64
 
 
-def drain(it: Iterable[Any]) -> int:
-    n = 0
-    for batch in it:
-        n += len(batch) if isinstance(batch, list) else 1
-    return n
+def drain(batches: Iterable[Any]) -> int:
+    """Samples in the batches of a DataLoader."""
+    return sum(map(len, batches))
+
+
+def count(items: Iterable[Any]) -> int:
+    return sum(1 for _ in items)
 
 
 def rate(name: str, n: int, nbytes: int, fn: Callable[[], int], ref: float | None,
@@ -69,6 +71,14 @@ class _Binwise(tud.IterableDataset[bytes]):
 
     def __iter__(self) -> Iterator[bytes]:
         return SplitDataLoader(self.path).iterate_binwise(shuffle=True, seed=0)
+
+
+class _List(tud.IterableDataset[bytes]):
+    def __init__(self, recs: list[bytes]) -> None:
+        self.recs = recs
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.recs)
 
 
 def loader(ds: Any, workers: int) -> tud.DataLoader[Any]:
@@ -108,9 +118,11 @@ def bench_size(root: str, n: int, size: int, peers: bool) -> None:
     limit = rate("plain mmap slices (limit)", n, total, raw_read, None)
     sdl = SplitDataLoader(path)
     base = rate("iterate_binwise(shuffle=True)", n, total,
-                lambda: drain(sdl.iterate_binwise(shuffle=True, seed=0)), limit)  # fmt: skip
+                lambda: count(sdl.iterate_binwise(shuffle=True, seed=0)), limit)  # fmt: skip
     rate("  ... through DataLoader, 0 workers", n, total, lambda: drain(loader(_Binwise(path), 0)),
          base)  # fmt: skip
+    rate("  a Python list through DataLoader (ceiling)", n, total,
+         lambda: drain(loader(_List(recs), 0)), base)  # fmt: skip
     print("  (x: vs iterate_binwise(shuffle=True))")
     for mode in ("window", "bins", "global", None):
         for workers in (0, 2):

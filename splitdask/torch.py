@@ -172,6 +172,8 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         self.seed = check_int(seed, "seed", minimum=0, error=TypeError)
         snap = self.snapshot
         self._counts = snap.bin_counts()
+        # Samples read per step: about 1 MiB of records, so big records stay few.
+        self._chunk = int(min(4096, max(1, (1 << 20) * snap.num_records // max(1, snap.nbytes))))
         if window is None:
             window = default_window(self._counts, snap.nbytes)
         self.window = check_int(window, "window", minimum=1)
@@ -228,7 +230,7 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         block = self.batch_size or _DEFAULT_BLOCK
         transform = self.transform
         try:
-            for samples in plan.worker_samples(worker, workers, block):
+            for samples in plan.worker_samples(worker, workers, block, self._chunk):
                 recs = reader.read(plan.keys(samples))
                 if transform is None:
                     yield from recs
@@ -298,7 +300,7 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("shuffle", "seed", "window", "batch_size", "drop_last", "rank", "world_size",
-                "transform", "_counts", "_clock", "_resume", "_iters")  # fmt: skip
+                "transform", "_counts", "_chunk", "_clock", "_resume", "_iters")  # fmt: skip
         return {**self._location(), **{k: self.__dict__[k] for k in keep}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
