@@ -134,11 +134,33 @@ def bench_size(root: str, n: int, size: int, peers: bool) -> None:
         _peers(root, recs, n, total, base)
 
 
+def _stub_torchvision() -> None:
+    """mosaicml-streaming imports torchvision at import time (for its image datasets,
+    unused here); PyPI's torchvision wheel for torch 2.13 cannot load its operators
+    next to the CPU build of torch. A stand-in lets ``import streaming`` succeed."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        import sys
+        import types
+
+        for name in list(sys.modules):
+            if name.startswith("torchvision"):
+                del sys.modules[name]
+        tv = types.ModuleType("torchvision")
+        tv.datasets = types.ModuleType("torchvision.datasets")  # type: ignore[attr-defined]
+        tv.datasets.VisionDataset = object  # type: ignore[attr-defined]
+        tv.transforms = types.ModuleType("torchvision.transforms")  # type: ignore[attr-defined]
+        sys.modules.update({"torchvision": tv, "torchvision.datasets": tv.datasets,
+                            "torchvision.transforms": tv.transforms})  # fmt: skip
+
+
 def _peers(root: str, recs: list[bytes], n: int, total: int, base: float) -> None:
+    _stub_torchvision()
     try:
         from streaming import MDSWriter, StreamingDataset
-    except ImportError as exc:
-        print(f"  mosaicml-streaming not importable: {exc}")
+    except Exception as exc:
+        print(f"  mosaicml-streaming not importable: {exc!r}")
     else:
         out = os.path.join(root, f"mds-{len(recs[0])}")
         with MDSWriter(out=out, columns={"x": "bytes"}, size_limit=1 << 26) as w:
@@ -152,12 +174,14 @@ def _peers(root: str, recs: list[bytes], n: int, total: int, base: float) -> Non
             _clean_mosaic_shm()
     try:
         import litdata
-    except ImportError as exc:
-        print(f"  litdata not importable: {exc}")
+    except Exception as exc:
+        print(f"  litdata not importable: {exc!r}")
     else:
         out = os.path.join(root, f"lit-{len(recs[0])}")
-        _LIT_RECS[:] = recs  # read by forked optimize workers
-        litdata.optimize(fn=_lit_item, inputs=list(range(len(recs))), output_dir=out,
+        size = len(recs[0])
+        spans = [(os.path.join(root, f"raw-{size}"), lo, min(lo + 10_000, n), size)
+                 for lo in range(0, n, 10_000)]  # fmt: skip
+        litdata.optimize(fn=_lit_items, inputs=spans, output_dir=out,
                          chunk_bytes="64MB", num_workers=1, mode="overwrite",
                          item_loader=None, reorder_files=False)  # fmt: skip
         for workers in (0, 2):
@@ -166,11 +190,13 @@ def _peers(root: str, recs: list[bytes], n: int, total: int, base: float) -> Non
                  lambda ds=ds, w=workers: drain(loader(ds, w)), base)  # fmt: skip
 
 
-_LIT_RECS: list[bytes] = []
-
-
-def _lit_item(i: int) -> bytes:
-    return _LIT_RECS[i]
+def _lit_items(span: tuple[str, int, int, int]) -> Iterator[bytes]:
+    """Records ``lo:hi`` of the raw file (optimize runs this in its own processes)."""
+    raw, lo, hi, size = span
+    with open(raw, "rb") as f:
+        f.seek(lo * size)
+        for _ in range(lo, hi):
+            yield f.read(size)
 
 
 def _clean_mosaic_shm() -> None:

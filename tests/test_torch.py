@@ -44,6 +44,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> str:
     return make(tmp_path_factory.mktemp("torch") / "ds")
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 4 worker processes")
 def test_order_is_the_same_for_any_worker_count(data: str) -> None:
     orders = {}
     for workers, ctx in ((0, None), (1, "fork"), (2, "fork"), (4, "fork")):
