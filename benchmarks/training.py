@@ -96,7 +96,7 @@ def quality(ds: SplitIterableDataset, n: int) -> str:
     )
 
 
-def bench_size(root: str, n: int, size: int, peers: bool) -> None:
+def bench_size(root: str, n: int, size: int, peers: set[str] | None) -> None:
     print(f"\n{n:,} records of {size} B over {SPLITS} bins ({n * size / 1e6:,.0f} MB)")
     pool = np.random.default_rng(0).integers(0, 256, size=size + 4096, dtype=np.uint8).tobytes()
     recs = [struct.pack("<q", i) + pool[i % 4096 : i % 4096 + size - 8] for i in range(n)]
@@ -131,7 +131,7 @@ def bench_size(root: str, n: int, size: int, peers: bool) -> None:
                  lambda ds=ds, w=workers: drain(loader(ds, w)), base,
                  quality(ds, n) if workers == 0 else "")  # fmt: skip
     if peers:
-        _peers(root, recs, n, total, base)
+        _peers(root, recs, n, total, base, peers)
 
 
 def _stub_torchvision() -> None:
@@ -147,16 +147,28 @@ def _stub_torchvision() -> None:
         for name in list(sys.modules):
             if name.startswith("torchvision"):
                 del sys.modules[name]
+        from importlib.machinery import ModuleSpec
+
         tv = types.ModuleType("torchvision")
         tv.datasets = types.ModuleType("torchvision.datasets")  # type: ignore[attr-defined]
         tv.datasets.VisionDataset = object  # type: ignore[attr-defined]
         tv.transforms = types.ModuleType("torchvision.transforms")  # type: ignore[attr-defined]
-        sys.modules.update({"torchvision": tv, "torchvision.datasets": tv.datasets,
-                            "torchvision.transforms": tv.transforms})  # fmt: skip
+        stubs = {"torchvision": tv, "torchvision.datasets": tv.datasets,
+                 "torchvision.transforms": tv.transforms}  # fmt: skip
+        for name, mod in stubs.items():
+            mod.__spec__ = ModuleSpec(name, None)
+        sys.modules.update(stubs)
 
 
-def _peers(root: str, recs: list[bytes], n: int, total: int, base: float) -> None:
+def _peers(root: str, recs: list[bytes], n: int, total: int, base: float, which: set[str]) -> None:
     _stub_torchvision()
+    if "mosaic" in which:
+        _mosaic(root, recs, n, total, base)
+    if "litdata" in which:
+        _litdata(root, recs, n, total, base)
+
+
+def _mosaic(root: str, recs: list[bytes], n: int, total: int, base: float) -> None:
     try:
         from streaming import MDSWriter, StreamingDataset
     except Exception as exc:
@@ -172,6 +184,9 @@ def _peers(root: str, recs: list[bytes], n: int, total: int, base: float) -> Non
                  lambda ds=ds, w=workers: drain(loader(ds, w)), base)  # fmt: skip
             del ds
             _clean_mosaic_shm()
+
+
+def _litdata(root: str, recs: list[bytes], n: int, total: int, base: float) -> None:
     try:
         import litdata
     except Exception as exc:
@@ -228,14 +243,16 @@ def bench_resume(root: str, n: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer records")
-    ap.add_argument("--peers", action="store_true", help="also mosaicml-streaming, litdata")
+    ap.add_argument("--peers", nargs="*", choices=("mosaic", "litdata"),
+                    help="also mosaicml-streaming and/or litdata (default both)")  # fmt: skip
     ap.add_argument("--resume-records", type=int, default=10_000_000)
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="splitdask-bench-training-")
     try:
         for n, size in ((200_000, 256), (2_048, 65_536)) if args.quick else (
             (1_000_000, 256), (8_192, 65_536)):  # fmt: skip
-            bench_size(root, n, size, args.peers)
+            peers = None if args.peers is None else set(args.peers or ("mosaic", "litdata"))
+            bench_size(root, n, size, peers)
         bench_resume(root, 1_000_000 if args.quick else args.resume_records)
     finally:
         shutil.rmtree(root, ignore_errors=True)

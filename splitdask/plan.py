@@ -41,6 +41,8 @@ SHUFFLES = ("window", "bins", "global", "none")
 WINDOW_MIN_BINS = 8
 WINDOW_BUDGET = 256 << 20
 """Bytes of records a default window may span (when that is more than 8 bins)."""
+WINDOW_RECORDS = 1 << 20
+"""Records a default window may span (when that is more than 8 bins)."""
 
 _U64 = np.uint64
 _M1, _M2 = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB)
@@ -64,10 +66,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def default_window(bin_counts: Sequence[int], nbytes: int) -> int:
-    """Bins per window: at least 8, or as many as fit :data:`WINDOW_BUDGET` bytes."""
+    """Bins per window: at least 8, or as many as fit both :data:`WINDOW_BUDGET` bytes
+    of records and :data:`WINDOW_RECORDS` records (8 MiB of permutation)."""
     num_bins = len(bin_counts)
     per_bin = nbytes / max(1, num_bins)
-    fit = int(WINDOW_BUDGET // per_bin) if per_bin else num_bins
+    per_bin_records = sum(bin_counts) / max(1, num_bins)
+    fit = min(
+        int(WINDOW_BUDGET // per_bin) if per_bin else num_bins,
+        int(WINDOW_RECORDS // per_bin_records) if per_bin_records else num_bins,
+    )
     return max(1, min(num_bins, max(WINDOW_MIN_BINS, fit)))
 
 

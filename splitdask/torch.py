@@ -140,7 +140,7 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         Epoch ``e`` is shuffled with ``seed + e``.
     window
         Bins shuffled together in ``"window"`` mode; by default at least 8, or
-        as many as 256 MiB of records.
+        as many as fit 256 MiB and 2**20 records.
     batch_size
         The DataLoader's batch size: workers split the rank's share by batches of
         it, so the output order is the same for any ``num_workers``.

@@ -165,6 +165,7 @@ def test_default_window_and_bad_input() -> None:
     assert default_window([10] * 100, 1000) == 100  # small bins: all fit the budget
     assert default_window([10] * 100, 100 << 30) == 8  # huge bins: at least 8
     assert default_window([10] * 3, 100 << 30) == 3
+    assert default_window([100_000] * 256, 16 * 25_600_000) == 10  # 2**20 records
     assert normalise_shuffle(None) == "none"
     with pytest.raises(ValueError, match="shuffle must be one of"):
         normalise_shuffle("random")
