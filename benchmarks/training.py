@@ -81,8 +81,15 @@ class _List(tud.IterableDataset[bytes]):
         return iter(self.recs)
 
 
-def loader(ds: Any, workers: int) -> tud.DataLoader[Any]:
-    return tud.DataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=list)
+def loader(
+    ds: Any, workers: int, collate: Callable[[list[Any]], Any] = list
+) -> tud.DataLoader[Any]:
+    return tud.DataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=collate)
+
+
+def _as_bytes(batch: list[Any]) -> list[bytes]:
+    """litdata yields memoryviews, which cannot cross from a worker: copy them."""
+    return [bytes(x) for x in batch]
 
 
 def quality(ds: SplitIterableDataset, n: int) -> str:
@@ -202,7 +209,7 @@ def _litdata(root: str, recs: list[bytes], n: int, total: int, base: float) -> N
         for workers in (0, 2):
             ds = litdata.StreamingDataset(out, shuffle=True, seed=0)
             rate(f"litdata StreamingDataset w={workers}", n, total,
-                 lambda ds=ds, w=workers: drain(loader(ds, w)), base)  # fmt: skip
+                 lambda ds=ds, w=workers: drain(loader(ds, w, _as_bytes)), base)  # fmt: skip
 
 
 def _lit_items(span: tuple[str, int, int, int]) -> Iterator[bytes]:
