@@ -22,12 +22,16 @@ comparable on a noisy machine.
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.machinery
 import mmap
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -141,6 +145,30 @@ def bench_size(root: str, n: int, size: int, peers: set[str] | None) -> None:
         _peers(root, recs, n, total, base, peers)
 
 
+class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Empty ``torchvision.*`` modules whose every public name is ``object``."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name == "torchvision" or name.startswith("torchvision."):
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec: Any) -> Any:
+        mod = types.ModuleType(spec.name)
+        mod.__path__ = []
+
+        def attr(name: str) -> Any:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return object
+
+        mod.__getattr__ = attr  # type: ignore[method-assign]
+        return mod
+
+    def exec_module(self, module: Any) -> None:
+        pass
+
+
 def _stub_torchvision() -> None:
     """mosaicml-streaming imports torchvision at import time (for its image datasets,
     unused here); PyPI's torchvision wheel for torch 2.13 cannot load its operators
@@ -148,23 +176,10 @@ def _stub_torchvision() -> None:
     try:
         import torchvision  # noqa: F401
     except Exception:
-        import sys
-        import types
-
         for name in list(sys.modules):
             if name.startswith("torchvision"):
                 del sys.modules[name]
-        from importlib.machinery import ModuleSpec
-
-        tv = types.ModuleType("torchvision")
-        tv.datasets = types.ModuleType("torchvision.datasets")  # type: ignore[attr-defined]
-        tv.datasets.VisionDataset = object  # type: ignore[attr-defined]
-        tv.transforms = types.ModuleType("torchvision.transforms")  # type: ignore[attr-defined]
-        stubs = {"torchvision": tv, "torchvision.datasets": tv.datasets,
-                 "torchvision.transforms": tv.transforms}  # fmt: skip
-        for name, mod in stubs.items():
-            mod.__spec__ = ModuleSpec(name, None)
-        sys.modules.update(stubs)
+        sys.meta_path.insert(0, _TorchvisionStub())
 
 
 def _peers(root: str, recs: list[bytes], n: int, total: int, base: float, which: set[str]) -> None:

@@ -242,8 +242,12 @@ class RankPlan:
         mine = worker_batches(worker, num_workers, -(-n // batch_size))
         step = max(1, chunk // batch_size)
         offsets = np.arange(batch_size, dtype=np.int64)
-        for lo in range(0, len(mine), step):
-            part = mine[lo : lo + step]  # a range: nothing per batch is held
+        lo = 0
+        while lo < len(mine):
+            # The first step is one batch: the first sample (after a resume too)
+            # waits for no more than its own batch's reads.
+            part = mine[lo : lo + (step if lo else 1)]  # a range: nothing per batch is held
+            lo += len(part)
             batches = np.arange(part.start, part.stop, part.step, dtype=np.int64)
             samples = (batches[:, None] * batch_size + offsets).ravel()
             yield samples[samples < n]
