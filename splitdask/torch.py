@@ -177,7 +177,9 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         if window is None:
             window = default_window(self._counts, snap.nbytes)
         self.window = check_int(window, "window", minimum=1)
-        self.batch_size = batch_size and check_int(batch_size, "batch_size", minimum=1)
+        self.batch_size = (
+            None if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+        )
         self.drop_last = bool(drop_last)
         distributed = dist.is_available() and dist.is_initialized()
         if world_size is None:

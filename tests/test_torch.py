@@ -142,6 +142,10 @@ def test_states_of_other_data_are_refused(data: str, tmp_path: Path) -> None:
         ds.state_dict(N + 1)
     with pytest.raises(ValueError, match="shuffle must be one of"):
         SplitIterableDataset(data, shuffle="yes")
+    with pytest.raises(ValueError, match="batch_size"):
+        SplitIterableDataset(data, batch_size=0)
+    with pytest.raises(ValueError, match="rank"):
+        SplitIterableDataset(data, rank=2, world_size=2)
 
 
 def test_spawn_pickles_location_and_transform(data: str) -> None:
