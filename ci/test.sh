@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Extras CI installs and tests: one comma-separated list (e.g. "test,torch").
-EXTRAS=test,ray
+EXTRAS=test,ray,torch
 bash ci/install.sh "$EXTRAS"
 # tests/test_notebook_view.py renders the notebook view in a real headless Chromium
 # (Debian's package; about 16 s for apt-get update + install on the CI machine).

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from splitdask.errors import CorruptDatasetError as CorruptDatasetError
     from splitdask.errors import DatasetNotFoundError as DatasetNotFoundError
     from splitdask.errors import FormatVersionError as FormatVersionError
+    from splitdask.errors import ResumeStateError as ResumeStateError
     from splitdask.errors import SnapshotExpiredError as SnapshotExpiredError
     from splitdask.errors import SplitDaskError as SplitDaskError
     from splitdask.mpq import MpQItr as MpQItr
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from splitdask.mpq import WorkerDiedError as WorkerDiedError
     from splitdask.mpq import WorkerInfo as WorkerInfo
     from splitdask.mpq import get_worker_info as get_worker_info
+    from splitdask.plan import shuffle_quality as shuffle_quality
 
 __version__ = "0.1.0"
 
@@ -74,12 +76,15 @@ _API: dict[str, str] = {
     "WorkerDiedError": "splitdask.mpq",
     "WorkerInfo": "splitdask.mpq",
     "get_worker_info": "splitdask.mpq",
+    # training (splitdask.torch holds the PyTorch datasets; it imports torch)
+    "shuffle_quality": "splitdask.plan",
     # errors
     "CommitConflictError": "splitdask.errors",
     "CorruptDatasetError": "splitdask.errors",
     "DatasetNotFoundError": "splitdask.errors",
     "FormatVersionError": "splitdask.errors",
     "SnapshotExpiredError": "splitdask.errors",
+    "ResumeStateError": "splitdask.errors",
     "SplitDaskError": "splitdask.errors",
 }
 

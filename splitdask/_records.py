@@ -154,10 +154,15 @@ class RecordReader:
 
     def records(self, idx: IntArray) -> list[Any]:
         """Records at valid indices ``idx``, in that order; one pass per part."""
-        out: list[Any] = [None] * len(idx)
         if not len(idx):
+            return []
+        return self.records_at(*self.snapshot.locator.locate_many(idx))
+
+    def records_at(self, pids: IntArray, local: IntArray) -> list[Any]:
+        """Records ``local[k]`` of parts ``pids[k]``, in that order; one pass per part."""
+        out: list[Any] = [None] * len(pids)
+        if not len(pids):
             return out
-        pids, local = self.snapshot.locator.locate_many(idx)
         self._load_many(np.unique(pids).tolist())
         by_part = np.argsort(pids, kind="stable")
         bounds = np.flatnonzero(np.diff(pids[by_part])) + 1

@@ -18,6 +18,7 @@ __all__ = [
     "MpQItrTimeoutError",
     "RemoteTraceback",
     "WorkerDiedError",
+    "ResumeStateError",
 ]
 
 
@@ -126,3 +127,8 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n\n" + self.tb.rstrip("\n") + "\n(end of worker traceback)"
+
+
+class ResumeStateError(SplitDaskError, ValueError):
+    """A resume state is damaged, or was saved for another dataset snapshot, seed,
+    shuffle mode or window."""

@@ -124,3 +124,12 @@ def test_notebook_exploration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "parts, " in text
     assert "6,000 records, 12 bins" in text
     assert not [p.name for p in tmpdir.iterdir() if p.name.startswith("splitdask-")]
+
+
+@pytest.mark.timeout(240)
+def test_train_torch(tmp_path: Path) -> None:
+    out = run_example("train_torch.py", tmp_path)
+    assert "interrupted in epoch 0 after 2048 samples" in out
+    assert "resumed epoch 0 after 2048 samples" in out
+    assert "resumed run matches the uninterrupted one (8192 samples)" in out
+    assert out.rstrip().endswith("train_torch OK")

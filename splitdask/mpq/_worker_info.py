@@ -7,10 +7,11 @@ builds a ``WorkerInfo`` for each worker, the worker records it at start-up, and
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
+
+from splitdask._split import take_batches
 
 U = TypeVar("U")
 
@@ -38,20 +39,27 @@ class WorkerInfo:
     seed: int
     start_method: str
 
-    def shard(self, iterable: Iterable[U]) -> Iterator[U]:
-        """Yield this worker's share of ``iterable``: items ``id, id + num_workers, ...``.
+    def shard(self, iterable: Iterable[U], batch_size: int = 1) -> Iterator[U]:
+        """Yield this worker's share of ``iterable``: batch ``j`` of ``batch_size``
+        items goes to worker ``j % num_workers``.
+
+        The same rule splits a rank's share among PyTorch DataLoader workers in
+        :mod:`splitdask.torch` (:mod:`splitdask.plan`).
 
         Parameters
         ----------
         iterable
             Items that every worker enumerates in the same order.
+        batch_size
+            Consecutive items that go to one worker (1: items ``id, id +
+            num_workers, ...``).
 
         Returns
         -------
         Iterator
-            Every ``num_workers``-th item, starting at ``id``.
+            This worker's batches, in order.
         """
-        return itertools.islice(iterable, self.id, None, self.num_workers)
+        return take_batches(iterable, self.id, self.num_workers, batch_size)
 
 
 # Set once, in a worker process, before generator_fn is called.

@@ -1,0 +1,145 @@
+"""What the training adapters share between processes and read with: an epoch
+clock that DataLoader workers agree on, and a reader of bin-space keys.
+
+No torch here: :mod:`splitdask.torch` passes in who the caller is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import multiprocessing.sharedctypes
+from multiprocessing.context import get_spawning_popen
+from typing import Any
+
+import numpy as np
+
+from splitdask._bins import load_parts, release
+from splitdask._index import IntArray
+from splitdask._records import RecordReader
+from splitdask.plan import locate_keys
+
+__all__ = ["EpochClock", "KeyReader"]
+
+_TOKEN, _CURRENT, _NEXT, _HAS_NEXT = range(4)
+
+
+class EpochClock:
+    """The epoch an ``iter()`` runs, agreed on by the main process and its workers.
+
+    Persistent DataLoader workers never see a ``set_epoch`` made in the main process
+    on their copy of the dataset, and fresh workers are copies of a main object that
+    never iterated. So the epoch lives in a few shared integers: the first ``iter()``
+    of a DataLoader pass (identified by ``token``, the same for all its workers)
+    starts the next epoch (or the one ``set_epoch`` asked for), later ``iter()`` calls
+    with that token join it, and the main process reads which epoch is running.
+
+    It is shared with processes that are started with the dataset (fork or spawn);
+    a copy pickled any other way gets a fresh clock of its own.
+    """
+
+    def __init__(self, first: int = 0) -> None:
+        ctx = multiprocessing.get_context("spawn")  # its locks also work under fork
+        self._lock: Any = ctx.Lock()
+        self._arr: Any = multiprocessing.sharedctypes.RawArray("q", 4)
+        self._arr[_CURRENT] = -1
+        self.set_next(first)
+
+    def __getstate__(self) -> dict[str, Any]:
+        if get_spawning_popen() is None:  # not starting a process: a private clock
+            return {"current": self.current, "next": self.next}
+        return {"lock": self._lock, "arr": self._arr}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "arr" in state:
+            self._lock, self._arr = state["lock"], state["arr"]
+        else:
+            self.__init__(state["next"])  # type: ignore[misc]
+
+    @property
+    def current(self) -> int:
+        """The epoch running (or last run), ``-1`` before the first."""
+        return int(self._arr[_CURRENT])
+
+    @property
+    def next(self) -> int:
+        """The epoch the next DataLoader pass will run."""
+        with self._lock:
+            return int(self._arr[_NEXT] if self._arr[_HAS_NEXT] else self._arr[_CURRENT] + 1)
+
+    def set_next(self, epoch: int) -> None:
+        with self._lock:
+            self._arr[_NEXT] = epoch
+            self._arr[_HAS_NEXT] = 1
+
+    def claim(self, token: int) -> int:
+        """The epoch of the pass ``token`` (a new pass starts the next epoch)."""
+        with self._lock:
+            arr = self._arr
+            if arr[_CURRENT] >= 0 and arr[_TOKEN] == token and not arr[_HAS_NEXT]:
+                return int(arr[_CURRENT])
+            epoch = arr[_NEXT] if arr[_HAS_NEXT] else arr[_CURRENT] + 1
+            arr[_TOKEN], arr[_CURRENT], arr[_HAS_NEXT] = token, epoch, 0
+            return int(epoch)
+
+
+class KeyReader:
+    """Records by bin-space key.
+
+    Locally (and for a ``"global"`` shuffle) records are read where they lie. From a
+    remote store the parts a chunk touches are fetched whole and kept until a chunk
+    no longer touches them: a plan visits a window's parts together, so each part
+    is fetched once per pass of a worker.
+    """
+
+    def __init__(self, reader: RecordReader, whole_parts: bool) -> None:
+        self.reader = reader
+        self.part_start = reader.snapshot.locator.part_start
+        self.whole = whole_parts and not reader.store.is_local
+        self._held: dict[int, tuple[Any, Any, Any]] = {}
+
+    def read(self, keys: IntArray) -> list[Any]:
+        pids, local = locate_keys(self.part_start, keys)
+        if not self.whole and not self.reader.store.is_local:
+            return self.reader.records_at(pids, local)
+        if self.whole:
+            self._hold(np.unique(pids).tolist())
+        # Slice part by part with map (the loop stays in C), then undo the sort.
+        by_part = np.argsort(pids, kind="stable")
+        sp, sl = pids[by_part], local[by_part]
+        cuts = [0, *(np.flatnonzero(np.diff(sp)) + 1).tolist(), len(sp)]
+        got: list[Any] = []
+        for a, b in itertools.pairwise(cuts):
+            data, starts, ends = self._part(int(sp[a]))
+            j = sl[a:b]
+            got += map(data.__getitem__, map(slice, starts[j].tolist(), ends[j].tolist()))
+        if len(cuts) == 2 and np.array_equal(by_part, np.arange(len(by_part))):
+            return got
+        where = np.empty_like(by_part)
+        where[by_part] = np.arange(len(by_part))
+        return list(map(got.__getitem__, where.tolist()))
+
+    def _part(self, pid: int) -> tuple[Any, Any, Any]:
+        held = self._held.get(pid)
+        if held is not None:
+            return held
+        opened = self.reader.part(pid)
+        return opened.data, opened.starts_np, opened.ends_np
+
+    def _hold(self, need: list[int]) -> None:
+        """Keep the parts ``need`` whole (fetching those not held), drop the rest."""
+        keep = set(need)
+        for pid in [p for p in self._held if p not in keep]:
+            release([self._held.pop(pid)[0]])
+        todo = [p for p in need if p not in self._held]
+        if todo:
+            snap = self.reader.snapshot
+            datas, starts, ends = load_parts(
+                snap.store, [snap.parts[p] for p in todo], snap.generation
+            )
+            for pid, d, s, e in zip(todo, datas, starts, ends, strict=True):
+                self._held[pid] = (d, s, e)
+
+    def close(self) -> None:
+        held, self._held = self._held, {}
+        release([h[0] for h in held.values()])
