@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
+import xxhash
+
 __all__ = ["FileInfo", "PartSink", "Store", "UrlPath"]
 
 UrlPath = str | os.PathLike[str]
@@ -159,18 +161,36 @@ class Store(ABC):
     def write_atomic(self, rel: str, data: bytes) -> None:
         """Replace ``rel`` with ``data`` in one atomic step (the commit point)."""
 
-    @abstractmethod
     def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
-        """``rel``'s content and a token naming that version; ``(None, None)`` if absent."""
+        """``rel``'s content and a token naming that version; ``(None, None)`` if absent.
 
-    @abstractmethod
+        The token is a hash of the content unless the store has version tags of its
+        own (S3's ETag): either way, equal tokens mean equal content.
+        """
+        try:
+            data = self.read_file(rel)
+        except FileNotFoundError:
+            return None, None
+        return data, xxhash.xxh3_128_hexdigest(data)
+
     def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
         """Replace ``rel`` with ``data`` only if it is still the version ``token`` read
         by :meth:`read_versioned` (``None``: only if ``rel`` does not exist).
 
         Returns the new version's token, or ``None``, writing nothing, if another
-        writer replaced it first.
+        writer replaced it first. This default compares and replaces while holding
+        :meth:`_commit_lock`; a store with conditional writes overrides it.
         """
+        with self._commit_lock():
+            if self.read_versioned(rel)[1] != token:
+                return None
+            self.write_atomic(rel, data)
+            return xxhash.xxh3_128_hexdigest(data)
+
+    @abstractmethod
+    def _commit_lock(self) -> contextlib.AbstractContextManager[None]:
+        """A lock that every writer of this dataset takes around compare and replace
+        (see :attr:`atomic_commit` for how far it reaches)."""
 
     @abstractmethod
     def list_info(self, rel: str) -> list[FileInfo]:

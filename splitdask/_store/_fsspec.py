@@ -185,21 +185,12 @@ class FsspecStore(Store):
                         removed.append(entry.path)
         return removed
 
-    def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
-        try:
-            data = self.read_file(rel)
-        except FileNotFoundError:
-            return None, None
-        return data, xxhash.xxh3_128_hexdigest(data)
-
-    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
+    @contextlib.contextmanager
+    def _commit_lock(self) -> Iterator[None]:
         with _LOCKS_GUARD:
             lock = _LOCKS.setdefault(f"{self.direct.protocol}:{self.root}", threading.Lock())
         with lock:
-            if self.read_versioned(rel)[1] != token:
-                return None
-            self.write_atomic(rel, data)
-            return xxhash.xxh3_128_hexdigest(data)
+            yield
 
     def missing_bucket(self) -> str | None:
         """``None`` also when the answer is unknown because asking is not permitted (on

@@ -10,8 +10,6 @@ import secrets
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-import xxhash
-
 from splitdask._format import temp_name
 from splitdask._store._access import not_found, short_read, size_mismatch
 from splitdask._store._base import FileInfo, PartSink, Store
@@ -120,22 +118,8 @@ class LocalStore(Store):
             raise
         fsync_dir(os.path.dirname(path))
 
-    def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
-        try:
-            data = self.read_file(rel)
-        except FileNotFoundError:
-            return None, None
-        return data, xxhash.xxh3_128_hexdigest(data)
-
-    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
-        with self._locked():
-            if self.read_versioned(rel)[1] != token:
-                return None
-            self.write_atomic(rel, data)
-            return xxhash.xxh3_128_hexdigest(data)
-
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _commit_lock(self) -> Iterator[None]:
         """An exclusive advisory lock on the dataset, held across processes (the
         kernel drops it if the holder dies, so a killed writer never wedges it)."""
         import fcntl
