@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from splitdask._store._base import PartSink, Store, UrlPath
-from splitdask._store._fsspec import UPLOAD_BLOCK, FsspecStore, S3Store
+from splitdask._store._fsspec import UPLOAD_BLOCK, FsspecStore, S3Store, resolve
 from splitdask._store._local import LocalStore
 
 __all__ = ["UPLOAD_BLOCK", "FsspecStore", "LocalStore", "PartSink", "S3Store", "Store",
@@ -37,18 +37,11 @@ def open_store(urlpath: UrlPath, storage_options: Mapping[str, Any] | None = Non
         raise TypeError(
             f"storage_options must be a dict or None, not {type(storage_options).__name__}"
         )
-    import fsspec  # here, not at import time: a spawned MpQItr worker may never need it
-    from fsspec.implementations.cached import CachingFileSystem
-    from fsspec.implementations.local import LocalFileSystem
+    from fsspec.implementations.local import LocalFileSystem  # fsspec only when used
 
     url = os.fspath(urlpath)
     options = dict(storage_options or {})
-    fs, root = fsspec.core.url_to_fs(url, **options)
-    # Parts are immutable (a new name for every write), so they may be read through a
-    # caching layer; the manifest is not, so it and every write skip the cache.
-    direct = fs
-    while isinstance(direct, CachingFileSystem):
-        direct = direct.fs
+    fs, direct, root = resolve(url, options)
     if isinstance(direct, LocalFileSystem):
         if os.path.isfile(root):
             raise NotADirectoryError(

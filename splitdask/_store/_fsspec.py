@@ -60,11 +60,33 @@ class FsspecStore(Store):
         self, urlpath: str, storage_options: dict[str, Any], root: str, fs: Any, direct: Any
     ) -> None:
         super().__init__(urlpath, storage_options, root)
-        self.fs = fs
-        self.direct = direct
+        self._fs = fs
+        self._direct = direct
+        self._pid = os.getpid()
         protocols = direct.protocol if isinstance(direct.protocol, tuple) else (direct.protocol,)
         self._object_store = bool(_OBJECT_STORES.intersection(protocols))
         self._bucketed = bool(_BUCKET_STORES.intersection(protocols))
+
+    @property
+    def fs(self) -> Any:
+        """Filesystem for reading parts (may be a cache in front of :attr:`direct`)."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._fs
+
+    @property
+    def direct(self) -> Any:
+        """The storage itself, without caching layers."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._direct
+
+    def _after_fork(self) -> None:
+        # An async filesystem (s3fs) made before a fork owns an event loop thread the
+        # child does not have, and refuses to run there ("not fork-safe"): a forked
+        # DataLoader or MpQItr worker gets a filesystem of its own.
+        self._fs, self._direct, _ = resolve(self.urlpath, self.storage_options)
+        self._pid = os.getpid()
 
     # -- reading ------------------------------------------------------------------
 
@@ -257,6 +279,21 @@ def _merge(
                 continue
         spans.append((rel, s, e, [k]))
     return spans
+
+
+def resolve(url: str, options: dict[str, Any]) -> tuple[Any, Any, str]:
+    """``(fs, direct, root)`` for a URL: the filesystem to read parts through (maybe a
+    cache), the storage below any caching layers, and the root path on it."""
+    import fsspec
+    from fsspec.implementations.cached import CachingFileSystem
+
+    fs, root = fsspec.core.url_to_fs(url, **options)
+    # Parts are immutable (a new name for every write), so they may be read through a
+    # caching layer; the manifest is not, so it and every write skip the cache.
+    direct = fs
+    while isinstance(direct, CachingFileSystem):
+        direct = direct.fs
+    return fs, direct, root
 
 
 def _mtime(info: dict[str, Any]) -> float:
