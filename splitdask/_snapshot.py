@@ -14,7 +14,7 @@ from typing import Any
 from splitdask import _legacy
 from splitdask._format import MANIFEST_NAME, Manifest
 from splitdask._index import BinOrder, Locator
-from splitdask._parts import Part, V1Part
+from splitdask._parts import Part, part_of
 from splitdask._store import Store
 from splitdask.errors import (
     CorruptDatasetError,
@@ -101,7 +101,7 @@ def read_manifest(store: Store) -> Manifest | None:
 
 def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
     """The snapshot of an already parsed manifest."""
-    parts = tuple(V1Part.of(p) for p in manifest.parts())
+    parts = tuple(map(part_of, manifest.parts()))
     locator = Locator(BinOrder(manifest.order), [[p.count for p in b] for b in manifest.bins])
     return _assemble(store, parts, locator, manifest.num_records, manifest)
 

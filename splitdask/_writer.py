@@ -17,7 +17,7 @@ import numpy as np
 from splitdask._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
 from splitdask._changes import AddRecords, Mode
 from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
-from splitdask._format import BINS_DIR
+from splitdask._format import BINS_DIR, MAX_BINS
 from splitdask._order import resolve_seed
 from splitdask._store import UrlPath, open_store
 from splitdask._validate import check_int
@@ -97,7 +97,7 @@ class SplitWriter:
         retries: int = DEFAULT_RETRIES,
     ) -> None:
         if splits is not None:
-            splits = check_int(splits, "splits", minimum=1)
+            splits = check_int(splits, "splits", minimum=1, maximum=MAX_BINS)
         self.store = open_store(urlpath, storage_options)
         retries = check_int(retries, "retries", minimum=0)
         self._target = Transaction.begin(self.store, mode, retention=retention, retries=retries)
@@ -115,7 +115,7 @@ class SplitWriter:
         else:
             self._rot = self._target.bins_by_fill(self.num_bins)[:nsplits]
         self._metadata = dict(metadata or {})
-        max_records = max(1 << 16, OFFSETS_BUDGET // (8 * nsplits))
+        max_records = max(1 << 16, OFFSETS_BUDGET // (16 * nsplits))
         self._writers = [
             BinWriter(self.store, b, part_max_bytes, max_records, self._tag) for b in self._rot
         ]
