@@ -185,7 +185,7 @@ def _as_record(record: Any, position: int) -> bytes:
     """
     try:
         view = memoryview(record)
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: NumPy dtypes with no buffer format
         raise TypeError(
             f"record {position} is of type {type(record).__name__}; expected a bytes-like "
             "object (bytes, bytearray, memoryview or a C-contiguous buffer)"

@@ -200,7 +200,7 @@ class Manifest:
 
     def bin_counts(self) -> list[int]:
         """Record count of every bin."""
-        return [sum(p.count for p in parts) for parts in self.bins]
+        return [sum(p.count for p in parts) if parts else 0 for parts in self.bins]
 
     def parts(self) -> list[PartInfo]:
         """Every part, bin by bin."""
@@ -284,30 +284,36 @@ class Manifest:
         return manifest
 
     def validate(self, where: str) -> None:
-        """Check that the order maps every record of every bin exactly once."""
-        counts = self.bin_counts()
-        claimed: list[list[tuple[int, int]]] = [[] for _ in counts]
+        """Check that the order maps every record of every bin exactly once.
+
+        The work is proportional to the parts and the segments' bins: empty bins
+        cost nothing beyond a test each.
+        """
+        counts = {b: sum(p.count for p in parts) for b, parts in enumerate(self.bins) if parts}
+        claimed: dict[int, list[tuple[int, int]]] = {}
         expected_start = 0
+        num_bins = len(self.bins)
         for seg in self.order:
             if seg.start != expected_start or seg.count < 1:
                 raise CorruptDatasetError(f"{where}: order segments are not contiguous")
             if not seg.bins or len(seg.bins) != len(seg.first):
                 raise CorruptDatasetError(f"{where}: segment at {seg.start} has no bins")
             for j, (b, first) in enumerate(zip(seg.bins, seg.first, strict=True)):
-                if not 0 <= b < len(counts):
+                if not 0 <= b < num_bins:
                     raise CorruptDatasetError(f"{where}: segment names bin {b}, out of range")
-                claimed[b].append((first, first + seg.share(j)))
+                claimed.setdefault(b, []).append((first, first + seg.share(j)))
             expected_start += seg.count
-        for b, ranges in enumerate(claimed):
-            ranges.sort()
+        for b in sorted(counts.keys() | claimed.keys()):
+            ranges = sorted(claimed.get(b, ()))
             pos = 0
             for lo, hi in ranges:
                 if lo != pos:
                     break
                 pos = hi
-            if pos != counts[b] or any(lo == hi for lo, hi in ranges):
+            if pos != counts.get(b, 0) or any(lo == hi for lo, hi in ranges):
                 raise CorruptDatasetError(
-                    f"{where}: the order does not cover bin {b}'s {counts[b]} records exactly once"
+                    f"{where}: the order does not cover bin {b}'s {counts.get(b, 0)} records "
+                    "exactly once"
                 )
         seen: set[str] = set()
         for b, parts in enumerate(self.bins):

@@ -62,6 +62,9 @@ def _fast(a: Any) -> Any:
     return a.tolist()
 
 
+_sum = record_sum  # a module global: one dict lookup on the hot path
+
+
 class RecordReader:
     """Random access to the records of one snapshot."""
 
@@ -135,16 +138,21 @@ class RecordReader:
         part = self._open.get(pid) or self.part(pid)
         start = part.starts[j]
         end = part.ends[j]
-        if part.data is not None:
-            rec = part.data[start:end]
-        else:
-            try:
-                rec = self.store.read_range(self.snapshot.parts[pid].path, start, end)
-            except FileNotFoundError:
-                raise self.snapshot.missing(self.snapshot.parts[pid].path) from None
-        if part.sums is not None and record_sum(rec) != part.sums[j]:
+        data = part.data
+        rec = data[start:end] if data is not None else self._fetch(pid, start, end)
+        sums = part.sums
+        # Every record handed out is checked, each time: a map is only as good as
+        # the disk under it, and a range read as the network.
+        if sums is not None and _sum(rec) != sums[j]:
             raise self._bad(pid, j, start, end)
         return rec
+
+    def _fetch(self, pid: int, start: int, end: int) -> bytes:
+        path = self.snapshot.parts[pid].path
+        try:
+            return self.store.read_range(path, start, end)
+        except FileNotFoundError:
+            raise self.snapshot.missing(path) from None
 
     def _bad(self, pid: int, j: int, start: int, end: int) -> CorruptDatasetError:
         return bad_record(self.store.where(self.snapshot.parts[pid].path), j, start, end)
@@ -155,7 +163,7 @@ class RecordReader:
         if sums is None:
             return
         for k, (want, rec) in enumerate(zip(sums[j].tolist(), got, strict=True)):
-            if record_sum(rec) != want:
+            if _sum(rec) != want:
                 jj = int(j[k])
                 raise self._bad(pid, jj, part.starts[jj], part.ends[jj])
 

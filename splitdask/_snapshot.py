@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from splitdask import _legacy
-from splitdask._format import MANIFEST_NAME, Manifest
+from splitdask._format import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
 from splitdask._index import BinOrder, Locator
 from splitdask._parts import Part, part_of
 from splitdask._store import Store
@@ -93,7 +93,7 @@ class Snapshot:
 def read_manifest(store: Store) -> Manifest | None:
     """The committed manifest at ``store``, or ``None`` when there is none."""
     try:
-        data = store.read_file(MANIFEST_NAME)
+        data = store.read_file(MANIFEST_NAME, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         return None
     return Manifest.from_json(data, store.where(MANIFEST_NAME))

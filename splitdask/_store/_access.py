@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from splitdask.errors import CorruptDatasetError
 
-__all__ = ["access", "not_found", "short_read", "size_mismatch"]
+__all__ = ["access", "not_found", "short_read", "size_mismatch", "too_large"]
 
 
 @contextlib.contextmanager
@@ -54,4 +54,11 @@ def short_read(where: str, start: int, end: int, got: int | None) -> CorruptData
 def size_mismatch(where: str, got: int, expected: int) -> CorruptDatasetError:
     return CorruptDatasetError(
         f"{where}: {got} bytes, the manifest says {expected} (truncated or replaced?)"
+    )
+
+
+def too_large(where: str, got: int, limit: int) -> CorruptDatasetError:
+    return CorruptDatasetError(
+        f"{where}: {got} bytes, more than the {limit} read at most for this file "
+        "(not a splitdask file, or damaged)"
     )

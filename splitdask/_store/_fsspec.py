@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import xxhash
 
-from splitdask._store._access import access, not_found, short_read
+from splitdask._store._access import access, not_found, short_read, too_large
 from splitdask._store._base import FileInfo, PartSink, Store
 
 __all__ = ["UPLOAD_BLOCK", "FsspecStore", "S3Store", "spool_prefix"]
@@ -68,10 +68,14 @@ class FsspecStore(Store):
 
     # -- reading ------------------------------------------------------------------
 
-    def read_file(self, rel: str) -> bytes:
+    def read_file(self, rel: str, limit: int | None = None) -> bytes:
         with access(self.where(rel)):
             # start=0 makes it one ranged GET; without it s3fs first asks for the size.
-            return bytes(self.direct.cat_file(self.full(rel), start=0))
+            end = None if limit is None else limit + 1
+            data = bytes(self.direct.cat_file(self.full(rel), start=0, end=end))
+        if limit is not None and len(data) > limit:
+            raise too_large(self.where(rel), len(data), limit)
+        return data
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         if end <= start:
