@@ -14,6 +14,22 @@ __all__ = ["UPLOAD_BLOCK", "FsspecStore", "LocalStore", "PartSink", "S3Store", "
            "UrlPath", "open_store"]  # fmt: skip
 
 
+S3_RETRIES = {"max_attempts": 8, "mode": "standard"}
+"""botocore's retry settings splitdask gives S3 unless ``storage_options`` set their
+own (``config_kwargs={"retries": ...}``): up to 8 attempts with exponential backoff
+and jitter on connection errors, 500/502/503/504 and throttling (SlowDown). s3fs
+adds its own ``retries`` (default 5) around each read, for bodies cut mid-stream."""
+
+
+def with_retries(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with :data:`S3_RETRIES` filled in for an ``s3://`` URL."""
+    if not url.startswith(("s3://", "s3a://")):
+        return options
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("retries", dict(S3_RETRIES))
+    return {**options, "config_kwargs": config}
+
+
 def open_store(urlpath: UrlPath, storage_options: Mapping[str, Any] | None = None) -> Store:
     """The store for a dataset root given as fsspec users give one.
 
@@ -43,7 +59,7 @@ def open_store(urlpath: UrlPath, storage_options: Mapping[str, Any] | None = Non
 
     url = os.fspath(urlpath)
     options = dict(storage_options or {})
-    fs, root = fsspec.core.url_to_fs(url, **options)
+    fs, root = fsspec.core.url_to_fs(url, **with_retries(url, options))
     # Parts are immutable (a new name for every write), so they may be read through a
     # caching layer; the manifest is not, so it and every write skip the cache.
     direct = fs

@@ -28,7 +28,14 @@ def access(where: str) -> Iterator[None]:
     except Exception as exc:
         # botocore's NoCredentialsError and its kin derive from no builtin error
         # and splitdask does not import the backends, so match them by name.
+        if "checksum" in type(exc).__name__.lower():  # botocore's FlexibleChecksumError
+            raise CorruptDatasetError(
+                f"{where}: the response failed its transfer checksum ({exc})"
+            ) from exc
         if "credential" not in type(exc).__name__.lower():
+            if type(exc) is OSError and where not in str(exc):
+                # What is left after the backend's retries: say which file it was.
+                raise OSError(exc.errno, f"{where}: {exc}") from exc
             raise
         raise PermissionError(
             f"{where}: no credentials ({type(exc).__name__}: {exc}); pass "
