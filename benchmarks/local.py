@@ -13,6 +13,11 @@ Prints records/s and MB/s for writing, random ``loader[i]``, batched
 
 Everything is measured in one run, page cache warm, so ratios are comparable even
 on a noisy machine.
+
+Last, the cost of integrity checks (per-record checksums of v2 parts, whole-part
+checksums on whole-part reads): the same dataset read with and without them, on
+256 B random reads and on 1 MiB records read in order, alternating runs and keeping
+the best of each (``--integrity-only`` runs just that).
 """
 
 from __future__ import annotations
@@ -51,7 +56,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="bytes per record")
     ap.add_argument("--splits", type=int, default=256)
     ap.add_argument("--quick", action="store_true", help="200k records")
+    ap.add_argument("--integrity-only", action="store_true", help="only the integrity costs")
     args = ap.parse_args()
+    if args.integrity_only:
+        integrity(200_000 if args.quick else args.records)
+        return
     n = 200_000 if args.quick else args.records
     size, splits = args.size, args.splits
     rng = np.random.default_rng(0)
@@ -164,6 +173,67 @@ def main() -> None:
         print(f"  SplitDataLoader(path) + len(): {t * 1e3:.1f} ms")
         mm.close()
         loader.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    integrity(n)
+
+
+class _Checks:
+    """Switches the integrity checks of one loader's open parts off and on again, so
+    both runs read through the same maps (no difference but the checks)."""
+
+    def __init__(self, loader: SplitDataLoader) -> None:
+        reader = loader._open()
+        self.parts = [reader.part(pid) for pid in range(len(reader.snapshot.parts))]
+        self.saved = [(p.sums, p.sums_np) for p in self.parts]
+
+    def set(self, on: bool) -> None:
+        for part, (sums, sums_np) in zip(self.parts, self.saved, strict=True):
+            part.sums, part.sums_np = (sums, sums_np) if on else (None, None)
+            part.whole = not on
+
+
+def _cost(name: str, runs: int, checks: _Checks, run: Callable[[], Any]) -> None:
+    """Best of ``runs`` alternating runs with and without checks."""
+    best = {True: float("inf"), False: float("inf")}
+    for r in range(runs):
+        for on in (r % 2 == 0, r % 2 == 1):  # alternate which goes first
+            checks.set(on)
+            best[on] = min(best[on], timed(run))
+    checks.set(True)
+    cost = best[True] / best[False] - 1
+    print(
+        f"  {name:<44} unchecked {best[False] * 1e3:8.1f} ms  checked "
+        f"{best[True] * 1e3:8.1f} ms  cost {cost * 100:+5.1f}%"
+    )
+
+
+def integrity(n: int) -> None:
+    tmp = tempfile.mkdtemp(prefix="splitdask-bench-")
+    try:
+        print("integrity checks: cost (same data, with / without checks, best of 5 to 15)")
+        rng = np.random.default_rng(1)
+        pool = rng.integers(0, 256, size=256 * 1024, dtype=np.uint8).tobytes()
+        small = os.path.join(tmp, "small")
+        write_split_data(small, (pool[(i % 1000) * 256 :][:256] for i in range(n)), splits=256)
+        loader = SplitDataLoader(small)
+        checks = _Checks(loader)
+        picks = [random.randrange(n) for _ in range(min(n, 100_000))]
+        _drain(loader[i] for i in picks)  # fault the pages in: every run sees a warm map
+        _cost(f"256 B random loader[i] ({len(picks):,})", 15, checks,
+              lambda: [loader[i] for i in picks])  # fmt: skip
+        big = os.path.join(tmp, "big")
+        blobs = [rng.integers(0, 256, size=1 << 20, dtype=np.uint8).tobytes() for _ in range(16)]
+        write_split_data(big, blobs * 16, splits=4)  # 256 MiB
+        big_loader = SplitDataLoader(big)
+        big_checks = _Checks(big_loader)
+        _drain(iter(big_loader))
+        _cost("1 MiB sequential loader[i] (256 MiB)", 15, big_checks,
+              lambda: _drain(big_loader[i] for i in range(len(big_loader))))  # fmt: skip
+        # Whole-part reads check each map once (then set .whole), so every run here
+        # pays the whole-part checksum: the cost of a first pass.
+        _cost("1 MiB iterate_binwise, first pass", 15, big_checks,
+              lambda: _drain(big_loader.iterate_binwise()))  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

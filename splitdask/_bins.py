@@ -24,7 +24,8 @@ BinData = tuple[list[Any], list[Any], list[Any]]
 
 def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> BinData:
     """Each part whole (mapped locally, one concurrent GET each remotely), checked
-    against its size and footer; the footer comes with the part, so no extra request."""
+    against its size, footer and whole-part checksum (one pass in C, cheaper than a
+    check per record); the footer comes with the part, so no extra request."""
     try:
         datas = store.read_whole([p.path for p in parts], [p.size for p in parts])
     except FileNotFoundError as exc:
@@ -33,6 +34,7 @@ def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> B
     try:
         for part, data in zip(parts, datas, strict=True):
             s, e = part.extents(data, store.where(part.path))
+            part.check_whole(data, store.where(part.path))
             starts.append(s)
             ends.append(e)
     except BaseException:
@@ -58,6 +60,11 @@ def _bin_data(reader: RecordReader, bin_index: int) -> BinData:
     if reader.store.is_local and len(pids) <= reader.max_open // 4:
         # Reuse the loader's maps: iterating again costs no new mmap per part.
         opened = [reader.part(p) for p in pids]
+        for pid, o in zip(pids, opened, strict=True):
+            if not o.whole:  # once per map: the file under it is immutable
+                part = reader.snapshot.parts[pid]
+                part.check_whole(o.data, reader.store.where(part.path))
+                o.whole = True
         return [o.data for o in opened], [o.starts_np for o in opened], [o.ends_np for o in opened]
     snap = reader.snapshot
     datas, starts, ends = load_parts(snap.store, [snap.parts[p] for p in pids], snap.generation)

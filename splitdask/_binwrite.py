@@ -17,13 +17,21 @@ import numpy as np
 import xxhash
 
 from splitdask._commit import tidy
-from splitdask._format import DATA_START, MAGIC, PartInfo, encode_footer, part_name
+from splitdask._format import (
+    DATA_START,
+    MAGIC,
+    WRITE_PART_VERSION,
+    PartInfo,
+    encode_footer_v2,
+    part_name,
+    record_sum,
+)
 from splitdask._store import PartSink, Store
 
 __all__ = ["OFFSETS_BUDGET", "Batches", "BinWriter", "write_bin_part"]
 
-# Offsets are kept per open part (8 bytes per record) until it is closed; the
-# offsets of all open parts of one writer stay under this.
+# Offsets and checksums are kept per open part (16 bytes per record) until it is
+# closed; those of all open parts of one writer stay under this.
 OFFSETS_BUDGET = 64 << 20
 FLUSH_MAX = 4 << 20  # bytes staged per bin before a write
 _BATCH_RECORDS = 4096  # records staged per bin before a write (bounds tiny records)
@@ -43,15 +51,21 @@ class BinWriter:
         self.parts: list[PartInfo] = []
         self._sink: PartSink | None = None
         self._path = ""
-        self._offsets = array("Q")
-        self._hash = xxhash.xxh3_64()
+        self._uid = ""
+        # Made when a part opens: a writer of a bin that gets no records holds nothing.
+        self._offsets: array[int] | None = None
+        self._sums: array[int] | None = None
+        self._hash: Any = None
         self._pos = 0
 
     def add_many(self, records: list[bytes]) -> None:
         """Append a batch; joining and summing in C keeps per-record cost low."""
         if self._sink is None:
             self._open()
+        assert self._offsets is not None
+        assert self._sums is not None
         self._write(b"".join(records))
+        self._sums.extend(map(record_sum, records))
         ends = accumulate(map(len, records), initial=self._pos)
         next(ends)  # the initial value is the previous end, already stored
         self._offsets.extend(ends)
@@ -60,9 +74,11 @@ class BinWriter:
             self.finish()
 
     def _open(self) -> None:
-        self._path = part_name(self.bin_index, self.tag + secrets.token_hex(8))
+        self._uid = self.tag + secrets.token_hex(8)
+        self._path = part_name(self.bin_index, self._uid)
         self._sink = self.store.create_part(self._path, buffer_size=256 << 10)
         self._offsets = array("Q", [DATA_START])
+        self._sums = array("Q")
         self._hash = xxhash.xxh3_64()
         self._write(MAGIC)
         self._pos = DATA_START
@@ -76,15 +92,23 @@ class BinWriter:
         """Close the open part (footer, then commit the file) if there is one."""
         if self._sink is None:
             return
-        footer = encode_footer(np.frombuffer(self._offsets, dtype=np.uint64))
+        assert self._offsets is not None
+        assert self._sums is not None
+        # The footer repeats the uid in the part's name, so a reader can tell the
+        # part from any other dataset's or commit's.
+        footer = encode_footer_v2(
+            np.frombuffer(self._offsets, dtype=np.uint64),
+            np.frombuffer(self._sums, dtype=np.uint64),
+            self._uid,
+        )
         self._write(footer)
         self._sink.commit()
         self._sink = None
         count = len(self._offsets) - 1
         size = self._pos + len(footer)
         checksum = f"xxh3_64:{self._hash.hexdigest()}"
-        self.parts.append(PartInfo(self._path, count, size, checksum))
-        self._offsets = array("Q")
+        self.parts.append(PartInfo(self._path, count, size, checksum, WRITE_PART_VERSION))
+        self._offsets = self._sums = None
 
     def abort(self) -> None:
         if self._sink is not None:
@@ -161,7 +185,7 @@ def _as_record(record: Any, position: int) -> bytes:
     """
     try:
         view = memoryview(record)
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: NumPy dtypes with no buffer format
         raise TypeError(
             f"record {position} is of type {type(record).__name__}; expected a bytes-like "
             "object (bytes, bytearray, memoryview or a C-contiguous buffer)"
@@ -171,7 +195,18 @@ def _as_record(record: Any, position: int) -> bytes:
             f"record {position} is a non-contiguous {type(record).__name__} buffer; "
             "pass a C-contiguous copy"
         )
+    if view.format.lstrip("@=<>!") not in _PLAIN:
+        # An object array's buffer holds PyObject pointers, meaningless once stored.
+        raise TypeError(
+            f"record {position} is a {type(record).__name__} buffer of format "
+            f"{view.format!r}; expected plain bytes or numbers (an object or structured "
+            "array's memory is not its data)"
+        )
     return view.tobytes()
+
+
+# struct codes of plain fixed-size values: bytes, integers, floats, bools.
+_PLAIN = frozenset("bBchHiIlLqQnNefd?")
 
 
 def write_bin_part(
@@ -194,7 +229,7 @@ def write_bin_part(
     """
     if tag and (len(tag) > 48 or tag.strip("0123456789abcdef")):
         raise ValueError(f"tag must be at most 48 lowercase hex digits, got {tag!r}")
-    w = BinWriter(store, bin_index, part_max_bytes, OFFSETS_BUDGET // 8, tag)
+    w = BinWriter(store, bin_index, part_max_bytes, OFFSETS_BUDGET // 16, tag)
     batches = Batches([w], FLUSH_MAX)
     try:
         batches.deal(records)

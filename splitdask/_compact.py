@@ -20,7 +20,7 @@ from splitdask._changes import Compaction
 from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
 from splitdask._format import Manifest, PartInfo
 from splitdask._order import iter_records
-from splitdask._parts import V1Part
+from splitdask._parts import part_of
 from splitdask._snapshot import read_manifest
 from splitdask._store import Store, UrlPath, open_store
 from splitdask.errors import DatasetNotFoundError
@@ -53,7 +53,7 @@ def _runs(parts: Sequence[PartInfo], below: int, min_len: int) -> list[list[Part
 def _merge(store: Store, manifest: Manifest, b: int, run: Sequence[PartInfo], tag: str,
            part_max_bytes: int) -> tuple[PartInfo, ...]:  # fmt: skip
     """Write the records of ``run`` (parts of bin ``b``), in order, as new parts."""
-    datas, starts, ends = load_parts(store, [V1Part.of(p) for p in run], manifest.generation)
+    datas, starts, ends = load_parts(store, [part_of(p) for p in run], manifest.generation)
     w = BinWriter(store, b, part_max_bytes, OFFSETS_BUDGET // 8, tag)
     try:
         batch: list[bytes] = []

@@ -1,16 +1,10 @@
-"""On-disk format v1: names, the manifest schema and the bin-part footer.
+"""On-disk format: names, the manifest schema and its limits; part footers are in
+``_footer`` (re-exported here).
 
-This is the only module that knows byte layouts. It does no I/O: it turns bytes
-into validated objects and back. ``docs/format.md`` is the prose specification.
-
-A bin part is::
-
-    MAGIC | record 0 | record 1 | ... | record n-1 | offsets | trailer
-
-``offsets`` are ``n + 1`` little-endian u64 absolute file positions (record ``j``
-is ``part[offsets[j]:offsets[j + 1]]``), and the trailer is ``<u64 n, u32 version,
-u32 reserved>`` followed by ``MAGIC`` again, so the footer can be found from the
-tail of the file alone.
+With ``_footer`` this is the only code that knows byte layouts. It does no I/O: it
+turns bytes into validated objects and back, checking every size a file claims
+against a documented limit before acting on it. ``docs/format.md`` is the prose
+specification.
 """
 
 from __future__ import annotations
@@ -18,14 +12,25 @@ from __future__ import annotations
 import functools
 import json
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
+from splitdask._footer import (
+    DATA_START,
+    MAGIC,
+    PART_VERSIONS,
+    TRAILER_SIZE,
+    WRITE_PART_VERSION,
+    decode_footer,
+    decode_footer_v2,
+    encode_footer,
+    encode_footer_v2,
+    footer_size,
+    payload_size,
+    record_sum,
+)
+from splitdask._jsonbound import check_json_bounds
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
 __all__ = [
@@ -35,29 +40,53 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "MANIFEST_NAME",
+    "MAX_BINS",
+    "MAX_DEPTH",
+    "MAX_MANIFEST_BYTES",
+    "MAX_METADATA_BYTES",
+    "MAX_PARTS",
+    "MAX_SEGMENTS",
+    "PART_VERSIONS",
     "TRAILER_SIZE",
+    "WRITE_PART_VERSION",
     "Manifest",
     "PartInfo",
     "Retired",
     "Segment",
     "decode_footer",
+    "decode_footer_v2",
     "encode_footer",
+    "encode_footer_v2",
     "footer_size",
     "parse_part_name",
     "part_name",
     "payload_size",
+    "record_sum",
     "temp_name",
 ]
 
 FORMAT_NAME = "splitdask"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The manifest version written; ``MANIFEST_VERSIONS`` are read (2 may name v2 parts)."""
+MANIFEST_VERSIONS = (1, 2)
 MANIFEST_NAME = "splitdask.json"
 BINS_DIR = "bins"
-MAGIC = b"SPLTDASK"
-DATA_START = len(MAGIC)
-_TRAILER = struct.Struct("<QII8s")
-TRAILER_SIZE = _TRAILER.size  # 24
-_OFFSET = np.dtype("<u8")
+
+# Limits: a manifest beyond any of them is refused with a CorruptDatasetError naming
+# the limit before anything proportional to the claim is built, and writers refuse
+# to create a dataset beyond them.
+MAX_MANIFEST_BYTES = 256 << 20
+"""Largest manifest read (about 2 million parts' worth)."""
+MAX_DEPTH = 32
+"""Deepest nesting of JSON arrays and objects in a manifest, ``metadata`` included."""
+MAX_BINS = 1 << 16
+"""Most bins a dataset may have (``splits``)."""
+MAX_SEGMENTS = 1 << 20
+"""Most order segments (one per append or Dask partition, until compacted)."""
+MAX_PARTS = 1 << 21
+"""Most live plus retired parts a manifest may name."""
+MAX_METADATA_BYTES = 16 << 20
+"""Largest user ``metadata``, as compact JSON."""
 _PART_PATH = re.compile(r"bins/[0-9]{5,}-[0-9a-f]{8,64}\.bin")
 _PART_FILE = re.compile(r"(\.?)([0-9]{5,})-([0-9a-f]{8,64})\.bin(\.tmp)?")
 _CHECKSUM = re.compile(r"xxh3_64:[0-9a-f]{16}")
@@ -86,71 +115,6 @@ def parse_part_name(name: str) -> tuple[int, str, bool] | None:
     return int(m[2]), m[3], bool(m[4])
 
 
-def footer_size(count: int) -> int:
-    """Bytes taken by the offsets and trailer of a part holding ``count`` records."""
-    return _OFFSET.itemsize * (count + 1) + TRAILER_SIZE
-
-
-def payload_size(part_size: int, count: int) -> int:
-    """Bytes of record data in a part of ``part_size`` bytes holding ``count`` records."""
-    return part_size - DATA_START - footer_size(count)
-
-
-def encode_footer(offsets: npt.ArrayLike) -> bytes:
-    """Serialise ``n + 1`` absolute record offsets into a part footer."""
-    arr = np.asarray(offsets, dtype=_OFFSET)
-    count = len(arr) - 1
-    return arr.tobytes() + _TRAILER.pack(count, FORMAT_VERSION, 0, MAGIC)
-
-
-def decode_footer(
-    tail: bytes | memoryview, part_size: int, count: int, where: str
-) -> npt.NDArray[np.uint64]:
-    """Validate a part's footer and return its offsets as a read-only u64 view.
-
-    Parameters
-    ----------
-    tail
-        At least the last ``footer_size(count)`` bytes of the part (more is fine:
-        only the end is used, so a whole mmapped part can be passed).
-    part_size
-        The part's total size in bytes.
-    count
-        Record count the manifest promises for this part.
-    where
-        The part's name, used in error messages.
-
-    Raises
-    ------
-    CorruptDatasetError
-        If the footer does not match the file size, the count or itself. Nothing is
-        allocated from the file's claims before they are checked against its size.
-    """
-    fsize = footer_size(count)
-    if part_size < DATA_START + fsize or len(tail) < fsize:
-        raise CorruptDatasetError(
-            f"{where}: {part_size} bytes is too small for a part of {count} records "
-            "(truncated or replaced?)"
-        )
-    view = memoryview(tail)[len(tail) - fsize :]
-    n, version, _reserved, magic = _TRAILER.unpack(view[-TRAILER_SIZE:])
-    if magic != MAGIC:
-        raise CorruptDatasetError(f"{where}: not a splitdask bin part (bad trailing magic)")
-    if version != FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{where}: part format version {version}, this library reads version {FORMAT_VERSION}"
-        )
-    if n != count:
-        raise CorruptDatasetError(f"{where}: footer says {n} records, manifest says {count}")
-    offsets = np.frombuffer(view[:-TRAILER_SIZE], dtype=_OFFSET)
-    data_end = part_size - fsize
-    if int(offsets[0]) != DATA_START or int(offsets[-1]) != data_end:
-        raise CorruptDatasetError(f"{where}: record offsets do not span the data region")
-    if count > 1 and bool(np.any(offsets[1:] < offsets[:-1])):
-        raise CorruptDatasetError(f"{where}: record offsets are not ascending")
-    return offsets
-
-
 @dataclass(frozen=True)
 class PartInfo:
     """One immutable file of a bin, as the manifest lists it."""
@@ -161,11 +125,26 @@ class PartInfo:
     size: int
     checksum: str
     """``"xxh3_64:<16 hex digits>"`` of the whole file."""
+    version: int = 1
+    """The part's format version (its footer's layout)."""
 
     @property
     def payload(self) -> int:
         """Bytes of record data in the part (its size less header and footer)."""
-        return payload_size(self.size, self.count)
+        return payload_size(self.size, self.count, self.version)
+
+    @property
+    def uid(self) -> str:
+        """The id in the part's name, which a v2 footer repeats."""
+        return self.path.rsplit("-", 1)[-1].removesuffix(".bin")
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "path": self.path, "count": self.count, "size": self.size, "checksum": self.checksum
+        }  # fmt: skip
+        if self.version != 1:
+            doc["version"] = self.version  # absent means 1, as a v1 manifest has it
+        return doc
 
 
 @dataclass(frozen=True)
@@ -228,7 +207,7 @@ class Manifest:
 
     def bin_counts(self) -> list[int]:
         """Record count of every bin."""
-        return [sum(p.count for p in parts) for parts in self.bins]
+        return [sum(p.count for p in parts) if parts else 0 for parts in self.bins]
 
     def parts(self) -> list[PartInfo]:
         """Every part, bin by bin."""
@@ -241,13 +220,7 @@ class Manifest:
             "generation": self.generation,
             "uid": self.uid,
             "num_records": self.num_records,
-            "bins": [
-                [
-                    {"path": p.path, "count": p.count, "size": p.size, "checksum": p.checksum}
-                    for p in parts
-                ]
-                for parts in self.bins
-            ],
+            "bins": [[p.to_doc() for p in parts] for parts in self.bins],
             "order": [
                 {"start": s.start, "count": s.count, "bins": list(s.bins), "first": list(s.first)}
                 for s in self.order
@@ -259,7 +232,21 @@ class Manifest:
             # One string, one line per part: readers skip it, and JSON decodes a string
             # far faster than as many small lists.
             doc["retired"] = "".join(r.line for r in self.retired)
+        self.check_limits("manifest")
+        meta = json.dumps(doc["metadata"], separators=(",", ":"))
+        if len(meta) > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata is {len(meta)} bytes as JSON, more than MAX_METADATA_BYTES "
+                f"({MAX_METADATA_BYTES})"
+            )
         return json.dumps(doc, separators=(",", ":")).encode()
+
+    def check_limits(self, where: str) -> None:
+        """Refuse a manifest beyond ``MAX_BINS``, ``MAX_SEGMENTS`` or ``MAX_PARTS``."""
+        _limit(len(self.bins), MAX_BINS, "bins", "MAX_BINS", where)
+        _limit(len(self.order), MAX_SEGMENTS, "order segments", "MAX_SEGMENTS", where)
+        parts = sum(map(len, self.bins)) + len(self.retired)
+        _limit(parts, MAX_PARTS, "parts", "MAX_PARTS", where)
 
     @classmethod
     def from_json(cls, data: bytes, where: str, *, retired: bool = True) -> Manifest:
@@ -268,58 +255,78 @@ class Manifest:
         With ``retired=False`` the retired parts are not parsed (readers never need
         them; writers and ``gc`` do), which keeps opening cheap after many commits.
         """
+        # Size and nesting are bounded before parsing: json would otherwise recurse
+        # (RecursionError) or build whatever a hostile file describes.
+        check_json_bounds(data, MAX_MANIFEST_BYTES, MAX_DEPTH, where)
         try:
             doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise CorruptDatasetError(f"{where}: manifest is not valid JSON ({exc})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise CorruptDatasetError(f"{where}: not a splitdask manifest")
-        if doc.get("version") != FORMAT_VERSION:
+        if doc.get("version") not in MANIFEST_VERSIONS or type(doc["version"]) is not int:
             raise FormatVersionError(
-                f"{where}: manifest format version {doc.get('version')!r}, "
-                f"this library reads version {FORMAT_VERSION}"
+                f"{where}: manifest format version {doc.get('version')!r}, this library "
+                f"reads versions {', '.join(map(str, MANIFEST_VERSIONS))}"
             )
         try:
+            bins = _list(doc["bins"])
+            _limit(len(bins), MAX_BINS, "bins", "MAX_BINS", where)
+            order = _list(doc["order"])
+            _limit(len(order), MAX_SEGMENTS, "order segments", "MAX_SEGMENTS", where)
+            metadata = _dict(doc.get("metadata", {}))
+            meta_size = len(json.dumps(metadata, separators=(",", ":")))
+            _limit(meta_size, MAX_METADATA_BYTES, "bytes of metadata", "MAX_METADATA_BYTES", where)
             manifest = cls(
-                bins=tuple(tuple(_part(p) for p in _list(b)) for b in _list(doc["bins"])),
-                order=tuple(_segment(s) for s in _list(doc["order"])),
+                # Empty bins share one tuple: no per-bin work beyond this loop.
+                bins=tuple(tuple(map(_part, _list(b))) if b else () for b in bins),
+                order=tuple(_segment(s, len(bins)) for s in order),
                 generation=_uint(doc["generation"]),
                 uid=str(doc["uid"]),
-                metadata=_dict(doc.get("metadata", {})),
+                metadata=metadata,
                 retired=_retired(doc.get("retired", "")) if retired else (),
             )
         except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, CorruptDatasetError):
+                raise
             raise CorruptDatasetError(f"{where}: malformed manifest ({exc!r})") from None
+        manifest.check_limits(where)
         manifest.validate(where)
         if doc.get("num_records", manifest.num_records) != manifest.num_records:
             raise CorruptDatasetError(f"{where}: num_records disagrees with the order segments")
         return manifest
 
     def validate(self, where: str) -> None:
-        """Check that the order maps every record of every bin exactly once."""
-        counts = self.bin_counts()
-        claimed: list[list[tuple[int, int]]] = [[] for _ in counts]
+        """Check that the order maps every record of every bin exactly once.
+
+        The work is proportional to the parts and the segments' bins: empty bins
+        cost nothing beyond a test each.
+        """
+        counts = {b: sum(p.count for p in parts) for b, parts in enumerate(self.bins) if parts}
+        claimed: dict[int, list[tuple[int, int]]] = {}
         expected_start = 0
+        num_bins = len(self.bins)
         for seg in self.order:
             if seg.start != expected_start or seg.count < 1:
                 raise CorruptDatasetError(f"{where}: order segments are not contiguous")
             if not seg.bins or len(seg.bins) != len(seg.first):
                 raise CorruptDatasetError(f"{where}: segment at {seg.start} has no bins")
             for j, (b, first) in enumerate(zip(seg.bins, seg.first, strict=True)):
-                if not 0 <= b < len(counts):
+                if not 0 <= b < num_bins:
                     raise CorruptDatasetError(f"{where}: segment names bin {b}, out of range")
-                claimed[b].append((first, first + seg.share(j)))
+                claimed.setdefault(b, []).append((first, first + seg.share(j)))
             expected_start += seg.count
-        for b, ranges in enumerate(claimed):
-            ranges.sort()
+        for b in sorted(counts.keys() | claimed.keys()):
+            ranges = sorted(claimed.get(b, ()))
             pos = 0
             for lo, hi in ranges:
                 if lo != pos:
                     break
                 pos = hi
-            if pos != counts[b] or any(lo == hi for lo, hi in ranges):
+            if pos != counts.get(b, 0) or any(lo == hi for lo, hi in ranges):
                 raise CorruptDatasetError(
-                    f"{where}: the order does not cover bin {b}'s {counts[b]} records exactly once"
+                    f"{where}: the order does not cover bin {b}'s {counts.get(b, 0)} records "
+                    "exactly once"
                 )
         seen: set[str] = set()
         for b, parts in enumerate(self.bins):
@@ -360,8 +367,11 @@ def _part(x: object) -> PartInfo:
     checksum = str(d["checksum"])
     if not _CHECKSUM.fullmatch(checksum):
         raise ValueError(f"invalid checksum {checksum!r}")
-    part = PartInfo(path, _uint(d["count"]), _uint(d["size"]), checksum)
-    if part.count < 1 or part.size < DATA_START + footer_size(part.count):
+    version = d.get("version", 1)
+    if version not in PART_VERSIONS or type(version) is not int:
+        raise ValueError(f"part {path!r}: unknown part format version {version!r}")
+    part = PartInfo(path, _uint(d["count"]), _uint(d["size"]), checksum, version)
+    if part.count < 1 or part.size < DATA_START + footer_size(part.count, version):
         raise ValueError(f"part {path!r}: size {part.size} cannot hold {part.count} records")
     return part
 
@@ -388,6 +398,16 @@ def _uints(x: object) -> tuple[int, ...]:
     return tuple(x)
 
 
-def _segment(x: object) -> Segment:
+def _segment(x: object, num_bins: int) -> Segment:
     d = _dict(x)
-    return Segment(_uint(d["start"]), _uint(d["count"]), _uints(d["bins"]), _uints(d["first"]))
+    bins, first = _uints(d["bins"]), _uints(d["first"])
+    if len(bins) > num_bins or len(first) != len(bins):
+        raise ValueError(f"a segment names {len(bins)} bins of {num_bins}")
+    return Segment(_uint(d["start"]), _uint(d["count"]), bins, first)
+
+
+def _limit(value: int, limit: int, what: str, name: str, where: str) -> None:
+    if value > limit:
+        raise CorruptDatasetError(
+            f"{where}: {value} {what}, more than this library allows ({name} = {limit})"
+        )

@@ -51,13 +51,20 @@ class LegacyPart(Part):
     def payload(self) -> int:
         return int(self.ends.sum() - self.starts.sum())
 
+    def check_whole(self, data: Any, where: str) -> None:
+        if not check_prefixes(data, self.starts, self.ends):
+            raise CorruptDatasetError(f"{where}: record length prefixes disagree with the index")
+
     def verify(self, store: Store) -> tuple[int, str | None]:
-        data = store.read_file(self.path)
+        with store.open_read(self.path) as f:
+            data = f.read(self.size + 1)  # bounded: a device or FIFO cannot feed it forever
         where = store.where(self.path)
         if len(data) != self.size:
             return len(data), f"{where}: {len(data)} bytes, expected {self.size} (truncated?)"
-        if not check_prefixes(data, self.starts, self.ends):
-            return len(data), f"{where}: record length prefixes disagree with the index"
+        try:
+            self.check_whole(data, where)
+        except CorruptDatasetError as exc:
+            return len(data), str(exc)
         return len(data), None
 
 

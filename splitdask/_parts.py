@@ -1,9 +1,12 @@
 """Parts as a snapshot holds them: where a part is, how many records, how to find them.
 
-Two kinds share one interface. A :class:`V1Part` (format v1) finds its records'
-extents in its own footer; a legacy part (``_legacy.LegacyPart``) was given them by
-the splitdataloader index. Readers ask a part for :attr:`~Part.tail_size` bytes of
-its end and hand them to :meth:`~Part.extents`, never testing which kind it is.
+Three kinds share one interface. A :class:`V2Part` finds its records' extents and
+checksums in its own footer, which also names the part; a :class:`V1Part` only the
+extents; a legacy part (``_legacy.LegacyPart``) was given them by the
+splitdataloader index. Readers ask a part for :attr:`~Part.tail_size` bytes of its
+end and hand them to :meth:`~Part.footer`, then check each record they hand out
+against the sums it returned (``None``: the kind has none), or a whole part with
+:meth:`~Part.check_whole`, never testing which kind it is.
 """
 
 from __future__ import annotations
@@ -15,12 +18,22 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from splitdask._format import PartInfo, decode_footer, footer_size, payload_size
+from splitdask._format import (
+    PartInfo,
+    decode_footer,
+    decode_footer_v2,
+    footer_size,
+    payload_size,
+    record_sum,
+)
 from splitdask._index import IntArray
 from splitdask._store import Store
-from splitdask._store._base import iter_chunks
+from splitdask.errors import CorruptDatasetError
 
-__all__ = ["Part", "V1Part"]
+__all__ = ["Part", "V1Part", "V2Part", "bad_record", "part_of"]
+
+VERIFY_CHUNK = 8 << 20
+"""Bytes ``verify`` reads at a time: its memory does not grow with a part's size."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,21 @@ class Part(ABC):
 
         ``tail`` holds at least :attr:`tail_size` bytes of the end of the part
         (a whole part or its map will do); ``where`` names the part in errors.
+        """
+
+    def footer(self, tail: Any, where: str) -> tuple[Any, Any, Any | None]:
+        """:meth:`extents` and each record's checksum (``None`` if the kind has none)."""
+        starts, ends = self.extents(tail, where)
+        return starts, ends, None
+
+    @abstractmethod
+    def check_whole(self, data: Any, where: str) -> None:
+        """Check a whole part read at once (``data``: its bytes or map).
+
+        Raises
+        ------
+        CorruptDatasetError
+            Naming the part (and, where the kind can tell, the first bad record).
         """
 
     @property
@@ -83,26 +111,84 @@ class V1Part(Part):
     def payload(self) -> int:
         return payload_size(self.size, self.count)
 
+    def check_whole(self, data: Any, where: str) -> None:
+        if self.checksum != f"xxh3_64:{xxhash.xxh3_64_hexdigest(data)}":
+            raise CorruptDatasetError(f"{where}: checksum mismatch (content altered)")
+
     def verify(self, store: Store) -> tuple[int, str | None]:
         where = store.where(self.path)
         h = xxhash.xxh3_64()
         size = 0
-        keep = self.tail_size
-        tail = b""
+        tail = bytearray()
         with store.open_read(self.path) as f:
-            for chunk in iter_chunks(f):
+            # Never more than the manifest's size (plus one byte to see it is longer):
+            # a device or an endless file cannot keep verify reading.
+            while size <= self.size and (chunk := f.read(min(VERIFY_CHUNK, self.size + 1 - size))):
                 h.update(chunk)
                 size += len(chunk)
-                tail = (tail + chunk)[-keep:]
+                tail += chunk
+                del tail[: max(0, len(tail) - self.tail_size)]
         if size != self.size:
-            return size, f"{where}: {size} bytes, expected {self.size} (truncated?)"
+            return size, f"{where}: {size}{'+' if size > self.size else ''} bytes, " + (
+                f"expected {self.size} (truncated or replaced?)"
+            )
         if self.checksum != f"xxh3_64:{h.hexdigest()}":
             return size, f"{where}: checksum mismatch (content altered)"
         try:
-            decode_footer(tail, self.size, self.count, where)
+            self.footer(bytes(tail), where)
         except ValueError as exc:
             return size, str(exc)
         return size, None
+
+
+@dataclass(frozen=True)
+class V2Part(V1Part):
+    """A format v2 part: its footer adds a checksum per record and the part's uid."""
+
+    uid: str
+
+    @classmethod
+    def of(cls, info: PartInfo) -> V2Part:
+        return cls(info.path, info.size, info.count, info.checksum, info.uid)
+
+    @property
+    def tail_size(self) -> int:
+        return footer_size(self.count, 2)
+
+    def footer(self, tail: Any, where: str) -> tuple[Any, Any, Any]:
+        offsets, sums = decode_footer_v2(tail, self.size, self.count, self.uid, where)
+        return offsets[:-1], offsets[1:], sums
+
+    def extents(self, tail: Any, where: str) -> tuple[Any, Any]:
+        return self.footer(tail, where)[:2]
+
+    @property
+    def payload(self) -> int:
+        return payload_size(self.size, self.count, 2)
+
+    def check_whole(self, data: Any, where: str) -> None:
+        try:
+            super().check_whole(data, where)
+        except CorruptDatasetError:
+            # Say which record is bad, if the footer is intact enough to tell.
+            starts, ends, sums = self.footer(data, where)
+            for j, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+                if record_sum(data[s:e]) != int(sums[j]):
+                    raise bad_record(where, j, s, e) from None
+            raise
+
+
+def part_of(info: PartInfo) -> V1Part:
+    """The part kind a manifest entry names."""
+    return V2Part.of(info) if info.version >= 2 else V1Part.of(info)
+
+
+def bad_record(where: str, j: int, start: int, end: int) -> CorruptDatasetError:
+    """The error for record ``j`` of a part whose bytes do not match their checksum."""
+    return CorruptDatasetError(
+        f"{where}: record {j} (bytes {start}-{end}) does not match its checksum "
+        "(the file was altered or a read returned wrong bytes)"
+    )
 
 
 def as_i64(a: Any) -> IntArray:

@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from splitdask._format import record_sum
 from splitdask._index import IntArray
-from splitdask._parts import Part
+from splitdask._parts import Part, bad_record
 from splitdask._snapshot import Snapshot
+from splitdask.errors import CorruptDatasetError
 
 __all__ = ["MAX_OPEN_PARTS", "OpenPart", "RecordReader"]
 
@@ -40,31 +42,39 @@ def _max_open() -> int:
 
 
 class OpenPart:
-    """An opened part: the mapped file (local) and where each record is in it."""
+    """An opened part: the mapped file (local), where each record is in it and, for
+    a kind that has them, each record's checksum (``sums`` is ``None`` otherwise)."""
 
-    __slots__ = ("data", "ends", "ends_np", "starts", "starts_np")
+    __slots__ = ("data", "ends", "ends_np", "starts", "starts_np", "sums", "sums_np", "whole")
 
-    def __init__(self, data: Any, starts: Any, ends: Any) -> None:
+    def __init__(self, data: Any, starts: Any, ends: Any, sums: Any = None) -> None:
         self.data = data  # the whole part as a buffer, or None when read by range
         self.starts_np = starts
         self.ends_np = ends
+        self.sums_np = sums
+        self.whole = False  # whether check_whole has passed on ``data``
         # memoryview indexing returns Python ints and is several times faster than
         # indexing a NumPy array, which matters for single-record reads.
-        if starts.dtype.isnative:
-            # Unaligned arrays export as "=Q", which memoryview cannot index: recast.
-            code = starts.dtype.char
-            self.starts: Any = memoryview(starts).cast("B").cast(code)
-            self.ends: Any = memoryview(ends).cast("B").cast(code)
-        else:
-            self.starts, self.ends = starts.tolist(), ends.tolist()
+        self.starts, self.ends = _fast(starts), _fast(ends)
+        self.sums = None if sums is None else _fast(sums)
 
     def close(self) -> None:
         data, self.data = self.data, None
-        self.starts = self.ends = self.starts_np = self.ends_np = None
+        self.starts = self.ends = self.starts_np = self.ends_np = self.sums = self.sums_np = None
         if data is not None and hasattr(data, "close"):
             # A caller may still hold a view of the map; GC unmaps it then.
             with contextlib.suppress(BufferError):
                 data.close()
+
+
+def _fast(a: Any) -> Any:
+    if a.dtype.isnative:
+        # Unaligned arrays export as "=Q", which memoryview cannot index: recast.
+        return memoryview(a).cast("B").cast(a.dtype.char)
+    return a.tolist()
+
+
+_sum = record_sum  # a module global: one dict lookup on the hot path
 
 
 class RecordReader:
@@ -106,8 +116,7 @@ class RecordReader:
             data, tail = self.store.open_tail(part.path, part.size, part.tail_size)
         except FileNotFoundError:
             raise self.snapshot.missing(part.path) from None
-        starts, ends = part.extents(tail, self.store.where(part.path))
-        return OpenPart(data, starts, ends)
+        return OpenPart(data, *part.footer(tail, self.store.where(part.path)))
 
     def adopt(self, pid: int, blob: Any) -> OpenPart:
         """Part ``pid`` with its extents taken from ``blob`` (the whole part, already
@@ -115,8 +124,9 @@ class RecordReader:
         opened = self._open.get(pid)
         if opened is None:
             part = self.snapshot.parts[pid]
-            starts, ends = part.extents(blob, self.store.where(part.path))
-            opened = self._keep(pid, OpenPart(None, starts.copy(), ends.copy()))
+            starts, ends, sums = part.footer(blob, self.store.where(part.path))
+            sums = None if sums is None else sums.copy()
+            opened = self._keep(pid, OpenPart(None, starts.copy(), ends.copy(), sums))
         return opened
 
     def _load_many(self, pids: Sequence[int]) -> None:
@@ -133,8 +143,7 @@ class RecordReader:
         except FileNotFoundError as exc:
             raise self.snapshot.missing(str(exc.filename)) from None
         for pid, part, (data, tail) in zip(todo, parts, opened, strict=True):
-            starts, ends = part.extents(tail, self.store.where(part.path))
-            self._keep(pid, OpenPart(data, starts, ends))
+            self._keep(pid, OpenPart(data, *part.footer(tail, self.store.where(part.path))))
 
     # -- records ----------------------------------------------------------------------
 
@@ -144,13 +153,34 @@ class RecordReader:
         part = self._open.get(pid) or self.part(pid)
         start = part.starts[j]
         end = part.ends[j]
-        if part.data is not None:
-            return part.data[start:end]
+        data = part.data
+        rec = data[start:end] if data is not None else self._fetch(pid, start, end)
+        sums = part.sums
+        # Every record handed out is checked, each time: a map is only as good as
+        # the disk under it, and a range read as the network.
+        if sums is not None and _sum(rec) != sums[j]:
+            raise self._bad(pid, j, start, end)
+        return rec
+
+    def _fetch(self, pid: int, start: int, end: int) -> bytes:
         path = self.snapshot.parts[pid].path
         try:
             return self.store.read_range(path, start, end)
         except FileNotFoundError:
             raise self.snapshot.missing(path) from None
+
+    def _bad(self, pid: int, j: int, start: int, end: int) -> CorruptDatasetError:
+        return bad_record(self.store.where(self.snapshot.parts[pid].path), j, start, end)
+
+    def _check(self, pid: int, part: OpenPart, j: Any, got: Sequence[Any]) -> None:
+        """Check records ``j`` of ``part`` (as read, in ``got``) against their sums."""
+        sums = part.sums_np
+        if sums is None:
+            return
+        for k, (want, rec) in enumerate(zip(sums[j].tolist(), got, strict=True)):
+            if _sum(rec) != want:
+                jj = int(j[k])
+                raise self._bad(pid, jj, part.starts[jj], part.ends[jj])
 
     def records(self, idx: IntArray) -> list[Any]:
         """Records at valid indices ``idx``, in that order; one pass per part."""
@@ -170,25 +200,32 @@ class RecordReader:
         r_start: list[int] = []
         r_end: list[int] = []
         slots: list[int] = []
+        checks: list[tuple[int, OpenPart, Any, int]] = []
         for group in np.split(by_part, bounds):
             pid = int(pids[group[0]])
             part = self.part(pid)
             j = local[group]
             starts, ends = part.starts_np[j].tolist(), part.ends_np[j].tolist()
             if part.data is not None:
-                data = part.data
-                for t, s, e in zip(group.tolist(), starts, ends, strict=True):
-                    out[t] = data[s:e]
+                got = list(map(part.data.__getitem__, map(slice, starts, ends)))
+                self._check(pid, part, j, got)
+                for t, rec in zip(group.tolist(), got, strict=True):
+                    out[t] = rec
             else:
                 paths += [self.snapshot.parts[pid].path] * len(group)
                 r_start += starts
                 r_end += ends
                 slots += group.tolist()
+                checks.append((pid, part, j, len(group)))
         if slots:
             try:
                 got = self.store.read_ranges(paths, r_start, r_end)
             except FileNotFoundError as exc:
                 raise self.snapshot.missing(str(exc.filename)) from None
+            pos = 0
+            for pid, part, j, n in checks:
+                self._check(pid, part, j, got[pos : pos + n])
+                pos += n
             for t, data in zip(slots, got, strict=True):
                 out[t] = data
         return out

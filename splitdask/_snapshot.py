@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from splitdask import _legacy
-from splitdask._format import MANIFEST_NAME, Manifest
+from splitdask._format import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
 from splitdask._index import BinOrder, Locator
-from splitdask._parts import Part, V1Part
+from splitdask._parts import Part, part_of
 from splitdask._store import Store
 from splitdask.errors import (
     CorruptDatasetError,
@@ -94,7 +94,7 @@ def read_manifest(store: Store, *, retired: bool = True) -> Manifest | None:
     """The committed manifest at ``store``, or ``None`` when there is none
     (``retired=False``: without its retired parts, as readers need it)."""
     try:
-        data = store.read_file(MANIFEST_NAME)
+        data = store.read_file(MANIFEST_NAME, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         return None
     return Manifest.from_json(data, store.where(MANIFEST_NAME), retired=retired)
@@ -102,7 +102,7 @@ def read_manifest(store: Store, *, retired: bool = True) -> Manifest | None:
 
 def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
     """The snapshot of an already parsed manifest."""
-    parts = tuple(V1Part.of(p) for p in manifest.parts())
+    parts = tuple(map(part_of, manifest.parts()))
     locator = Locator(BinOrder(manifest.order), [[p.count for p in b] for b in manifest.bins])
     return _assemble(store, parts, locator, manifest.num_records, manifest)
 

@@ -18,7 +18,7 @@ from splitdask._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
 from splitdask._changes import AddRecords, Mode
 from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
 from splitdask._compact import auto_compact
-from splitdask._format import BINS_DIR, Manifest
+from splitdask._format import BINS_DIR, MAX_BINS, Manifest
 from splitdask._order import resolve_seed
 from splitdask._progress import Progress, counted
 from splitdask._store import UrlPath, open_store
@@ -116,7 +116,7 @@ class SplitWriter:
         splits = _bin_count(splits, num_bins)
         metadata = check_metadata(metadata)
         if splits is not None:
-            splits = check_int(splits, "splits", minimum=1)
+            splits = check_int(splits, "splits", minimum=1, maximum=MAX_BINS)
         self.store = open_store(urlpath, storage_options)
         retries = check_int(retries, "retries", minimum=0)
         self._target = Transaction.begin(self.store, mode, retention=retention, retries=retries)
@@ -134,7 +134,7 @@ class SplitWriter:
         else:
             self._rot = self._target.bins_by_fill(self.num_bins)[:nsplits]
         self._metadata = metadata
-        max_records = max(1 << 16, OFFSETS_BUDGET // (8 * nsplits))
+        max_records = max(1 << 16, OFFSETS_BUDGET // (16 * nsplits))
         self._writers = [
             BinWriter(self.store, b, part_max_bytes, max_records, self._tag) for b in self._rot
         ]

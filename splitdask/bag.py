@@ -33,7 +33,7 @@ from splitdask._commit import (
     new_tag,
     tagged,
 )
-from splitdask._format import PartInfo
+from splitdask._format import MAX_BINS, PartInfo
 from splitdask._order import iter_records, resolve_seed
 from splitdask._parts import Part
 from splitdask._snapshot import Snapshot, open_snapshot
@@ -198,6 +198,11 @@ def to_split_bins(
         bin_of = tuple(by_fill[p % num_bins] for p in range(nparts))
     elif nparts == 0:
         raise ValueError("the bag has no partitions; a new dataset needs at least one bin")
+    elif nparts > MAX_BINS:
+        raise ValueError(
+            f"a new dataset of {nparts} partitions would have more bins than allowed "
+            f"(MAX_BINS = {MAX_BINS}); repartition the bag first"
+        )
     else:
         num_bins = nparts
         bin_of = tuple(range(nparts))

@@ -366,6 +366,6 @@ class DatasetSuite:
     def test_unknown_manifest_version(self, url: str, storage_options: dict[str, Any]) -> None:
         self.write(url, storage_options, [b"x"], splits=1)
         fs, path = self.fs_path(url, storage_options, MANIFEST_NAME)
-        fs.pipe_file(path, fs.cat_file(path).replace(b'"version":1', b'"version":7'))
-        with pytest.raises(FormatVersionError, match=r"version 7.*reads version 1"):
+        fs.pipe_file(path, fs.cat_file(path).replace(b'"version":2', b'"version":7', 1))
+        with pytest.raises(FormatVersionError, match=r"version 7.*reads versions 1, 2"):
             self.open(url, storage_options)

@@ -15,7 +15,7 @@ import splitdataloader
 from _cli_helpers import ENV, ok, options, run
 
 from splitdask import SplitDataLoader, write_split_data
-from splitdask._format import MANIFEST_NAME, part_name
+from splitdask._format import FORMAT_VERSION, MANIFEST_NAME, part_name
 
 RECORDS = [b"rec %d " % i + bytes([i % 256]) * (i % 7) for i in range(300)]
 
@@ -36,7 +36,7 @@ def test_info_text_and_json(dataset: str) -> None:
     assert doc["num_parts"] == len(loader.snapshot.parts) == 8
     assert doc["generation"] == 2
     assert doc["format"] == "splitdask"
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == FORMAT_VERSION  # what this library writes
     assert doc["payload_bytes"] == sum(map(len, RECORDS))
     assert doc["stored_bytes"] == sum(p.size for p in loader.snapshot.parts)
     assert doc["bin_counts"] == loader.bin_counts

@@ -55,7 +55,7 @@ def test_footer_rejects_descending_offsets_and_other_versions() -> None:
         decode_footer(bad, len(bad), 3, "p")
     part = bytearray(make_part([b"x"]))
     part[-16] = 9  # version field
-    with pytest.raises(FormatVersionError, match="version 9, this library reads version 1"):
+    with pytest.raises(FormatVersionError, match="version 9, this library reads versions 1, 2"):
         decode_footer(bytes(part), len(part), 1, "p")
 
 
@@ -115,8 +115,8 @@ def test_manifest_rejects_part_in_wrong_bin_and_junk() -> None:
         Manifest.from_json(manifest_doc(bins=swapped), "m")
     with pytest.raises(CorruptDatasetError, match="not valid JSON"):
         Manifest.from_json(b"\x00{", "m")
-    with pytest.raises(FormatVersionError, match="version 2"):
-        Manifest.from_json(manifest_doc(version=2), "m")
+    with pytest.raises(FormatVersionError, match="version 3"):
+        Manifest.from_json(manifest_doc(version=3), "m")
 
 
 def test_partinfo_is_plain_data() -> None:

@@ -32,7 +32,7 @@ from splitdask import (
     gc,
     write_split_data,
 )
-from splitdask._format import MANIFEST_NAME
+from splitdask._format import MANIFEST_NAME, footer_size
 from splitdask._store import UPLOAD_BLOCK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_single_record_is_one_ranged_get_after_the_footer(
         got = s3_requests.since(m)
         assert [r.method for r in got] == ["GET", "GET"]
         assert all(r.path.endswith(parts[b].path) for r in got)
-        footer_start = parts[b].size - (8 * (parts[b].count + 1) + 24)
+        footer_start = parts[b].size - footer_size(parts[b].count, 2)
         assert got[0].range == f"bytes={footer_start}-{parts[b].size - 1}"
     # From then on: exactly one ranged GET per record, for exactly its bytes.
     for i in random.Random(1).sample(range(200), 60):

@@ -7,11 +7,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from splitdask._store._base import PartSink, Store, UrlPath
-from splitdask._store._fsspec import UPLOAD_BLOCK, FsspecStore, S3Store, resolve
+from splitdask._store._fsspec import S3_RETRIES, UPLOAD_BLOCK, FsspecStore, S3Store, resolve
 from splitdask._store._local import LocalStore
 
-__all__ = ["UPLOAD_BLOCK", "FsspecStore", "LocalStore", "PartSink", "S3Store", "Store",
-           "UrlPath", "open_store"]  # fmt: skip
+__all__ = [
+    "S3_RETRIES",
+    "UPLOAD_BLOCK",
+    "FsspecStore",
+    "LocalStore",
+    "PartSink",
+    "S3Store",
+    "Store",
+    "UrlPath",
+    "open_store",
+]
 
 
 def open_store(urlpath: UrlPath, storage_options: Mapping[str, Any] | None = None) -> Store:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from splitdask.errors import CorruptDatasetError
 
-__all__ = ["access", "not_found", "short_read", "size_mismatch"]
+__all__ = ["access", "not_found", "short_read", "size_mismatch", "too_large"]
 
 
 @contextlib.contextmanager
@@ -28,7 +28,14 @@ def access(where: str) -> Iterator[None]:
     except Exception as exc:
         # botocore's NoCredentialsError and its kin derive from no builtin error
         # and splitdask does not import the backends, so match them by name.
+        if "checksum" in type(exc).__name__.lower():  # botocore's FlexibleChecksumError
+            raise CorruptDatasetError(
+                f"{where}: the response failed its transfer checksum ({exc})"
+            ) from exc
         if "credential" not in type(exc).__name__.lower():
+            if type(exc) is OSError and where not in str(exc):
+                # What is left after the backend's retries: say which file it was.
+                raise OSError(exc.errno, f"{where}: {exc}") from exc
             raise
         raise PermissionError(
             f"{where}: no credentials ({type(exc).__name__}: {exc}); pass "
@@ -54,4 +61,11 @@ def short_read(where: str, start: int, end: int, got: int | None) -> CorruptData
 def size_mismatch(where: str, got: int, expected: int) -> CorruptDatasetError:
     return CorruptDatasetError(
         f"{where}: {got} bytes, the manifest says {expected} (truncated or replaced?)"
+    )
+
+
+def too_large(where: str, got: int, limit: int) -> CorruptDatasetError:
+    return CorruptDatasetError(
+        f"{where}: {got} bytes, more than the {limit} read at most for this file "
+        "(not a splitdask file, or damaged)"
     )

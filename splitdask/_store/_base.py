@@ -89,8 +89,14 @@ class Store(ABC):
     # -- reading ------------------------------------------------------------------
 
     @abstractmethod
-    def read_file(self, rel: str) -> bytes:
-        """A whole small file that may change (the manifest, a legacy index), never cached."""
+    def read_file(self, rel: str, limit: int | None = None) -> bytes:
+        """A whole small file that may change (the manifest, a legacy index), never cached.
+
+        Raises
+        ------
+        CorruptDatasetError
+            If it is larger than ``limit`` bytes (nothing past the limit is read).
+        """
 
     @abstractmethod
     def read_range(self, rel: str, start: int, end: int) -> bytes:

@@ -13,10 +13,10 @@ from typing import IO, Any
 
 import xxhash
 
-from splitdask._store._access import access, not_found, short_read
+from splitdask._store._access import access, not_found, short_read, too_large
 from splitdask._store._base import FileInfo, PartSink, Store
 
-__all__ = ["UPLOAD_BLOCK", "FsspecStore", "S3Store", "spool_prefix"]
+__all__ = ["S3_RETRIES", "UPLOAD_BLOCK", "FsspecStore", "S3Store", "resolve", "spool_prefix"]
 
 # Object stores have no directories to create, and creating one there can have
 # side effects (s3fs creates a missing *bucket*), so writes never mkdir on them.
@@ -90,10 +90,14 @@ class FsspecStore(Store):
 
     # -- reading ------------------------------------------------------------------
 
-    def read_file(self, rel: str) -> bytes:
+    def read_file(self, rel: str, limit: int | None = None) -> bytes:
         with access(self.where(rel)):
             # start=0 makes it one ranged GET; without it s3fs first asks for the size.
-            return bytes(self.direct.cat_file(self.full(rel), start=0))
+            end = None if limit is None else limit + 1
+            data = bytes(self.direct.cat_file(self.full(rel), start=0, end=end))
+        if limit is not None and len(data) > limit:
+            raise too_large(self.where(rel), len(data), limit)
+        return data
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         if end <= start:
@@ -281,13 +285,29 @@ def _merge(
     return spans
 
 
+S3_RETRIES = {"max_attempts": 8, "mode": "standard"}
+"""botocore's retry settings splitdask gives S3 unless ``storage_options`` set their
+own (``config_kwargs={"retries": ...}``): up to 8 attempts with exponential backoff
+and jitter on connection errors, 500/502/503/504 and throttling (SlowDown). s3fs
+adds its own ``retries`` (default 5) around each read, for bodies cut mid-stream."""
+
+
+def with_retries(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with :data:`S3_RETRIES` filled in for an ``s3://`` URL."""
+    if not url.startswith(("s3://", "s3a://")):
+        return options
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("retries", dict(S3_RETRIES))
+    return {**options, "config_kwargs": config}
+
+
 def resolve(url: str, options: dict[str, Any]) -> tuple[Any, Any, str]:
     """``(fs, direct, root)`` for a URL: the filesystem to read parts through (maybe a
     cache), the storage below any caching layers, and the root path on it."""
     import fsspec
     from fsspec.implementations.cached import CachingFileSystem
 
-    fs, root = fsspec.core.url_to_fs(url, **options)
+    fs, root = fsspec.core.url_to_fs(url, **with_retries(url, options))
     # Parts are immutable (a new name for every write), so they may be read through a
     # caching layer; the manifest is not, so it and every write skip the cache.
     direct = fs

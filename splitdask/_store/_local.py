@@ -4,15 +4,18 @@ and atomic rename."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import secrets
+import stat
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from splitdask._format import temp_name
-from splitdask._store._access import not_found, short_read, size_mismatch
+from splitdask._store._access import not_found, short_read, size_mismatch, too_large
 from splitdask._store._base import FileInfo, PartSink, Store
+from splitdask.errors import CorruptDatasetError
 
 __all__ = ["LOCK_NAME", "LocalStore", "fsync_dir"]
 
@@ -20,27 +23,86 @@ __all__ = ["LOCK_NAME", "LocalStore", "fsync_dir"]
 # bin of a dataset of very many small parts cannot exhaust descriptors or mappings.
 _MAP_WHOLE = 64
 
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
 LOCK_NAME = ".splitdask.lock"
 """Writers hold an exclusive ``flock`` on this file while they compare and replace
 the manifest; readers never take it."""
 
 
 class LocalStore(Store):
-    """A dataset root on a local (or locally mounted) filesystem."""
+    """A dataset root on a local (or locally mounted) filesystem.
+
+    Every file it reads is opened by :meth:`open_regular`: a regular file inside the
+    root, never a symlink, FIFO, device or directory, so no read leaves the root or
+    blocks.
+    """
 
     is_local = True
 
-    def read_file(self, rel: str) -> bytes:
-        with open(self.full(rel), "rb") as f:
+    def __init__(self, urlpath: str, storage_options: dict[str, Any], root: str) -> None:
+        super().__init__(urlpath, storage_options, root)
+        self._real_dirs: dict[str, bool] = {}
+
+    def open_regular(self, rel: str) -> int:
+        """A read-only descriptor of ``rel``, checked to be a regular file in the root.
+
+        Raises
+        ------
+        FileNotFoundError
+            If it does not exist (``filename`` is ``rel``).
+        CorruptDatasetError
+            If it, or the directory holding it, is a symlink, or it is not a regular
+            file.
+        """
+        head = rel.rpartition("/")[0]
+        if head and not self._inside(head):
+            raise CorruptDatasetError(
+                f"{self.where(head)}: a symlink or outside the dataset root; splitdask reads "
+                "only regular files inside it"
+            )
+        try:
+            # O_NONBLOCK: opening a FIFO must not wait for a writer (fstat refuses it).
+            fd = os.open(self.full(rel), _OPEN_FLAGS)
+        except FileNotFoundError:
+            raise not_found(rel) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptDatasetError(
+                    f"{self.where(rel)}: a symlink; splitdask reads only regular files "
+                    "inside the dataset root"
+                ) from None
+            raise OSError(exc.errno, f"{self.where(rel)}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise CorruptDatasetError(
+                f"{self.where(rel)}: not a regular file (a {_kind(st.st_mode)}); "
+                "splitdask reads only regular files inside the dataset root"
+            )
+        return fd
+
+    def _inside(self, head: str) -> bool:
+        """Whether directory ``head`` of the root resolves to itself (no symlink)."""
+        if self._real_dirs.get(head):
+            return True
+        path = self.full(head)
+        ok = os.path.realpath(path) == os.path.join(os.path.realpath(self.root), head)
+        if ok and os.path.isdir(path):
+            self._real_dirs[head] = True  # only successes are kept: a fix is seen
+        return ok
+
+    def read_file(self, rel: str, limit: int | None = None) -> bytes:
+        fd = self.open_regular(rel)
+        with open(fd, "rb") as f:
+            if limit is not None and os.fstat(fd).st_size > limit:
+                raise too_large(self.where(rel), os.fstat(fd).st_size, limit)
             return f.read()
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""
-        try:
-            fd = os.open(self.full(rel), os.O_RDONLY)
-        except FileNotFoundError:
-            raise not_found(rel) from None
+        fd = self.open_regular(rel)
         try:
             data = os.pread(fd, end - start, start)
         finally:
@@ -51,17 +113,14 @@ class LocalStore(Store):
 
     def map(self, rel: str, size: int) -> mmap.mmap:
         """Read-only map of ``rel``, checked to be ``size`` bytes long."""
+        fd = self.open_regular(rel)
         try:
-            f = open(self.full(rel), "rb")  # noqa: SIM115  (closed right after mapping)
-        except FileNotFoundError:
-            raise not_found(rel) from None
-        with f:
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        if len(data) != size:
-            got = len(data)
-            data.close()
-            raise size_mismatch(self.where(rel), got, size)
-        return data
+            got = os.fstat(fd).st_size
+            if got != size:
+                raise size_mismatch(self.where(rel), got, size)
+            return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
 
     def read_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
         """Maps of few parts; bytes of many, which hold no descriptor each."""
@@ -87,7 +146,7 @@ class LocalStore(Store):
 
     @contextlib.contextmanager
     def open_read(self, rel: str) -> Iterator[IO[bytes]]:
-        with open(self.full(rel), "rb") as f:
+        with open(self.open_regular(rel), "rb") as f:
             yield f
 
     def list_dir(self, rel: str) -> list[str]:
@@ -150,6 +209,19 @@ class LocalStore(Store):
         for rel in rels:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.full(rel))
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def fsync_dir(path: str) -> None:
