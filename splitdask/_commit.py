@@ -222,7 +222,8 @@ class Transaction:
         self._check_parts_exist(new_parts)
         for attempt in range(self.retries + 1):
             now, token = read_current(store)
-            if tag and now is not None and any(tagged(p.path, tag) for p in now.parts()):
+            # Part names are bins/<bin>-<tag><random>.bin: a substring test is exact.
+            if tag and now is not None and any(f"-{tag}" in p.path for p in now.parts()):
                 return now
             when = time.time()
             manifest = change.apply(now, when, where)
