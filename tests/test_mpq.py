@@ -20,6 +20,7 @@ import _mpq_helpers as h
 import numpy as np
 import psutil
 import pytest
+from conftest import wait_for
 
 from splitdask import SplitDataLoader, write_split_data
 from splitdask.errors import SplitDaskError
@@ -78,7 +79,9 @@ def no_leaks() -> Iterator[None]:
         if c.pid not in _helper_processes() and c.ppid() == os.getpid()
     ]
     assert leftovers == []
-    assert _shm_entries() - before == set()
+    # /dev/shm is shared by every process on the machine: a segment another process
+    # holds for a moment must not fail this test, one this test leaked never goes.
+    wait_for(lambda: not (_shm_entries() - before), "the test's shared memory to go", 10)
 
 
 def _gone(pid: int, within: float = 5.0) -> bool:
