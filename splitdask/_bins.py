@@ -6,20 +6,42 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from itertools import chain, islice
+from typing import Any, TypeVar
 
+from splitdask._index import BinOrder
 from splitdask._order import iter_records
 from splitdask._parts import Part
 from splitdask._records import RecordReader
 from splitdask._snapshot import missing_part
 from splitdask._store import Store
 
-__all__ = ["BinData", "iterate_bins", "load_parts", "release"]
+__all__ = [
+    "BinData",
+    "iter_records_of",
+    "iter_views_of",
+    "iterate_bins",
+    "iterate_write_order",
+    "load_parts",
+    "release",
+]
+
+T = TypeVar("T")
 
 BinData = tuple[list[Any], list[Any], list[Any]]
 """A bin's part buffers, holding records at their file offsets, with their extents."""
+
+
+def iter_records_of(data: BinData, seed: int | None, bin_index: int) -> Iterator[bytes]:
+    """:func:`~splitdask._order.iter_records` of one bin's data: copies (``bytes``)."""
+    return iter_records(*data, seed, bin_index)
+
+
+def iter_views_of(data: BinData, seed: int | None, bin_index: int) -> Iterator[Any]:
+    """One bin's records as memoryviews into its parts' buffers (no copies)."""
+    return iter_records([memoryview(d) for d in data[0]], data[1], data[2], seed, bin_index)
 
 
 def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> BinData:
@@ -64,7 +86,7 @@ def _bin_data(reader: RecordReader, bin_index: int) -> BinData:
             if not o.whole:  # once per map: the file under it is immutable
                 part = reader.snapshot.parts[pid]
                 part.check_whole(o.data, reader.store.where(part.path))
-                o.whole = True
+                o.checked_whole()
         return [o.data for o in opened], [o.starts_np for o in opened], [o.ends_np for o in opened]
     snap = reader.snapshot
     datas, starts, ends = load_parts(snap.store, [snap.parts[p] for p in pids], snap.generation)
@@ -73,15 +95,22 @@ def _bin_data(reader: RecordReader, bin_index: int) -> BinData:
     return datas, starts, ends
 
 
-def iterate_bins(reader: RecordReader, bins: Sequence[int], seed: int | None) -> Iterator[bytes]:
-    """Every record of ``bins`` in that order, each bin stored or shuffled by ``seed``.
+def iterate_bins(
+    reader: RecordReader,
+    bins: Sequence[int],
+    seed: int | None,
+    cut: Callable[[BinData, int | None, int], Iterator[T]] = iter_records_of,  # type: ignore[assignment]
+) -> Iterator[T]:
+    """Every record of ``bins`` in that order, each bin stored or shuffled by ``seed``,
+    as ``cut(bin data, seed, bin)`` hands them out (records by default; batches,
+    views).
 
     Remote bins are fetched one ahead in a thread while the current one is consumed,
     so memory stays at about two bins.
     """
     if reader.store.is_local:
         for b in bins:
-            yield from iter_records(*_bin_data(reader, b), seed, b)
+            yield from cut(_bin_data(reader, b), seed, b)
         return
     with ThreadPoolExecutor(1) as pool:
         nxt: Future[BinData] | None = pool.submit(_bin_data, reader, bins[0]) if bins else None
@@ -89,4 +118,52 @@ def iterate_bins(reader: RecordReader, bins: Sequence[int], seed: int | None) ->
             assert nxt is not None
             data = nxt.result()
             nxt = pool.submit(_bin_data, reader, bins[t + 1]) if t + 1 < len(bins) else None
-            yield from iter_records(*data, seed, b)
+            yield from cut(data, seed, b)
+
+
+def iterate_write_order(reader: RecordReader) -> Iterator[bytes] | None:
+    """Every record in write order by interleaving whole-bin slicing, or ``None`` when
+    that does not apply (remote or legacy datasets, or more parts than the reader
+    keeps open).
+
+    Write order deals each segment's records round-robin over its bins, so it is
+    the segment's bins read side by side: one iterator of record slices per bin,
+    zipped. Each part is checked whole once per map, as in ``iterate_binwise``.
+    """
+    order = reader.snapshot.locator.order
+    if (
+        not reader.store.is_local
+        or not isinstance(order, BinOrder)
+        or len(reader.snapshot.parts) > reader.max_open // 4
+    ):
+        return None
+    return _write_order(reader, order)
+
+
+def _write_order(reader: RecordReader, order: BinOrder) -> Iterator[bytes]:
+    bins: dict[int, BinData] = {}
+    for seg in order.segments:
+        ranges = []
+        for j, b in enumerate(seg.bins):
+            if b not in bins:
+                bins[b] = _bin_data(reader, b)
+            ranges.append(_records_between(bins[b], seg.first[j], seg.first[j] + seg.share(j)))
+        # Full rounds first (each bin's share cut to them, so zip takes nothing it
+        # drops), then one more record from each of the first count % m bins.
+        rounds, extra = divmod(seg.count, len(seg.bins))
+        yield from chain.from_iterable(zip(*(islice(r, rounds) for r in ranges), strict=False))
+        for r in ranges[:extra]:
+            yield next(r)
+
+
+def _records_between(data: BinData, lo: int, hi: int) -> Iterator[bytes]:
+    """Records ``lo`` to ``hi`` (local indices) of one bin's data, in stored order."""
+    pos = 0
+    for buf, ss, es in zip(*data, strict=True):
+        n = len(ss)
+        a, b = max(lo - pos, 0), min(hi - pos, n)
+        if a < b:
+            yield from map(buf.__getitem__, map(slice, ss[a:b].tolist(), es[a:b].tolist()))
+        pos += n
+        if pos >= hi:
+            return

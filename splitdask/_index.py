@@ -7,7 +7,7 @@ lookups that cost O(log segments + log parts), scalar or vectorised with NumPy.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,6 +71,60 @@ class Locator:
         key = self.bin_base[b] + local
         p = bisect.bisect_right(self.part_start, key) - 1
         return p, key - self.part_start[p]
+
+    def scalar(self) -> Callable[[int], tuple[int, int]]:
+        """:meth:`locate` specialised for this layout: the per-record hot path.
+
+        A dataset written in one go has one segment and, per bin, one part; then a
+        record's place is two integer operations and two list lookups, without the
+        two binary searches and method calls of the general case.
+        """
+        order = self.order
+        single = isinstance(order, BinOrder) and len(order.segments) == 1
+        if not single:
+            return self.locate
+        seg = order.segments[0]  # type: ignore[attr-defined]
+        s0, m, bins, first = seg.start, len(seg.bins), list(seg.bins), list(seg.first)
+        if len(self.part_start) == len(self.bin_base) and all(
+            b == p for p, b in enumerate(self.part_bin)
+        ):
+            # One part per bin: part number == bin, record in part == local index.
+            def one_part(i: int) -> tuple[int, int]:
+                k = i - s0
+                r = k % m
+                return bins[r], first[r] + k // m
+
+            return one_part
+        base, starts, right = self.bin_base, self.part_start, bisect.bisect_right
+
+        def one_segment(i: int) -> tuple[int, int]:
+            k = i - s0
+            r = k % m
+            key = base[bins[r]] + first[r] + k // m
+            p = right(starts, key) - 1
+            return p, key - starts[p]
+
+        return one_segment
+
+    def vector(self) -> Callable[[IntArray], tuple[IntArray, IntArray]]:
+        """:meth:`locate_many` specialised as :meth:`scalar` is: for small batches the
+        fixed cost of each NumPy call is what counts, so make fewer of them."""
+        order = self.order
+        if not (isinstance(order, BinOrder) and len(order.segments) == 1):
+            return self.locate_many
+        seg = order.segments[0]
+        s0, m = seg.start, len(seg.bins)
+        bins, first = np.asarray(seg.bins, np.int64), np.asarray(seg.first, np.int64)
+        if len(self.part_start) == len(self.bin_base) and all(
+            b == p for p, b in enumerate(self.part_bin)
+        ):
+
+            def one_part(idx: IntArray) -> tuple[IntArray, IntArray]:
+                q, r = np.divmod(idx - s0 if s0 else idx, m)
+                return bins[r], first[r] + q
+
+            return one_part
+        return self.locate_many
 
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
         """Vectorised :meth:`locate` for an array of valid non-negative indices."""

@@ -9,12 +9,14 @@ records by range, near ranges merged by the store.
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from operator import attrgetter, getitem
 from typing import Any
 
 import numpy as np
 
+from splitdask._batch import RecordBatch
 from splitdask._format import record_sum
 from splitdask._index import IntArray
 from splitdask._parts import Part, bad_record
@@ -41,11 +43,37 @@ def _max_open() -> int:
     return max(8, min(MAX_OPEN_PARTS, soft // 4))
 
 
+MEMO_MIN_BYTES = 4096
+"""Records at least this long on average are checked once per map, not on every
+read: hashing them costs about as much as copying them, while a smaller record
+costs more to look up in a memo than to hash again."""
+
+
 class OpenPart:
     """An opened part: the mapped file (local), where each record is in it and, for
-    a kind that has them, each record's checksum (``sums`` is ``None`` otherwise)."""
+    a kind that has them, each record's checksum (``sums`` is ``None`` otherwise).
 
-    __slots__ = ("data", "ends", "ends_np", "starts", "starts_np", "sums", "sums_np", "whole")
+    When every record has the same length and they lie back to back, ``width`` is
+    that length and record ``j`` starts at ``first + j * width``: no footer lookup.
+    ``memo[j]`` is 1 until record ``j`` has been checked in this map; it exists
+    only for mapped parts of large records (:data:`MEMO_MIN_BYTES`). A part read by
+    range (``data is None``) checks every read, since each is new bytes.
+    """
+
+    __slots__ = (
+        "data",
+        "ends",
+        "ends_np",
+        "first",
+        "memo",
+        "mview",
+        "starts",
+        "starts_np",
+        "sums",
+        "sums_np",
+        "whole",
+        "width",
+    )
 
     def __init__(self, data: Any, starts: Any, ends: Any, sums: Any = None) -> None:
         self.data = data  # the whole part as a buffer, or None when read by range
@@ -57,8 +85,31 @@ class OpenPart:
         # indexing a NumPy array, which matters for single-record reads.
         self.starts, self.ends = _fast(starts), _fast(ends)
         self.sums = None if sums is None else _fast(sums)
+        n = len(starts)
+        self.first = int(starts[0]) if n else 0
+        self.width = _width(starts, ends)
+        big = n and data is not None and (int(ends[-1]) - self.first) >= MEMO_MIN_BYTES * n
+        self.memo = bytearray(b"\x01") * n if sums is not None and big else None
+        self.mview: memoryview | None = None  # of ``data``, made on the first view()
+
+    def checked_whole(self) -> None:
+        """Record that :meth:`Part.check_whole` passed on ``data``: every record is
+        good in this map, so none is hashed again."""
+        self.whole = True
+        if self.memo is not None:
+            self.memo = bytearray(len(self.memo))
+
+    def view_of(self, start: int, end: int) -> memoryview:
+        """Bytes ``start:end`` of the mapped part, as a memoryview (no copy)."""
+        if self.mview is None:
+            self.mview = memoryview(self.data).cast("B")
+        return self.mview[start:end]
 
     def close(self) -> None:
+        if self.mview is not None:
+            # Views handed out keep the buffer (and so the map) until they go.
+            self.mview.release()
+            self.mview = None
         data, self.data = self.data, None
         self.starts = self.ends = self.starts_np = self.ends_np = self.sums = self.sums_np = None
         if data is not None and hasattr(data, "close"):
@@ -74,41 +125,84 @@ def _fast(a: Any) -> Any:
     return a.tolist()
 
 
+def _width(starts: Any, ends: Any) -> int:
+    """The length shared by every record, if they all have one and lie back to back
+    (then the part's records are rows of a 2-D array); else 0."""
+    n = len(starts)
+    if n == 0:
+        return 0
+    w = int(ends[0]) - int(starts[0])
+    if w <= 0 or int(ends[-1]) - int(starts[0]) != w * n:
+        return 0
+    lengths = np.subtract(ends, starts, dtype=np.int64)
+    return w if bool((lengths == w).all()) else 0
+
+
 _sum = record_sum  # a module global: one dict lookup on the hot path
 
 
 class RecordReader:
-    """Random access to the records of one snapshot."""
+    """Random access to the records of one snapshot.
+
+    ``record(i)`` is an attribute, not a method: a closure built for the snapshot's
+    layout (see :meth:`~splitdask._index.Locator.scalar`), which saves the lookups
+    a method call would make on the hottest path of the library.
+    """
 
     def __init__(self, snapshot: Snapshot, max_open: int | None = None) -> None:
         self.snapshot = snapshot
         self.store = snapshot.store
         self.num_records = snapshot.num_records
         self.max_open = _max_open() if max_open is None else max_open
-        # Oldest-opened first; past max_open the oldest is dropped, not closed: a
-        # bin iteration may still slice it, and the map goes when nothing refers to it.
-        self._open: OrderedDict[int, OpenPart] = OrderedDict()
-        self._locate = snapshot.locator.locate  # bound once: record() is the hot path
+        # Opened parts by number (None: not open), and the order they were opened in;
+        # past max_open the oldest is dropped, not closed: a bin iteration may still
+        # slice it, and the map goes when nothing refers to it.
+        nparts = len(snapshot.parts)
+        self._slots: list[OpenPart | None] = [None] * nparts
+        self._opened: deque[int] = deque()
+        # Per part, for batches to test and compute with one NumPy call each: is it
+        # open and mapped, and (facts of the file, kept once learnt) its records'
+        # shared width (0: not all alike) and first offset.
+        self._is_mapped = np.zeros(nparts, dtype=bool)
+        self._width = np.zeros(nparts, dtype=np.int64)
+        self._first = np.zeros(nparts, dtype=np.int64)
+        self._plain = np.zeros(nparts, dtype=bool)  # checked on every read: sums, no memo
+        self.record: Callable[[int], Any] = self._scalar()
+        self.locate_many = snapshot.locator.vector()
 
     def close(self) -> None:
         """Release every mapping; parts reopen on next use."""
-        opened, self._open = self._open, OrderedDict()
-        for part in opened.values():
-            part.close()
+        opened, self._opened = self._opened, deque()
+        self._is_mapped[:] = False
+        for pid in opened:
+            part, self._slots[pid] = self._slots[pid], None
+            if part is not None:
+                part.close()
 
     # -- parts ------------------------------------------------------------------------
 
     def part(self, pid: int) -> OpenPart:
         """Part ``pid``, opened if it was not."""
-        opened = self._open.get(pid)
+        opened = self._slots[pid]
         if opened is None:
             opened = self._keep(pid, self._load(self.snapshot.parts[pid]))
         return opened
 
+    def open_parts(self) -> list[OpenPart]:
+        """The parts open now, oldest first."""
+        return [p for p in map(self._slots.__getitem__, self._opened) if p is not None]
+
     def _keep(self, pid: int, opened: OpenPart) -> OpenPart:
-        self._open[pid] = opened
-        if len(self._open) > self.max_open:
-            self._open.popitem(last=False)
+        self._slots[pid] = opened
+        self._opened.append(pid)
+        self._is_mapped[pid] = opened.data is not None
+        self._width[pid] = opened.width
+        self._first[pid] = opened.first
+        self._plain[pid] = opened.sums is not None and opened.memo is None
+        if len(self._opened) > self.max_open:
+            gone = self._opened.popleft()
+            self._slots[gone] = None
+            self._is_mapped[gone] = False
         return opened
 
     def _load(self, part: Part) -> OpenPart:
@@ -121,7 +215,7 @@ class RecordReader:
     def adopt(self, pid: int, blob: Any) -> OpenPart:
         """Part ``pid`` with its extents taken from ``blob`` (the whole part, already
         fetched) if it was not open; the extents are copied so the blob can go."""
-        opened = self._open.get(pid)
+        opened = self._slots[pid]
         if opened is None:
             part = self.snapshot.parts[pid]
             starts, ends, sums = part.footer(blob, self.store.where(part.path))
@@ -131,10 +225,12 @@ class RecordReader:
 
     def _load_many(self, pids: Sequence[int]) -> None:
         """Open the parts among ``pids`` not open yet (remote tails fetched at once)."""
-        todo = [p for p in dict.fromkeys(pids) if p not in self._open]
+        todo = [p for p in pids if self._slots[p] is None]
         # In chunks the cache can hold, so a batch over many parts never holds more
         # mappings at once than the cache allows; the rest open one by one when read.
         todo = todo[: max(1, self.max_open // 2)]
+        if not todo:
+            return
         parts = [self.snapshot.parts[p] for p in todo]
         try:
             opened = self.store.open_tails(
@@ -147,20 +243,61 @@ class RecordReader:
 
     # -- records ----------------------------------------------------------------------
 
-    def record(self, i: int) -> Any:
-        """Record at valid global index ``i``."""
-        pid, j = self._locate(i)
-        part = self._open.get(pid) or self.part(pid)
-        start = part.starts[j]
-        end = part.ends[j]
-        data = part.data
-        rec = data[start:end] if data is not None else self._fetch(pid, start, end)
-        sums = part.sums
-        # Every record handed out is checked, each time: a map is only as good as
-        # the disk under it, and a range read as the network.
-        if sums is not None and _sum(rec) != sums[j]:
-            raise self._bad(pid, j, start, end)
+    def _scalar(self) -> Callable[[int], Any]:
+        locate = self.snapshot.locator.scalar()
+        slots, part_of, fetch, bad = self._slots, self.part, self._fetch, self._bad
+
+        def record(i: int) -> Any:
+            """Record at valid global index ``i``."""
+            pid, j = locate(i)
+            part = slots[pid] or part_of(pid)
+            w = part.width
+            if w:
+                start = part.first + j * w
+                end = start + w
+            else:
+                start = part.starts[j]
+                end = part.ends[j]
+            data = part.data
+            rec = data[start:end] if data is not None else fetch(pid, start, end)
+            sums = part.sums
+            # Every record handed out is checked: a map is only as good as the disk
+            # under it, and a range read as the network. Large records are checked
+            # once per map (the file under a map is immutable, as for whole parts).
+            if sums is not None:
+                memo = part.memo
+                if memo is None:
+                    if _sum(rec) != sums[j]:
+                        raise bad(pid, j, start, end)
+                elif memo[j]:
+                    if _sum(rec) != sums[j]:
+                        raise bad(pid, j, start, end)
+                    memo[j] = 0
+            return rec
+
+        return record
+
+    def view(self, i: int) -> memoryview:
+        """Record at valid global index ``i`` as a memoryview into its part's map
+        (over the fetched bytes for a part read by range); checked as :attr:`record`."""
+        pid, j = self.snapshot.locator.locate(i)
+        part = self.part(pid)
+        if part.data is None:
+            return memoryview(self.record(i))
+        start, end = part.starts[j], part.ends[j]
+        rec = part.view_of(start, end)
+        if part.sums is not None and (part.memo is None or part.memo[j]):
+            if _sum(rec) != part.sums[j]:
+                raise self._bad(pid, j, start, end)
+            if part.memo is not None:
+                part.memo[j] = 0
         return rec
+
+    def batch(self, idx: IntArray) -> RecordBatch:
+        """Records at valid indices ``idx`` as one batch, in order."""
+        if not len(idx):
+            return RecordBatch._of(np.zeros(0, np.uint8), np.zeros(1, np.int64))
+        return RecordBatch.from_records(self.records(idx))
 
     def _fetch(self, pid: int, start: int, end: int) -> bytes:
         path = self.snapshot.parts[pid].path
@@ -172,28 +309,82 @@ class RecordReader:
     def _bad(self, pid: int, j: int, start: int, end: int) -> CorruptDatasetError:
         return bad_record(self.store.where(self.snapshot.parts[pid].path), j, start, end)
 
-    def _check(self, pid: int, part: OpenPart, j: Any, got: Sequence[Any]) -> None:
-        """Check records ``j`` of ``part`` (as read, in ``got``) against their sums."""
-        sums = part.sums_np
-        if sums is None:
-            return
-        for k, (want, rec) in enumerate(zip(sums[j].tolist(), got, strict=True)):
-            if _sum(rec) != want:
-                jj = int(j[k])
-                raise self._bad(pid, jj, part.starts[jj], part.ends[jj])
-
     def records(self, idx: IntArray) -> list[Any]:
-        """Records at valid indices ``idx``, in that order; one pass per part."""
+        """Records at valid indices ``idx``, in that order."""
         if not len(idx):
             return []
-        return self.records_at(*self.snapshot.locator.locate_many(idx))
+        return self.records_at(*self.locate_many(idx))
 
     def records_at(self, pids: IntArray, local: IntArray) -> list[Any]:
-        """Records ``local[k]`` of parts ``pids[k]``, in that order; one pass per part."""
-        out: list[Any] = [None] * len(pids)
+        """Records ``local[k]`` of parts ``pids[k]``, in that order.
+
+        Mapped parts are sliced in one pass of C loops over the whole batch; parts
+        read by range go through the store in one merged, concurrent request set.
+        """
         if not len(pids):
-            return out
-        self._load_many(np.unique(pids).tolist())
+            return []
+        if self._is_mapped[pids].all():  # the steady state: one NumPy call to know
+            return self._mapped(pids, local)
+        uniq = np.unique(pids).tolist()
+        if len(uniq) <= self.max_open // 2:
+            self._load_many(uniq)
+            if self._is_mapped[pids].all():
+                return self._mapped(pids, local)
+        return self._grouped(pids, local)
+
+    def extents_at(
+        self, parts: list[OpenPart], pids: IntArray, local: IntArray
+    ) -> tuple[list[int], list[int]]:
+        """Start and end offsets of records ``local[k]`` of open ``parts[k]``."""
+        widths = self._width[pids]
+        if widths.all():  # fixed-size records: arithmetic, no footer lookups
+            starts = self._first[pids] + local * widths
+            return starts.tolist(), (starts + widths).tolist()
+        js = local.tolist()
+        return list(map(getitem, map(_STARTS, parts), js)), list(
+            map(getitem, map(_ENDS, parts), js)
+        )
+
+    def _mapped(self, pids_np: IntArray, local: IntArray) -> list[Any]:
+        """Records ``local[k]`` of open, mapped parts ``pids[k]``: looking up,
+        slicing and checking each run in C loops (``map``), one pass each."""
+        pids = pids_np.tolist()
+        parts: list[OpenPart] = list(map(self._slots.__getitem__, pids))  # type: ignore[arg-type]
+        starts, ends = self.extents_at(parts, pids_np, local)
+        recs = list(map(getitem, map(_DATA, parts), map(slice, starts, ends)))
+        self.check(parts, pids_np, local.tolist(), recs, starts, ends)
+        return recs
+
+    def check(
+        self,
+        parts: list[OpenPart],
+        pids: IntArray,
+        js: list[int],
+        recs: list[Any],
+        starts: list[int],
+        ends: list[int],
+    ) -> None:
+        """Check records ``recs[k]`` (record ``js[k]`` of ``parts[k]``, part number
+        ``pids[k]``) against their sums; parts of large records skip those already
+        checked in their map."""
+        if not self._plain[pids].all():
+            for k, part in enumerate(parts):  # mixed kinds or memos: one by one
+                j, memo = js[k], part.memo
+                if part.sums is None or (memo is not None and not memo[j]):
+                    continue
+                if _sum(recs[k]) != part.sums[j]:
+                    raise self._bad(int(pids[k]), j, starts[k], ends[k])
+                if memo is not None:
+                    memo[j] = 0
+            return
+        sums = list(map(getitem, map(_SUMS, parts), js))
+        if list(map(_sum, recs)) != sums:
+            k = next(k for k, r in enumerate(recs) if _sum(r) != sums[k])
+            raise self._bad(int(pids[k]), js[k], starts[k], ends[k])
+
+    def _grouped(self, pids: IntArray, local: IntArray) -> list[Any]:
+        """Records part by part: for ranged parts and batches over many parts."""
+        out: list[Any] = [None] * len(pids)
         by_part = np.argsort(pids, kind="stable")
         bounds = np.flatnonzero(np.diff(pids[by_part])) + 1
         paths: list[str] = []
@@ -229,3 +420,19 @@ class RecordReader:
             for t, data in zip(slots, got, strict=True):
                 out[t] = data
         return out
+
+    def _check(self, pid: int, part: OpenPart, j: Any, got: Sequence[Any]) -> None:
+        """Check records ``j`` of ``part`` (as read, in ``got``) against their sums."""
+        sums = part.sums_np
+        if sums is None:
+            return
+        for k, (want, rec) in enumerate(zip(sums[j].tolist(), got, strict=True)):
+            if _sum(rec) != want:
+                jj = int(j[k])
+                raise self._bad(pid, jj, part.starts[jj], part.ends[jj])
+
+
+_STARTS = attrgetter("starts")
+_ENDS = attrgetter("ends")
+_DATA = attrgetter("data")
+_SUMS = attrgetter("sums")

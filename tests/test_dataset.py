@@ -43,7 +43,7 @@ def test_pathlike_and_mmap_fast_path(tmp_path: Path) -> None:
     assert loader[1] == b"bc"
     assert loader._store.is_local
     loader[0]
-    assert all(p.data is not None for p in loader._reader._open.values())  # mmapped
+    assert all(p.data is not None for p in loader._reader.open_parts())  # mmapped
 
 
 def test_storage_options_must_be_a_mapping(tmp_path: Path) -> None:

@@ -595,4 +595,4 @@ def test_storage_urls_and_pathlike_stay_on_the_local_fast_path(tmp_path: Path) -
         loader = SplitDataLoader(url)
         assert loader._store.is_local
         assert loader[1] == b"yz"
-        assert all(p.data is not None for p in loader._reader._open.values())  # mmapped
+        assert all(p.data is not None for p in loader._reader.open_parts())  # mmapped
