@@ -2,12 +2,16 @@
 
 Run: ``python benchmarks/local.py [--records N] [--size BYTES] [--quick]``
 
-Prints records/s and MB/s for writing, random ``loader[i]``, batched
-``loader[indices]`` and ``iterate_binwise(shuffle=True)``, each next to
+Prints records/s and MB/s for writing; random ``loader[i]``, ``loader[64 and
+1,024 indices]`` and ``read_batch``; ``iterate_binwise`` (stored, shuffled,
+``copy=False``), ``iter(loader)`` and ``iterate_batches``; and the same paths for
+1 MiB records with the zero-copy ``view``; each next to
 
 * the physical limit on this machine: the same bytes written to / read from one
   plain file in large blocks, or sliced out of a plain ``mmap`` at the same
   random offsets;
+* the Python floor (indexing a list of the same records in memory) and, for
+  batches, a NumPy fancy-index gather of the same bytes (memory bandwidth);
 * splitdataloader 0.0.1, the predecessor (if installed), on a subset where it is
   slow.
 
@@ -43,9 +47,23 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def row(name: str, records: int, nbytes: int, seconds: float, ref: float | None = None) -> float:
+def best(fn: Callable[[], Any], runs: int = 3) -> float:
+    """Best of ``runs`` timings: the machine is shared, the least disturbed run counts."""
+    return min(timed(fn) for _ in range(runs))
+
+
+def row(
+    name: str,
+    records: int,
+    nbytes: int,
+    seconds: float,
+    ref: float | None = None,
+    *more: tuple[str, float],
+) -> float:
+    """Print one row: rate, MB/s, ratio to ``ref`` (its limit) and to ``more`` rates."""
     rate = records / seconds
     extra = f"  {rate / ref:6.2f}x" if ref else ""
+    extra += "".join(f"  ({rate / r:.2f}x {label})" for label, r in more)
     print(f"  {name:<44} {rate:>12,.0f} rec/s {nbytes / seconds / 1e6:>9.1f} MB/s{extra}")
     return rate
 
@@ -99,83 +117,136 @@ def main() -> None:
             row(f"splitdataloader 0.0.1 ({old_n:,} records)", old_n, old_n * size, t, raw)
 
         loader = SplitDataLoader(ds)
-        picks = [random.randrange(n) for _ in range(min(n, 300_000))]
-        print(f"random loader[i] ({len(picks):,} reads)")
-        with open(raw_path, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        offsets = [i * size for i in picks]
-        limit = row(
-            "plain mmap slice at known offsets (limit)",
-            len(picks),
-            len(picks) * size,
-            timed(lambda: [mm[o : o + size] for o in offsets]),
-        )
-        loader[0]
-        row(
-            "splitdask loader[i]",
-            len(picks),
-            len(picks) * size,
-            timed(lambda: [loader[i] for i in picks]),
-            limit,
-        )
-        if old:
-            old_loader = old.SplitDataLoader(old_dir)
-            few = [i % old_n for i in picks[:20_000]]
-            t = timed(lambda: [old_loader[i] for i in few])
-            row("splitdataloader 0.0.1 loader[i]", len(few), len(few) * size, t, limit)
-
-        print("batched loader[indices]")
-        idx = np.array(picks, dtype=np.int64)
-        row(
-            "splitdask loader[array of indices]",
-            len(picks),
-            len(picks) * size,
-            timed(lambda: loader[idx]),
-            limit,
-        )
-
-        print("iterate_binwise(shuffle=True)")
-        parts = [os.path.join(ds, p.path) for p in loader.manifest.parts()]  # type: ignore[union-attr]
-
-        def raw_read() -> None:
-            for p in parts:
-                with open(p, "rb") as f:
-                    while f.read(8 << 20):
-                        pass
-
-        row("raw read of every part file (bytes limit)", n, total, timed(raw_read))
-        seq = range(0, total, size)
-        limit = row(
-            "plain mmap slices in file order (record limit)",
-            n,
-            total,
-            timed(lambda: _drain(mm[o : o + size] for o in seq)),
-        )
-        row(
-            "splitdask iterate_binwise(shuffle=True)",
-            n,
-            total,
-            timed(lambda: _drain(loader.iterate_binwise(shuffle=True, seed=1))),
-            limit,
-        )
-        row(
-            "splitdask iterate_binwise()",
-            n,
-            total,
-            timed(lambda: _drain(loader.iterate_binwise())),
-            limit,
-        )
-        if old:
-            t = timed(lambda: _drain(old_loader.iterate_binwise(shuffle=True)))
-            row(f"splitdataloader 0.0.1 ({old_n:,} records)", old_n, old_n * size, t, limit)
+        old_loader = old.SplitDataLoader(old_dir) if old else None
+        read_rows(loader, raw_path, records, old_loader, old_n)
         print("open + len()")
         t = timed(lambda: len(SplitDataLoader(ds)))
         print(f"  SplitDataLoader(path) + len(): {t * 1e3:.1f} ms")
-        mm.close()
         loader.close()
+        big_rows(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     integrity(n)
+
+
+def read_rows(
+    loader: SplitDataLoader, raw_path: str, records: list[bytes], old: Any, old_n: int
+) -> None:
+    """Every read path of small records beside its limit, best of 3 runs each."""
+    n, size = len(loader), len(records[0])
+    picks = [random.randrange(n) for _ in range(min(n, 300_000))]
+    k, kb = len(picks), len(picks) * size
+    print(f"random reads ({k:,}; ratios: to the limit, and as noted)")
+    with open(raw_path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    offsets = [i * size for i in picks]
+    limit = row("plain mmap slice at known offsets (limit)", k, kb,
+                best(lambda: [mm[o : o + size] for o in offsets]))  # fmt: skip
+    row("Python floor: list[i] of in-memory records", k, kb,
+        best(lambda: [records[i] for i in picks]), limit)  # fmt: skip
+    _drain(loader[i] for i in picks)  # map and check every part once: warm, as the limit
+    one = row("splitdask loader[i]", k, kb, best(lambda: [loader[i] for i in picks]), limit)
+    idx = np.array(picks, dtype=np.int64)
+    for b in (64, 1024):
+        chunks = [idx[lo : lo + b] for lo in range(0, k, b)]
+        row(f"splitdask loader[{b} indices]", k, kb, best(lambda c=chunks: [loader[x] for x in c]),
+            limit, ("loader[i]", one))  # fmt: skip
+    chunks = [idx[lo : lo + 1024] for lo in range(0, k, 1024)]
+    gather = row("NumPy gather of 1,024 rows (bandwidth limit)", k, kb,
+                 _gather_time(mm, size, chunks))  # fmt: skip
+    row("splitdask read_batch(1,024 indices)", k, kb,
+        best(lambda: [loader.read_batch(c) for c in chunks]), gather)  # fmt: skip
+    if old:
+        few = [i % old_n for i in picks[:20_000]]
+        row("splitdataloader 0.0.1 loader[i]", len(few), len(few) * size,
+            best(lambda: [old[i] for i in few], 1), limit)  # fmt: skip
+
+    print(f"sequential reads ({n:,} records)")
+    parts = [os.path.join(loader.urlpath, p.path) for p in loader.manifest.parts()]  # type: ignore[union-attr]
+
+    def raw_read() -> None:
+        for p in parts:
+            with open(p, "rb") as f:
+                while f.read(8 << 20):
+                    pass
+
+    total = n * size
+    row("raw read of every part file (bytes limit)", n, total, best(raw_read))
+    seq = range(0, total, size)
+    limit = row("plain mmap slices in file order (record limit)", n, total,
+                best(lambda: _drain(mm[o : o + size] for o in seq)))  # fmt: skip
+    binwise = row("splitdask iterate_binwise()", n, total,
+                  best(lambda: _drain(loader.iterate_binwise())), limit)  # fmt: skip
+    row("splitdask iterate_binwise(shuffle=True)", n, total,
+        best(lambda: _drain(loader.iterate_binwise(shuffle=True, seed=1))), limit,
+        ("iterate_binwise()", binwise))  # fmt: skip
+    row("splitdask iterate_binwise(copy=False)", n, total,
+        best(lambda: _drain(loader.iterate_binwise(copy=False))), limit)  # fmt: skip
+    row("splitdask iter(loader) (write order)", n, total, best(lambda: _drain(iter(loader))), limit)
+    row("splitdask iterate_batches(1000)", n, total,
+        best(lambda: _drain(loader.iterate_batches(1000))), limit)  # fmt: skip
+    shuffled = lambda: _drain(loader.iterate_batches(1000, shuffle=True, seed=1))  # noqa: E731
+    row("splitdask iterate_batches(1000, shuffle=True)", n, total, best(shuffled), limit)
+    if old:
+        t = timed(lambda: _drain(old.iterate_binwise(shuffle=True)))
+        row(f"splitdataloader 0.0.1 shuffled ({old_n:,} records)", old_n, old_n * size, t, limit)
+    mm.close()
+
+
+def _gather_time(mm: mmap.mmap, size: int, chunks: list[Any]) -> float:
+    """Best time to gather ``chunks`` of row numbers out of ``mm`` seen as rows."""
+    rows = np.frombuffer(mm, np.uint8)
+    rows = rows[: len(rows) // size * size].reshape(-1, size)
+    return best(lambda: [rows[c] for c in chunks])
+
+
+def big_rows(tmp: str) -> None:
+    """1 MiB records: every read path against a raw copy out of a map, and the
+    zero-copy paths against raw memoryview slicing."""
+    size, count = 1 << 20, 256
+    rng = np.random.default_rng(2)
+    blobs = [rng.integers(0, 256, size=size, dtype=np.uint8).tobytes() for _ in range(16)]
+    raw_path = os.path.join(tmp, "big.raw")
+    with open(raw_path, "wb") as f:
+        for i in range(count):
+            f.write(blobs[i % 16])
+    ds = os.path.join(tmp, "big")
+    write_split_data(ds, (blobs[i % 16] for i in range(count)), splits=4)
+    loader = SplitDataLoader(ds)
+    total = size * count
+    print(f"1 MiB records ({count} records, {total >> 20} MiB; first pass checks, then warm)")
+    with open(raw_path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    offs = range(0, total, size)
+    copy = row("raw mmap copy, in order (limit)", count, total,
+               best(lambda: _drain(mm[o : o + size] for o in offs)))  # fmt: skip
+    with memoryview(mm) as mv:
+        zero = row("raw memoryview slices, in order (zero-copy limit)", count, total,
+                   best(lambda: _drain(mv[o : o + size] for o in offs)))  # fmt: skip
+    first = timed(lambda: _drain(loader[i] for i in range(count)))
+    row("splitdask loader[i], first pass (checks)", count, total, first, copy)
+    row("splitdask loader[i]", count, total,
+        best(lambda: _drain(loader[i] for i in range(count))), copy)  # fmt: skip
+    row("splitdask iterate_binwise()", count, total,
+        best(lambda: _drain(loader.iterate_binwise())), copy)  # fmt: skip
+    row("splitdask iterate_binwise(shuffle=True)", count, total,
+        best(lambda: _drain(loader.iterate_binwise(shuffle=True, seed=1))), copy)  # fmt: skip
+    row("splitdask iter(loader)", count, total, best(lambda: _drain(iter(loader))), copy)
+    # A list holds every copy at once: fresh memory for each, unlike the loops above.
+    held = row("raw mmap copies held in one list (limit)", count, total,
+               best(lambda: [mm[o : o + size] for o in offs]))  # fmt: skip
+    row("splitdask loader[list of all indices]", count, total,
+        best(lambda: loader[list(range(count))]), held)  # fmt: skip
+    row("splitdask read_batch(all indices)", count, total,
+        best(lambda: loader.read_batch(slice(None))), held)  # fmt: skip
+    row("splitdask loader.view(i) (zero-copy)", count, total,
+        best(lambda: _drain(loader.view(i) for i in range(count))), zero)  # fmt: skip
+    row("splitdask iterate_binwise(copy=False)", count, total,
+        best(lambda: _drain(loader.iterate_binwise(copy=False))), zero)  # fmt: skip
+    row("splitdask iterate_batches(16) (views)", count, total,
+        best(lambda: _drain(loader.iterate_batches(16))), zero)  # fmt: skip
+    mm.close()
+    loader.close()
 
 
 class _Checks:
@@ -183,14 +254,18 @@ class _Checks:
     both runs read through the same maps (no difference but the checks)."""
 
     def __init__(self, loader: SplitDataLoader) -> None:
-        reader = loader._open()
+        self.reader = reader = loader._open()
         self.parts = [reader.part(pid) for pid in range(len(reader.snapshot.parts))]
-        self.saved = [(p.sums, p.sums_np) for p in self.parts]
+        self.saved = [(p.sums, p.sums_np, p.memo) for p in self.parts]
+        self.plain = reader._plain.copy()
 
     def set(self, on: bool) -> None:
-        for part, (sums, sums_np) in zip(self.parts, self.saved, strict=True):
+        for part, (sums, sums_np, memo) in zip(self.parts, self.saved, strict=True):
             part.sums, part.sums_np = (sums, sums_np) if on else (None, None)
+            # A memo starts over: a checked run checks every record again.
+            part.memo = memo if memo is None or not on else bytearray(b"\x01") * len(memo)
             part.whole = not on
+        self.reader._plain[:] = self.plain if on else False
 
 
 def _cost(name: str, runs: int, checks: _Checks, run: Callable[[], Any]) -> None:

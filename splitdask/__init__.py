@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from splitdask._batch import RecordBatch as RecordBatch
     from splitdask._commit import CommitInfo as CommitInfo
     from splitdask._compact import compact as compact
     from splitdask._describe import Description as Description
@@ -51,6 +52,7 @@ __version__ = "0.1.0"
 _API: dict[str, str] = {
     # reading and writing
     "SplitDataLoader": "splitdask._loader",
+    "RecordBatch": "splitdask._batch",
     "VerifyReport": "splitdask._verify",
     "SplitWriter": "splitdask._writer",
     "write_split_data": "splitdask._writer",

@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from splitdask._bins import iterate_bins
+from splitdask._batch import RecordBatch, bin_batches, rebatch
+from splitdask._bins import (
+    BinData,
+    iter_records_of,
+    iter_views_of,
+    iterate_bins,
+    iterate_write_order,
+)
 from splitdask._describe import Description, describe
 from splitdask._format import Manifest
 from splitdask._index import IntArray
@@ -173,8 +180,72 @@ class SplitDataLoader:
             )
         return self[operator.index(key)]
 
+    def view(self, i: int) -> memoryview:
+        """Record ``i`` as a read-only ``memoryview``: into the mapped file for a local
+        dataset (no copy), over the fetched bytes for a remote one.
+
+        The record is checked as ``loader[i]`` checks it. The view stays valid after
+        :meth:`close` (the file stays mapped while a view of it exists), so holding
+        many views holds their files' mappings.
+        """
+        check_int(i, "record index", error=TypeError)
+        reader = self._reader or self._open()
+        n = reader.num_records
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise IndexError(f"index {i} is out of range for a dataset of {n} records")
+        return reader.view(j)
+
+    def read_batch(self, indices: Any) -> RecordBatch:
+        """The records at ``indices`` as one :class:`~splitdask.RecordBatch`, in order.
+
+        ``indices`` is a sequence or array of integers (negative ones count from the
+        end) or a slice. Every record is checked as ``loader[i]`` checks it.
+        """
+        reader = self._reader or self._open()
+        n = reader.num_records
+        if isinstance(indices, slice):
+            idx = np.arange(*indices.indices(n), dtype=np.int64)
+        elif isinstance(indices, Sequence | np.ndarray) and not isinstance(indices, str | bytes):
+            idx = _index_array(indices, n)
+        else:
+            raise TypeError(
+                f"read_batch takes a sequence, array or slice of indices, not "
+                f"{type(indices).__name__}"
+            )
+        return reader.batch(idx)
+
+    def iterate_batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[RecordBatch]:
+        """Every record, bin by bin, as :class:`~splitdask.RecordBatch` es of ``batch_size``.
+
+        The records come in exactly the order of ``iterate_binwise(shuffle, seed)``,
+        cut into batches (the last one shorter, unless ``drop_last``). A batch of
+        records stored back to back is a read-only view of the mapped file; a
+        shuffled batch of records of one length is gathered by one NumPy index.
+        """
+        size = check_int(batch_size, "batch_size", minimum=1)
+        reader = self._reader or self._open()
+        s = resolve_seed(seed) if shuffle else None
+        num_bins = reader.snapshot.num_bins
+        bins = bin_order(s, num_bins) if s is not None else list(range(num_bins))
+
+        def cut(data: BinData, seed: int | None, b: int) -> Iterator[RecordBatch]:
+            return bin_batches(*data, seed, b, size)
+
+        return rebatch(iterate_bins(reader, bins, s, cut), size, drop_last)
+
     def __iter__(self) -> Iterator[bytes]:
         """All records in write order."""
+        fast = iterate_write_order(self._reader or self._open())
+        if fast is not None:
+            yield from fast
+            return
         n = len(self)
         for lo in range(0, n, _ITER_CHUNK):
             yield from self[lo : min(n, lo + _ITER_CHUNK)]
@@ -193,7 +264,9 @@ class SplitDataLoader:
         reader = self._reader or self._open()
         yield from iterate_bins(reader, [bin_index], seed)
 
-    def iterate_binwise(self, shuffle: bool = False, seed: int | None = None) -> Iterator[bytes]:
+    def iterate_binwise(
+        self, shuffle: bool = False, seed: int | None = None, copy: bool = True
+    ) -> Iterator[Any]:
         """Every record, bin by bin.
 
         Parameters
@@ -206,15 +279,23 @@ class SplitDataLoader:
             With ``shuffle``, the same seed gives the same order. Bin ``b`` is
             shuffled with a generator derived from ``(seed, b)`` only, so this order
             matches ``read_split_bins(..., seed=seed)``'s partitions.
+        copy
+            ``False`` yields read-only ``memoryview`` s into the mapped files (or the
+            fetched bytes) instead of ``bytes``: no copy per record. They stay valid
+            after :meth:`close`; each holds its file's mapping while it lives.
         """
         reader = self._reader or self._open()
         s = resolve_seed(seed) if shuffle else None
         num_bins = reader.snapshot.num_bins
         bins = bin_order(s, num_bins) if s is not None else list(range(num_bins))
-        return iterate_bins(reader, bins, s)
+        return iterate_bins(reader, bins, s, iter_records_of if copy else iter_views_of)
 
     def to_bag(
-        self, shuffle: bool = False, seed: int | None = None, bins: Sequence[int] | None = None
+        self,
+        shuffle: bool = False,
+        seed: int | None = None,
+        bins: Sequence[int] | None = None,
+        batch_size: int | None = None,
     ) -> Any:
         """This dataset as a ``dask.bag.Bag`` with one partition per bin.
 
@@ -224,7 +305,7 @@ class SplitDataLoader:
         """
         from splitdask.bag import snapshot_bag  # dask is imported only when used
 
-        return snapshot_bag(self.snapshot, shuffle, seed, bins)
+        return snapshot_bag(self.snapshot, shuffle, seed, bins, batch_size)
 
     # -- integrity ---------------------------------------------------------------------
 
@@ -251,7 +332,9 @@ def _index_array(key: Any, n: int) -> IntArray:
             f"index arrays must be one-dimensional integers, not {arr.dtype} with "
             f"{arr.ndim} dimensions"
         )
-    idx = arr.astype(np.int64)
+    idx = arr.astype(np.int64, copy=False)
+    if idx.min() >= 0 and idx.max() < n:  # the common case: two reductions, no copy
+        return idx
     idx = np.where(idx < 0, idx + n, idx)
     bad = (idx < 0) | (idx >= n)
     if bad.any():

@@ -23,6 +23,7 @@ import ray.data
 from ray.data.block import Block, BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasink, Datasource, ReadTask, WriteResult
 
+from splitdask._batch import RecordBatch, bin_batches
 from splitdask._bins import load_parts, release
 from splitdask._binwrite import write_bin_part
 from splitdask._changes import AddRecords, Mode
@@ -37,7 +38,7 @@ from splitdask._commit import (
 )
 from splitdask._format import BINS_DIR, PartInfo
 from splitdask._index import Order
-from splitdask._order import bin_order, bin_permutation, iter_records, resolve_seed
+from splitdask._order import bin_order, bin_permutation, resolve_seed
 from splitdask._parts import Part
 from splitdask._snapshot import Snapshot, open_snapshot, read_manifest
 from splitdask._store import Store, UrlPath, open_store
@@ -186,9 +187,13 @@ class _ReadBins:
     def _bin(self, b: int, parts: tuple[Part, ...]) -> pa.Table:
         datas, starts, ends = load_parts(self.store, parts, self.generation)
         try:
-            records = pa.array(
-                list(iter_records(datas, starts, ends, self.seed, b)), type=pa.binary()
-            )
+            # Columnar from the start: a bin's records as one buffer and offsets,
+            # copied once out of the mapped parts, never one Python object each.
+            batch = RecordBatch.concat(bin_batches(datas, starts, ends, self.seed, b, 1 << 16))
+            if batch.nbytes < 1 << 31:
+                records = batch.to_arrow(large=False)
+            else:  # too big for one binary array: chunks (pa.array splits them)
+                records = pa.array(list(batch), type=pa.binary())
         finally:
             release(datas)
         columns: dict[str, Any] = {RECORD: records}

@@ -98,6 +98,44 @@ class DatasetSuite:
         assert loader[arr] == [records[i] for i in picks]
         assert loader[[]] == []
 
+    def test_batches_views_and_write_order(self, url: str, storage_options: dict[str, Any]) -> None:
+        """read_batch, iterate_batches, view and copy=False hand out exactly what the
+        per-record paths do, on every backend, also across appends (many segments)."""
+        records = make_records(400)
+        self.write(url, storage_options, records[:300], splits=5)
+        self.write(url, storage_options, records[300:], splits=3)  # a second segment
+        loader = self.open(url, storage_options)
+        picks = [399, 0, 5, 5, -1, 150, 301]
+        batch = loader.read_batch(picks)
+        assert batch.to_pylist() == [records[i] for i in picks]
+        assert batch.to_arrow().to_pylist() == [records[i] for i in picks]
+        assert loader.read_batch(slice(10, 20)).to_pylist() == records[10:20]
+        assert len(loader.read_batch([])) == 0
+        assert list(loader) == records
+        for shuffle in (False, True):
+            ref = list(loader.iterate_binwise(shuffle=shuffle, seed=5))
+            views = list(loader.iterate_binwise(shuffle=shuffle, seed=5, copy=False))
+            assert all(isinstance(v, memoryview) for v in views)
+            assert [bytes(v) for v in views] == ref
+            for size in (1, 7, 1000):
+                batches = list(loader.iterate_batches(size, shuffle=shuffle, seed=5))
+                assert [len(b) for b in batches[:-1]] == [size] * (len(batches) - 1)
+                assert [r for b in batches for r in b] == ref
+            dropped = list(loader.iterate_batches(7, shuffle=shuffle, seed=5, drop_last=True))
+            assert [r for b in dropped for r in b] == ref[: len(ref) // 7 * 7]
+        assert bytes(loader.view(-1)) == records[-1]
+        assert bytes(loader.view(3)) == records[3]
+        with pytest.raises(IndexError, match="index 400 is out of range"):
+            loader.view(400)
+        with pytest.raises(IndexError, match="index 400 is out of range"):
+            loader.read_batch([1, 400])
+        with pytest.raises(TypeError, match="read_batch takes"):
+            loader.read_batch(3)
+        with pytest.raises(ValueError, match="batch_size must be at least 1"):
+            loader.iterate_batches(0)
+        with pytest.raises(TypeError, match="batch_size must be an int"):
+            loader.iterate_batches("3")  # type: ignore[arg-type]
+
     def test_bad_keys(self, url: str, storage_options: dict[str, Any]) -> None:
         self.write(url, storage_options, make_records(10), splits=3)
         loader = self.open(url, storage_options)

@@ -26,7 +26,14 @@ from conftest import wait_for
 from dask.delayed import Delayed
 from distributed import Client, LocalCluster
 
-from splitdask import CommitInfo, SnapshotExpiredError, SplitDataLoader, gc, write_split_data
+from splitdask import (
+    CommitInfo,
+    RecordBatch,
+    SnapshotExpiredError,
+    SplitDataLoader,
+    gc,
+    write_split_data,
+)
 from splitdask._order import bin_order
 from splitdask._snapshot import read_manifest
 from splitdask._store import open_store
@@ -491,6 +498,21 @@ def test_read_shuffled_matches_iterate_binwise(client: Client, dataset: Path) ->
     other = read_split_bins(dataset, shuffle=True, seed=43)
     assert other.name != bag.name
     assert other.compute(scheduler=client) != bag.compute(scheduler=client)
+
+
+@pytest.mark.timeout(60)
+def test_read_batches_hold_each_bins_records_in_order(client: Client, dataset: Path) -> None:
+    for shuffle in (False, True):
+        plain = read_split_bins(dataset, shuffle=shuffle, seed=4)
+        batched = read_split_bins(dataset, shuffle=shuffle, seed=4, batch_size=16)
+        assert batched.name != plain.name  # batch_size is part of the graph's token
+        want = [list(p) for p in client.compute(plain.to_delayed(), sync=True)]
+        got = client.compute(batched.to_delayed(), sync=True)
+        assert all(isinstance(b, RecordBatch) for p in got for b in p)
+        assert all(len(b) == 16 for p in got for b in p[:-1])
+        assert [[r for b in p for r in b] for p in got] == want
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        read_split_bins(dataset, batch_size=0)
 
 
 def test_read_shuffle_without_seed_is_one_consistent_draw(dataset: Path) -> None:
