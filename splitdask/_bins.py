@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain, islice
 from typing import Any, TypeVar
 
+from splitdask._format import Segment
 from splitdask._index import BinOrder
 from splitdask._order import iter_records
 from splitdask._parts import Part
@@ -109,16 +110,27 @@ def iterate_bins(
     so memory stays at about two bins.
     """
     if reader.store.is_local:
-        for b in bins:
-            yield from cut(_bin_data(reader, b), seed, b)
-        return
+        # chain() pulls the next bin's iterator only when this one is spent, and no
+        # Python frame runs per record.
+        return chain.from_iterable(cut(_bin_data(reader, b), seed, b) for b in bins)
+    return chain.from_iterable(_prefetched(reader, bins, seed, cut))
+
+
+def _prefetched(
+    reader: RecordReader,
+    bins: Sequence[int],
+    seed: int | None,
+    cut: Callable[[BinData, int | None, int], Iterator[T]],
+) -> Iterator[Iterator[T]]:
+    """Each bin's ``cut``, the next bin fetched in a thread meanwhile."""
     with ThreadPoolExecutor(1) as pool:
         nxt: Future[BinData] | None = pool.submit(_bin_data, reader, bins[0]) if bins else None
         for t, b in enumerate(bins):
             assert nxt is not None
             data = nxt.result()
             nxt = pool.submit(_bin_data, reader, bins[t + 1]) if t + 1 < len(bins) else None
-            yield from cut(data, seed, b)
+            yield cut(data, seed, b)
+            del data  # the consumer holds this bin's data only while it needs it
 
 
 def iterate_write_order(reader: RecordReader) -> Iterator[bytes] | None:
@@ -134,7 +146,7 @@ def iterate_write_order(reader: RecordReader) -> Iterator[bytes] | None:
     if (
         not reader.store.is_local
         or not isinstance(order, BinOrder)
-        or len(reader.snapshot.parts) > reader.max_open // 4
+        or len(reader.snapshot.parts) > reader.max_open // 2
     ):
         return None
     return _write_order(reader, order)
@@ -142,7 +154,8 @@ def iterate_write_order(reader: RecordReader) -> Iterator[bytes] | None:
 
 def _write_order(reader: RecordReader, order: BinOrder) -> Iterator[bytes]:
     bins: dict[int, BinData] = {}
-    for seg in order.segments:
+
+    def segment(seg: Segment) -> Iterator[bytes]:
         ranges = []
         for j, b in enumerate(seg.bins):
             if b not in bins:
@@ -151,19 +164,22 @@ def _write_order(reader: RecordReader, order: BinOrder) -> Iterator[bytes]:
         # Full rounds first (each bin's share cut to them, so zip takes nothing it
         # drops), then one more record from each of the first count % m bins.
         rounds, extra = divmod(seg.count, len(seg.bins))
-        yield from chain.from_iterable(zip(*(islice(r, rounds) for r in ranges), strict=False))
-        for r in ranges[:extra]:
-            yield next(r)
+        full = zip(*(islice(r, rounds) for r in ranges), strict=False)
+        return chain(chain.from_iterable(full), map(next, ranges[:extra]))
+
+    return chain.from_iterable(map(segment, order.segments))
 
 
 def _records_between(data: BinData, lo: int, hi: int) -> Iterator[bytes]:
     """Records ``lo`` to ``hi`` (local indices) of one bin's data, in stored order."""
+    runs = []
     pos = 0
     for buf, ss, es in zip(*data, strict=True):
         n = len(ss)
         a, b = max(lo - pos, 0), min(hi - pos, n)
         if a < b:
-            yield from map(buf.__getitem__, map(slice, ss[a:b].tolist(), es[a:b].tolist()))
+            runs.append(map(buf.__getitem__, map(slice, ss[a:b].tolist(), es[a:b].tolist())))
         pos += n
         if pos >= hi:
-            return
+            break
+    return chain.from_iterable(runs)

@@ -243,9 +243,9 @@ class SplitDataLoader:
     def __iter__(self) -> Iterator[bytes]:
         """All records in write order."""
         fast = iterate_write_order(self._reader or self._open())
-        if fast is not None:
-            yield from fast
-            return
+        return self._iter_gathered() if fast is None else fast
+
+    def _iter_gathered(self) -> Iterator[bytes]:
         n = len(self)
         for lo in range(0, n, _ITER_CHUNK):
             yield from self[lo : min(n, lo + _ITER_CHUNK)]

@@ -7,6 +7,8 @@ takes a bin's order from here, so one seed gives one order on every path. No I/O
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import chain
+from operator import getitem
 from typing import Any
 
 import numpy as np
@@ -54,19 +56,19 @@ def iter_records(
     ``bin_permutation(seed, bin_index, n)``, shared by ``iterate_binwise`` and the
     Dask reader.
     """
-    # map(slice) and map(__getitem__) keep the per-record loop in C.
+    # Iterators of iterators (map, chain), never a generator per record: the whole
+    # per-record loop runs in C, with no Python frame resumed for each record.
     if seed is None:
-        for data, ss, es in zip(datas, starts, ends, strict=True):
-            yield from map(data.__getitem__, map(slice, ss.tolist(), es.tolist()))
-        return
+        return chain.from_iterable(
+            map(data.__getitem__, map(slice, ss.tolist(), es.tolist()))
+            for data, ss, es in zip(datas, starts, ends, strict=True)
+        )
     # Offsets may be u64 (footers) or i64 (legacy): settle on i64 before mixing.
     s_all = np.concatenate([*starts, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
     e_all = np.concatenate([*ends, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
     perm = bin_permutation(seed, bin_index, len(s_all))
     spans = map(slice, s_all[perm].tolist(), e_all[perm].tolist())
     if len(datas) == 1:
-        yield from map(datas[0].__getitem__, spans)
-        return
+        return map(datas[0].__getitem__, spans)
     which = np.repeat(np.arange(len(datas)), [len(x) for x in starts])[perm]
-    for w, span in zip(which.tolist(), spans, strict=True):
-        yield datas[w][span]
+    return map(getitem, map(datas.__getitem__, which.tolist()), spans)
