@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from splitdask._codec import Decoder, decoded, raw_of
 from splitdask._order import iter_records
 from splitdask._parts import Part
 from splitdask._records import RecordReader
@@ -25,16 +26,19 @@ BinData = tuple[list[Any], list[Any], list[Any]]
 def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> BinData:
     """Each part whole (mapped locally, one concurrent GET each remotely), checked
     against its size, footer and whole-part checksum (one pass in C, cheaper than a
-    check per record); the footer comes with the part, so no extra request."""
+    check per record); the footer comes with the part, so no extra request. A
+    compressed part's buffer comes back as a ``_codec.Decoded`` (slices decoded)."""
     try:
         datas = store.read_whole([p.path for p in parts], [p.size for p in parts])
     except FileNotFoundError as exc:
         raise missing_part(store, str(exc.filename), generation) from None
     starts, ends = [], []
     try:
-        for part, data in zip(parts, datas, strict=True):
-            s, e = part.extents(data, store.where(part.path))
+        for k, (part, data) in enumerate(zip(parts, datas, strict=True)):
+            s, e, sums = part.footer(data, store.where(part.path))
             part.check_whole(data, store.where(part.path))
+            if isinstance(sums, Decoder):
+                datas[k] = decoded(data, sums)
             starts.append(s)
             ends.append(e)
     except BaseException:
@@ -49,7 +53,7 @@ def release(datas: Sequence[Any]) -> None:
     A sampling profiler (Dask's worker has one) can briefly hold a frame whose locals
     view a map, which makes ``close`` refuse.
     """
-    for data in datas:
+    for data in map(raw_of, datas):
         if isinstance(data, mmap.mmap):
             with contextlib.suppress(BufferError):
                 data.close()
@@ -65,11 +69,12 @@ def _bin_data(reader: RecordReader, bin_index: int) -> BinData:
                 part = reader.snapshot.parts[pid]
                 part.check_whole(o.data, reader.store.where(part.path))
                 o.whole = True
-        return [o.data for o in opened], [o.starts_np for o in opened], [o.ends_np for o in opened]
+        datas = [decoded(o.data, o.decode) for o in opened]
+        return datas, [o.starts_np for o in opened], [o.ends_np for o in opened]
     snap = reader.snapshot
     datas, starts, ends = load_parts(snap.store, [snap.parts[p] for p in pids], snap.generation)
     for pid, data in zip(pids, datas, strict=True):
-        reader.adopt(pid, data)  # later random reads of this part need no footer request
+        reader.adopt(pid, raw_of(data))  # later random reads of this part need no footer request
     return datas, starts, ends
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from splitdask._codec import Decoder
 from splitdask._format import record_sum
 from splitdask._index import IntArray
 from splitdask._parts import Part, bad_record
@@ -43,11 +44,17 @@ def _max_open() -> int:
 
 class OpenPart:
     """An opened part: the mapped file (local), where each record is in it and, for
-    a kind that has them, each record's checksum (``sums`` is ``None`` otherwise)."""
+    a kind that has them, each record's checksum (``sums`` is ``None`` otherwise).
+    A compressed part's footer gives a ``Decoder`` in place of the sums: ``decode``
+    then checks and decodes each record, and ``sums`` is ``None``."""
 
-    __slots__ = ("data", "ends", "ends_np", "starts", "starts_np", "sums", "sums_np", "whole")
+    __slots__ = ("data", "decode", "ends", "ends_np", "starts", "starts_np", "sums", "sums_np",
+                 "whole")  # fmt: skip
 
     def __init__(self, data: Any, starts: Any, ends: Any, sums: Any = None) -> None:
+        self.decode = sums if isinstance(sums, Decoder) else None
+        if self.decode is not None:
+            sums = None
         self.data = data  # the whole part as a buffer, or None when read by range
         self.starts_np = starts
         self.ends_np = ends
@@ -155,6 +162,8 @@ class RecordReader:
         end = part.ends[j]
         data = part.data
         rec = data[start:end] if data is not None else self._fetch(pid, start, end)
+        if part.decode is not None:  # a compressed part: checked, then decoded
+            return part.decode(rec, j)
         sums = part.sums
         # Every record handed out is checked, each time: a map is only as good as
         # the disk under it, and a range read as the network.
@@ -172,15 +181,19 @@ class RecordReader:
     def _bad(self, pid: int, j: int, start: int, end: int) -> CorruptDatasetError:
         return bad_record(self.store.where(self.snapshot.parts[pid].path), j, start, end)
 
-    def _check(self, pid: int, part: OpenPart, j: Any, got: Sequence[Any]) -> None:
-        """Check records ``j`` of ``part`` (as read, in ``got``) against their sums."""
+    def _check(self, pid: int, part: OpenPart, j: Any, got: list[Any]) -> list[Any]:
+        """Check records ``j`` of ``part`` (as read, in ``got``) against their sums;
+        the records as handed out (decoded, for a compressed part)."""
+        if part.decode is not None:
+            return part.decode.many(got, j)
         sums = part.sums_np
         if sums is None:
-            return
+            return got
         for k, (want, rec) in enumerate(zip(sums[j].tolist(), got, strict=True)):
             if _sum(rec) != want:
                 jj = int(j[k])
                 raise self._bad(pid, jj, part.starts[jj], part.ends[jj])
+        return got
 
     def records(self, idx: IntArray) -> list[Any]:
         """Records at valid indices ``idx``, in that order; one pass per part."""
@@ -208,7 +221,7 @@ class RecordReader:
             starts, ends = part.starts_np[j].tolist(), part.ends_np[j].tolist()
             if part.data is not None:
                 got = list(map(part.data.__getitem__, map(slice, starts, ends)))
-                self._check(pid, part, j, got)
+                got = self._check(pid, part, j, got)
                 for t, rec in zip(group.tolist(), got, strict=True):
                     out[t] = rec
             else:
@@ -224,7 +237,7 @@ class RecordReader:
                 raise self.snapshot.missing(str(exc.filename)) from None
             pos = 0
             for pid, part, j, n in checks:
-                self._check(pid, part, j, got[pos : pos + n])
+                got[pos : pos + n] = self._check(pid, part, j, got[pos : pos + n])
                 pos += n
             for t, data in zip(slots, got, strict=True):
                 out[t] = data
