@@ -75,7 +75,11 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=256)
     ap.add_argument("--quick", action="store_true", help="200k records")
     ap.add_argument("--integrity-only", action="store_true", help="only the integrity costs")
+    ap.add_argument("--compression-only", action="store_true", help="only the compression rows")
     args = ap.parse_args()
+    if args.compression_only:
+        compression(args.quick)
+        return
     if args.integrity_only:
         integrity(200_000 if args.quick else args.records)
         return
@@ -127,6 +131,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     integrity(n)
+    compression(args.quick)
 
 
 def read_rows(
@@ -311,6 +316,127 @@ def integrity(n: int) -> None:
               lambda: _drain(big_loader.iterate_binwise()))  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stdlib_corpora() -> tuple[list[bytes], list[bytes]]:
+    """Every ``.py`` file of this Python's standard library, and every non-blank line
+    of them: the two corpora of issue 14 (real text every machine has)."""
+    import sysconfig
+    from pathlib import Path
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = [p.read_bytes() for p in sorted(root.rglob("*.py")) if "site-packages" not in p.parts]
+    lines = [line for f in files for line in f.split(b"\n") if line.strip()]
+    return files, lines
+
+
+def _whole_part_zstd(ds: str, level: int) -> int:
+    """Bytes of each part's records joined and compressed whole with zstd at ``level``
+    (the peers' chunk compression: no random access), summed over the parts."""
+    import zstandard
+
+    loader = SplitDataLoader(ds)
+    reader = loader._open()
+    snap = reader.snapshot
+    cctx = zstandard.ZstdCompressor(level=level)
+    total = 0
+    for b in range(snap.manifest.num_bins):
+        for pid in snap.bin_parts[b]:
+            opened = reader.part(pid)
+            recs = [
+                opened.data[s:e]
+                for s, e in zip(opened.starts_np.tolist(), opened.ends_np.tolist(), strict=True)
+            ]
+            total += len(cctx.compress(b"".join(recs)))
+    loader.close()
+    return total
+
+
+def compression(quick: bool = False, level: int = 3, splits: int = 8) -> None:
+    """Per-record zstd (a trained dictionary per part) on the two stdlib corpora:
+    stored size against raw and against whole-part zstd at the same level, random
+    ``loader[i]`` and ``iterate_binwise`` compressed against uncompressed, write rate.
+    Every row's ratio is to its limit, all in this run."""
+    import json
+
+    files, lines = _stdlib_corpora()
+    if quick:
+        lines = lines[:200_000]
+    tmp = tempfile.mkdtemp(prefix="splitdask-bench-zstd-")
+    print(
+        f"compression: zstd level {level}, {splits} bins, one run (ratios are to the row's limit)"
+    )
+    try:
+        for name, recs in (("per-file", files), ("per-line", lines)):
+            raw = sum(map(len, recs))
+            print(
+                f"{name} corpus: {len(recs):,} records, {raw / 1e6:.1f} MB, "
+                f"{raw / len(recs):,.0f} B mean"
+            )
+            plain, packed = os.path.join(tmp, f"{name}-plain"), os.path.join(tmp, f"{name}-zstd")
+            t_plain = timed(lambda: write_split_data(plain, recs, splits=splits))  # noqa: B023
+            zstd = {"compression": "zstd", "compression_level": level}
+            t_zstd = timed(lambda: write_split_data(packed, recs, splits=splits, **zstd))  # noqa: B023
+            with open(os.path.join(packed, "splitdask.json"), "rb") as f:
+                doc = json.load(f)
+            parts = [p for b in doc["bins"] for p in b]
+            stored = sum(p["size"] for p in parts)
+            footers = sum(p["footer"] for p in parts)
+            whole = _whole_part_zstd(plain, level)
+            n = len(recs)
+            print(
+                f"  stored {stored / 1e6:8.2f} MB = {stored / raw:.3f} of raw; whole-part zstd "
+                f"{whole / 1e6:.2f} MB: {stored / whole:.2f}x of it (target <= 1.3x)"
+            )
+            # Where the bytes go: frames (each = header + block) and the footer
+            # (dictionary + compact lengths + 4 B sum per record).
+            frames = stored - footers - 8 * len(parts)
+            print(
+                f"  frames {frames / n:6.1f} B/record (5 B of it zstd frame+block headers), "
+                f"footer {footers / n:4.1f} B/record (4 B checksum, lengths, dictionary); "
+                f"raw {raw / n:.1f} B, whole-part zstd {whole / n:.1f} B/record"
+            )
+            row("write uncompressed (limit)", n, raw, t_plain)
+            row("write zstd per record", n, raw, t_zstd, n / t_plain)
+            lo_p, lo_z = SplitDataLoader(plain), SplitDataLoader(packed)
+            picks = [random.randrange(n) for _ in range(min(n, 100_000))]
+            for lo in (lo_p, lo_z):
+                _drain(lo[i] for i in picks)  # open every part, fault pages in
+            nb = sum(len(recs[i]) for i in picks)
+            t_p = min(timed(lambda: [lo_p[i] for i in picks]) for _ in range(3))  # noqa: B023
+            t_z = min(timed(lambda: [lo_z[i] for i in picks]) for _ in range(3))  # noqa: B023
+            ref = row("loader[i] random, uncompressed (limit)", len(picks), nb, t_p)
+            row("loader[i] random, zstd (target >= 0.5x)", len(picks), nb, t_z, ref)
+            t_p = min(timed(lambda: _drain(lo_p.iterate_binwise())) for _ in range(2))  # noqa: B023
+            t_z = min(timed(lambda: _drain(lo_z.iterate_binwise())) for _ in range(2))  # noqa: B023
+            t_f = min(timed(lambda: _decode_floor(lo_z)) for _ in range(2))  # noqa: B023
+            ref = row("iterate_binwise(), uncompressed (limit)", n, raw, t_p)
+            row("iterate_binwise(), zstd decode", n, raw, t_z, ref)
+            row("  zstd decompress of the same frames (floor)", n, raw, t_f, ref)
+            lo_p.close()
+            lo_z.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _decode_floor(loader: SplitDataLoader) -> None:
+    """Every frame of ``loader``'s parts through zstd's decompress in a bare loop: what
+    decoding alone costs, without splitdask around it."""
+    reader = loader._open()
+    for pid in range(len(reader.snapshot.parts)):
+        opened = reader.part(pid)
+        dec = opened.decode
+        assert dec is not None
+        d = dec._make()
+        data = opened.data
+        _drain(
+            map(
+                d,
+                map(
+                    data.__getitem__, map(slice, opened.starts_np.tolist(), opened.ends_np.tolist())
+                ),
+            )
+        )
 
 
 def _drain(it: Iterator[bytes]) -> None:

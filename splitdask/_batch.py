@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from splitdask._codec import Decoded
 from splitdask._order import bin_permutation
 
 if TYPE_CHECKING:
@@ -236,7 +237,12 @@ def bin_batches(
     """
     if seed is None:
         for data, ss, es in zip(datas, starts, ends, strict=True):
-            if len(ss):
+            if not len(ss):
+                continue
+            if isinstance(data, Decoded):  # a compressed part: decode each record
+                spans = map(slice, ss.tolist(), es.tolist())
+                yield RecordBatch.from_records(list(map(data.__getitem__, spans)))
+            else:
                 yield _stored(np.frombuffer(data, dtype=np.uint8), ss, es)
         return
     s_all = np.concatenate([*starts, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
@@ -263,7 +269,9 @@ def bin_batches(
 def _rows_of(datas: Sequence[Any], s_all: OffsetArray, e_all: OffsetArray, width: int) -> bool:
     """Whether a bin is one part of records of one length, back to back."""
     n = len(s_all)
-    if len(datas) != 1 or not width or int(e_all[-1] - s_all[0]) != n * width:
+    if len(datas) != 1 or isinstance(datas[0], Decoded) or not width:
+        return False
+    if int(e_all[-1] - s_all[0]) != n * width:
         return False
     return bool((e_all - s_all == width).all())
 

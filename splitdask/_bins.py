@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain, islice
 from typing import Any, TypeVar
 
+from splitdask._codec import Decoded, Decoder, decoded, raw_of
 from splitdask._format import Segment
 from splitdask._index import BinOrder
 from splitdask._order import iter_records
@@ -41,23 +42,29 @@ def iter_records_of(data: BinData, seed: int | None, bin_index: int) -> Iterator
 
 
 def iter_views_of(data: BinData, seed: int | None, bin_index: int) -> Iterator[Any]:
-    """One bin's records as memoryviews into its parts' buffers (no copies)."""
+    """One bin's records as memoryviews into its parts' buffers (no copies); records
+    of compressed parts are decoded, so those are views of their decoded bytes."""
+    if any(isinstance(d, Decoded) for d in data[0]):
+        return map(memoryview, iter_records(*data, seed, bin_index))
     return iter_records([memoryview(d) for d in data[0]], data[1], data[2], seed, bin_index)
 
 
 def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> BinData:
     """Each part whole (mapped locally, one concurrent GET each remotely), checked
     against its size, footer and whole-part checksum (one pass in C, cheaper than a
-    check per record); the footer comes with the part, so no extra request."""
+    check per record); the footer comes with the part, so no extra request. A
+    compressed part's buffer comes back as a ``_codec.Decoded`` (slices decoded)."""
     try:
         datas = store.read_whole([p.path for p in parts], [p.size for p in parts])
     except FileNotFoundError as exc:
         raise missing_part(store, str(exc.filename), generation) from None
     starts, ends = [], []
     try:
-        for part, data in zip(parts, datas, strict=True):
-            s, e = part.extents(data, store.where(part.path))
+        for k, (part, data) in enumerate(zip(parts, datas, strict=True)):
+            s, e, sums = part.footer(data, store.where(part.path))
             part.check_whole(data, store.where(part.path))
+            if isinstance(sums, Decoder):
+                datas[k] = decoded(data, sums)
             starts.append(s)
             ends.append(e)
     except BaseException:
@@ -72,7 +79,7 @@ def release(datas: Sequence[Any]) -> None:
     A sampling profiler (Dask's worker has one) can briefly hold a frame whose locals
     view a map, which makes ``close`` refuse.
     """
-    for data in datas:
+    for data in map(raw_of, datas):
         if isinstance(data, mmap.mmap):
             with contextlib.suppress(BufferError):
                 data.close()
@@ -88,11 +95,12 @@ def _bin_data(reader: RecordReader, bin_index: int) -> BinData:
                 part = reader.snapshot.parts[pid]
                 part.check_whole(o.data, reader.store.where(part.path))
                 o.checked_whole()
-        return [o.data for o in opened], [o.starts_np for o in opened], [o.ends_np for o in opened]
+        datas = [decoded(o.data, o.decode) for o in opened]
+        return datas, [o.starts_np for o in opened], [o.ends_np for o in opened]
     snap = reader.snapshot
     datas, starts, ends = load_parts(snap.store, [snap.parts[p] for p in pids], snap.generation)
     for pid, data in zip(pids, datas, strict=True):
-        reader.adopt(pid, data)  # later random reads of this part need no footer request
+        reader.adopt(pid, raw_of(data))  # later random reads of this part need no footer request
     return datas, starts, ends
 
 

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import secrets
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import Any
 
 import numpy as np
 import xxhash
 
+from splitdask._codec import SAMPLE_BYTES, Compression, PartEncoder
 from splitdask._commit import tidy
 from splitdask._format import (
+    COMPRESSED_PART_VERSION,
     DATA_START,
     MAGIC,
     WRITE_PART_VERSION,
     PartInfo,
     encode_footer_v2,
+    encode_footer_v3,
     part_name,
     record_sum,
 )
@@ -38,10 +41,22 @@ _BATCH_RECORDS = 4096  # records staged per bin before a write (bounds tiny reco
 
 
 class BinWriter:
-    """Streams one bin's records, a batch at a time, into parts of bounded size."""
+    """Streams one bin's records, a batch at a time, into parts of bounded size.
+
+    With a ``compression``, records are compressed one by one (``_codec``) and the
+    parts are format v3; ``sample_bytes`` of records are held back to train the
+    dictionary before the first part opens.
+    """
 
     def __init__(
-        self, store: Store, bin_index: int, max_bytes: int, max_records: int, tag: str = ""
+        self,
+        store: Store,
+        bin_index: int,
+        max_bytes: int,
+        max_records: int,
+        tag: str = "",
+        compression: Compression | None = None,
+        sample_bytes: int = SAMPLE_BYTES,
     ) -> None:
         self.store = store
         self.bin_index = bin_index
@@ -57,9 +72,14 @@ class BinWriter:
         self._sums: array[int] | None = None
         self._hash: Any = None
         self._pos = 0
+        self._enc = None if compression is None else PartEncoder(compression, sample_bytes)
 
-    def add_many(self, records: list[bytes]) -> None:
+    def add_many(self, records: Sequence[Any], encoded: bool = False) -> None:
         """Append a batch; joining and summing in C keeps per-record cost low."""
+        if self._enc is not None and not encoded:
+            records = self._enc.feed(records)  # frames, or none while sampling
+            if not records:
+                return
         if self._sink is None:
             self._open()
         assert self._offsets is not None
@@ -90,30 +110,58 @@ class BinWriter:
 
     def finish(self) -> None:
         """Close the open part (footer, then commit the file) if there is one."""
+        if self._enc is not None and (held := self._enc.drain()):
+            self.add_many(held, encoded=True)
+            if self._sink is None:
+                return  # add_many filled and finished the part
         if self._sink is None:
             return
         assert self._offsets is not None
         assert self._sums is not None
         # The footer repeats the uid in the part's name, so a reader can tell the
         # part from any other dataset's or commit's.
-        footer = encode_footer_v2(
-            np.frombuffer(self._offsets, dtype=np.uint64),
-            np.frombuffer(self._sums, dtype=np.uint64),
-            self._uid,
-        )
+        if self._enc is None:
+            footer = encode_footer_v2(
+                np.frombuffer(self._offsets, dtype=np.uint64),
+                np.frombuffer(self._sums, dtype=np.uint64),
+                self._uid,
+            )
+        else:
+            footer = self._footer_v3()
         self._write(footer)
         self._sink.commit()
         self._sink = None
         count = len(self._offsets) - 1
         size = self._pos + len(footer)
         checksum = f"xxh3_64:{self._hash.hexdigest()}"
-        self.parts.append(PartInfo(self._path, count, size, checksum, WRITE_PART_VERSION))
+        if self._enc is None:
+            self.parts.append(PartInfo(self._path, count, size, checksum, WRITE_PART_VERSION))
+        else:
+            c, raw = self._enc.compression, self._enc.raw_bytes
+            self.parts.append(PartInfo(self._path, count, size, checksum, COMPRESSED_PART_VERSION,
+                                       c.name, c.level, len(footer), raw))  # fmt: skip
+            self._enc.next_part()
         self._offsets = self._sums = None
+
+    def _footer_v3(self) -> bytes:
+        assert self._enc is not None
+        assert self._offsets is not None
+        assert self._sums is not None
+        e = self._enc
+        lengths = np.diff(np.frombuffer(self._offsets, dtype=np.uint64))
+        sums = np.frombuffer(self._sums, dtype=np.uint64)
+        return encode_footer_v3(lengths, sums, e.dictionary, self._uid, max_decoded=e.max_raw,
+                                decoded_total=e.raw_bytes, level=e.compression.level)  # fmt: skip
 
     def abort(self) -> None:
         if self._sink is not None:
             self._sink.abort()
             self._sink = None
+
+    @property
+    def held(self) -> int:
+        """Records held back to train a compression dictionary, not yet in a part."""
+        return 0 if self._enc is None else self._enc.held
 
     @property
     def open_bytes(self) -> int:
@@ -217,6 +265,7 @@ def write_bin_part(
     where: str = "",
     part_max_bytes: int = 256 << 20,
     tag: str = "",
+    compression: Compression | None = None,
 ) -> list[PartInfo]:
     """Write ``records`` to new, uncommitted parts of one bin and return them.
 
@@ -226,10 +275,11 @@ def write_bin_part(
     (a partition's name, say). ``tag`` (lowercase hex, at most 48 digits) starts
     every new part's unique name, so the parts of one write can be told apart from
     others' when its leftovers (a killed task's parts) are collected.
+    ``compression`` (from ``_codec.check_compression``) makes them compressed v3 parts.
     """
     if tag and (len(tag) > 48 or tag.strip("0123456789abcdef")):
         raise ValueError(f"tag must be at most 48 lowercase hex digits, got {tag!r}")
-    w = BinWriter(store, bin_index, part_max_bytes, OFFSETS_BUDGET // 16, tag)
+    w = BinWriter(store, bin_index, part_max_bytes, OFFSETS_BUDGET // 16, tag, compression)
     batches = Batches([w], FLUSH_MAX)
     try:
         batches.deal(records)

@@ -17,6 +17,7 @@ from typing import Any
 from splitdask._bins import load_parts, release
 from splitdask._binwrite import OFFSETS_BUDGET, BinWriter
 from splitdask._changes import Compaction
+from splitdask._codec import Compression
 from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
 from splitdask._format import Manifest, PartInfo
 from splitdask._order import iter_records
@@ -37,24 +38,32 @@ Runs = dict[int, list[tuple[tuple[str, ...], tuple[PartInfo, ...]]]]
 
 
 def _runs(parts: Sequence[PartInfo], below: int, min_len: int) -> list[list[PartInfo]]:
-    """Maximal runs of consecutive parts each smaller than ``below``, at least ``min_len`` long."""
+    """Maximal runs of consecutive parts each smaller than ``below``, at least ``min_len``
+    long, compressed alike (a merged part keeps its records' compression and level)."""
     out: list[list[PartInfo]] = []
     cur: list[PartInfo] = []
     for p in (*parts, None):
-        if p is not None and p.size < below:
+        if p is not None and p.size < below and (not cur or _codec(p) == _codec(cur[0])):
             cur.append(p)
             continue
         if len(cur) >= min_len:
             out.append(cur)
-        cur = []
+        cur = [p] if p is not None and p.size < below else []
+    if len(cur) >= min_len:
+        out.append(cur)
     return out
+
+
+def _codec(p: PartInfo) -> Compression | None:
+    return None if p.compression is None else Compression(p.compression, p.level)
 
 
 def _merge(store: Store, manifest: Manifest, b: int, run: Sequence[PartInfo], tag: str,
            part_max_bytes: int) -> tuple[PartInfo, ...]:  # fmt: skip
     """Write the records of ``run`` (parts of bin ``b``), in order, as new parts."""
     datas, starts, ends = load_parts(store, [part_of(p) for p in run], manifest.generation)
-    w = BinWriter(store, b, part_max_bytes, OFFSETS_BUDGET // 8, tag)
+    # Recompressed with a dictionary trained on the merged records.
+    w = BinWriter(store, b, part_max_bytes, OFFSETS_BUDGET // 8, tag, _codec(run[0]))
     try:
         batch: list[bytes] = []
         for rec in iter_records(datas, starts, ends, None, b):

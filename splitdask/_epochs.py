@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from splitdask._bins import load_parts, release
+from splitdask._codec import decoded
 from splitdask._index import IntArray
 from splitdask._records import RecordReader
 from splitdask.plan import locate_keys
@@ -124,7 +125,7 @@ class KeyReader:
         if held is not None:
             return held
         opened = self.reader.part(pid)
-        return opened.data, opened.starts_np, opened.ends_np
+        return decoded(opened.data, opened.decode), opened.starts_np, opened.ends_np
 
     def _hold(self, need: list[int]) -> None:
         """Keep the parts ``need`` whole (fetching those not held), drop the rest."""

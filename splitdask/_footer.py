@@ -6,6 +6,10 @@ reserved> MAGIC``. Version 2 adds, between the offsets and the trailer, one u64
 XXH3-64 per record, the part's uid (64 ASCII bytes, NUL padded) and the XXH3-64 of
 everything from the first offset to the end of the uid, so a reader checks the
 footer, the part's identity and then every record it hands out.
+Version 3 (compressed parts, ``_codec``) stores each record as a zstd frame and
+replaces the offsets and u64 sums by the part's zstd dictionary, the frames' lengths
+(narrow ints, zstd-compressed), a u32 checksum per stored frame and a fixed block
+saying how to decode. Its size is not a function of the count: the manifest gives it.
 ``docs/format.md`` is the prose specification.
 """
 
@@ -17,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
+from splitdask._codec import SUM_MASK, Decoder, decode_lengths, encode_lengths
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
 __all__ = [
@@ -28,9 +33,12 @@ __all__ = [
     "WRITE_PART_VERSION",
     "decode_footer",
     "decode_footer_v2",
+    "decode_footer_v3",
     "encode_footer",
     "encode_footer_v2",
+    "encode_footer_v3",
     "footer_size",
+    "min_footer_v3",
     "payload_size",
     "record_sum",
 ]
@@ -42,9 +50,15 @@ TRAILER_SIZE = _TRAILER.size  # 24
 UID_SIZE = 64
 _V2_TAIL = struct.Struct(f"<{UID_SIZE}sQ")  # uid, footer hash (then the trailer)
 _U64 = np.dtype("<u8")
-PART_VERSIONS = (1, 2)
+PART_VERSIONS = (1, 2, 3)
 WRITE_PART_VERSION = 2
-"""The part version every writer produces; readers open all of ``PART_VERSIONS``."""
+"""The part version writers produce without compression; readers open all of
+``PART_VERSIONS``. Compressed parts are version ``COMPRESSED_PART_VERSION``."""
+COMPRESSED_PART_VERSION = 3
+# dictionary bytes, lengths bytes, largest decoded record, decoded total, level,
+# length width, codec (1: zstd), reserved.
+_V3_FIXED = struct.Struct("<QQQQiBB2x")
+_ZSTD_CODEC = 1
 
 record_sum = xxhash.xxh3_64_intdigest
 """A record's checksum in a v2 footer (benchmarked cheaper than CRC32C through
@@ -162,3 +176,101 @@ def decode_footer_v2(
     sums = np.frombuffer(view[n_off : body_end - UID_SIZE], dtype=_U64)
     _check_offsets(offsets, part_size - footer_size(count, 2), where)
     return offsets, sums
+
+
+def min_footer_v3(count: int) -> int:
+    """The smallest footer a version 3 part of ``count`` records can have."""
+    return 4 * count + _V3_FIXED.size + _V2_TAIL.size + TRAILER_SIZE
+
+
+def encode_footer_v3(
+    lengths: npt.ArrayLike,
+    sums: npt.ArrayLike,
+    dictionary: bytes,
+    uid: str,
+    *,
+    max_decoded: int,
+    decoded_total: int,
+    level: int,
+) -> bytes:
+    """A version 3 footer: dictionary, compact frame lengths, u32 frame sums, uid."""
+    sm = (np.asarray(sums, dtype=_U64) & np.uint64(SUM_MASK)).astype("<u4")
+    packed, width = encode_lengths(lengths)
+    if len(sm) != len(np.asarray(lengths)):
+        raise ValueError(f"{len(sm)} checksums for {len(np.asarray(lengths))} records")
+    raw_uid = uid.encode("ascii")
+    if len(raw_uid) > UID_SIZE:
+        raise ValueError(f"part uid {uid!r} is longer than {UID_SIZE} bytes")
+    fixed = _V3_FIXED.pack(
+        len(dictionary), len(packed), max_decoded, decoded_total, level, width, _ZSTD_CODEC
+    )
+    body = b"".join((dictionary, packed, sm.tobytes(), fixed, raw_uid.ljust(UID_SIZE, b"\0")))
+    digest = struct.pack("<Q", xxhash.xxh3_64_intdigest(body))
+    return body + digest + _TRAILER.pack(len(sm), COMPRESSED_PART_VERSION, 0, MAGIC)
+
+
+def decode_footer_v3(
+    tail: bytes | memoryview,
+    part_size: int,
+    count: int,
+    footer_len: int,
+    uid: str,
+    decoded_total: int,
+    where: str,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Decoder]:
+    """Validate a version 3 footer of ``footer_len`` bytes (the manifest's figure);
+    return the records' start and end offsets and the part's :class:`Decoder`.
+
+    Every length the footer claims is checked against ``footer_len`` and the part's
+    size before it is used, and the decoded total against the manifest's.
+    """
+    if footer_len < min_footer_v3(count) or part_size < DATA_START + footer_len:
+        raise CorruptDatasetError(
+            f"{where}: a {footer_len}-byte footer cannot describe {count} records in a "
+            f"part of {part_size} bytes (truncated or replaced?)"
+        )
+    if len(tail) < footer_len:
+        raise CorruptDatasetError(f"{where}: {len(tail)} bytes read, the footer is {footer_len}")
+    view = memoryview(tail)
+    view = view[len(view) - footer_len :]
+    n, got, _reserved, magic = _TRAILER.unpack(view[-TRAILER_SIZE:])
+    if magic != MAGIC:
+        raise CorruptDatasetError(f"{where}: not a splitdask bin part (bad trailing magic)")
+    if got != COMPRESSED_PART_VERSION:
+        raise CorruptDatasetError(f"{where}: footer says version {got}, manifest says 3")
+    if n != count:
+        raise CorruptDatasetError(f"{where}: footer says {n} records, manifest says {count}")
+    body_end = footer_len - TRAILER_SIZE - 8
+    stored_uid, stored_hash = _V2_TAIL.unpack(view[body_end - UID_SIZE : -TRAILER_SIZE])
+    if stored_hash != xxhash.xxh3_64_intdigest(view[:body_end]):
+        raise CorruptDatasetError(f"{where}: footer checksum mismatch (footer altered)")
+    found = stored_uid.rstrip(b"\0").decode("ascii", "replace")
+    if found != uid:
+        raise CorruptDatasetError(
+            f"{where}: the part belongs to another dataset or commit (its footer names "
+            f"part {found!r}, the manifest expects {uid!r})"
+        )
+    fixed_at = body_end - UID_SIZE - _V3_FIXED.size
+    n_dict, n_len, max_dec, total, _level, width, codec = _V3_FIXED.unpack(
+        view[fixed_at : fixed_at + _V3_FIXED.size]
+    )
+    if codec != _ZSTD_CODEC:
+        raise CorruptDatasetError(f"{where}: unknown record codec {codec}")
+    if n_dict + n_len + 4 * count != fixed_at:
+        raise CorruptDatasetError(f"{where}: footer sections do not add up to its size")
+    if total != decoded_total or max_dec > total:
+        raise CorruptDatasetError(
+            f"{where}: footer says {total} decoded bytes (largest record {max_dec}), the "
+            f"manifest says {decoded_total}"
+        )
+    lengths = decode_lengths(view[n_dict : n_dict + n_len], count, width, where)
+    offsets = np.empty(count + 1, dtype=np.int64)
+    offsets[0] = DATA_START
+    # Each length is below 2**63 or the sum check below fails: no silent wrap matters.
+    np.cumsum(lengths, out=offsets[1:], dtype=np.int64)
+    offsets[1:] += DATA_START
+    if int(offsets[-1]) != part_size - footer_len or bool(np.any(lengths == 0)):
+        raise CorruptDatasetError(f"{where}: record lengths do not span the data region")
+    sums_at = n_dict + n_len
+    sums = view[sums_at : sums_at + 4 * count].cast("I")
+    return offsets[:-1], offsets[1:], Decoder(bytes(view[:n_dict]), sums, max_dec, where)

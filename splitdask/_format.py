@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from splitdask._footer import (
+    COMPRESSED_PART_VERSION,
     DATA_START,
     MAGIC,
     PART_VERSIONS,
@@ -24,9 +25,12 @@ from splitdask._footer import (
     WRITE_PART_VERSION,
     decode_footer,
     decode_footer_v2,
+    decode_footer_v3,
     encode_footer,
     encode_footer_v2,
+    encode_footer_v3,
     footer_size,
+    min_footer_v3,
     payload_size,
     record_sum,
 )
@@ -35,6 +39,8 @@ from splitdask.errors import CorruptDatasetError, FormatVersionError
 
 __all__ = [
     "BINS_DIR",
+    "COMPRESSED_MANIFEST_VERSION",
+    "COMPRESSED_PART_VERSION",
     "DATA_START",
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -55,9 +61,12 @@ __all__ = [
     "Segment",
     "decode_footer",
     "decode_footer_v2",
+    "decode_footer_v3",
     "encode_footer",
     "encode_footer_v2",
+    "encode_footer_v3",
     "footer_size",
+    "min_footer_v3",
     "parse_part_name",
     "part_name",
     "payload_size",
@@ -67,8 +76,11 @@ __all__ = [
 
 FORMAT_NAME = "splitdask"
 FORMAT_VERSION = 2
-"""The manifest version written; ``MANIFEST_VERSIONS`` are read (2 may name v2 parts)."""
-MANIFEST_VERSIONS = (1, 2)
+"""The manifest version written without compressed parts (2 may name v2 parts)."""
+COMPRESSED_MANIFEST_VERSION = 3
+"""Written when a live part is compressed (v3): older readers refuse it by version."""
+MANIFEST_VERSIONS = (1, 2, 3)
+_COMPRESSIONS = ("zstd",)
 MANIFEST_NAME = "splitdask.json"
 BINS_DIR = "bins"
 
@@ -127,10 +139,18 @@ class PartInfo:
     """``"xxh3_64:<16 hex digits>"`` of the whole file."""
     version: int = 1
     """The part's format version (its footer's layout)."""
+    # A compressed (v3) part: "zstd", its level (compaction keeps it), its footer's size
+    # (v1/v2 footers follow from ``count``) and its records' decoded bytes.
+    compression: str | None = None
+    level: int = 0
+    footer: int = 0
+    raw: int = 0
 
     @property
     def payload(self) -> int:
-        """Bytes of record data in the part (its size less header and footer)."""
+        """Bytes of record data in the part (decoded, for a compressed part)."""
+        if self.version >= COMPRESSED_PART_VERSION:
+            return self.raw
         return payload_size(self.size, self.count, self.version)
 
     @property
@@ -144,6 +164,9 @@ class PartInfo:
         }  # fmt: skip
         if self.version != 1:
             doc["version"] = self.version  # absent means 1, as a v1 manifest has it
+        if self.compression is not None:
+            doc.update(compression=self.compression, level=self.level, footer=self.footer,
+                       raw=self.raw)  # fmt: skip
         return doc
 
 
@@ -214,9 +237,10 @@ class Manifest:
         return [p for parts in self.bins for p in parts]
 
     def to_json(self) -> bytes:
+        v3 = any(p.compression for parts in self.bins for p in parts)
         doc = {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": COMPRESSED_MANIFEST_VERSION if v3 else FORMAT_VERSION,
             "generation": self.generation,
             "uid": self.uid,
             "num_records": self.num_records,
@@ -291,6 +315,8 @@ class Manifest:
                 raise
             raise CorruptDatasetError(f"{where}: malformed manifest ({exc!r})") from None
         manifest.check_limits(where)
+        if doc["version"] < 3 and any(p.compression for p in manifest.parts()):
+            raise CorruptDatasetError(f"{where}: a v{doc['version']} manifest names v3 parts")
         manifest.validate(where)
         if doc.get("num_records", manifest.num_records) != manifest.num_records:
             raise CorruptDatasetError(f"{where}: num_records disagrees with the order segments")
@@ -370,8 +396,19 @@ def _part(x: object) -> PartInfo:
     version = d.get("version", 1)
     if version not in PART_VERSIONS or type(version) is not int:
         raise ValueError(f"part {path!r}: unknown part format version {version!r}")
-    part = PartInfo(path, _uint(d["count"]), _uint(d["size"]), checksum, version)
-    if part.count < 1 or part.size < DATA_START + footer_size(part.count, version):
+    count, size = _uint(d["count"]), _uint(d["size"])
+    if version >= COMPRESSED_PART_VERSION:
+        compression, level = d["compression"], d["level"]
+        if compression not in _COMPRESSIONS or type(level) is not int:
+            raise ValueError(f"part {path!r}: unknown compression {compression!r}/{level!r}")
+        footer = _uint(d["footer"])
+        part = PartInfo(path, count, size, checksum, version, compression, level, footer,
+                        _uint(d["raw"]))  # fmt: skip
+        fsize = max(footer, min_footer_v3(count))
+    else:
+        part = PartInfo(path, count, size, checksum, version)
+        fsize = footer_size(count, version)
+    if part.count < 1 or part.size < DATA_START + fsize:
         raise ValueError(f"part {path!r}: size {part.size} cannot hold {part.count} records")
     return part
 

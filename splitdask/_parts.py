@@ -11,6 +11,7 @@ against the sums it returned (``None``: the kind has none), or a whole part with
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,13 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from splitdask._codec import SUM_MASK, Decoder
 from splitdask._format import (
+    COMPRESSED_PART_VERSION,
     PartInfo,
     decode_footer,
     decode_footer_v2,
+    decode_footer_v3,
     footer_size,
     payload_size,
     record_sum,
@@ -30,7 +34,7 @@ from splitdask._index import IntArray
 from splitdask._store import Store
 from splitdask.errors import CorruptDatasetError
 
-__all__ = ["Part", "V1Part", "V2Part", "bad_record", "part_of"]
+__all__ = ["Part", "V1Part", "V2Part", "V3Part", "bad_record", "part_of"]
 
 VERIFY_CHUNK = 8 << 20
 """Bytes ``verify`` reads at a time: its memory does not grow with a part's size."""
@@ -178,8 +182,71 @@ class V2Part(V1Part):
             raise
 
 
+@dataclass(frozen=True)
+class V3Part(V2Part):
+    """A format v3 part: each record a zstd frame; the footer holds the dictionary,
+    the frames' lengths and a 32-bit checksum per frame. :meth:`footer` returns a
+    :class:`~splitdask._codec.Decoder` (checks and decodes) in place of the sums."""
+
+    footer_len: int
+    raw: int
+
+    @classmethod
+    def of(cls, info: PartInfo) -> V3Part:
+        return cls(info.path, info.size, info.count, info.checksum, info.uid, info.footer,
+                   info.raw)  # fmt: skip
+
+    @property
+    def tail_size(self) -> int:
+        return self.footer_len
+
+    def footer(self, tail: Any, where: str) -> tuple[Any, Any, Decoder]:
+        return decode_footer_v3(tail, self.size, self.count, self.footer_len, self.uid,
+                                self.raw, where)  # fmt: skip
+
+    @property
+    def payload(self) -> int:
+        return self.raw
+
+    def check_whole(self, data: Any, where: str) -> None:
+        try:
+            V1Part.check_whole(self, data, where)
+        except CorruptDatasetError:
+            starts, ends, dec = self.footer(data, where)
+            for j, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+                if record_sum(data[s:e]) & SUM_MASK != dec.sums[j]:
+                    raise bad_record(where, j, s, e) from None
+            raise
+
+    def verify(self, store: Store) -> tuple[int, str | None]:
+        size, problem = super().verify(store)
+        if problem is not None:
+            return size, problem
+        # The bytes are as written; now every record must also decode.
+        where = store.where(self.path)
+        try:
+            data, tail = store.open_tail(self.path, self.size, self.tail_size)
+            starts, ends, dec = self.footer(tail, where)
+            s_all, e_all = starts.tolist(), ends.tolist()
+            step = 4096
+            for a in range(0, self.count, step):
+                lo, hi = s_all[a], e_all[min(self.count, a + step) - 1]
+                chunk = data[lo:hi] if data is not None else store.read_range(self.path, lo, hi)
+                for j in range(a, min(self.count, a + step)):
+                    dec(chunk[s_all[j] - lo : e_all[j] - lo], j)
+            del chunk, dec, tail
+            if data is not None and hasattr(data, "close"):
+                with contextlib.suppress(BufferError):
+                    data.close()
+        except CorruptDatasetError as exc:
+            return size, str(exc)
+        return size, None
+
+
 def part_of(info: PartInfo) -> V1Part:
     """The part kind a manifest entry names."""
+    if info.version >= COMPRESSED_PART_VERSION:
+        return V3Part.of(info)
     return V2Part.of(info) if info.version >= 2 else V1Part.of(info)
 
 

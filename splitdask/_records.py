@@ -8,7 +8,6 @@ records by range, near ranges merged by the store.
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter, getitem
@@ -19,6 +18,7 @@ import numpy as np
 from splitdask._batch import RecordBatch
 from splitdask._format import record_sum
 from splitdask._index import IntArray
+from splitdask._openpart import OpenPart
 from splitdask._parts import Part, bad_record
 from splitdask._snapshot import Snapshot
 from splitdask.errors import CorruptDatasetError
@@ -41,101 +41,6 @@ def _max_open() -> int:
     if soft == resource.RLIM_INFINITY:
         return MAX_OPEN_PARTS
     return max(8, min(MAX_OPEN_PARTS, soft // 4))
-
-
-MEMO_MIN_BYTES = 4096
-"""Records at least this long on average are checked once per map, not on every
-read: hashing them costs about as much as copying them, while a smaller record
-costs more to look up in a memo than to hash again."""
-
-
-class OpenPart:
-    """An opened part: the mapped file (local), where each record is in it and, for
-    a kind that has them, each record's checksum (``sums`` is ``None`` otherwise).
-
-    When every record has the same length and they lie back to back, ``width`` is
-    that length and record ``j`` starts at ``first + j * width``: no footer lookup.
-    ``memo[j]`` is 1 until record ``j`` has been checked in this map; it exists
-    only for mapped parts of large records (:data:`MEMO_MIN_BYTES`). A part read by
-    range (``data is None``) checks every read, since each is new bytes.
-    """
-
-    __slots__ = (
-        "data",
-        "ends",
-        "ends_np",
-        "first",
-        "memo",
-        "mview",
-        "starts",
-        "starts_np",
-        "sums",
-        "sums_np",
-        "whole",
-        "width",
-    )
-
-    def __init__(self, data: Any, starts: Any, ends: Any, sums: Any = None) -> None:
-        self.data = data  # the whole part as a buffer, or None when read by range
-        self.starts_np = starts
-        self.ends_np = ends
-        self.sums_np = sums
-        self.whole = False  # whether check_whole has passed on ``data``
-        # memoryview indexing returns Python ints and is several times faster than
-        # indexing a NumPy array, which matters for single-record reads.
-        self.starts, self.ends = _fast(starts), _fast(ends)
-        self.sums = None if sums is None else _fast(sums)
-        n = len(starts)
-        self.first = int(starts[0]) if n else 0
-        self.width = _width(starts, ends)
-        big = n and data is not None and (int(ends[-1]) - self.first) >= MEMO_MIN_BYTES * n
-        self.memo = bytearray(b"\x01") * n if sums is not None and big else None
-        self.mview: memoryview | None = None  # of ``data``, made on the first view()
-
-    def checked_whole(self) -> None:
-        """Record that :meth:`Part.check_whole` passed on ``data``: every record is
-        good in this map, so none is hashed again."""
-        self.whole = True
-        if self.memo is not None:
-            self.memo = bytearray(len(self.memo))
-
-    def view_of(self, start: int, end: int) -> memoryview:
-        """Bytes ``start:end`` of the mapped part, as a memoryview (no copy)."""
-        if self.mview is None:
-            self.mview = memoryview(self.data).cast("B")
-        return self.mview[start:end]
-
-    def close(self) -> None:
-        if self.mview is not None:
-            # Views handed out keep the buffer (and so the map) until they go.
-            self.mview.release()
-            self.mview = None
-        data, self.data = self.data, None
-        self.starts = self.ends = self.starts_np = self.ends_np = self.sums = self.sums_np = None
-        if data is not None and hasattr(data, "close"):
-            # A caller may still hold a view of the map; GC unmaps it then.
-            with contextlib.suppress(BufferError):
-                data.close()
-
-
-def _fast(a: Any) -> Any:
-    if a.dtype.isnative:
-        # Unaligned arrays export as "=Q", which memoryview cannot index: recast.
-        return memoryview(a).cast("B").cast(a.dtype.char)
-    return a.tolist()
-
-
-def _width(starts: Any, ends: Any) -> int:
-    """The length shared by every record, if they all have one and lie back to back
-    (then the part's records are rows of a 2-D array); else 0."""
-    n = len(starts)
-    if n == 0:
-        return 0
-    w = int(ends[0]) - int(starts[0])
-    if w <= 0 or int(ends[-1]) - int(starts[0]) != w * n:
-        return 0
-    lengths = np.subtract(ends, starts, dtype=np.int64)
-    return w if bool((lengths == w).all()) else 0
 
 
 _sum = record_sum  # a module global: one dict lookup on the hot path
@@ -195,7 +100,8 @@ class RecordReader:
     def _keep(self, pid: int, opened: OpenPart) -> OpenPart:
         self._slots[pid] = opened
         self._opened.append(pid)
-        self._is_mapped[pid] = opened.data is not None
+        # Compressed parts take the grouped path, which decodes.
+        self._is_mapped[pid] = opened.data is not None and opened.decode is None
         self._width[pid] = opened.width
         self._first[pid] = opened.first
         self._plain[pid] = opened.sums is not None and opened.memo is None
@@ -260,6 +166,8 @@ class RecordReader:
                 end = part.ends[j]
             data = part.data
             rec = data[start:end] if data is not None else fetch(pid, start, end)
+            if part.decode is not None:  # a compressed part: checked, then decoded
+                return part.decode(rec, j)
             sums = part.sums
             # Every record handed out is checked: a map is only as good as the disk
             # under it, and a range read as the network. Large records are checked
@@ -282,7 +190,7 @@ class RecordReader:
         (over the fetched bytes for a part read by range); checked as :attr:`record`."""
         pid, j = self.snapshot.locator.locate(i)
         part = self.part(pid)
-        if part.data is None:
+        if part.data is None or part.decode is not None:
             return memoryview(self.record(i))
         start, end = part.starts[j], part.ends[j]
         rec = part.view_of(start, end)
@@ -399,7 +307,7 @@ class RecordReader:
             starts, ends = part.starts_np[j].tolist(), part.ends_np[j].tolist()
             if part.data is not None:
                 got = list(map(part.data.__getitem__, map(slice, starts, ends)))
-                self._check(pid, part, j, got)
+                got = self._check(pid, part, j, got)
                 for t, rec in zip(group.tolist(), got, strict=True):
                     out[t] = rec
             else:
@@ -415,21 +323,25 @@ class RecordReader:
                 raise self.snapshot.missing(str(exc.filename)) from None
             pos = 0
             for pid, part, j, n in checks:
-                self._check(pid, part, j, got[pos : pos + n])
+                got[pos : pos + n] = self._check(pid, part, j, got[pos : pos + n])
                 pos += n
             for t, data in zip(slots, got, strict=True):
                 out[t] = data
         return out
 
-    def _check(self, pid: int, part: OpenPart, j: Any, got: Sequence[Any]) -> None:
-        """Check records ``j`` of ``part`` (as read, in ``got``) against their sums."""
+    def _check(self, pid: int, part: OpenPart, j: Any, got: list[Any]) -> list[Any]:
+        """Check records ``j`` of ``part`` (as read, in ``got``) against their sums;
+        the records as handed out (decoded, for a compressed part)."""
+        if part.decode is not None:
+            return part.decode.many(got, j)
         sums = part.sums_np
         if sums is None:
-            return
+            return got
         for k, (want, rec) in enumerate(zip(sums[j].tolist(), got, strict=True)):
             if _sum(rec) != want:
                 jj = int(j[k])
                 raise self._bad(pid, jj, part.starts[jj], part.ends[jj])
+        return got
 
 
 _STARTS = attrgetter("starts")

@@ -16,6 +16,7 @@ import numpy as np
 
 from splitdask._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
 from splitdask._changes import AddRecords, Mode
+from splitdask._codec import SAMPLE_BYTES, check_compression
 from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
 from splitdask._compact import auto_compact
 from splitdask._format import BINS_DIR, MAX_BINS, Manifest
@@ -87,6 +88,13 @@ class SplitWriter:
         Show a progress bar (``tqdm.auto``: records/s and MB/s) while writing.
     num_bins
         Alias of ``splits``.
+    compression
+        ``None`` (default) or ``"zstd"``: each record is compressed on its own with
+        a zstd dictionary trained from the first records of each bin, so
+        ``loader[i]`` still decompresses one record. Compressed parts are format v3
+        (their manifest version 3): splitdask releases before it refuse them.
+    compression_level
+        zstd level, ``-131072`` to ``22`` (default 3); only with ``compression``.
 
     Examples
     --------
@@ -112,8 +120,11 @@ class SplitWriter:
         retries: int = DEFAULT_RETRIES,
         progress: bool = False,
         num_bins: int | None = None,
+        compression: str | None = None,
+        compression_level: int | None = None,
     ) -> None:
         splits = _bin_count(splits, num_bins)
+        codec = check_compression(compression, compression_level)
         metadata = check_metadata(metadata)
         if splits is not None:
             splits = check_int(splits, "splits", minimum=1, maximum=MAX_BINS)
@@ -135,8 +146,11 @@ class SplitWriter:
             self._rot = self._target.bins_by_fill(self.num_bins)[:nsplits]
         self._metadata = metadata
         max_records = max(1 << 16, OFFSETS_BUDGET // (16 * nsplits))
+        # Each bin holds back a dictionary's training sample: bounded by the buffer budget.
+        sample = min(SAMPLE_BYTES, max(_FLUSH_MIN, _BUFFER_BUDGET // nsplits))
         self._writers = [
-            BinWriter(self.store, b, part_max_bytes, max_records, self._tag) for b in self._rot
+            BinWriter(self.store, b, part_max_bytes, max_records, self._tag, codec, sample)
+            for b in self._rot
         ]
         flush = min(FLUSH_MAX, max(_FLUSH_MIN, _BUFFER_BUDGET // nsplits))
         self._narrowable = splits is None  # the caller left the deal width to us
@@ -217,7 +231,7 @@ class SplitWriter:
         base = self._target.base
         if not self._narrowable or base is None or not base.num_records or b.k == 0:
             return
-        if any(w.parts or w.open_bytes for w in self._writers):
+        if any(w.parts or w.open_bytes or w.held for w in self._writers):
             return
         m = len(self._writers)
         nbytes = sum(b.sizes)
@@ -290,6 +304,8 @@ def write_split_data(
     retries: int = DEFAULT_RETRIES,
     progress: bool = False,
     num_bins: int | None = None,
+    compression: str | None = None,
+    compression_level: int | None = None,
 ) -> CommitInfo:
     """Write ``input_sequence`` over ``splits`` bins, as ``splitdataloader`` did.
 
@@ -309,7 +325,7 @@ def write_split_data(
     start_clean
         Replace any existing dataset instead of appending to it. Unlike the
         predecessor, the old data stays readable until the new data is committed.
-    seed, storage_options, metadata, retention, retries, progress
+    seed, storage_options, metadata, retention, retries, progress, compression, compression_level
         See :class:`SplitWriter` (with ``progress``, the bar shows an ETA when
         ``input_sequence`` has a length).
     num_bins
@@ -338,6 +354,8 @@ def write_split_data(
         retries=retries,
         progress=progress,
         num_bins=num_bins,
+        compression=compression,
+        compression_level=compression_level,
     ) as writer:
         if progress and isinstance(input_sequence, Sized):
             writer._progress.total(len(input_sequence))

@@ -26,6 +26,7 @@ from splitdask._batch import bin_batches, rebatch
 from splitdask._bins import load_parts, release
 from splitdask._binwrite import write_bin_part
 from splitdask._changes import AddRecords, Mode
+from splitdask._codec import Compression, check_compression
 from splitdask._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
@@ -61,6 +62,8 @@ def to_split_bins(
     compute_kwargs: Mapping[str, Any] | None = ...,
     retention: float = ...,
     commit_retries: int = ...,
+    compression: str | None = ...,
+    compression_level: int | None = ...,
 ) -> CommitInfo: ...
 
 
@@ -78,6 +81,8 @@ def to_split_bins(
     compute_kwargs: Mapping[str, Any] | None = ...,
     retention: float = ...,
     commit_retries: int = ...,
+    compression: str | None = ...,
+    compression_level: int | None = ...,
 ) -> Delayed: ...
 
 
@@ -94,6 +99,8 @@ def to_split_bins(
     compute_kwargs: Mapping[str, Any] | None = None,
     retention: float = DEFAULT_RETENTION,
     commit_retries: int = DEFAULT_RETRIES,
+    compression: str | None = None,
+    compression_level: int | None = None,
 ) -> CommitInfo | Delayed:
     """Write a Bag of byte records as a dataset, one bin per partition.
 
@@ -136,6 +143,9 @@ def to_split_bins(
         As ``retention`` and ``retries`` of :class:`~splitdask.SplitWriter`: how
         long replaced parts stay readable, and how often a commit that lost a race
         to another writer re-bases and tries again.
+    compression, compression_level
+        As for :class:`~splitdask.SplitWriter`: ``"zstd"`` compresses each record
+        on its own, with a dictionary trained per partition.
 
     Returns
     -------
@@ -178,6 +188,7 @@ def to_split_bins(
     if append and overwrite:
         raise ValueError("append and overwrite are mutually exclusive")
     check_int(part_max_bytes, "part_max_bytes", minimum=1)
+    codec = check_compression(compression, compression_level)
     nparts = bag.npartitions
     if nparts == 0 and not append:
         raise ValueError("the bag has no partitions; a new dataset needs at least one bin")
@@ -211,7 +222,7 @@ def to_split_bins(
     # A fresh tag per call: it names this write's tasks and starts its part names.
     tag = new_tag()
     name = f"to-split-bins-{tokenize(bag.name, target.store.urlpath, mode, tag)}"
-    write = _WritePartition(target.store, tag, part_max_bytes)
+    write = _WritePartition(target.store, tag, part_max_bytes, codec)
     layer: dict[Any, Any] = {(name, p): (write, (bag.name, p), p, bin_of[p]) for p in range(nparts)}
     deps: list[Any] = [bag]
     graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
@@ -232,6 +243,7 @@ class _WritePartition:
     store: Store
     tag: str
     part_max_bytes: int
+    compression: Compression | None = None
 
     def __call__(self, records: Iterable[Any], partition: int, bin_index: int) -> list[PartInfo]:
         return write_bin_part(
@@ -241,6 +253,7 @@ class _WritePartition:
             where=f"partition {partition}",
             part_max_bytes=self.part_max_bytes,
             tag=self.tag,
+            compression=self.compression,
         )
 
 

@@ -27,6 +27,7 @@ from splitdask._batch import RecordBatch, bin_batches
 from splitdask._bins import load_parts, release
 from splitdask._binwrite import write_bin_part
 from splitdask._changes import AddRecords, Mode
+from splitdask._codec import Compression, check_compression
 from splitdask._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
@@ -223,6 +224,8 @@ def to_split_bins_ray(
     commit_retries: int = DEFAULT_RETRIES,
     concurrency: int | None = None,
     ray_remote_args: Mapping[str, Any] | None = None,
+    compression: str | None = None,
+    compression_level: int | None = None,
 ) -> CommitInfo:
     """Write one column of a Ray Dataset as a splitdask dataset, in one commit.
 
@@ -253,6 +256,8 @@ def to_split_bins_ray(
         As for :class:`~splitdask.SplitWriter`.
     concurrency, ray_remote_args
         Passed to ``Dataset.write_datasink``.
+    compression, compression_level
+        As for :class:`~splitdask.SplitWriter` (a dictionary trained per task).
 
     Returns
     -------
@@ -281,6 +286,7 @@ def to_split_bins_ray(
     if append and overwrite:
         raise ValueError("append and overwrite are mutually exclusive")
     check_int(part_max_bytes, "part_max_bytes", minimum=1)
+    codec = check_compression(compression, compression_level)
     if num_bins is not None:
         check_int(num_bins, "num_bins", minimum=1)
     mode: Mode = "a" if append else "w" if overwrite else "x"
@@ -295,6 +301,7 @@ def to_split_bins_ray(
     store = open_store(urlpath, storage_options)
     target = Transaction.begin(store, mode, retention=retention, retries=retries)
     sink = SplitBinsDatasink(target, column, num_bins, part_max_bytes, dict(metadata or {}))
+    sink.compression = codec
     dataset.write_datasink(
         sink, concurrency=concurrency, ray_remote_args=dict(ray_remote_args or {})
     )
@@ -326,6 +333,7 @@ class SplitBinsDatasink(Datasink[_TaskParts]):  # type: ignore[misc]
         self.column = column
         self.part_max_bytes = part_max_bytes
         self.metadata = metadata
+        self.compression: Compression | None = None
         self.tag = new_tag()
         base = target.base
         if base is not None and base.num_bins:
@@ -349,9 +357,8 @@ class SplitBinsDatasink(Datasink[_TaskParts]):  # type: ignore[misc]
         task = int(ctx.task_idx)
         b = self.bin_of(task)
         records = _column_records(blocks, self.column, task)
-        parts = write_bin_part(
-            self.target.store, b, records, part_max_bytes=self.part_max_bytes, tag=self.tag
-        )
+        parts = write_bin_part(self.target.store, b, records, part_max_bytes=self.part_max_bytes,
+                               tag=self.tag, compression=self.compression)  # fmt: skip
         return _TaskParts(task, b, tuple(parts))
 
     def on_write_complete(self, write_result: WriteResult[_TaskParts]) -> None:

@@ -115,8 +115,8 @@ def test_manifest_rejects_part_in_wrong_bin_and_junk() -> None:
         Manifest.from_json(manifest_doc(bins=swapped), "m")
     with pytest.raises(CorruptDatasetError, match="not valid JSON"):
         Manifest.from_json(b"\x00{", "m")
-    with pytest.raises(FormatVersionError, match="version 3"):
-        Manifest.from_json(manifest_doc(version=3), "m")
+    with pytest.raises(FormatVersionError, match="version 4"):
+        Manifest.from_json(manifest_doc(version=4), "m")
 
 
 def test_partinfo_is_plain_data() -> None:

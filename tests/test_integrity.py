@@ -196,7 +196,7 @@ def test_million_empty_bins_are_refused_fast(tmp_path: Path) -> None:
     doc = json.loads(manifest.read_bytes())
     doc["bins"] += [[] for _ in range(10**6)]
     manifest.write_text(json.dumps(doc))
-    err = _bounded(lambda: SplitDataLoader(ds), 3.0, 120)
+    err = _bounded(lambda: SplitDataLoader(ds), 10.0, 120)  # minutes if per-bin work
     assert "MAX_BINS" in str(err)
 
 

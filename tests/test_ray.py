@@ -7,6 +7,7 @@ first use and shut down at the end.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import signal
@@ -287,3 +288,15 @@ def test_bad_input_errors_before_commit(ray_session: None, tmp_path: Path) -> No
     with pytest.raises(TypeError, match="ray.data.Dataset"):
         to_split_bins_ray([b"c"], root)  # type: ignore[arg-type]
     assert list(SplitDataLoader(root)) == [b"a", b"b"]
+
+
+def test_compressed_write_and_read(ordered: None, tmp_path: Path) -> None:
+    recs = records(400, seed=14)
+    info = to_split_bins_ray(rows_of(recs, 2), tmp_path / "z", compression="zstd",
+                             compression_level=2)  # fmt: skip
+    assert info.records_written == 400
+    doc = json.loads((tmp_path / "z" / "splitdask.json").read_bytes())
+    assert {(p["compression"], p["level"]) for b in doc["bins"] for p in b} == {("zstd", 2)}
+    assert list(SplitDataLoader(tmp_path / "z")) == recs
+    rows = read_split_bins_ray(tmp_path / "z").take_all()
+    assert [r["record"] for r in rows] == recs

@@ -238,3 +238,16 @@ def test_s3_getitems_one_request_per_part(
         assert [ident(r) for r in ds.__getitems__(idx.tolist())] == idx.tolist()
         touched = len(np.unique(ds.snapshot.locator.locate_many(idx)[0]))
         assert s3_requests.count("GET", since=mark) == touched == k
+
+
+def test_compressed_dataset_through_both_datasets_and_workers(tmp_path: Path) -> None:
+    records = [b"rec %05d " % i * (1 + i % 5) for i in range(600)]
+    write_split_data(tmp_path / "z", records, splits=3, compression="zstd")
+    url = str(tmp_path / "z")
+    mapped = SplitMapDataset(url)
+    assert [mapped[i] for i in (0, 599, 17)] == [records[i] for i in (0, 599, 17)]
+    for shuffle in ("bins", "global"):
+        ds = SplitIterableDataset(url, shuffle=shuffle, seed=2, batch_size=16)
+        got = [r for batch in tud.DataLoader(ds, batch_size=16, num_workers=2,
+               multiprocessing_context="fork", collate_fn=list) for r in batch]  # fmt: skip
+        assert sorted(got) == sorted(records)

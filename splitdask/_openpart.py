@@ -1,0 +1,116 @@
+"""An opened part: its buffer, where each record is in it, and how records are checked.
+
+No I/O: a :class:`~splitdask._records.RecordReader` opens the file and hands the
+buffer and the footer's arrays to :class:`OpenPart`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from splitdask._codec import Decoder
+
+__all__ = ["MEMO_MIN_BYTES", "OpenPart"]
+
+MEMO_MIN_BYTES = 4096
+"""Records at least this long on average are checked once per map, not on every
+read: hashing them costs about as much as copying them, while a smaller record
+costs more to look up in a memo than to hash again."""
+
+
+class OpenPart:
+    """An opened part: the mapped file (local), where each record is in it and, for
+    a kind that has them, each record's checksum (``sums`` is ``None`` otherwise).
+
+    When every record has the same length and they lie back to back, ``width`` is
+    that length and record ``j`` starts at ``first + j * width``: no footer lookup.
+    ``memo[j]`` is 1 until record ``j`` has been checked in this map; it exists
+    only for mapped parts of large records (:data:`MEMO_MIN_BYTES`). A part read by
+    range (``data is None``) checks every read, since each is new bytes.
+
+    A compressed part's footer gives a ``Decoder`` in place of the sums: ``decode``
+    then checks and decodes each record, and ``sums`` is ``None``.
+    """
+
+    __slots__ = (
+        "data",
+        "decode",
+        "ends",
+        "ends_np",
+        "first",
+        "memo",
+        "mview",
+        "starts",
+        "starts_np",
+        "sums",
+        "sums_np",
+        "whole",
+        "width",
+    )
+
+    def __init__(self, data: Any, starts: Any, ends: Any, sums: Any = None) -> None:
+        self.decode = sums if isinstance(sums, Decoder) else None
+        if self.decode is not None:
+            sums = None
+        self.data = data  # the whole part as a buffer, or None when read by range
+        self.starts_np = starts
+        self.ends_np = ends
+        self.sums_np = sums
+        self.whole = False  # whether check_whole has passed on ``data``
+        # memoryview indexing returns Python ints and is several times faster than
+        # indexing a NumPy array, which matters for single-record reads.
+        self.starts, self.ends = _fast(starts), _fast(ends)
+        self.sums = None if sums is None else _fast(sums)
+        n = len(starts)
+        self.first = int(starts[0]) if n else 0
+        self.width = _width(starts, ends)
+        big = n and data is not None and (int(ends[-1]) - self.first) >= MEMO_MIN_BYTES * n
+        self.memo = bytearray(b"\x01") * n if sums is not None and big else None
+        self.mview: memoryview | None = None  # of ``data``, made on the first view()
+
+    def checked_whole(self) -> None:
+        """:meth:`Part.check_whole` passed on ``data``: no record is hashed again."""
+        self.whole = True
+        if self.memo is not None:
+            self.memo = bytearray(len(self.memo))
+
+    def view_of(self, start: int, end: int) -> memoryview:
+        """Bytes ``start:end`` of the mapped part, as a memoryview (no copy)."""
+        if self.mview is None:
+            self.mview = memoryview(self.data).cast("B")
+        return self.mview[start:end]
+
+    def close(self) -> None:
+        if self.mview is not None:
+            # Views handed out keep the buffer (and so the map) until they go.
+            self.mview.release()
+            self.mview = None
+        data, self.data = self.data, None
+        self.starts = self.ends = self.starts_np = self.ends_np = self.sums = self.sums_np = None
+        if data is not None and hasattr(data, "close"):
+            # A caller may still hold a view of the map; GC unmaps it then.
+            with contextlib.suppress(BufferError):
+                data.close()
+
+
+def _fast(a: Any) -> Any:
+    if a.dtype.isnative:
+        # Unaligned arrays export as "=Q", which memoryview cannot index: recast.
+        return memoryview(a).cast("B").cast(a.dtype.char)
+    return a.tolist()
+
+
+def _width(starts: Any, ends: Any) -> int:
+    """The length shared by every record, if they all have one and lie back to back
+    (then the part's records are rows of a 2-D array); else 0."""
+    n = len(starts)
+    if n == 0:
+        return 0
+    w = int(ends[0]) - int(starts[0])
+    if w <= 0 or int(ends[-1]) - int(starts[0]) != w * n:
+        return 0
+    lengths = np.subtract(ends, starts, dtype=np.int64)
+    return w if bool((lengths == w).all()) else 0
