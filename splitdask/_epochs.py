@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from splitdask._bins import load_parts, release
-from splitdask._codec import decoded
 from splitdask._index import IntArray
 from splitdask._records import RecordReader
 from splitdask.plan import locate_keys
@@ -87,7 +86,8 @@ class EpochClock:
 class KeyReader:
     """Records by bin-space key.
 
-    Locally (and for a ``"global"`` shuffle) records are read where they lie. From a
+    Locally (and for a ``"global"`` shuffle) records are read where they lie, each
+    checked as ``loader[i]`` checks it. From a
     remote store the parts a chunk touches are fetched whole and kept until a chunk
     no longer touches them: a plan visits a window's parts together, so each part
     is fetched once per pass of a worker.
@@ -101,17 +101,16 @@ class KeyReader:
 
     def read(self, keys: IntArray) -> list[Any]:
         pids, local = locate_keys(self.part_start, keys)
-        if not self.whole and not self.reader.store.is_local:
+        if not self.whole:  # mapped or by range, every record checked (C loops locally)
             return self.reader.records_at(pids, local)
-        if self.whole:
-            self._hold(np.unique(pids).tolist())
+        self._hold(np.unique(pids).tolist())
         # Slice part by part with map (the loop stays in C), then undo the sort.
         by_part = np.argsort(pids, kind="stable")
         sp, sl = pids[by_part], local[by_part]
         cuts = [0, *(np.flatnonzero(np.diff(sp)) + 1).tolist(), len(sp)]
         got: list[Any] = []
         for a, b in itertools.pairwise(cuts):
-            data, starts, ends = self._part(int(sp[a]))
+            data, starts, ends = self._held[int(sp[a])]  # checked whole by load_parts
             j = sl[a:b]
             got += map(data.__getitem__, map(slice, starts[j].tolist(), ends[j].tolist()))
         if len(cuts) == 2 and np.array_equal(by_part, np.arange(len(by_part))):
@@ -119,13 +118,6 @@ class KeyReader:
         where = np.empty_like(by_part)
         where[by_part] = np.arange(len(by_part))
         return list(map(got.__getitem__, where.tolist()))
-
-    def _part(self, pid: int) -> tuple[Any, Any, Any]:
-        held = self._held.get(pid)
-        if held is not None:
-            return held
-        opened = self.reader.part(pid)
-        return decoded(opened.data, opened.decode), opened.starts_np, opened.ends_np
 
     def _hold(self, need: list[int]) -> None:
         """Keep the parts ``need`` whole (fetching those not held), drop the rest."""

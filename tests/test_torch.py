@@ -14,7 +14,7 @@ import pytest
 import torch.utils.data as tud
 from conftest import RequestLog
 
-from splitdask import ResumeStateError, SplitDataLoader, write_split_data
+from splitdask import CorruptDatasetError, ResumeStateError, SplitDataLoader, write_split_data
 from splitdask.torch import SplitIterableDataset, SplitMapDataset
 
 N = 6000
@@ -251,3 +251,24 @@ def test_compressed_dataset_through_both_datasets_and_workers(tmp_path: Path) ->
         got = [r for batch in tud.DataLoader(ds, batch_size=16, num_workers=2,
                multiprocessing_context="fork", collate_fn=list) for r in batch]  # fmt: skip
         assert sorted(got) == sorted(records)
+
+
+@pytest.mark.parametrize("shuffle", ["window", "global", None])
+def test_local_altered_record_is_refused_by_the_iterable_dataset(
+    tmp_path: Path, shuffle: str | None
+) -> None:
+    """Records read where they lie are checked as loader[i] checks them."""
+    records = [bytes([i]) * 300 for i in range(60)]
+    write_split_data(tmp_path / "d", records, splits=3)
+    loader = SplitDataLoader(tmp_path / "d")
+    reader = loader._open()
+    pid, j = reader.snapshot.locator.locate(10)
+    path = tmp_path / "d" / reader.snapshot.parts[pid].path
+    start = int(reader.part(pid).starts[j])
+    loader.close()
+    with open(path, "r+b") as f:
+        f.seek(start)
+        f.write(b"\xff")
+    ds = SplitIterableDataset(tmp_path / "d", shuffle=shuffle, seed=1)
+    with pytest.raises(CorruptDatasetError, match="does not match its checksum"):
+        list(tud.DataLoader(ds, batch_size=None, num_workers=0))
