@@ -364,7 +364,7 @@ def array_record_rows(s: Setup) -> Iterator[Row]:
 
     yield Row("ArrayRecord", "write", "ArrayRecordWriter(group_size:1)", s.n, timed(write))
     # Readahead kept, no thread pool: on this 2-core machine both read() and read(lo, hi)
-    # in order measured faster so than with the default options (6x and 1.5x).
+    # in order measured faster than with the default options (6x and 1.5x).
     reader = ArrayRecordReader(path, "max_parallelism:0")
 
     def one_by_one() -> Iterator[bytes]:
