@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-CHUNK = 4096  # records (or calls) between two looks at the clock
+CHUNK = 4096  # at most this many records (or calls) between two looks at the clock
 RANDOM_CAP = 300_000
 # Column of the final table -> the limit row its ratio is taken against.
 LIMIT_OF = {
@@ -59,6 +59,7 @@ LIMIT_OF = {
     "b64": "b64",
     "b1024": "b1024",
 }
+NOTES: list[str] = []  # what was skipped, repeated under the final table
 SYSTEMS = ("raw", "splitdask", "hf", "lance", "arrayrecord", "grain", "splitdataloader")
 
 
@@ -88,6 +89,11 @@ class Setup:
         return os.path.join(self.tmp, name)
 
 
+def note(text: str) -> None:
+    print(f"  ({text})", flush=True)
+    NOTES.append(text)
+
+
 # --- measuring ------------------------------------------------------------------------
 
 
@@ -97,13 +103,22 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+def chunks(total: int) -> Iterator[tuple[int, int]]:
+    """(lo, hi) spans over ``total`` items, doubling from 16 to CHUNK: a slow path looks
+    at the clock soon enough to stop near its budget, a fast one rarely."""
+    lo, step = 0, 16
+    while lo < total:
+        yield lo, min(lo + step, total)
+        lo, step = lo + step, min(step * 2, CHUNK)
+
+
 def loop_records(it: Iterator[object], total: int, budget: float) -> tuple[int, float]:
     """Consume ``it`` (``total`` items) with a plain loop, in chunks, until the budget."""
     done, t0 = 0, time.perf_counter()
-    while done < total:
-        for _ in islice(it, CHUNK):
+    for lo, hi in chunks(total):
+        for _ in islice(it, hi - lo):
             pass
-        done = min(done + CHUNK, total)
+        done = hi
         if time.perf_counter() - t0 > budget:
             break
     return done, time.perf_counter() - t0
@@ -114,11 +129,10 @@ def loop_calls(
 ) -> tuple[int, float]:
     """``get(key)`` for each key (``per`` records each) until done or the budget."""
     done, t0 = 0, time.perf_counter()
-    step = max(1, CHUNK // per)
-    for lo in range(0, len(keys), step):
-        for key in keys[lo : lo + step]:
+    for lo, hi in chunks(len(keys)):
+        for key in keys[lo:hi]:
             get(key)
-        done = min(lo + step, len(keys)) * per
+        done = hi * per
         if time.perf_counter() - t0 > budget:
             break
     return done, time.perf_counter() - t0
@@ -254,11 +268,11 @@ def splitdask_batch_rows(s: Setup, loader: Any) -> Iterator[Row]:
             *loop_batches(batches, len, s.budget),
         )
     else:
-        print("  (loader.iterate_batches absent in this splitdask: rows skipped)")
+        note("loader.iterate_batches absent in this splitdask: its rows skipped")
     if hasattr(loader, "read_batch"):
         yield from batch_rows(name, s, "read_batch(array of {k})", loader.read_batch)
     else:
-        print("  (loader.read_batch absent in this splitdask: rows skipped)")
+        note("loader.read_batch absent in this splitdask: its rows skipped")
 
 
 def hf_rows(s: Setup) -> Iterator[Row]:
@@ -505,9 +519,13 @@ def table(rows: list[Row], limits: dict[str, float]) -> str:
     }
     lines = ["| system | " + " | ".join(paths) + " |", "|---|" + "---:|" * len(paths)]
     for system in systems:
-        got = [f"{cells[system, p]:.2f}" if (system, p) in cells else "-" for p in paths]
+        got = [_ratio(cells[system, p]) if (system, p) in cells else "-" for p in paths]
         lines.append(f"| {system} | " + " | ".join(got) + " |")
     return "\n".join(lines)
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
 
 
 def main() -> None:
@@ -555,7 +573,7 @@ def main() -> None:
             try:
                 __import__(module)
             except ImportError as exc:
-                print(f"  ({module} not installed: {exc}; rows skipped)")
+                note(f"{module} not installed ({exc}): its rows skipped")
                 continue
             for row in run(s):
                 report(row, s.size, limits)
@@ -567,6 +585,8 @@ def main() -> None:
     )
     print("random: mmap at random offsets; b64/b1024: numpy gather of as many random rows)")
     print(table(rows, limits))
+    for text in NOTES:
+        print(f"absent: {text}")
 
 
 if __name__ == "__main__":
