@@ -6,7 +6,8 @@ Run (in a venv of its own: the peers are not splitdask dependencies)::
     /work/peers-venv/bin/pip install -e . numpy datasets pylance array_record grain \\
         splitdataloader==0.0.1
     /work/peers-venv/bin/python benchmarks/peers.py [--records N] [--size BYTES] [--quick]
-        [--only raw,splitdask,hf,lance,arrayrecord,grain,splitdataloader] [--budget S]
+        [--only splitdask,hf,lance,arrayrecord,grain,splitdataloader] [--budget S]
+        [--rounds R] [--dir PATH]
 
 Versions it was run with (Python 3.11): numpy 2.4.6, pyarrow 26.0.1, datasets 5.2.0,
 pylance 14.0.2, array_record 0.8.6, grain 0.2.18, splitdataloader 0.0.1. A peer that is
@@ -14,7 +15,9 @@ not installed is skipped with a printed note.
 
 N records (default 1,000,000) of ``--size`` (256) random bytes are written by every
 system and read back in the same process, page cache warm. Every row prints records/s,
-MB/s and its ratio to the limit of its path, measured in the same run:
+MB/s and its ratio to the limit of its path, measured right beside it: each read path
+runs ``--rounds`` (2) times alternating with a run of its limit, best of each kept,
+because on a shared machine a limit taken minutes earlier is no reference. The limits:
 
 * write: the bytes as one flat file plus an int64 offsets file, 1 MiB writes, fsync.
   Peers that do not fsync get their output fsynced inside their timing (splitdask does
@@ -27,8 +30,9 @@ MB/s and its ratio to the limit of its path, measured in the same run:
 
 The Python floor (a ``for`` loop over an in-memory list of the same ``bytes``) is printed
 as its own row: no per-record Python path can beat it. Each measurement stops after
-``--budget`` seconds (random reads use at most 300,000 indices), so slow paths cost
-seconds, not minutes. Figures are only comparable within one run: quote ratios.
+``--budget`` seconds (2; random reads use at most 300,000 indices), so slow paths cost
+seconds, not minutes. Absolute figures are only comparable within one run: quote ratios.
+docs/benchmarks.md says what each path measures and gives one run's table.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import islice, pairwise
 from typing import Any, ClassVar
 
@@ -49,7 +53,7 @@ import numpy as np
 
 CHUNK = 4096  # at most this many records (or calls) between two looks at the clock
 RANDOM_CAP = 300_000
-# Column of the final table -> the limit row its ratio is taken against.
+# Column of the final table -> the limit its ratio is taken against.
 LIMIT_OF = {
     "write": "write",
     "seq": "seq",
@@ -60,7 +64,19 @@ LIMIT_OF = {
     "b1024": "b1024",
 }
 NOTES: list[str] = []  # what was skipped, repeated under the final table
-SYSTEMS = ("raw", "splitdask", "hf", "lance", "arrayrecord", "grain", "splitdataloader")
+SYSTEMS = ("splitdask", "hf", "lance", "arrayrecord", "grain", "splitdataloader")
+
+Measure = Callable[[], tuple[int, float]]  # -> (records, seconds)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One path of one system, measured by ``run`` (which may run more than once)."""
+
+    system: str
+    path: str
+    label: str
+    run: Measure
 
 
 @dataclass(frozen=True)
@@ -68,13 +84,8 @@ class Row:
     system: str
     path: str
     label: str
-    records: int
-    seconds: float
-    ratio: float | None = None  # to its path's limit, filled in when reported
-
-    @property
-    def rate(self) -> float:
-        return self.records / self.seconds
+    rate: float  # records/s, best round
+    limit: float  # the path's limit, best of the rounds alternating with it
 
 
 @dataclass
@@ -85,6 +96,7 @@ class Setup:
     picks: list[int]  # random indices for the random rows
     tmp: str
     budget: float
+    rounds: int
 
     def batches(self, k: int) -> list[np.ndarray]:
         usable = len(self.picks) // k * k
@@ -106,6 +118,11 @@ def timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def written(count: int, fn: Callable[[], object]) -> Measure:
+    """A write job's measure: ``fn`` writes ``count`` records, once."""
+    return lambda: (count, timed(fn))
 
 
 def chunks(total: int) -> Iterator[tuple[int, int]]:
@@ -171,25 +188,32 @@ def fsync_tree(root: str) -> None:
             os.close(fd)
 
 
-def batch_rows(
+def batch_jobs(
     system: str, s: Setup, label: str, get: Callable[[Any], object], *, lists: bool = False
-) -> Iterator[Row]:
-    """The b64 and b1024 rows of one batched random read (``lists``: keys as lists)."""
+) -> Iterator[Job]:
+    """The b64 and b1024 jobs of one batched random read (``lists``: keys as lists)."""
     for k in (64, 1024):
         keys: list[Any] = s.batches(k)
         if lists:
             keys = [b.tolist() for b in keys]
-        yield Row(system, f"b{k}", label.format(k=k), *loop_calls(get, keys, k, s.budget))
-
-
-# --- the systems: each yields its rows as it measures them -----------------------------
+        yield Job(
+            system,
+            f"b{k}",
+            label.format(k=k),
+            lambda keys=keys, k=k: loop_calls(get, keys, k, s.budget),
+        )
 
 
 class Raw:
-    """The raw limits: the records as one flat file plus int64 offsets, read by mmap.
+    """The raw limits: the records as one flat file plus int64 offsets, read by mmap."""
 
-    Measured again before each system's rows (best of three for each read), so every
-    ratio is to a limit taken moments before it on this shared, noisy machine."""
+    LABELS: ClassVar[dict[str, str]] = {
+        "write": "flat file + int64 offsets, 1 MiB writes + fsync",
+        "seq": "mmap slices in file order",
+        "random": "mmap slices at random offsets",
+        "b64": "numpy gather of 64 random rows",
+        "b1024": "numpy gather of 1024 random rows",
+    }
 
     def __init__(self, s: Setup) -> None:
         self.s = s
@@ -216,87 +240,112 @@ class Raw:
         os.fsync(fd)
         os.close(fd)
 
-    LABELS: ClassVar[dict[str, str]] = {
-        "seq": "mmap slices in file order",
-        "random": "mmap slices at random offsets",
-        "b64": "numpy gather of 64 random rows",
-        "b1024": "numpy gather of 1024 random rows",
-    }
-
-    def rows(self) -> Iterator[Row]:
-        label = "flat file + int64 offsets, 1 MiB writes + fsync"
-        yield Row("raw limit", "write", label, self.s.n, timed(self.write))
-        for path, label in self.LABELS.items():
-            best = max((self.read(path) for _ in range(3)), key=lambda r: r[0] / r[1])
-            yield Row("raw limit", path, label, *best)
-
-    def read(self, path: str) -> tuple[int, float]:
+    def rate(self, path: str) -> float:
+        """One measurement of the limit ``path`` (a LIMIT_OF value), in records/s."""
         s, get = self.s, self.mm.__getitem__
-        if path == "seq":
-            return loop_records(map(get, self.slices), s.n, s.budget)
-        if path == "random":
-            return loop_calls(get, self.keys, 1, s.budget)
-        k = int(path[1:])
-        return loop_calls(self.table.__getitem__, self.batch_keys[k], k, s.budget)
+        if path == "write":
+            done, seconds = s.n, timed(self.write)
+        elif path == "seq":
+            done, seconds = loop_records(map(get, self.slices), s.n, s.budget)
+        elif path == "random":
+            done, seconds = loop_calls(get, self.keys, 1, s.budget)
+        else:
+            k = int(path[1:])
+            done, seconds = loop_calls(self.table.__getitem__, self.batch_keys[k], k, s.budget)
+        return done / seconds
 
-    def floor_rows(self) -> Iterator[Row]:
+    def floor_jobs(self) -> Iterator[Job]:
         s = self.s
-        got = s.records.__getitem__
-        label = "for loop over an in-memory list"
-        yield Row("python floor", "seq", label, *loop_records(iter(s.records), s.n, s.budget))
-        label = "list[i] in a for loop"
-        yield Row("python floor", "random", label, *loop_calls(got, s.picks, 1, s.budget))
+        yield Job(
+            "python floor",
+            "seq",
+            "for loop over an in-memory list",
+            lambda: loop_records(iter(s.records), s.n, s.budget),
+        )
+        yield Job(
+            "python floor",
+            "random",
+            "list[i] in a for loop",
+            lambda: loop_calls(s.records.__getitem__, s.picks, 1, s.budget),
+        )
 
     def close(self) -> None:
         del self.table
         self.mm.close()
 
 
-def splitdask_rows(s: Setup) -> Iterator[Row]:
+def measure(job: Job, raw: Raw, rounds: int) -> Row:
+    """Best of ``rounds`` runs of ``job``, alternating with runs of its limit (which goes
+    first swaps each round), so both see the same moments of a shared machine's load.
+    Writes run once, right after their limit."""
+    limit_path = LIMIT_OF[job.path]
+    rate = limit = 0.0
+    for r in range(1 if job.path == "write" else rounds):
+        for which in ("limit", "job") if r % 2 == 0 else ("job", "limit"):
+            if which == "limit":
+                limit = max(limit, raw.rate(limit_path))
+            else:
+                done, seconds = job.run()
+                rate = max(rate, done / seconds)
+    return Row(job.system, job.path, job.label, rate, limit)
+
+
+# --- the systems: each yields its jobs; those after a write run once it is done --------
+
+
+def splitdask_jobs(s: Setup) -> Iterator[Job]:
     from splitdask import SplitDataLoader, write_split_data
 
     ds = s.dir("splitdask")
-    t = timed(lambda: write_split_data(ds, iter(s.records), splits=256))
-    yield Row("splitdask", "write", "write_split_data(splits=256)", s.n, t)
+    write = written(s.n, lambda: write_split_data(ds, iter(s.records), splits=256))
+    yield Job("splitdask", "write", "write_split_data(splits=256)", write)
     with SplitDataLoader(ds) as loader:
-        it = loader.iterate_binwise()
-        yield Row("splitdask", "seq", "iterate_binwise()", *loop_records(it, s.n, s.budget))
-        it = loader.iterate_binwise(shuffle=True, seed=1)
-        yield Row(
+        yield Job(
+            "splitdask",
+            "seq",
+            "iterate_binwise()",
+            lambda: loop_records(loader.iterate_binwise(), s.n, s.budget),
+        )
+        shuffled = loader.iterate_binwise
+        yield Job(
             "splitdask",
             "shuffled",
             "iterate_binwise(shuffle=True)",
-            *loop_records(it, s.n, s.budget),
+            lambda: loop_records(shuffled(shuffle=True, seed=1), s.n, s.budget),
         )
         loader[0]
         get = loader.__getitem__
-        yield Row("splitdask", "random", "loader[i]", *loop_calls(get, s.picks, 1, s.budget))
-        yield from batch_rows("splitdask", s, "loader[array of {k}]", get)
-        yield from splitdask_batch_rows(s, loader)
+        yield Job("splitdask", "random", "loader[i]", lambda: loop_calls(get, s.picks, 1, s.budget))
+        yield from batch_jobs("splitdask", s, "loader[array of {k}]", get)
+        yield from splitdask_batch_jobs(s, loader)
 
 
-def splitdask_batch_rows(s: Setup, loader: Any) -> Iterator[Row]:
+def splitdask_batch_jobs(s: Setup, loader: Any) -> Iterator[Job]:
     """The columnar batch API (``read_batch``, ``iterate_batches``), where it exists."""
     name = "splitdask batch"
     if hasattr(loader, "iterate_batches"):
-        batches = loader.iterate_batches(1000)
-        yield Row(name, "batches", "iterate_batches(1000)", *loop_batches(batches, len, s.budget))
-        batches = loader.iterate_batches(1000, shuffle=True, seed=1)
-        yield Row(
+        batches = loader.iterate_batches
+        yield Job(
+            name,
+            "batches",
+            "iterate_batches(1000)",
+            lambda: loop_batches(batches(1000), len, s.budget),
+        )
+        yield Job(
             name,
             "shuffled",
             "iterate_batches(1000, shuffle=True)",
-            *loop_batches(batches, len, s.budget),
+            lambda: loop_batches(batches(1000, shuffle=True, seed=1), len, s.budget),
         )
     else:
         note("loader.iterate_batches absent in this splitdask: its rows skipped")
     if hasattr(loader, "read_batch"):
-        yield from batch_rows(name, s, "read_batch(array of {k})", loader.read_batch)
+        yield from batch_jobs(name, s, "read_batch(array of {k})", loader.read_batch)
     else:
         note("loader.read_batch absent in this splitdask: its rows skipped")
 
 
-def hf_rows(s: Setup) -> Iterator[Row]:
+def hf_jobs(s: Setup) -> Iterator[Job]:
     import datasets
     from datasets import Dataset, Features, Value, load_from_disk
 
@@ -308,7 +357,7 @@ def hf_rows(s: Setup) -> Iterator[Row]:
         Dataset.from_dict({"data": s.records}, features=features).save_to_disk(path)
         fsync_tree(path)
 
-    yield Row("HF datasets", "write", "from_dict + save_to_disk (+ fsync)", s.n, timed(write))
+    yield Job("HF datasets", "write", "from_dict + save_to_disk (+ fsync)", written(s.n, write))
     sub = min(s.n, 200_000)
     gen_path = s.dir("hf-gen")
 
@@ -321,43 +370,49 @@ def hf_rows(s: Setup) -> Iterator[Row]:
         d.save_to_disk(gen_path)
         fsync_tree(gen_path)
 
-    t = timed(write_gen)
-    yield Row("HF generator", "write", f"from_generator + save_to_disk ({sub:,})", sub, t)
+    label = f"from_generator + save_to_disk ({sub:,})"
+    yield Job("HF generator", "write", label, written(sub, write_gen))
     ds = load_from_disk(path)
-    yield Row("HF datasets", "seq", "for row in ds", *loop_records(iter(ds), s.n, s.budget))
 
     def count(b: dict[str, Any]) -> int:
         return len(b["data"])
 
-    it = ds.iter(batch_size=1000)
-    yield Row(
-        "HF datasets", "batches", "ds.iter(batch_size=1000)", *loop_batches(it, count, s.budget)
-    )
-
     def shuffled() -> Iterator[dict[str, Any]]:
         yield from ds.shuffle(seed=1, keep_in_memory=True).iter(batch_size=1000)
 
-    yield Row(
+    yield Job("HF datasets", "seq", "for row in ds", lambda: loop_records(iter(ds), s.n, s.budget))
+    yield Job(
+        "HF datasets",
+        "batches",
+        "ds.iter(batch_size=1000)",
+        lambda: loop_batches(ds.iter(batch_size=1000), count, s.budget),
+    )
+    yield Job(
         "HF datasets",
         "shuffled",
         "ds.shuffle().iter(1000)",
-        *loop_batches(shuffled(), count, s.budget),
+        lambda: loop_batches(shuffled(), count, s.budget),
     )
-    yield Row("HF datasets", "random", "ds[i]", *loop_calls(ds.__getitem__, s.picks, 1, s.budget))
-    yield from batch_rows("HF datasets", s, "ds[list of {k}]", ds.__getitem__, lists=True)
+    yield Job(
+        "HF datasets", "random", "ds[i]", lambda: loop_calls(ds.__getitem__, s.picks, 1, s.budget)
+    )
+    yield from batch_jobs("HF datasets", s, "ds[list of {k}]", ds.__getitem__, lists=True)
     for fmt in ("numpy", "arrow"):
         d = ds.with_format(fmt)
         size = count if fmt == "numpy" else len
-        it = d.iter(batch_size=1000)
         name = f"HF {fmt}"
         label = f'with_format("{fmt}").iter(1000)' + (" zero-copy" if fmt == "arrow" else "")
-        yield Row(name, "batches", label, *loop_batches(it, size, s.budget))
-        yield from batch_rows(
-            name, s, f'with_format("{fmt}")[list of {{k}}]', d.__getitem__, lists=True
+        yield Job(
+            name,
+            "batches",
+            label,
+            lambda d=d, size=size: loop_batches(d.iter(batch_size=1000), size, s.budget),
         )
+        label = f'with_format("{fmt}")[list of {{k}}]'
+        yield from batch_jobs(name, s, label, d.__getitem__, lists=True)
 
 
-def lance_rows(s: Setup) -> Iterator[Row]:
+def lance_jobs(s: Setup) -> Iterator[Job]:
     import lance
     import pyarrow as pa
 
@@ -368,60 +423,75 @@ def lance_rows(s: Setup) -> Iterator[Row]:
         lance.write_dataset(table, path)
         fsync_tree(path)
 
-    yield Row("Lance", "write", "write_dataset(pyarrow table) (+ fsync)", s.n, timed(write))
+    yield Job("Lance", "write", "write_dataset(pyarrow table) (+ fsync)", written(s.n, write))
     ds = lance.dataset(path)
-    it = ds.to_batches(columns=["data"])
-    yield Row("Lance", "batches", "to_batches()", *loop_batches(it, len, s.budget))
-    yield Row(
-        "Lance", "random", "take([i])", *loop_calls(lambda i: ds.take([i]), s.picks, 1, s.budget)
+    yield Job(
+        "Lance",
+        "batches",
+        "to_batches()",
+        lambda: loop_batches(ds.to_batches(columns=["data"]), len, s.budget),
     )
-    yield from batch_rows("Lance", s, "take(list of {k})", ds.take, lists=True)
+    yield Job(
+        "Lance",
+        "random",
+        "take([i])",
+        lambda: loop_calls(lambda i: ds.take([i]), s.picks, 1, s.budget),
+    )
+    yield from batch_jobs("Lance", s, "take(list of {k})", ds.take, lists=True)
 
 
 def array_record_file(s: Setup) -> str:
     return s.dir("data.array_record")
 
 
-def array_record_rows(s: Setup) -> Iterator[Row]:
+def write_array_record(s: Setup) -> None:
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    # group_size:1 is what its random-access data source asks for; random bytes do not
+    # compress, so no compressor either.
+    writer = ArrayRecordWriter(array_record_file(s), "group_size:1,uncompressed")
+    for r in s.records:
+        writer.write(r)
+    writer.close()
+
+
+def array_record_jobs(s: Setup) -> Iterator[Job]:
     from array_record.python.array_record_data_source import ArrayRecordDataSource
-    from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+    from array_record.python.array_record_module import ArrayRecordReader
 
     path = array_record_file(s)
 
     def write() -> None:
-        # group_size:1 is what its random-access data source asks for; random bytes do
-        # not compress, so no compressor either.
-        writer = ArrayRecordWriter(path, "group_size:1,uncompressed")
-        for r in s.records:
-            writer.write(r)
-        writer.close()
+        write_array_record(s)
         fsync_tree(path)
 
-    yield Row("ArrayRecord", "write", "ArrayRecordWriter(group_size:1)", s.n, timed(write))
+    yield Job("ArrayRecord", "write", "ArrayRecordWriter(group_size:1)", written(s.n, write))
     # Readahead kept, no thread pool: on this 2-core machine both read() and read(lo, hi)
     # in order measured faster than with the default options (6x and 1.5x).
     reader = ArrayRecordReader(path, "max_parallelism:0")
 
     def one_by_one() -> Iterator[bytes]:
+        reader.seek(0)
         read = reader.read
         for _ in range(s.n):
             yield read()
-
-    yield Row(
-        "ArrayRecord", "seq", "reader.read() in order", *loop_records(one_by_one(), s.n, s.budget)
-    )
 
     def ranges() -> Iterator[list[bytes]]:
         for lo in range(0, s.n, 1000):
             yield reader.read(lo, min(lo + 1000, s.n))
 
-    yield Row(
+    yield Job(
+        "ArrayRecord",
+        "seq",
+        "reader.read() in order",
+        lambda: loop_records(one_by_one(), s.n, s.budget),
+    )
+    yield Job(
         "ArrayRecord",
         "batches",
         "reader.read(lo, lo + 1000)",
-        *loop_batches(ranges(), len, s.budget),
+        lambda: loop_batches(ranges(), len, s.budget),
     )
-    reader.close()
     # The reader's documented random-access options. Its read([i]) costs time in
     # proportion to the file's record count (about 5 ms a call at 1M records here), so
     # one record is fastest as seek(i) + read().
@@ -432,95 +502,90 @@ def array_record_rows(s: Setup) -> Iterator[Row]:
         seek(i)
         return read()
 
-    yield Row("ArrayRecord", "random", "seek(i) + read()", *loop_calls(one, s.picks, 1, s.budget))
-    label = "reader.read(list of {k})"
-    yield from batch_rows("ArrayRecord", s, label, random_reader.read, lists=True)
-    random_reader.close()
+    yield Job(
+        "ArrayRecord", "random", "seek(i) + read()", lambda: loop_calls(one, s.picks, 1, s.budget)
+    )
+    yield from batch_jobs("ArrayRecord", s, "read(list of {k})", random_reader.read, lists=True)
     source = ArrayRecordDataSource([path])  # what grain and PyTorch users are pointed to
-    get = source.__getitem__
-    yield Row(
+    yield Job(
         "AR DataSource",
         "random",
         "ArrayRecordDataSource[i]",
-        *loop_calls(get, s.picks, 1, s.budget),
+        lambda: loop_calls(source.__getitem__, s.picks, 1, s.budget),
     )
     label = "ArrayRecordDataSource.__getitems__({k})"
-    yield from batch_rows("AR DataSource", s, label, source.__getitems__, lists=True)
+    yield from batch_jobs("AR DataSource", s, label, source.__getitems__, lists=True)
+    reader.close()
+    random_reader.close()
 
 
-def grain_rows(s: Setup) -> Iterator[Row]:
+def grain_jobs(s: Setup) -> Iterator[Job]:
     import grain
 
-    path = array_record_file(s)
-    if not os.path.exists(path):
-        from array_record.python.array_record_module import ArrayRecordWriter
-
-        writer = ArrayRecordWriter(path, "group_size:1,uncompressed")
-        for r in s.records:
-            writer.write(r)
-        writer.close()
-    source = grain.MapDataset.source(grain.sources.ArrayRecordDataSource([path]))
-    yield Row(
+    if not os.path.exists(array_record_file(s)):
+        write_array_record(s)
+    source = grain.MapDataset.source(grain.sources.ArrayRecordDataSource([array_record_file(s)]))
+    yield Job(
         "grain",
         "random",
         "MapDataset.source(ArrayRecord)[i]",
-        *loop_calls(source.__getitem__, s.picks, 1, s.budget),
+        lambda: loop_calls(source.__getitem__, s.picks, 1, s.budget),
     )
-    it = iter(source.shuffle(seed=1).to_iter_dataset())
-    yield Row(
+    shuffled = source.shuffle(seed=1)
+    yield Job(
         "grain",
         "shuffled",
         "MapDataset.shuffle().to_iter_dataset()",
-        *loop_records(it, s.n, s.budget),
+        lambda: loop_records(iter(shuffled.to_iter_dataset()), s.n, s.budget),
     )
 
 
-def splitdataloader_rows(s: Setup) -> Iterator[Row]:
+def splitdataloader_jobs(s: Setup) -> Iterator[Job]:
     import splitdataloader
 
     sub = min(s.n, 50_000)
     path = s.dir("splitdataloader")
-    t = timed(lambda: splitdataloader.write_split_data(path, s.records[:sub], splits=256))
-    yield Row("splitdataloader", "write", f"write_split_data ({sub:,})", sub, t)
+    write = written(
+        sub, lambda: splitdataloader.write_split_data(path, s.records[:sub], splits=256)
+    )
+    yield Job("splitdataloader", "write", f"write_split_data ({sub:,})", write)
     loader = splitdataloader.SplitDataLoader(path)
     picks = [i % sub for i in s.picks]
-    yield Row(
+    yield Job(
         "splitdataloader",
         "random",
         "loader[i]",
-        *loop_calls(loader.__getitem__, picks, 1, s.budget),
+        lambda: loop_calls(loader.__getitem__, picks, 1, s.budget),
     )
-    it = loader.iterate_binwise(shuffle=True)
-    yield Row(
+    yield Job(
         "splitdataloader",
         "shuffled",
         "iterate_binwise(shuffle=True)",
-        *loop_records(it, sub, s.budget),
+        lambda: loop_records(loader.iterate_binwise(shuffle=True), sub, s.budget),
     )
 
 
-RUNNERS: dict[str, tuple[str, Callable[[Setup], Iterator[Row]]]] = {
-    "splitdask": ("splitdask", splitdask_rows),
-    "hf": ("datasets", hf_rows),
-    "lance": ("lance", lance_rows),
-    "arrayrecord": ("array_record", array_record_rows),
-    "grain": ("grain", grain_rows),
-    "splitdataloader": ("splitdataloader", splitdataloader_rows),
+RUNNERS: dict[str, tuple[str, Callable[[Setup], Iterator[Job]]]] = {
+    "splitdask": ("splitdask", splitdask_jobs),
+    "hf": ("datasets", hf_jobs),
+    "lance": ("lance", lance_jobs),
+    "arrayrecord": ("array_record", array_record_jobs),
+    "grain": ("grain", grain_jobs),
+    "splitdataloader": ("splitdataloader", splitdataloader_jobs),
 }
 
 
 # --- reporting ------------------------------------------------------------------------
 
 
-def report(row: Row, size: int, limits: dict[str, float]) -> Row:
-    """Print ``row`` beside its limit; return it with its ratio."""
-    limit = limits.get(LIMIT_OF[row.path])
-    if row.system != "raw limit" and limit:
-        row = replace(row, ratio=row.rate / limit)
-    ratio = "  limit" if row.system == "raw limit" else f"{row.ratio:7.2f}x" if row.ratio else ""
+def report(row: Row, size: int) -> Row:
+    if row.system == "raw limit":
+        versus = "  limit"
+    else:
+        versus = f"{row.rate / row.limit:7.2f}x (limit {row.limit:,.0f})"
     print(
-        f"  {row.system:<16} {row.path:<8} {row.label:<48} {row.rate:>12,.0f} rec/s "
-        f"{row.rate * size / 1e6:>8.1f} MB/s {ratio}",
+        f"  {row.system:<16} {row.path:<8} {row.label:<44} {row.rate:>12,.0f} rec/s "
+        f"{row.rate * size / 1e6:>8.1f} MB/s {versus}",
         flush=True,
     )
     return row
@@ -529,8 +594,8 @@ def report(row: Row, size: int, limits: dict[str, float]) -> Row:
 def table(rows: list[Row]) -> str:
     """system x path, each cell the row's ratio to its path's limit."""
     paths = list(LIMIT_OF)
-    systems = list(dict.fromkeys(r.system for r in rows if r.ratio is not None))
-    cells = {(r.system, r.path): r.ratio for r in rows if r.ratio is not None}
+    systems = list(dict.fromkeys(r.system for r in rows))
+    cells = {(r.system, r.path): r.rate / r.limit for r in rows}
     lines = ["| system | " + " | ".join(paths) + " |", "|---|" + "---:|" * len(paths)]
     for system in systems:
         got = [_ratio(cells[system, p]) if (system, p) in cells else "-" for p in paths]
@@ -538,31 +603,20 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def measure_limits(raw: Raw, size: int, *, show: bool) -> dict[str, float]:
-    limits: dict[str, float] = {}
-    for row in raw.rows():
-        limits[row.path] = row.rate
-        if show:
-            report(row, size, limits)
-    return limits
+def _ratio(x: float) -> str:
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.3f}" if x >= 0.01 else f"{x:.1e}"
 
 
 def run_system(key: str, s: Setup, raw: Raw) -> Iterator[Row]:
-    module, run = RUNNERS[key]
+    module, jobs = RUNNERS[key]
+    print(f"{key}:", flush=True)
     try:
         __import__(module)
     except ImportError as exc:
         note(f"{module} not installed ({exc}): its rows skipped")
         return
-    limits = measure_limits(raw, s.size, show=False)
-    now = ", ".join(f"{p} {r / 1e6:.2f}M" for p, r in limits.items())
-    print(f"{key}: (limits now, rec/s: {now})", flush=True)
-    for row in run(s):
-        yield report(row, s.size, limits)
-
-
-def _ratio(x: float) -> str:
-    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
+    for job in jobs(s):
+        yield report(measure(job, raw, s.rounds), s.size)
 
 
 def main() -> None:
@@ -571,17 +625,18 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="bytes per record")
     ap.add_argument("--quick", action="store_true", help="200,000 records")
     ap.add_argument(
-        "--only", default=",".join(SYSTEMS), help="comma-separated: " + ",".join(SYSTEMS)
+        "--only", default=",".join(SYSTEMS), help="comma-separated subset of: " + ",".join(SYSTEMS)
     )
-    ap.add_argument("--budget", type=float, default=3.0, help="seconds per measurement, at most")
-    ap.add_argument("--dir", default=None, help="where to write (default: a temporary directory)")
+    ap.add_argument("--budget", type=float, default=2.0, help="seconds per run, at most")
+    ap.add_argument("--rounds", type=int, default=2, help="runs per read path (best kept)")
+    ap.add_argument("--dir", default=None, help="where to write (default: a temporary dir)")
     args = ap.parse_args()
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = sorted(set(only) - set(SYSTEMS))
     if unknown:
-        ap.error(
-            f"--only: unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}"
-        )
+        ap.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+    if args.records < 1024 or args.size < 1 or args.rounds < 1 or args.budget <= 0:
+        ap.error("need --records >= 1024, --size >= 1, --rounds >= 1, --budget > 0")
     n = 200_000 if args.quick else args.records
     rng = np.random.default_rng(0)
     buf = rng.integers(0, 256, size=n * args.size, dtype=np.uint8).tobytes()
@@ -589,27 +644,26 @@ def main() -> None:
     del buf
     picks = rng.integers(0, n, size=min(n, RANDOM_CAP)).tolist()
     tmp = tempfile.mkdtemp(prefix="splitdask-peers-", dir=args.dir)
-    s = Setup(n, args.size, records, picks, tmp, args.budget)
+    s = Setup(n, args.size, records, picks, tmp, args.budget, args.rounds)
     print(
         f"{n:,} random records of {args.size} B ({n * args.size / 1e6:.0f} MB) in {tmp}; "
-        f"Python {sys.version.split()[0]}"
+        f"Python {sys.version.split()[0]}; best of {s.rounds} rounds per read path"
     )
     rows: list[Row] = []
     raw = Raw(s)
     try:
-        print("raw limits (reads: best of 3; all measured again before each system)")
-        limits = measure_limits(raw, s.size, show=True)
-        rows.extend(report(row, s.size, limits) for row in raw.floor_rows())
+        print("raw limits and the Python floor:")
+        for path, label in Raw.LABELS.items():
+            rate = max(raw.rate(path) for _ in range(3 if path != "write" else 1))
+            report(Row("raw limit", path, label, rate, rate), s.size)
+        rows.extend(report(measure(job, raw, s.rounds), s.size) for job in raw.floor_jobs())
         for key in only:
-            if key != "raw":
-                rows.extend(run_system(key, s, raw))
+            rows.extend(run_system(key, s, raw))
     finally:
         raw.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(
-        "\nratio to each path's limit (write: raw write; seq/shuffled/batches: mmap in file order;"
-    )
-    print("random: mmap at random offsets; b64/b1024: numpy gather of as many random rows)")
+    print("\nratio to each path's limit, measured beside it (write: raw write; seq, shuffled,")
+    print("batches: mmap in file order; random: mmap at random offsets; b64/b1024: numpy gather)")
     print(table(rows))
     for text in NOTES:
         print(f"absent: {text}")
