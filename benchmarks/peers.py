@@ -38,6 +38,7 @@ docs/benchmarks.md says what each path measures and gives one run's table.
 from __future__ import annotations
 
 import argparse
+import inspect
 import mmap
 import os
 import shutil
@@ -318,6 +319,29 @@ def splitdask_jobs(s: Setup) -> Iterator[Job]:
         yield Job("splitdask", "random", "loader[i]", lambda: loop_calls(get, s.picks, 1, s.budget))
         yield from batch_jobs("splitdask", s, "loader[array of {k}]", get)
         yield from splitdask_batch_jobs(s, loader)
+        yield from splitdask_view_jobs(s, loader)
+
+
+def splitdask_view_jobs(s: Setup, loader: Any) -> Iterator[Job]:
+    """The zero-copy paths (``view(i)``, ``iterate_binwise(copy=False)``), where they exist:
+    memoryviews into the mapping, to set beside the peers' zero-copy rows."""
+    name = "splitdask view"
+    if "copy" in inspect.signature(loader.iterate_binwise).parameters:
+        binwise = loader.iterate_binwise
+        yield Job(
+            name,
+            "seq",
+            "iterate_binwise(copy=False)",
+            lambda: loop_records(binwise(copy=False), s.n, s.budget),
+        )
+    else:
+        note("iterate_binwise(copy=False) absent in this splitdask: its row skipped")
+    if hasattr(loader, "view"):
+        yield Job(
+            name, "random", "loader.view(i)", lambda: loop_calls(loader.view, s.picks, 1, s.budget)
+        )
+    else:
+        note("loader.view absent in this splitdask: its row skipped")
 
 
 def splitdask_batch_jobs(s: Setup, loader: Any) -> Iterator[Job]:
