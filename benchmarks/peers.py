@@ -352,7 +352,7 @@ def splitdask_batch_jobs(s: Setup, loader: Any) -> Iterator[Job]:
         yield Job(
             name,
             "batches",
-            "iterate_batches(1000)",
+            "iterate_batches(1000) views",  # unshuffled: views of the map (its docs)
             lambda: loop_batches(batches(1000), len, s.budget),
         )
         yield Job(
