@@ -72,6 +72,20 @@ class Locator:
         p = bisect.bisect_right(self.part_start, key) - 1
         return p, key - self.part_start[p]
 
+    def round_robin(self) -> tuple[int, int, list[int], list[int]] | None:
+        """``(start, m, bins, first)`` of the one segment when every bin has exactly
+        one part (record ``start + k`` is record ``first[k % m] + k // m`` of part
+        ``bins[k % m]``), else ``None``: the layout of a dataset written in one go."""
+        order = self.order
+        if not (isinstance(order, BinOrder) and len(order.segments) == 1):
+            return None
+        if len(self.part_start) != len(self.bin_base) or any(
+            b != p for p, b in enumerate(self.part_bin)
+        ):
+            return None
+        seg = order.segments[0]
+        return seg.start, len(seg.bins), list(seg.bins), list(seg.first)
+
     def scalar(self) -> Callable[[int], tuple[int, int]]:
         """:meth:`locate` specialised for this layout: the per-record hot path.
 

@@ -68,6 +68,8 @@ class SplitDataLoader:
         self._store: Store = open_store(urlpath, storage_options)
         self._snap: Snapshot | None = None
         self._reader: RecordReader | None = None
+        self._n = 0  # records, once a reader is open (0: the next read opens one)
+        self._get: Any = None  # the open reader's record(i)
         self._open()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -76,6 +78,7 @@ class SplitDataLoader:
         if self._snap is None:
             self._snap = open_snapshot(self._store)
         self._reader = RecordReader(self._snap)
+        self._n, self._get = self._reader.num_records, self._reader.record
         return self._reader
 
     @property
@@ -89,11 +92,11 @@ class SplitDataLoader:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._store = open_store(state["urlpath"], state["storage_options"])
         self._snap = None  # opened on first use
-        self._reader = None
+        self._reader, self._n, self._get = None, 0, None
 
     def close(self) -> None:
         """Release mapped files; the snapshot stays, and parts are mapped again on use."""
-        reader, self._reader = self._reader, None
+        reader, self._reader, self._n, self._get = self._reader, None, 0, None
         if reader is not None:
             reader.close()
 
@@ -162,9 +165,11 @@ class SplitDataLoader:
 
     def __getitem__(self, key: Any) -> Any:
         """``loader[i]`` -> bytes; ``loader[a:b:c]`` or ``loader[[i, j, ...]]`` -> list of bytes."""
+        if type(key) is int and 0 <= key < self._n:  # the hot path: two tests
+            return self._get(key)
         reader = self._reader or self._open()
         n = reader.num_records
-        if type(key) is int:  # the hot path first
+        if type(key) is int:
             i = key + n if key < 0 else key
             if 0 <= i < n:
                 return reader.record(i)

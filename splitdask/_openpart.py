@@ -75,7 +75,12 @@ class OpenPart:
         """:meth:`Part.check_whole` passed on ``data``: no record is hashed again."""
         self.whole = True
         if self.memo is not None:
-            self.memo = bytearray(len(self.memo))
+            self.memo[:] = bytes(len(self.memo))  # in place: readers hold this memo
+
+    def hot(self) -> tuple[Any, ...]:
+        """What a single-record read needs, as one tuple (unpacked in one step)."""
+        return (self.data, self.width, self.first, self.starts, self.ends, self.sums,
+                self.memo, self.decode)  # fmt: skip
 
     def view_of(self, start: int, end: int) -> memoryview:
         """Bytes ``start:end`` of the mapped part, as a memoryview (no copy)."""

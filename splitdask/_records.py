@@ -64,6 +64,7 @@ class RecordReader:
         # slice it, and the map goes when nothing refers to it.
         nparts = len(snapshot.parts)
         self._slots: list[OpenPart | None] = [None] * nparts
+        self._hot: list[tuple[Any, ...] | None] = [None] * nparts  # OpenPart.hot() of each
         self._opened: deque[int] = deque()
         # Per part, for batches to test and compute with one NumPy call each: is it
         # open and mapped, and (facts of the file, kept once learnt) its records'
@@ -80,7 +81,7 @@ class RecordReader:
         opened, self._opened = self._opened, deque()
         self._is_mapped[:] = False
         for pid in opened:
-            part, self._slots[pid] = self._slots[pid], None
+            part, self._slots[pid], self._hot[pid] = self._slots[pid], None, None
             if part is not None:
                 part.close()
 
@@ -99,6 +100,7 @@ class RecordReader:
 
     def _keep(self, pid: int, opened: OpenPart) -> OpenPart:
         self._slots[pid] = opened
+        self._hot[pid] = opened.hot()
         self._opened.append(pid)
         # Compressed parts take the grouped path, which decodes.
         self._is_mapped[pid] = opened.data is not None and opened.decode is None
@@ -107,7 +109,7 @@ class RecordReader:
         self._plain[pid] = opened.sums is not None and opened.memo is None
         if len(self._opened) > self.max_open:
             gone = self._opened.popleft()
-            self._slots[gone] = None
+            self._slots[gone] = self._hot[gone] = None
             self._is_mapped[gone] = False
         return opened
 
@@ -150,36 +152,40 @@ class RecordReader:
     # -- records ----------------------------------------------------------------------
 
     def _scalar(self) -> Callable[[int], Any]:
-        locate = self.snapshot.locator.scalar()
-        slots, part_of, fetch, bad = self._slots, self.part, self._fetch, self._bad
+        locator = self.snapshot.locator
+        locate, one = locator.scalar(), locator.round_robin()
+        s0, m, bins, first = one if one is not None else (0, 1, [], [])
+        hot, fetch, bad = self._hot, self._fetch, self._bad
+
+        def load(pid: int) -> tuple[Any, ...]:
+            self.part(pid)
+            return hot[pid]  # type: ignore[return-value]
 
         def record(i: int) -> Any:
             """Record at valid global index ``i``."""
-            pid, j = locate(i)
-            part = slots[pid] or part_of(pid)
-            w = part.width
+            if one is not None:  # one segment, one part per bin: inlined locate
+                k = i - s0
+                r = k % m
+                pid, j = bins[r], first[r] + k // m
+            else:
+                pid, j = locate(i)
+            data, w, base, starts, ends, sums, memo, decode = hot[pid] or load(pid)
             if w:
-                start = part.first + j * w
+                start = base + j * w
                 end = start + w
             else:
-                start = part.starts[j]
-                end = part.ends[j]
-            data = part.data
+                start = starts[j]
+                end = ends[j]
             rec = data[start:end] if data is not None else fetch(pid, start, end)
-            if part.decode is not None:  # a compressed part: checked, then decoded
-                return part.decode(rec, j)
-            sums = part.sums
+            if decode is not None:  # a compressed part: checked, then decoded
+                return decode(rec, j)
             # Every record handed out is checked: a map is only as good as the disk
             # under it, and a range read as the network. Large records are checked
             # once per map (the file under a map is immutable, as for whole parts).
-            if sums is not None:
-                memo = part.memo
-                if memo is None:
-                    if _sum(rec) != sums[j]:
-                        raise bad(pid, j, start, end)
-                elif memo[j]:
-                    if _sum(rec) != sums[j]:
-                        raise bad(pid, j, start, end)
+            if sums is not None and (memo is None or memo[j]):
+                if _sum(rec) != sums[j]:
+                    raise bad(pid, j, start, end)
+                if memo is not None:
                     memo[j] = 0
             return rec
 
