@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from splitdask._format import FORMAT_VERSION
 from splitdask._snapshot import Snapshot
 
 __all__ = ["Description", "describe", "preview", "sizeof"]
@@ -105,7 +104,7 @@ def describe(snapshot: Snapshot) -> Description:
     return Description(
         urlpath=snapshot.store.urlpath,
         format="splitdataloader" if legacy else "splitdask",
-        format_version=None if legacy else FORMAT_VERSION,
+        format_version=None if snapshot.manifest is None else snapshot.manifest.version,
         generation=snapshot.generation,
         num_records=snapshot.num_records,
         num_bins=snapshot.num_bins,

@@ -35,6 +35,7 @@ from splitdask._footer import (
     record_sum,
 )
 from splitdask._jsonbound import check_json_bounds
+from splitdask._names import BINS_DIR, parse_part_name, part_name, temp_name
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
 __all__ = [
@@ -82,7 +83,6 @@ COMPRESSED_MANIFEST_VERSION = 3
 MANIFEST_VERSIONS = (1, 2, 3)
 _COMPRESSIONS = ("zstd",)
 MANIFEST_NAME = "splitdask.json"
-BINS_DIR = "bins"
 
 # Limits: a manifest beyond any of them is refused with a CorruptDatasetError naming
 # the limit before anything proportional to the claim is built, and writers refuse
@@ -100,31 +100,7 @@ MAX_PARTS = 1 << 21
 MAX_METADATA_BYTES = 16 << 20
 """Largest user ``metadata``, as compact JSON."""
 _PART_PATH = re.compile(r"bins/[0-9]{5,}-[0-9a-f]{8,64}\.bin")
-_PART_FILE = re.compile(r"(\.?)([0-9]{5,})-([0-9a-f]{8,64})\.bin(\.tmp)?")
 _CHECKSUM = re.compile(r"xxh3_64:[0-9a-f]{16}")
-
-
-def part_name(bin_index: int, uid: str) -> str:
-    """Path, relative to the dataset root, of a new part of bin ``bin_index``."""
-    return f"{BINS_DIR}/{bin_index:05d}-{uid}.bin"
-
-
-def temp_name(rel: str) -> str:
-    """Name under which a local part is written before it is renamed to ``rel``.
-
-    Hidden (a leading dot) and suffixed, so no reader or listing mistakes it for a part.
-    """
-    head, _, name = rel.rpartition("/")
-    return f"{head}/.{name}.tmp" if head else f".{name}.tmp"
-
-
-def parse_part_name(name: str) -> tuple[int, str, bool] | None:
-    """``(bin, uid, is_temp)`` of a file name under ``bins/``, or ``None`` if it is
-    neither a part nor a part's temp file (see :func:`part_name`, :func:`temp_name`)."""
-    m = _PART_FILE.fullmatch(name.rsplit("/", 1)[-1])
-    if m is None or bool(m[1]) != bool(m[4]):
-        return None
-    return int(m[2]), m[3], bool(m[4])
 
 
 @dataclass(frozen=True)
@@ -236,11 +212,16 @@ class Manifest:
         """Every part, bin by bin."""
         return [p for parts in self.bins for p in parts]
 
-    def to_json(self) -> bytes:
+    @property
+    def version(self) -> int:
+        """The manifest version this state is written as (3 once a part is compressed)."""
         v3 = any(p.compression for parts in self.bins for p in parts)
+        return COMPRESSED_MANIFEST_VERSION if v3 else FORMAT_VERSION
+
+    def to_json(self) -> bytes:
         doc = {
             "format": FORMAT_NAME,
-            "version": COMPRESSED_MANIFEST_VERSION if v3 else FORMAT_VERSION,
+            "version": self.version,
             "generation": self.generation,
             "uid": self.uid,
             "num_records": self.num_records,

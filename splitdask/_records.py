@@ -47,12 +47,8 @@ _sum = record_sum  # a module global: one dict lookup on the hot path
 
 
 class RecordReader:
-    """Random access to the records of one snapshot.
-
-    ``record(i)`` is an attribute, not a method: a closure built for the snapshot's
-    layout (see :meth:`~splitdask._index.Locator.scalar`), which saves the lookups
-    a method call would make on the hottest path of the library.
-    """
+    """Random access to the records of one snapshot. ``record(i)`` is a closure built
+    for the snapshot's layout: the hottest path makes no method lookups."""
 
     def __init__(self, snapshot: Snapshot, max_open: int | None = None) -> None:
         self.snapshot = snapshot
@@ -66,9 +62,8 @@ class RecordReader:
         self._slots: list[OpenPart | None] = [None] * nparts
         self._hot: list[tuple[Any, ...] | None] = [None] * nparts  # OpenPart.hot() of each
         self._opened: deque[int] = deque()
-        # Per part, for batches to test and compute with one NumPy call each: is it
-        # open and mapped, and (facts of the file, kept once learnt) its records'
-        # shared width (0: not all alike) and first offset.
+        # Per part, for batches to use with one NumPy call each: open and mapped?
+        # And (facts of the file, kept) its records' shared width (0: none) and start.
         self._is_mapped = np.zeros(nparts, dtype=bool)
         self._width = np.zeros(nparts, dtype=np.int64)
         self._first = np.zeros(nparts, dtype=np.int64)

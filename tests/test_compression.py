@@ -70,6 +70,7 @@ def test_write_split_data_round_trip_and_format(tmp_path: Path) -> None:
     assert stored < sum(map(len, RECORDS)) / 2  # dictionary-compressed text
     with SplitDataLoader(ds) as lo:
         _all_reads(lo)
+        assert lo.describe().format_version == 3  # what `splitdask info` reports
 
 
 def test_uncompressed_writes_keep_the_released_versions(tmp_path: Path) -> None:
