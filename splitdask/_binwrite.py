@@ -155,6 +155,8 @@ class Batches:
         If ``records`` raises, or a record is not bytes-like, everything before it
         is dealt and ``self.k`` counts it, as if dealt one by one.
         """
+        if isinstance(records, tuple | list) and len(records) < _FIRST_CHUNK:
+            return self._deal_each(records)  # write(record): no chunk for one record
         it = iter(records)
         step = _FIRST_CHUNK  # then sized from what came: records of any size
         while True:
@@ -170,6 +172,23 @@ class Batches:
             if len(chunk) < step:
                 return
             step = min(_CHUNK, max(1, _CHUNK_BYTES * len(chunk) // max(1, nbytes)))
+
+    def _deal_each(self, records: list[Any] | tuple[Any, ...]) -> None:
+        """Deal a few records one by one (cheaper than a chunk for one record)."""
+        writers, pending, sizes = self.writers, self.pending, self.sizes
+        m, limit = len(writers), self.flush_bytes
+        for record in records:
+            rec = record if type(record) is bytes else _as_record(record, self.k)
+            j = self.k % m
+            pending[j].append(rec)
+            sizes[j] += len(rec)
+            self.k += 1
+            if sizes[j] >= limit or len(pending[j]) >= _BATCH_RECORDS:
+                writers[j].add_many(pending[j])
+                pending[j] = []
+                sizes[j] = 0
+                if self.spool_budget is not None:
+                    self._bound_spool(self.spool_budget)
 
     def _checked(self, chunk: list[Any]) -> list[bytes]:
         """``chunk`` as bytes; at a record that is not bytes-like, the records before it
