@@ -40,6 +40,7 @@ _BATCH_RECORDS = 4096  # records staged per bin before a write (bounds tiny reco
 # (sized from the previous chunk), beyond the batches, are held at once.
 _CHUNK = 16384
 _CHUNK_BYTES = 4 << 20
+_SINK_BUFFER = 32 << 10
 _FIRST_CHUNK = 16
 
 
@@ -82,7 +83,10 @@ class BinWriter:
     def _open(self) -> None:
         self._uid = self.tag + secrets.token_hex(8)
         self._path = part_name(self.bin_index, self._uid)
-        self._sink = self.store.create_part(self._path, buffer_size=256 << 10)
+        # Batches (>= 64 KiB but the last) pass a buffer smaller than they are
+        # untouched; one as large as a batch had each copied into it, and its pages
+        # (per open part) faulted in.
+        self._sink = self.store.create_part(self._path, buffer_size=_SINK_BUFFER)
         self._offsets = array("Q", [DATA_START])
         self._sums = array("Q")
         self._hash = xxhash.xxh3_64()
