@@ -18,6 +18,9 @@ Prints records/s and MB/s for writing; random ``loader[i]``, ``loader[64 and
 Everything is measured in one run, page cache warm, so ratios are comparable even
 on a noisy machine.
 
+Open + ``len()`` is timed on the dataset written, on 10M records of 8 B, and on a
+dataset after 300 small appends (median and best of 21 opens in this process).
+
 Last, the cost of integrity checks (per-record checksums of v2 parts, whole-part
 checksums on whole-part reads): the same dataset read with and without them, on
 256 B random reads and on 1 MiB records read in order, alternating runs and keeping
@@ -113,6 +116,7 @@ def main() -> None:
             timed(lambda: write_split_data(ds, iter(records), splits=splits)),
             raw,
         )
+        _write_rows(tmp, records, splits, raw)
         old_n = min(n, 50_000)
         old = _predecessor()
         if old:
@@ -124,8 +128,8 @@ def main() -> None:
         old_loader = old.SplitDataLoader(old_dir) if old else None
         read_rows(loader, raw_path, records, old_loader, old_n)
         print("open + len()")
-        t = timed(lambda: len(SplitDataLoader(ds)))
-        print(f"  SplitDataLoader(path) + len(): {t * 1e3:.1f} ms")
+        _open_row(f"SplitDataLoader(path) + len(), {n:,} records", ds)
+        _open_rows(tmp, splits)
         loader.close()
         big_rows(tmp)
     finally:
@@ -252,6 +256,64 @@ def big_rows(tmp: str) -> None:
         best(lambda: _drain(loader.iterate_batches(16))), zero)  # fmt: skip
     mm.close()
     loader.close()
+
+
+def _write_rows(tmp: str, records: list[bytes], splits: int, raw: float) -> None:
+    """The other write paths, on the same records, against the same raw limit."""
+    n, total = len(records), sum(map(len, records))
+    from splitdask import SplitWriter
+    from splitdask._binwrite import write_bin_part
+    from splitdask._store import open_store
+
+    def many() -> None:
+        with SplitWriter(os.path.join(tmp, "many"), splits) as w:
+            for lo in range(0, n, 1000):
+                w.write_many(records[lo : lo + 1000])
+
+    row("splitdask SplitWriter.write_many(1,000 at a time)", n, total, timed(many), raw)
+    few = records[: n // 4]
+
+    def one_by_one() -> None:
+        with SplitWriter(os.path.join(tmp, "one"), splits) as w:
+            for r in few:
+                w.write(r)
+
+    t = timed(one_by_one)
+    row(f"splitdask SplitWriter.write() ({len(few):,})", len(few), sum(map(len, few)), t, raw)
+    store = open_store(os.path.join(tmp, "part"))
+    store.makedirs("bins")
+    t = timed(lambda: write_bin_part(store, 0, iter(records)))
+    row("splitdask write_bin_part (a Dask partition)", n, total, t, raw)
+    for name in ("many", "one", "part"):
+        shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+
+
+def _open_row(name: str, path: str, runs: int = 21) -> None:
+    """Open + len() in this process, median and best of ``runs`` (after one open)."""
+    len(SplitDataLoader(path))
+    times = sorted(timed(lambda: len(SplitDataLoader(path))) for _ in range(runs))
+    print(f"  {name:<56} median {times[runs // 2] * 1e3:6.2f} ms  best {times[0] * 1e3:6.2f} ms")
+
+
+def _open_rows(tmp: str, splits: int) -> None:
+    """Open + len() of 10M tiny records, and of a dataset after 300 small appends."""
+    big = os.path.join(tmp, "10m")
+    t = timed(lambda: write_split_data(big, (i.to_bytes(8, "little") for i in range(10**7)),
+                                       splits=splits))  # fmt: skip
+    row("(writing 10M records of 8 B)", 10**7, 8 * 10**7, t)
+    _open_row(f"SplitDataLoader(path) + len(), 10M records, {splits} bins", big)
+    appended = os.path.join(tmp, "appends")
+    write_split_data(appended, (i.to_bytes(8, "little") for i in range(10**6)), splits=splits)
+    for a in range(300):
+        write_split_data(appended, [b"%d" % a] * 50)
+    loader = SplitDataLoader(appended)
+    assert loader.manifest is not None
+    parts, segments = len(loader.manifest.parts()), len(loader.manifest.order)
+    _open_row(
+        f"... 1M records after 300 appends ({parts:,} parts, {segments:,} segments)", appended
+    )
+    shutil.rmtree(big, ignore_errors=True)
+    shutil.rmtree(appended, ignore_errors=True)
 
 
 class _Checks:

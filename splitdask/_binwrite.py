@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import secrets
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,12 @@ __all__ = ["OFFSETS_BUDGET", "Batches", "BinWriter", "write_bin_part"]
 OFFSETS_BUDGET = 64 << 20
 FLUSH_MAX = 4 << 20  # bytes staged per bin before a write
 _BATCH_RECORDS = 4096  # records staged per bin before a write (bounds tiny records)
+# Records are dealt a chunk at a time: at most _CHUNK records or about _CHUNK_BYTES
+# (sized from the previous chunk), beyond the batches, are held at once.
+_CHUNK = 16384
+_CHUNK_BYTES = 4 << 20
+_SINK_BUFFER = 32 << 10
+_FIRST_CHUNK = 16
 
 
 class BinWriter:
@@ -96,7 +103,10 @@ class BinWriter:
     def _open(self) -> None:
         self._uid = self.tag + secrets.token_hex(8)
         self._path = part_name(self.bin_index, self._uid)
-        self._sink = self.store.create_part(self._path, buffer_size=256 << 10)
+        # Batches (>= 64 KiB but the last) pass a buffer smaller than they are
+        # untouched; one as large as a batch had each copied into it, and its pages
+        # (per open part) faulted in.
+        self._sink = self.store.create_part(self._path, buffer_size=_SINK_BUFFER)
         self._offsets = array("Q", [DATA_START])
         self._sums = array("Q")
         self._hash = xxhash.xxh3_64()
@@ -189,24 +199,103 @@ class Batches:
         self.k = 0
 
     def deal(self, records: Iterable[Any]) -> None:
+        """Deal ``records`` on from where the last call stopped, a chunk at a time.
+
+        A chunk's type check and each bin's share (``chunk[j::m]``) are C loops; a
+        share joins its bin's batch whole unless it would fill it, so the batches
+        (and hence the parts) come out exactly as a record-by-record deal makes them.
+        If ``records`` raises, or a record is not bytes-like, everything before it
+        is dealt and ``self.k`` counts it, as if dealt one by one.
+        """
+        if isinstance(records, tuple | list) and len(records) < _FIRST_CHUNK:
+            return self._deal_each(records)  # write(record): no chunk for one record
+        it = iter(records)
+        step = _FIRST_CHUNK  # then sized from what came: records of any size
+        while True:
+            chunk: list[Any] = []
+            try:
+                chunk.extend(islice(it, step))
+            except BaseException:
+                self._deal_chunk(self._checked(chunk))  # what came before the failure
+                raise
+            if not chunk:
+                return
+            nbytes = self._deal_chunk(self._checked(chunk))
+            if len(chunk) < step:
+                return
+            step = min(_CHUNK, max(1, _CHUNK_BYTES * len(chunk) // max(1, nbytes)))
+
+    def _deal_each(self, records: list[Any] | tuple[Any, ...]) -> None:
+        """Deal a few records one by one (cheaper than a chunk for one record)."""
         writers, pending, sizes = self.writers, self.pending, self.sizes
-        m, limit, k = len(writers), self.flush_bytes, self.k
+        m, limit = len(writers), self.flush_bytes
+        for record in records:
+            rec = record if type(record) is bytes else _as_record(record, self.k)
+            j = self.k % m
+            pending[j].append(rec)
+            sizes[j] += len(rec)
+            self.k += 1
+            if sizes[j] >= limit or len(pending[j]) >= _BATCH_RECORDS:
+                writers[j].add_many(pending[j])
+                pending[j] = []
+                sizes[j] = 0
+                if self.spool_budget is not None:
+                    self._bound_spool(self.spool_budget)
+
+    def _checked(self, chunk: list[Any]) -> list[bytes]:
+        """``chunk`` as bytes; at a record that is not bytes-like, the records before it
+        are dealt and the ``TypeError`` names its position."""
+        if set(map(type, chunk)) <= {bytes}:
+            return chunk
+        out: list[bytes] = []
         try:
-            for record in records:
-                rec = record if type(record) is bytes else _as_record(record, k)
-                j = k % m
-                batch = pending[j]
-                batch.append(rec)
-                sizes[j] += len(rec)
-                k += 1
-                if sizes[j] >= limit or len(batch) >= _BATCH_RECORDS:
-                    writers[j].add_many(batch)
-                    pending[j] = []
-                    sizes[j] = 0
-                    if self.spool_budget is not None:
-                        self._bound_spool(self.spool_budget)
-        finally:
-            self.k = k
+            for i, record in enumerate(chunk):
+                out.append(record if type(record) is bytes else _as_record(record, self.k + i))
+        except TypeError:
+            self._deal_chunk(out)
+            raise
+        return out
+
+    def _deal_chunk(self, chunk: list[bytes]) -> int:
+        """Deal ``chunk`` on from record ``self.k``; returns its size in bytes."""
+        m, k, n = len(self.writers), self.k, len(chunk)
+        nbytes = 0
+        for i in range(min(m, n)):
+            # Record k + i of the write, and every m-th after it, goes to bin (k + i) % m.
+            nbytes += self._take((k + i) % m, chunk[i::m] if m > 1 else chunk)
+        self.k = k + n
+        return nbytes
+
+    def _take(self, j: int, share: list[bytes]) -> int:
+        """Add ``share`` to bin ``j``'s batch, handing the batch to its writer each time
+        it reaches ``flush_bytes`` or ``_BATCH_RECORDS`` (at the record that does).
+        Returns the share's size in bytes."""
+        pending, sizes, limit = self.pending, self.sizes, self.flush_bytes
+        taken = 0
+        while share:
+            room = _BATCH_RECORDS - len(pending[j])
+            head = share[:room] if len(share) > room else share
+            nbytes = sum(map(len, head))
+            if sizes[j] + nbytes < limit and len(head) < room:
+                pending[j].extend(head)
+                sizes[j] += nbytes
+                return taken + nbytes
+            # The record that fills the batch: the first at which the running size
+            # reaches the limit, or the last that fits.
+            cut = len(head)
+            if sizes[j] + nbytes >= limit:
+                ends = list(accumulate(map(len, head), initial=sizes[j]))
+                cut = bisect_left(ends, limit, lo=1)
+                nbytes = ends[cut] - sizes[j]
+            taken += nbytes
+            pending[j].extend(head[:cut])
+            self.writers[j].add_many(pending[j])
+            pending[j] = []
+            sizes[j] = 0
+            if self.spool_budget is not None:
+                self._bound_spool(self.spool_budget)
+            share = share[cut:]
+        return taken
 
     def flush(self) -> None:
         for j, batch in enumerate(self.pending):

@@ -265,12 +265,13 @@ class SplitWriter:
 
     def _finish_parts(self) -> None:
         self._batches.flush()
-        if self.store.upload_concurrency > 1:
-            # Remote parts upload on finish; do a few at once.
+        opened = [w for w in self._writers if w.open_bytes]  # finish() of others: no-op
+        if self.store.upload_concurrency > 1 and len(opened) > 1:
+            # A part's commit (an upload, or an fsync) waits on I/O: do a few at once.
             with ThreadPoolExecutor(self.store.upload_concurrency) as pool:
-                list(pool.map(BinWriter.finish, self._writers))
+                list(pool.map(BinWriter.finish, opened))
         else:
-            for w in self._writers:
+            for w in opened:
                 w.finish()
         self.store.sync_dir(BINS_DIR)
 
