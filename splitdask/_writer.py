@@ -265,7 +265,9 @@ class SplitWriter:
 
     def _finish_parts(self) -> None:
         self._batches.flush()
-        opened = [w for w in self._writers if w.open_bytes]  # finish() of others: no-op
+        # finish() of the others is a no-op; a writer may hold records back to train
+        # a compression dictionary before it opens a part.
+        opened = [w for w in self._writers if w.open_bytes or w.held]
         if self.store.upload_concurrency > 1 and len(opened) > 1:
             # A part's commit (an upload, or an fsync) waits on I/O: do a few at once.
             with ThreadPoolExecutor(self.store.upload_concurrency) as pool:
