@@ -152,6 +152,22 @@ def decode_footer(
     return offsets
 
 
+def _check_tail(view: memoryview, footer_len: int, uid: str, where: str) -> int:
+    """Check a v2/v3 footer's own checksum and the part uid it names; return where
+    its body ends (the uid and checksum follow it, then the trailer)."""
+    body_end = footer_len - TRAILER_SIZE - 8
+    stored_uid, stored_hash = _V2_TAIL.unpack(view[body_end - UID_SIZE : -TRAILER_SIZE])
+    if stored_hash != xxhash.xxh3_64_intdigest(view[:body_end]):
+        raise CorruptDatasetError(f"{where}: footer checksum mismatch (footer altered)")
+    found = stored_uid.rstrip(b"\0").decode("ascii", "replace")
+    if found != uid:
+        raise CorruptDatasetError(
+            f"{where}: the part belongs to another dataset or commit (its footer names "
+            f"part {found!r}, the manifest expects {uid!r})"
+        )
+    return body_end
+
+
 def decode_footer_v2(
     tail: bytes | memoryview, part_size: int, count: int, uid: str, where: str
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
@@ -162,16 +178,7 @@ def decode_footer_v2(
     """
     view = _footer_view(tail, part_size, count, 2, where)
     n_off = _U64.itemsize * (count + 1)
-    body_end = len(view) - TRAILER_SIZE - 8
-    stored_uid, stored_hash = _V2_TAIL.unpack(view[body_end - UID_SIZE : -TRAILER_SIZE])
-    if stored_hash != xxhash.xxh3_64_intdigest(view[:body_end]):
-        raise CorruptDatasetError(f"{where}: footer checksum mismatch (footer altered)")
-    found = stored_uid.rstrip(b"\0").decode("ascii", "replace")
-    if found != uid:
-        raise CorruptDatasetError(
-            f"{where}: the part belongs to another dataset or commit (its footer names "
-            f"part {found!r}, the manifest expects {uid!r})"
-        )
+    body_end = _check_tail(view, len(view), uid, where)
     offsets = np.frombuffer(view[:n_off], dtype=_U64)
     sums = np.frombuffer(view[n_off : body_end - UID_SIZE], dtype=_U64)
     _check_offsets(offsets, part_size - footer_size(count, 2), where)
@@ -240,16 +247,7 @@ def decode_footer_v3(
         raise CorruptDatasetError(f"{where}: footer says version {got}, manifest says 3")
     if n != count:
         raise CorruptDatasetError(f"{where}: footer says {n} records, manifest says {count}")
-    body_end = footer_len - TRAILER_SIZE - 8
-    stored_uid, stored_hash = _V2_TAIL.unpack(view[body_end - UID_SIZE : -TRAILER_SIZE])
-    if stored_hash != xxhash.xxh3_64_intdigest(view[:body_end]):
-        raise CorruptDatasetError(f"{where}: footer checksum mismatch (footer altered)")
-    found = stored_uid.rstrip(b"\0").decode("ascii", "replace")
-    if found != uid:
-        raise CorruptDatasetError(
-            f"{where}: the part belongs to another dataset or commit (its footer names "
-            f"part {found!r}, the manifest expects {uid!r})"
-        )
+    body_end = _check_tail(view, footer_len, uid, where)
     fixed_at = body_end - UID_SIZE - _V3_FIXED.size
     n_dict, n_len, max_dec, total, _level, width, codec = _V3_FIXED.unpack(
         view[fixed_at : fixed_at + _V3_FIXED.size]
