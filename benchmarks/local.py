@@ -184,11 +184,18 @@ def read_rows(
     seq = range(0, total, size)
     limit = row("plain mmap slices in file order (record limit)", n, total,
                 best(lambda: _drain(mm[o : o + size] for o in seq)))  # fmt: skip
+    # A bin's records in a random order: the same slices, a bin's bytes apart.
+    per_bin = max(1, n // len(parts))
+    shuffled = np.concatenate([lo + np.random.default_rng(lo).permutation(min(per_bin, n - lo))
+                               for lo in range(0, n, per_bin)]) * size  # fmt: skip
+    offs = shuffled.tolist()
+    shuffled_limit = row("plain mmap slices, shuffled within bins (limit)", n, total,
+                         best(lambda: _drain(mm[o : o + size] for o in offs)))  # fmt: skip
     binwise = row("splitdask iterate_binwise()", n, total,
                   best(lambda: _drain(loader.iterate_binwise())), limit)  # fmt: skip
     row("splitdask iterate_binwise(shuffle=True)", n, total,
         best(lambda: _drain(loader.iterate_binwise(shuffle=True, seed=1))), limit,
-        ("iterate_binwise()", binwise))  # fmt: skip
+        ("iterate_binwise()", binwise), ("shuffled limit", shuffled_limit))  # fmt: skip
     row("splitdask iterate_binwise(copy=False)", n, total,
         best(lambda: _drain(loader.iterate_binwise(copy=False))), limit)  # fmt: skip
     row("splitdask iter(loader) (write order)", n, total, best(lambda: _drain(iter(loader))), limit)
@@ -333,6 +340,8 @@ class _Checks:
             part.memo = memo if memo is None or not on else bytearray(b"\x01") * len(memo)
             part.whole = not on
         self.reader._plain[:] = self.plain if on else False
+        for pid, part in enumerate(self.parts):  # loader[i] reads these tuples
+            self.reader._hot[pid] = part.hot()
 
 
 def _cost(name: str, runs: int, checks: _Checks, run: Callable[[], Any]) -> None:
