@@ -82,11 +82,15 @@ class OpenPart:
         return (self.data, self.width, self.first, self.starts, self.ends, self.sums,
                 self.memo, self.decode)  # fmt: skip
 
-    def view_of(self, start: int, end: int) -> memoryview:
-        """Bytes ``start:end`` of the mapped part, as a memoryview (no copy)."""
+    def viewed(self) -> memoryview:
+        """The mapped part as a memoryview, made once (slices of it copy nothing)."""
         if self.mview is None:
             self.mview = memoryview(self.data).cast("B")
-        return self.mview[start:end]
+        return self.mview
+
+    def view_of(self, start: int, end: int) -> memoryview:
+        """Bytes ``start:end`` of the mapped part, as a memoryview (no copy)."""
+        return self.viewed()[start:end]
 
     def close(self) -> None:
         if self.mview is not None:

@@ -206,7 +206,10 @@ class RecordReader:
         """Records at valid indices ``idx`` as one batch, in order."""
         if not len(idx):
             return RecordBatch._of(np.zeros(0, np.uint8), np.zeros(1, np.int64))
-        return RecordBatch.from_records(self.records(idx))
+        pids, local = self.locate_many(idx)
+        if self._is_mapped[pids].all():  # views of the maps: the join is the one copy
+            return RecordBatch.from_records(self._mapped(pids, local, views=True))
+        return RecordBatch.from_records(self.records_at(pids, local))
 
     def _fetch(self, pid: int, start: int, end: int) -> bytes:
         path = self.snapshot.parts[pid].path
@@ -254,13 +257,15 @@ class RecordReader:
             map(getitem, map(_ENDS, parts), js)
         )
 
-    def _mapped(self, pids_np: IntArray, local: IntArray) -> list[Any]:
-        """Records ``local[k]`` of open, mapped parts ``pids[k]``: looking up,
-        slicing and checking each run in C loops (``map``), one pass each."""
+    def _mapped(self, pids_np: IntArray, local: IntArray, views: bool = False) -> list[Any]:
+        """Records ``local[k]`` of open, mapped parts ``pids[k]`` (memoryviews into
+        the maps with ``views``): looking up, slicing and checking each run in C
+        loops (``map``), one pass each."""
         pids = pids_np.tolist()
         parts: list[OpenPart] = list(map(self._slots.__getitem__, pids))  # type: ignore[arg-type]
         starts, ends = self.extents_at(parts, pids_np, local)
-        recs = list(map(getitem, map(_DATA, parts), map(slice, starts, ends)))
+        bufs = [p.viewed() for p in parts] if views else list(map(_DATA, parts))
+        recs = list(map(getitem, bufs, map(slice, starts, ends)))
         self.check(parts, pids_np, local.tolist(), recs, starts, ends)
         return recs
 
@@ -308,7 +313,7 @@ class RecordReader:
             starts, ends = part.starts_np[j].tolist(), part.ends_np[j].tolist()
             if part.data is not None:
                 got = list(map(part.data.__getitem__, map(slice, starts, ends)))
-                got = self._check(pid, part, j, got)
+                got = _check_group(self, pid, part, j, got)
                 for t, rec in zip(group.tolist(), got, strict=True):
                     out[t] = rec
             else:
@@ -324,25 +329,28 @@ class RecordReader:
                 raise self.snapshot.missing(str(exc.filename)) from None
             pos = 0
             for pid, part, j, n in checks:
-                got[pos : pos + n] = self._check(pid, part, j, got[pos : pos + n])
+                got[pos : pos + n] = _check_group(self, pid, part, j, got[pos : pos + n])
                 pos += n
             for t, data in zip(slots, got, strict=True):
                 out[t] = data
         return out
 
-    def _check(self, pid: int, part: OpenPart, j: Any, got: list[Any]) -> list[Any]:
-        """Check records ``j`` of ``part`` (as read, in ``got``) against their sums;
-        the records as handed out (decoded, for a compressed part)."""
-        if part.decode is not None:
-            return part.decode.many(got, j)
-        sums = part.sums_np
-        if sums is None:
-            return got
-        for k, (want, rec) in enumerate(zip(sums[j].tolist(), got, strict=True)):
-            if _sum(rec) != want:
-                jj = int(j[k])
-                raise self._bad(pid, jj, part.starts[jj], part.ends[jj])
+
+def _check_group(
+    reader: RecordReader, pid: int, part: OpenPart, j: Any, got: list[Any]
+) -> list[Any]:
+    """Check records ``j`` of ``part`` (as read, in ``got``) against their sums;
+    the records as handed out (decoded, for a compressed part)."""
+    if part.decode is not None:
+        return part.decode.many(got, j)
+    sums = part.sums_np
+    if sums is None:
         return got
+    for k, (want, rec) in enumerate(zip(sums[j].tolist(), got, strict=True)):
+        if _sum(rec) != want:
+            jj = int(j[k])
+            raise reader._bad(pid, jj, part.starts[jj], part.ends[jj])
+    return got
 
 
 _STARTS = attrgetter("starts")
