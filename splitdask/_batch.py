@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from splitdask._codec import Decoded
-from splitdask._order import bin_permutation
+from splitdask._order import bin_permutation, flat_extents
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -245,8 +245,7 @@ def bin_batches(
             else:
                 yield _stored(np.frombuffer(data, dtype=np.uint8), ss, es)
         return
-    s_all = np.concatenate([*starts, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
-    e_all = np.concatenate([*ends, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
+    s_all, e_all, which = flat_extents(starts, ends)
     n = len(s_all)
     perm = bin_permutation(seed, bin_index, n)
     width = int(e_all[0] - s_all[0]) if n else 0
@@ -258,7 +257,6 @@ def bin_batches(
             chunk = rows[perm[lo : lo + size]]
             yield RecordBatch._of(chunk.reshape(-1), steps[: len(chunk) + 1])
         return
-    which = np.repeat(np.arange(len(datas)), [len(x) for x in starts])
     for lo in range(0, n, size):
         p = perm[lo : lo + size]
         bufs = map(datas.__getitem__, which[p].tolist())

@@ -7,6 +7,7 @@ lookups that cost O(log segments + log parts), scalar or vectorised with NumPy.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -72,10 +73,12 @@ class Locator:
         p = bisect.bisect_right(self.part_start, key) - 1
         return p, key - self.part_start[p]
 
+    @functools.cached_property
     def round_robin(self) -> tuple[int, int, list[int], list[int]] | None:
         """``(start, m, bins, first)`` of the one segment when every bin has exactly
         one part (record ``start + k`` is record ``first[k % m] + k // m`` of part
-        ``bins[k % m]``), else ``None``: the layout of a dataset written in one go."""
+        ``bins[k % m]``), else ``None``: the layout of a dataset written in one go,
+        where a record's place is two integer operations and two list lookups."""
         order = self.order
         if not (isinstance(order, BinOrder) and len(order.segments) == 1):
             return None
@@ -87,28 +90,14 @@ class Locator:
         return seg.start, len(seg.bins), list(seg.bins), list(seg.first)
 
     def scalar(self) -> Callable[[int], tuple[int, int]]:
-        """:meth:`locate` specialised for this layout: the per-record hot path.
-
-        A dataset written in one go has one segment and, per bin, one part; then a
-        record's place is two integer operations and two list lookups, without the
-        two binary searches and method calls of the general case.
-        """
+        """:meth:`locate` specialised for one segment (bins of several parts): one
+        binary search instead of two and no method calls. Callers inline the
+        :attr:`round_robin` layout themselves."""
         order = self.order
-        single = isinstance(order, BinOrder) and len(order.segments) == 1
-        if not single:
+        if not (isinstance(order, BinOrder) and len(order.segments) == 1):
             return self.locate
-        seg = order.segments[0]  # type: ignore[attr-defined]
+        seg = order.segments[0]
         s0, m, bins, first = seg.start, len(seg.bins), list(seg.bins), list(seg.first)
-        if len(self.part_start) == len(self.bin_base) and all(
-            b == p for p, b in enumerate(self.part_bin)
-        ):
-            # One part per bin: part number == bin, record in part == local index.
-            def one_part(i: int) -> tuple[int, int]:
-                k = i - s0
-                r = k % m
-                return bins[r], first[r] + k // m
-
-            return one_part
         base, starts, right = self.bin_base, self.part_start, bisect.bisect_right
 
         def one_segment(i: int) -> tuple[int, int]:
@@ -121,24 +110,18 @@ class Locator:
         return one_segment
 
     def vector(self) -> Callable[[IntArray], tuple[IntArray, IntArray]]:
-        """:meth:`locate_many` specialised as :meth:`scalar` is: for small batches the
-        fixed cost of each NumPy call is what counts, so make fewer of them."""
-        order = self.order
-        if not (isinstance(order, BinOrder) and len(order.segments) == 1):
+        """:meth:`locate_many` for the :attr:`round_robin` layout in two NumPy calls:
+        for small batches the fixed cost of each call is what counts."""
+        if self.round_robin is None:
             return self.locate_many
-        seg = order.segments[0]
-        s0, m = seg.start, len(seg.bins)
-        bins, first = np.asarray(seg.bins, np.int64), np.asarray(seg.first, np.int64)
-        if len(self.part_start) == len(self.bin_base) and all(
-            b == p for p, b in enumerate(self.part_bin)
-        ):
+        s0, m, bins_list, first_list = self.round_robin
+        bins, first = np.asarray(bins_list, np.int64), np.asarray(first_list, np.int64)
 
-            def one_part(idx: IntArray) -> tuple[IntArray, IntArray]:
-                q, r = np.divmod(idx - s0 if s0 else idx, m)
-                return bins[r], first[r] + q
+        def one_part(idx: IntArray) -> tuple[IntArray, IntArray]:
+            q, r = np.divmod(idx - s0 if s0 else idx, m)
+            return bins[r], first[r] + q
 
-            return one_part
-        return self.locate_many
+        return one_part
 
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
         """Vectorised :meth:`locate` for an array of valid non-negative indices."""

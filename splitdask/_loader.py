@@ -174,10 +174,9 @@ class SplitDataLoader:
             if 0 <= i < n:
                 return reader.record(i)
             raise IndexError(f"index {key} is out of range for a dataset of {n} records")
-        if isinstance(key, slice):
-            return reader.records(np.arange(*key.indices(n), dtype=np.int64))
-        if isinstance(key, Sequence | np.ndarray) and not isinstance(key, str | bytes):
-            return reader.records(_index_array(key, n))
+        idx = _indices(key, n)
+        if idx is not None:
+            return reader.records(idx)
         if isinstance(key, bool) or not hasattr(key, "__index__"):
             raise TypeError(
                 f"dataset indices must be integers, slices or integer sequences, "
@@ -208,12 +207,8 @@ class SplitDataLoader:
         end) or a slice. Every record is checked as ``loader[i]`` checks it.
         """
         reader = self._reader or self._open()
-        n = reader.num_records
-        if isinstance(indices, slice):
-            idx = np.arange(*indices.indices(n), dtype=np.int64)
-        elif isinstance(indices, Sequence | np.ndarray) and not isinstance(indices, str | bytes):
-            idx = _index_array(indices, n)
-        else:
+        idx = _indices(indices, reader.num_records)
+        if idx is None:
             raise TypeError(
                 f"read_batch takes a sequence, array or slice of indices, not "
                 f"{type(indices).__name__}"
@@ -236,9 +231,7 @@ class SplitDataLoader:
         """
         size = check_int(batch_size, "batch_size", minimum=1)
         reader = self._reader or self._open()
-        s = resolve_seed(seed) if shuffle else None
-        num_bins = reader.snapshot.num_bins
-        bins = bin_order(s, num_bins) if s is not None else list(range(num_bins))
+        s, bins = _bin_plan(shuffle, seed, reader.snapshot.num_bins)
 
         def cut(data: BinData, seed: int | None, b: int) -> Iterator[RecordBatch]:
             return bin_batches(*data, seed, b, size)
@@ -290,9 +283,7 @@ class SplitDataLoader:
             after :meth:`close`; each holds its file's mapping while it lives.
         """
         reader = self._reader or self._open()
-        s = resolve_seed(seed) if shuffle else None
-        num_bins = reader.snapshot.num_bins
-        bins = bin_order(s, num_bins) if s is not None else list(range(num_bins))
+        s, bins = _bin_plan(shuffle, seed, reader.snapshot.num_bins)
         return iterate_bins(reader, bins, s, iter_records_of if copy else iter_views_of)
 
     def to_bag(
@@ -325,6 +316,22 @@ class SplitDataLoader:
             Naming every missing, truncated or altered file found.
         """
         return verify(self.snapshot, progress)
+
+
+def _bin_plan(shuffle: bool, seed: int | None, num_bins: int) -> tuple[int | None, list[int]]:
+    """The seed a bin-wise pass shuffles with (``None``: stored order) and its bins' order."""
+    s = resolve_seed(seed) if shuffle else None
+    return s, bin_order(s, num_bins) if s is not None else list(range(num_bins))
+
+
+def _indices(key: Any, n: int) -> IntArray | None:
+    """A slice or an index sequence as validated non-negative indices (``None`` if
+    ``key`` is neither)."""
+    if isinstance(key, slice):
+        return np.arange(*key.indices(n), dtype=np.int64)
+    if isinstance(key, Sequence | np.ndarray) and not isinstance(key, str | bytes):
+        return _index_array(key, n)
+    return None
 
 
 def _index_array(key: Any, n: int) -> IntArray:

@@ -16,7 +16,7 @@ import numpy as np
 from splitdask._index import IntArray
 from splitdask._validate import check_int
 
-__all__ = ["bin_order", "bin_permutation", "iter_records", "resolve_seed"]
+__all__ = ["bin_order", "bin_permutation", "flat_extents", "iter_records", "resolve_seed"]
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -63,12 +63,19 @@ def iter_records(
             map(data.__getitem__, map(slice, ss.tolist(), es.tolist()))
             for data, ss, es in zip(datas, starts, ends, strict=True)
         )
-    # Offsets may be u64 (footers) or i64 (legacy): settle on i64 before mixing.
-    s_all = np.concatenate([*starts, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
-    e_all = np.concatenate([*ends, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
+    s_all, e_all, which = flat_extents(starts, ends)
     perm = bin_permutation(seed, bin_index, len(s_all))
     spans = map(slice, s_all[perm].tolist(), e_all[perm].tolist())
     if len(datas) == 1:
         return map(datas[0].__getitem__, spans)
-    which = np.repeat(np.arange(len(datas)), [len(x) for x in starts])[perm]
-    return map(getitem, map(datas.__getitem__, which.tolist()), spans)
+    return map(getitem, map(datas.__getitem__, which[perm].tolist()), spans)
+
+
+def flat_extents(starts: Sequence[Any], ends: Sequence[Any]) -> tuple[IntArray, IntArray, IntArray]:
+    """A bin's record extents over all its parts as one array each, and the part of
+    every record: what a permutation of the bin indexes."""
+    # Offsets may be u64 (footers) or i64 (legacy): settle on i64 before mixing.
+    s_all = np.concatenate([*starts, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
+    e_all = np.concatenate([*ends, np.zeros(0, np.int64)], dtype=np.int64, casting="unsafe")
+    which = np.repeat(np.arange(len(starts)), [len(x) for x in starts])
+    return s_all, e_all, which

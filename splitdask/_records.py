@@ -148,7 +148,7 @@ class RecordReader:
 
     def _scalar(self) -> Callable[[int], Any]:
         locator = self.snapshot.locator
-        locate, one = locator.scalar(), locator.round_robin()
+        locate, one = locator.scalar(), locator.round_robin
         s0, m, bins, first = one if one is not None else (0, 1, [], [])
         hot, fetch, bad = self._hot, self._fetch, self._bad
 
@@ -203,13 +203,9 @@ class RecordReader:
         return rec
 
     def batch(self, idx: IntArray) -> RecordBatch:
-        """Records at valid indices ``idx`` as one batch, in order."""
-        if not len(idx):
-            return RecordBatch._of(np.zeros(0, np.uint8), np.zeros(1, np.int64))
-        pids, local = self.locate_many(idx)
-        if self._is_mapped[pids].all():  # views of the maps: the join is the one copy
-            return RecordBatch.from_records(self._mapped(pids, local, views=True))
-        return RecordBatch.from_records(self.records_at(pids, local))
+        """Records at valid indices ``idx`` as one batch, in order; mapped records are
+        sliced as views, so joining them is the one copy."""
+        return RecordBatch.from_records(self.records_at(*self.locate_many(idx), views=True))
 
     def _fetch(self, pid: int, start: int, end: int) -> bytes:
         path = self.snapshot.parts[pid].path
@@ -227,8 +223,9 @@ class RecordReader:
             return []
         return self.records_at(*self.locate_many(idx))
 
-    def records_at(self, pids: IntArray, local: IntArray) -> list[Any]:
-        """Records ``local[k]`` of parts ``pids[k]``, in that order.
+    def records_at(self, pids: IntArray, local: IntArray, views: bool = False) -> list[Any]:
+        """Records ``local[k]`` of parts ``pids[k]``, in that order (memoryviews of
+        mapped parts with ``views``, bytes otherwise).
 
         Mapped parts are sliced in one pass of C loops over the whole batch; parts
         read by range go through the store in one merged, concurrent request set.
@@ -236,12 +233,12 @@ class RecordReader:
         if not len(pids):
             return []
         if self._is_mapped[pids].all():  # the steady state: one NumPy call to know
-            return self._mapped(pids, local)
+            return self._mapped(pids, local, views)
         uniq = np.unique(pids).tolist()
         if len(uniq) <= self.max_open // 2:
             self._load_many(uniq)
             if self._is_mapped[pids].all():
-                return self._mapped(pids, local)
+                return self._mapped(pids, local, views)
         return self._grouped(pids, local)
 
     def extents_at(

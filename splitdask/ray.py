@@ -190,7 +190,8 @@ class _ReadBins:
         try:
             # Columnar from the start: a bin's records as one buffer and offsets,
             # copied once out of the mapped parts, never one Python object each.
-            batch = RecordBatch.concat(bin_batches(datas, starts, ends, self.seed, b, 1 << 16))
+            whole = max(1, sum(map(len, starts)))  # the bin as one batch: one gather
+            batch = RecordBatch.concat(bin_batches(datas, starts, ends, self.seed, b, whole))
             if batch.nbytes < 1 << 31:
                 records = batch.to_arrow(large=False)
             else:  # too big for one binary array: chunks (pa.array splits them)
