@@ -269,8 +269,8 @@ def _write_rows(tmp: str, records: list[bytes], splits: int, raw: float) -> None
     """The other write paths, on the same records, against the same raw limit."""
     n, total = len(records), sum(map(len, records))
     from splitdask import SplitWriter
-    from splitdask._binwrite import write_bin_part
     from splitdask._store import open_store
+    from splitdask._write._binwrite import write_bin_part
 
     def many() -> None:
         with SplitWriter(os.path.join(tmp, "many"), splits) as w:

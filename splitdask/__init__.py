@@ -14,19 +14,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from splitdask._batch import RecordBatch as RecordBatch
-    from splitdask._commit import CommitInfo as CommitInfo
-    from splitdask._compact import compact as compact
-    from splitdask._describe import Description as Description
-    from splitdask._export import export_records as export_records
-    from splitdask._gc import GcReport as GcReport
-    from splitdask._gc import gc as gc
-    from splitdask._loader import SplitDataLoader as SplitDataLoader
-    from splitdask._sources import Source as Source
-    from splitdask._sources import open_source as open_source
-    from splitdask._verify import VerifyReport as VerifyReport
-    from splitdask._writer import SplitWriter as SplitWriter
-    from splitdask._writer import write_split_data as write_split_data
+    from splitdask._front import SplitDataLoader as SplitDataLoader
+    from splitdask._read._batch import RecordBatch as RecordBatch
+    from splitdask._read._describe import Description as Description
+    from splitdask._read._verify import VerifyReport as VerifyReport
+    from splitdask._transfer._export import export_records as export_records
+    from splitdask._transfer._sources import Source as Source
+    from splitdask._transfer._sources import open_source as open_source
+    from splitdask._write._commit import CommitInfo as CommitInfo
+    from splitdask._write._compact import compact as compact
+    from splitdask._write._gc import GcReport as GcReport
+    from splitdask._write._gc import gc as gc
+    from splitdask._write._writer import SplitWriter as SplitWriter
+    from splitdask._write._writer import write_split_data as write_split_data
     from splitdask.bag import read_split_bins as read_split_bins
     from splitdask.bag import to_split_bins as to_split_bins
     from splitdask.errors import CommitConflictError as CommitConflictError
@@ -51,20 +51,20 @@ __version__ = "0.1.0"
 
 _API: dict[str, str] = {
     # reading and writing
-    "SplitDataLoader": "splitdask._loader",
-    "RecordBatch": "splitdask._batch",
-    "VerifyReport": "splitdask._verify",
-    "SplitWriter": "splitdask._writer",
-    "write_split_data": "splitdask._writer",
-    "CommitInfo": "splitdask._commit",
-    "compact": "splitdask._compact",
-    "gc": "splitdask._gc",
-    "GcReport": "splitdask._gc",
-    "Description": "splitdask._describe",
+    "SplitDataLoader": "splitdask._front",
+    "RecordBatch": "splitdask._read._batch",
+    "VerifyReport": "splitdask._read._verify",
+    "SplitWriter": "splitdask._write._writer",
+    "write_split_data": "splitdask._write._writer",
+    "CommitInfo": "splitdask._write._commit",
+    "compact": "splitdask._write._compact",
+    "gc": "splitdask._write._gc",
+    "GcReport": "splitdask._write._gc",
+    "Description": "splitdask._read._describe",
     # import and export (the `splitdask` command's sources and formats)
-    "open_source": "splitdask._sources",
-    "Source": "splitdask._sources",
-    "export_records": "splitdask._export",
+    "open_source": "splitdask._transfer._sources",
+    "Source": "splitdask._transfer._sources",
+    "export_records": "splitdask._transfer._export",
     # Dask
     "read_split_bins": "splitdask.bag",
     "to_split_bins": "splitdask.bag",

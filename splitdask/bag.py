@@ -22,12 +22,18 @@ from dask.base import tokenize
 from dask.delayed import Delayed, delayed
 from dask.highlevelgraph import HighLevelGraph
 
-from splitdask._batch import bin_batches, rebatch
-from splitdask._bins import load_parts, release
-from splitdask._binwrite import write_bin_part
-from splitdask._changes import AddRecords, Mode
-from splitdask._codec import Compression, check_compression
-from splitdask._commit import (
+from splitdask._dataset._order import iter_records, resolve_seed
+from splitdask._dataset._parts import Part
+from splitdask._dataset._snapshot import Snapshot, open_snapshot
+from splitdask._format import MAX_BINS, PartInfo
+from splitdask._format._compression import Compression, check_compression
+from splitdask._read._batch import bin_batches, rebatch
+from splitdask._read._bins import load_parts, release
+from splitdask._store import Store, UrlPath, open_store
+from splitdask._util._validate import check_int, check_metadata
+from splitdask._write._binwrite import write_bin_part
+from splitdask._write._changes import AddRecords, Mode
+from splitdask._write._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
@@ -35,12 +41,6 @@ from splitdask._commit import (
     new_tag,
     tagged,
 )
-from splitdask._format import MAX_BINS, PartInfo
-from splitdask._order import iter_records, resolve_seed
-from splitdask._parts import Part
-from splitdask._snapshot import Snapshot, open_snapshot
-from splitdask._store import Store, UrlPath, open_store
-from splitdask._validate import check_int, check_metadata
 
 __all__ = ["read_split_bins", "snapshot_bag", "to_split_bins"]
 

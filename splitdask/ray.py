@@ -23,12 +23,19 @@ import ray.data
 from ray.data.block import Block, BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasink, Datasource, ReadTask, WriteResult
 
-from splitdask._batch import RecordBatch, bin_batches
-from splitdask._bins import load_parts, release
-from splitdask._binwrite import write_bin_part
-from splitdask._changes import AddRecords, Mode
-from splitdask._codec import Compression, check_compression
-from splitdask._commit import (
+from splitdask._dataset._index import Order
+from splitdask._dataset._order import bin_order, bin_permutation, resolve_seed
+from splitdask._dataset._parts import Part
+from splitdask._dataset._snapshot import Snapshot, open_snapshot, read_manifest
+from splitdask._format import BINS_DIR, PartInfo
+from splitdask._format._compression import Compression, check_compression
+from splitdask._read._batch import RecordBatch, bin_batches
+from splitdask._read._bins import load_parts, release
+from splitdask._store import Store, UrlPath, open_store
+from splitdask._util._validate import check_int
+from splitdask._write._binwrite import write_bin_part
+from splitdask._write._changes import AddRecords, Mode
+from splitdask._write._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
@@ -37,13 +44,6 @@ from splitdask._commit import (
     tagged,
     tidy,
 )
-from splitdask._format import BINS_DIR, PartInfo
-from splitdask._index import Order
-from splitdask._order import bin_order, bin_permutation, resolve_seed
-from splitdask._parts import Part
-from splitdask._snapshot import Snapshot, open_snapshot, read_manifest
-from splitdask._store import Store, UrlPath, open_store
-from splitdask._validate import check_int
 
 __all__ = ["read_split_bins_ray", "to_split_bins_ray"]
 

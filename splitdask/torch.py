@@ -19,11 +19,11 @@ import numpy as np
 import torch.distributed as dist
 import torch.utils.data as tud
 
-from splitdask._epochs import EpochClock, KeyReader
-from splitdask._records import RecordReader
-from splitdask._snapshot import Snapshot, open_snapshot
+from splitdask._dataset._snapshot import Snapshot, open_snapshot
+from splitdask._read._epochs import EpochClock, KeyReader
+from splitdask._read._records import RecordReader
 from splitdask._store import UrlPath, open_store
-from splitdask._validate import check_int
+from splitdask._util._validate import check_int
 from splitdask.errors import ResumeStateError, SplitDaskError
 from splitdask.plan import EpochOrder, RankPlan, default_window, epoch_seed, normalise_shuffle
 

@@ -15,7 +15,7 @@ import uuid
 import atheris
 
 with atheris.instrument_imports(include=["splitdask"]):
-    from splitdask import _legacy
+    from splitdask._dataset import _legacy
     from splitdask._format import (
         DATA_START,
         Manifest,

@@ -34,8 +34,8 @@ from splitdask import (
     gc,
     write_split_data,
 )
-from splitdask._order import bin_order
-from splitdask._snapshot import read_manifest
+from splitdask._dataset._order import bin_order
+from splitdask._dataset._snapshot import read_manifest
 from splitdask._store import open_store
 from splitdask.bag import read_split_bins, to_split_bins
 from splitdask.errors import CommitConflictError, DatasetNotFoundError

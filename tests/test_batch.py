@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from splitdask import CorruptDatasetError, RecordBatch, SplitDataLoader, write_split_data
-from splitdask._batch import bin_batches, rebatch
-from splitdask._order import iter_records
+from splitdask._dataset._order import iter_records
+from splitdask._read._batch import bin_batches, rebatch
 
 records_st = st.lists(st.binary(max_size=40), max_size=60)
 

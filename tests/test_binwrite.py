@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from splitdask import SplitDataLoader, SplitWriter, write_split_data
-from splitdask._binwrite import _BATCH_RECORDS, Batches, BinWriter
-from splitdask._footer import DATA_START, decode_footer_v2
 from splitdask._format import PartInfo, parse_part_name
+from splitdask._format._footer import DATA_START, decode_footer_v2
 from splitdask._store import LocalStore, open_store
+from splitdask._write._binwrite import _BATCH_RECORDS, Batches, BinWriter
 
 
 def reference(

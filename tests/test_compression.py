@@ -25,8 +25,8 @@ from splitdask import (
     compact,
     write_split_data,
 )
-from splitdask._codec import decode_lengths, encode_lengths
 from splitdask._format import Manifest
+from splitdask._format._compression import decode_lengths, encode_lengths
 from splitdask.bag import read_split_bins, to_split_bins
 from tests._cli_helpers import ok, run
 

@@ -29,11 +29,11 @@ from splitdask import (
     gc,
     write_split_data,
 )
-from splitdask._binwrite import write_bin_part
-from splitdask._changes import AddRecords
-from splitdask._commit import Transaction
-from splitdask._snapshot import read_manifest
+from splitdask._dataset._snapshot import read_manifest
 from splitdask._store import open_store
+from splitdask._write._binwrite import write_bin_part
+from splitdask._write._changes import AddRecords
+from splitdask._write._commit import Transaction
 
 ROOT = Path(__file__).resolve().parents[1]
 

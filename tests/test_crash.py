@@ -46,7 +46,7 @@ _CHILD = textwrap.dedent(
             real_replace(src, dst)
         os.replace = replace
     if stage == "after-commit":
-        import splitdask._commit as commit
+        import splitdask._write._commit as commit
         def orphans(*args):
             stop_here()
         commit.orphans = orphans

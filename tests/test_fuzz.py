@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from splitdask import write_split_data
 from splitdask._format import encode_footer, encode_footer_v2, record_sum
-from splitdask._jsonbound import json_depth
+from splitdask._format._jsonbound import json_depth
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fuzz_parsers

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from splitdask import Description, SplitDataLoader, write_split_data
-from splitdask._html import balance_svg
+from splitdask._read._html import balance_svg
 
 HOSTILE = b"<script>document.body.setAttribute('data-ran', 'yes')</script>"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from splitdask._dataset._index import BinOrder, Locator, TableOrder
+from splitdask._dataset._order import bin_order, bin_permutation, iter_records, resolve_seed
 from splitdask._format import Segment
-from splitdask._index import BinOrder, Locator, TableOrder
-from splitdask._order import bin_order, bin_permutation, iter_records, resolve_seed
 
 
 def test_resolve_seed() -> None:

@@ -24,7 +24,7 @@ import ray.data
 from conftest import wait_for
 
 from splitdask import CommitInfo, SplitDataLoader, write_split_data
-from splitdask._snapshot import open_snapshot, read_manifest
+from splitdask._dataset._snapshot import open_snapshot, read_manifest
 from splitdask._store import open_store
 from splitdask.bag import read_split_bins, to_split_bins
 from splitdask.ray import SplitBinsDatasource, read_split_bins_ray, to_split_bins_ray

@@ -39,7 +39,7 @@ def info(url: str, storage_option: tuple[str, ...], as_json: bool) -> None:
     Example:
       splitdask info s3://bucket/train -o anon=false --json
     """
-    from splitdask._describe import sizeof
+    from splitdask._read._describe import sizeof
 
     with reporting_errors():
         d = _open(url, storage_option).describe()

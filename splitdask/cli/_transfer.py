@@ -98,11 +98,11 @@ def import_(
       splitdask import more.jsonl.zst data/train --append
     """
     from splitdask import SplitWriter
-    from splitdask._changes import Mode
-    from splitdask._progress import Progress, counted
-    from splitdask._snapshot import read_manifest
-    from splitdask._sources import open_source
+    from splitdask._dataset._snapshot import read_manifest
     from splitdask._store import open_store
+    from splitdask._transfer._sources import open_source
+    from splitdask._util._progress import Progress, counted
+    from splitdask._write._changes import Mode
 
     if append and overwrite:
         raise click.UsageError("--append and --overwrite are mutually exclusive")
@@ -185,8 +185,8 @@ def export(
       splitdask export s3://bucket/train train.jsonl.gz --format lines
     """
     from splitdask import SplitDataLoader
-    from splitdask._export import export_records
-    from splitdask._progress import Progress, counted
+    from splitdask._transfer._export import export_records
+    from splitdask._util._progress import Progress, counted
 
     with reporting_errors():
         loader = SplitDataLoader(url, storage_options(storage_option))

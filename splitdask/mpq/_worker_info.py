@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from splitdask._split import take_batches
+from splitdask._util._split import take_batches
 
 U = TypeVar("U")
 

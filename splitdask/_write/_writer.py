@@ -14,16 +14,22 @@ from typing import Any
 
 import numpy as np
 
-from splitdask._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
-from splitdask._changes import AddRecords, Mode
-from splitdask._codec import SAMPLE_BYTES, check_compression
-from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
-from splitdask._compact import auto_compact
+from splitdask._dataset._order import resolve_seed
 from splitdask._format import BINS_DIR, MAX_BINS, Manifest
-from splitdask._order import resolve_seed
-from splitdask._progress import Progress, counted
+from splitdask._format._compression import SAMPLE_BYTES, check_compression
 from splitdask._store import UrlPath, open_store
-from splitdask._validate import check_int, check_metadata
+from splitdask._util._progress import Progress, counted
+from splitdask._util._validate import check_int, check_metadata
+from splitdask._write._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
+from splitdask._write._changes import AddRecords, Mode
+from splitdask._write._commit import (
+    DEFAULT_RETENTION,
+    DEFAULT_RETRIES,
+    CommitInfo,
+    Transaction,
+    new_tag,
+)
+from splitdask._write._compact import auto_compact
 
 __all__ = ["SplitWriter", "write_split_data"]
 

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from splitdask._changes import Prune
-from splitdask._commit import DEFAULT_RETENTION, Transaction, orphans
+from splitdask._dataset._snapshot import read_manifest
 from splitdask._format import BINS_DIR
-from splitdask._snapshot import read_manifest
 from splitdask._store import UrlPath, open_store
+from splitdask._write._changes import Prune
+from splitdask._write._commit import DEFAULT_RETENTION, Transaction, orphans
 
 __all__ = ["GcReport", "gc"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from splitdask import _legacy
+from splitdask._dataset import _legacy
+from splitdask._dataset._index import BinOrder, Locator
+from splitdask._dataset._parts import Part, part_of
 from splitdask._format import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
-from splitdask._index import BinOrder, Locator
-from splitdask._parts import Part, part_of
 from splitdask._store import Store
 from splitdask.errors import (
     CorruptDatasetError,

@@ -25,11 +25,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from splitdask import _legacy
-from splitdask._changes import Change, Mode
+from splitdask._dataset import _legacy
+from splitdask._dataset._snapshot import read_manifest
 from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, PartInfo, parse_part_name
-from splitdask._snapshot import read_manifest
 from splitdask._store import Store
+from splitdask._write._changes import Change, Mode
 from splitdask.errors import CommitConflictError, SplitDaskError
 
 __all__ = [

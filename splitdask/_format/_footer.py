@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from splitdask._codec import SUM_MASK, Decoder, decode_lengths, encode_lengths
+from splitdask._format._compression import SUM_MASK, Decoder, decode_lengths, encode_lengths
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
 __all__ = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from splitdask._progress import Progress
-from splitdask._snapshot import Snapshot
+from splitdask._dataset._snapshot import Snapshot
+from splitdask._util._progress import Progress
 from splitdask.errors import CorruptDatasetError
 
 __all__ = ["VerifyReport", "verify"]

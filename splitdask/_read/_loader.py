@@ -1,8 +1,9 @@
-"""Reading datasets: :class:`SplitDataLoader`.
+"""Reading datasets: :class:`Loader`, everything :class:`~splitdask.SplitDataLoader` does
+but hand a dataset to an engine (that is :mod:`splitdask._front`).
 
-A loader holds one :class:`~splitdask._snapshot.Snapshot` (later commits are not
+A loader holds one :class:`~splitdask._dataset._snapshot.Snapshot` (later commits are not
 seen until a new loader is opened) and reads records through a
-:class:`~splitdask._records.RecordReader`, which opens parts on first use.
+:class:`~splitdask._read._records.RecordReader`, which opens parts on first use.
 """
 
 from __future__ import annotations
@@ -10,35 +11,36 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from splitdask._batch import RecordBatch, bin_batches, rebatch
-from splitdask._bins import (
+from splitdask._dataset._index import IntArray
+from splitdask._dataset._order import bin_order, resolve_seed
+from splitdask._dataset._snapshot import Snapshot, open_snapshot
+from splitdask._format import Manifest
+from splitdask._read._batch import RecordBatch, bin_batches, rebatch
+from splitdask._read._bins import (
     BinData,
     iter_records_of,
     iter_views_of,
     iterate_bins,
     iterate_write_order,
 )
-from splitdask._describe import Description, describe
-from splitdask._format import Manifest
-from splitdask._index import IntArray
-from splitdask._order import bin_order, resolve_seed
-from splitdask._records import RecordReader
-from splitdask._snapshot import Snapshot, open_snapshot
+from splitdask._read._describe import Description, describe
+from splitdask._read._records import RecordReader
+from splitdask._read._verify import VerifyReport, verify
 from splitdask._store import Store, UrlPath, open_store
-from splitdask._validate import check_int
-from splitdask._verify import VerifyReport, verify
+from splitdask._util._validate import check_int
 
-__all__ = ["SplitDataLoader"]
+__all__ = ["Loader"]
 
+_L = TypeVar("_L", bound="Loader")
 _ITER_CHUNK = 4096
 _PREVIEW_RECORDS = 5
 
 
-class SplitDataLoader:
+class Loader:
     """Random and bin-wise access to a dataset written by splitdask or splitdataloader.
 
     Parameters
@@ -100,7 +102,7 @@ class SplitDataLoader:
         if reader is not None:
             reader.close()
 
-    def __enter__(self) -> SplitDataLoader:
+    def __enter__(self: _L) -> _L:
         return self
 
     def __exit__(
@@ -112,11 +114,11 @@ class SplitDataLoader:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SplitDataLoader({self._store.urlpath!r}: {self.describe().summary()})"
+        return f"{type(self).__name__}({self._store.urlpath!r}: {self.describe().summary()})"
 
     def _repr_html_(self) -> str:
         """The notebook view: facts, a bin-balance chart and the first records."""
-        from splitdask._html import dataset_html
+        from splitdask._read._html import dataset_html
 
         return dataset_html(self.describe(), self[: min(len(self), _PREVIEW_RECORDS)])
 
@@ -285,23 +287,6 @@ class SplitDataLoader:
         reader = self._reader or self._open()
         s, bins = _bin_plan(shuffle, seed, reader.snapshot.num_bins)
         return iterate_bins(reader, bins, s, iter_records_of if copy else iter_views_of)
-
-    def to_bag(
-        self,
-        shuffle: bool = False,
-        seed: int | None = None,
-        bins: Sequence[int] | None = None,
-        batch_size: int | None = None,
-    ) -> Any:
-        """This dataset as a ``dask.bag.Bag`` with one partition per bin.
-
-        The same as :func:`splitdask.bag.read_split_bins` with this loader's
-        location and storage options, except that the Bag reads the snapshot this
-        loader holds, so it agrees with ``len(self)`` and indexing.
-        """
-        from splitdask.bag import snapshot_bag  # dask is imported only when used
-
-        return snapshot_bag(self.snapshot, shuffle, seed, bins, batch_size)
 
     # -- integrity ---------------------------------------------------------------------
 

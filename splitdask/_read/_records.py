@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from splitdask._batch import RecordBatch
+from splitdask._dataset._index import IntArray
+from splitdask._dataset._parts import Part, bad_record
+from splitdask._dataset._snapshot import Snapshot
 from splitdask._format import record_sum
-from splitdask._index import IntArray
-from splitdask._openpart import OpenPart
-from splitdask._parts import Part, bad_record
-from splitdask._snapshot import Snapshot
+from splitdask._read._batch import RecordBatch
+from splitdask._read._openpart import OpenPart
 from splitdask.errors import CorruptDatasetError
 
 __all__ = ["MAX_OPEN_PARTS", "OpenPart", "RecordReader"]

@@ -1,6 +1,6 @@
 """An opened part: its buffer, where each record is in it, and how records are checked.
 
-No I/O: a :class:`~splitdask._records.RecordReader` opens the file and hands the
+No I/O: a :class:`~splitdask._read._records.RecordReader` opens the file and hands the
 buffer and the footer's arrays to :class:`OpenPart`.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from splitdask._codec import Decoder
+from splitdask._format._compression import Decoder
 
 __all__ = ["MEMO_MIN_BYTES", "OpenPart"]
 

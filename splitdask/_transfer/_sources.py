@@ -28,8 +28,8 @@ from typing import IO, Any, Literal
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+from splitdask._dataset._legacy import INDEX_NAME
 from splitdask._format import MANIFEST_NAME
-from splitdask._legacy import INDEX_NAME
 
 __all__ = ["SOURCE_KINDS", "Source", "open_source", "pack_sample"]
 
@@ -73,9 +73,9 @@ def open_source(
     if group_by_key and kind != "tar":
         raise ValueError(f"--group-by-key groups the members of tar shards; {src} is {kind}")
     if kind == "splitdask":
-        from splitdask._loader import SplitDataLoader
+        from splitdask._read._loader import Loader
 
-        loader = SplitDataLoader(str(src), storage_options)
+        loader = Loader(str(src), storage_options)
         return Source(kind, len(loader), iter(loader))
     if kind == "files":
         paths = sorted(p for p in fs.find(root) if not posixpath.basename(p).startswith("."))

@@ -1,7 +1,7 @@
-"""On-disk format: names, the manifest schema and its limits; part footers are in
-``_footer`` (re-exported here).
+"""The manifest: its schema, its limits, and the checks that turn its JSON into objects.
 
-With ``_footer`` this is the only code that knows byte layouts. It does no I/O: it
+With ``_footer`` (part footers) and ``_names`` (part names) this is the only code that
+knows byte layouts. It does no I/O: it
 turns bytes into validated objects and back, checking every size a file claims
 against a documented limit before acting on it. ``docs/format.md`` is the prose
 specification.
@@ -16,36 +16,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from splitdask._footer import (
+from splitdask._format._footer import (
     COMPRESSED_PART_VERSION,
     DATA_START,
-    MAGIC,
     PART_VERSIONS,
-    TRAILER_SIZE,
-    WRITE_PART_VERSION,
-    decode_footer,
-    decode_footer_v2,
-    decode_footer_v3,
-    encode_footer,
-    encode_footer_v2,
-    encode_footer_v3,
     footer_size,
     min_footer_v3,
     payload_size,
-    record_sum,
 )
-from splitdask._jsonbound import check_json_bounds
-from splitdask._names import BINS_DIR, parse_part_name, part_name, temp_name
+from splitdask._format._jsonbound import check_json_bounds
+from splitdask._format._names import BINS_DIR
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
 __all__ = [
-    "BINS_DIR",
     "COMPRESSED_MANIFEST_VERSION",
-    "COMPRESSED_PART_VERSION",
-    "DATA_START",
     "FORMAT_NAME",
     "FORMAT_VERSION",
-    "MAGIC",
     "MANIFEST_NAME",
     "MAX_BINS",
     "MAX_DEPTH",
@@ -53,26 +39,10 @@ __all__ = [
     "MAX_METADATA_BYTES",
     "MAX_PARTS",
     "MAX_SEGMENTS",
-    "PART_VERSIONS",
-    "TRAILER_SIZE",
-    "WRITE_PART_VERSION",
     "Manifest",
     "PartInfo",
     "Retired",
     "Segment",
-    "decode_footer",
-    "decode_footer_v2",
-    "decode_footer_v3",
-    "encode_footer",
-    "encode_footer_v2",
-    "encode_footer_v3",
-    "footer_size",
-    "min_footer_v3",
-    "parse_part_name",
-    "part_name",
-    "payload_size",
-    "record_sum",
-    "temp_name",
 ]
 
 FORMAT_NAME = "splitdask"

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from splitdask._validate import check_int
+from splitdask._util._validate import check_int
 from splitdask.errors import CorruptDatasetError
 
 __all__ = [

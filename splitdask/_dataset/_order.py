@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from splitdask._index import IntArray
-from splitdask._validate import check_int
+from splitdask._dataset._index import IntArray
+from splitdask._util._validate import check_int
 
 __all__ = ["bin_order", "bin_permutation", "flat_extents", "iter_records", "resolve_seed"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from splitdask._codec import SUM_MASK, Decoder
+from splitdask._dataset._index import IntArray
 from splitdask._format import (
     COMPRESSED_PART_VERSION,
     PartInfo,
@@ -30,7 +30,7 @@ from splitdask._format import (
     payload_size,
     record_sum,
 )
-from splitdask._index import IntArray
+from splitdask._format._compression import SUM_MASK, Decoder
 from splitdask._store import Store
 from splitdask.errors import CorruptDatasetError
 
@@ -186,7 +186,7 @@ class V2Part(V1Part):
 class V3Part(V2Part):
     """A format v3 part: each record a zstd frame; the footer holds the dictionary,
     the frames' lengths and a 32-bit checksum per frame. :meth:`footer` returns a
-    :class:`~splitdask._codec.Decoder` (checks and decodes) in place of the sums."""
+    :class:`~splitdask._format._compression.Decoder` (checks and decodes) in place of the sums."""
 
     footer_len: int
     raw: int

@@ -14,16 +14,22 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from splitdask._bins import load_parts, release
-from splitdask._binwrite import OFFSETS_BUDGET, BinWriter
-from splitdask._changes import Compaction
-from splitdask._codec import Compression
-from splitdask._commit import DEFAULT_RETENTION, DEFAULT_RETRIES, CommitInfo, Transaction, new_tag
+from splitdask._dataset._order import iter_records
+from splitdask._dataset._parts import part_of
+from splitdask._dataset._snapshot import read_manifest
 from splitdask._format import Manifest, PartInfo
-from splitdask._order import iter_records
-from splitdask._parts import part_of
-from splitdask._snapshot import read_manifest
+from splitdask._format._compression import Compression
+from splitdask._read._bins import load_parts, release
 from splitdask._store import Store, UrlPath, open_store
+from splitdask._write._binwrite import OFFSETS_BUDGET, BinWriter
+from splitdask._write._changes import Compaction
+from splitdask._write._commit import (
+    DEFAULT_RETENTION,
+    DEFAULT_RETRIES,
+    CommitInfo,
+    Transaction,
+    new_tag,
+)
 from splitdask.errors import DatasetNotFoundError
 
 __all__ = ["AUTO_COMPACT_PARTS", "SMALL_PART", "auto_compact", "compact"]

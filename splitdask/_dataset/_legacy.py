@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from splitdask._index import IntArray, TableOrder
-from splitdask._parts import Part
+from splitdask._dataset._index import IntArray, TableOrder
+from splitdask._dataset._parts import Part
 from splitdask._store import Store
 from splitdask.errors import CorruptDatasetError
 

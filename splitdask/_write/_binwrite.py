@@ -17,8 +17,6 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from splitdask._codec import SAMPLE_BYTES, Compression, PartEncoder
-from splitdask._commit import tidy
 from splitdask._format import (
     COMPRESSED_PART_VERSION,
     DATA_START,
@@ -30,7 +28,9 @@ from splitdask._format import (
     part_name,
     record_sum,
 )
+from splitdask._format._compression import SAMPLE_BYTES, Compression, PartEncoder
 from splitdask._store import PartSink, Store
+from splitdask._write._commit import tidy
 
 __all__ = ["OFFSETS_BUDGET", "Batches", "BinWriter", "write_bin_part"]
 

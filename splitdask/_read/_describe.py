@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from splitdask._snapshot import Snapshot
+from splitdask._dataset._snapshot import Snapshot
 
 __all__ = ["Description", "describe", "preview", "sizeof"]
 

@@ -1,6 +1,6 @@
 """Whole bins: a bin's parts loaded at once and sliced into records, in stored or
 seeded order. The loader's ``iterate_binwise`` and the Dask reader both go through
-:func:`load_parts` and :func:`~splitdask._order.iter_records`."""
+:func:`load_parts` and :func:`~splitdask._dataset._order.iter_records`."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain, islice
 from typing import Any, TypeVar
 
-from splitdask._codec import Decoded, Decoder, decoded, raw_of
+from splitdask._dataset._index import BinOrder
+from splitdask._dataset._order import iter_records
+from splitdask._dataset._parts import Part
+from splitdask._dataset._snapshot import missing_part
 from splitdask._format import Segment
-from splitdask._index import BinOrder
-from splitdask._order import iter_records
-from splitdask._parts import Part
-from splitdask._records import RecordReader
-from splitdask._snapshot import missing_part
+from splitdask._format._compression import Decoded, Decoder, decoded, raw_of
+from splitdask._read._records import RecordReader
 from splitdask._store import Store
 
 __all__ = [
@@ -37,7 +37,7 @@ BinData = tuple[list[Any], list[Any], list[Any]]
 
 
 def iter_records_of(data: BinData, seed: int | None, bin_index: int) -> Iterator[bytes]:
-    """:func:`~splitdask._order.iter_records` of one bin's data: copies (``bytes``)."""
+    """:func:`~splitdask._dataset._order.iter_records` of one bin's data: copies (``bytes``)."""
     return iter_records(*data, seed, bin_index)
 
 

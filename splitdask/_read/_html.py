@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from html import escape
 
-from splitdask._describe import Description, preview, sizeof
+from splitdask._read._describe import Description, preview, sizeof
 
 __all__ = ["dataset_html", "balance_svg"]
 

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from splitdask._bins import load_parts, release
-from splitdask._index import IntArray
-from splitdask._records import RecordReader
-from splitdask.plan import locate_keys
+from splitdask._dataset._index import IntArray
+from splitdask._read._bins import load_parts, release
+from splitdask._read._records import RecordReader
 
 __all__ = ["EpochClock", "KeyReader"]
 
@@ -95,12 +94,12 @@ class KeyReader:
 
     def __init__(self, reader: RecordReader, whole_parts: bool) -> None:
         self.reader = reader
-        self.part_start = reader.snapshot.locator.part_start
+        self.locator = reader.snapshot.locator
         self.whole = whole_parts and not reader.store.is_local
         self._held: dict[int, tuple[Any, Any, Any]] = {}
 
     def read(self, keys: IntArray) -> list[Any]:
-        pids, local = locate_keys(self.part_start, keys)
+        pids, local = self.locator.locate_keys(keys)
         if not self.whole:  # mapped or by range, every record checked (C loops locally)
             return self.reader.records_at(pids, local)
         self._hold(np.unique(pids).tolist())

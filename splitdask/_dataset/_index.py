@@ -126,9 +126,13 @@ class Locator:
     def locate_many(self, idx: IntArray) -> tuple[IntArray, IntArray]:
         """Vectorised :meth:`locate` for an array of valid non-negative indices."""
         bins, local = self.order.locate_many(idx)
-        key = self._bin_base_np[bins] + local
-        p = np.searchsorted(self._part_start_np, key, side="right") - 1
-        return p, key - self._part_start_np[p]
+        return self.locate_keys(self._bin_base_np[bins] + local)
+
+    def locate_keys(self, keys: IntArray) -> tuple[IntArray, IntArray]:
+        """``(part, record within part)`` of bin-space keys (the bins laid end to
+        end in bin order, each in stored order), as epoch plans name records."""
+        p = np.searchsorted(self._part_start_np, keys, side="right") - 1
+        return p, keys - self._part_start_np[p]
 
 
 class BinOrder:

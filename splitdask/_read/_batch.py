@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from splitdask._codec import Decoded
-from splitdask._order import bin_permutation, flat_extents
+from splitdask._dataset._order import bin_permutation, flat_extents
+from splitdask._format._compression import Decoded
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -228,7 +228,7 @@ def bin_batches(
     bin_index: int,
     size: int,
 ) -> Iterator[RecordBatch]:
-    """One bin's records as batches, in the order :func:`~splitdask._order.iter_records`
+    """One bin's records as batches, in the order :func:`~splitdask._dataset._order.iter_records`
     gives them (stored, or ``bin_permutation(seed, bin_index, n)``).
 
     Stored order yields each part's records as one view of its buffer (records lie

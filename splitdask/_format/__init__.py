@@ -1,0 +1,84 @@
+"""The format: every byte layout splitdask reads or writes, and no I/O.
+
+* ``_names``: where a part lives (``bins/00003-<uid>.bin``) and its temp name.
+* ``_jsonbound``: a JSON document's size and depth, checked before it is parsed.
+* ``_compression``: per-record zstd frames with a dictionary per part.
+* ``_footer``: bin-part footers, versions 1 to 3.
+* ``_manifest``: the manifest's schema and limits.
+
+Each module imports only those listed before it. ``docs/format.md`` is the prose
+specification; this package re-exports the names its users need.
+"""
+
+from splitdask._format._footer import (
+    COMPRESSED_PART_VERSION,
+    DATA_START,
+    MAGIC,
+    PART_VERSIONS,
+    TRAILER_SIZE,
+    WRITE_PART_VERSION,
+    decode_footer,
+    decode_footer_v2,
+    decode_footer_v3,
+    encode_footer,
+    encode_footer_v2,
+    encode_footer_v3,
+    footer_size,
+    min_footer_v3,
+    payload_size,
+    record_sum,
+)
+from splitdask._format._manifest import (
+    COMPRESSED_MANIFEST_VERSION,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    MAX_BINS,
+    MAX_DEPTH,
+    MAX_MANIFEST_BYTES,
+    MAX_METADATA_BYTES,
+    MAX_PARTS,
+    MAX_SEGMENTS,
+    Manifest,
+    PartInfo,
+    Retired,
+    Segment,
+)
+from splitdask._format._names import BINS_DIR, parse_part_name, part_name, temp_name
+
+__all__ = [
+    "BINS_DIR",
+    "COMPRESSED_MANIFEST_VERSION",
+    "COMPRESSED_PART_VERSION",
+    "DATA_START",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MANIFEST_NAME",
+    "MAX_BINS",
+    "MAX_DEPTH",
+    "MAX_MANIFEST_BYTES",
+    "MAX_METADATA_BYTES",
+    "MAX_PARTS",
+    "MAX_SEGMENTS",
+    "PART_VERSIONS",
+    "TRAILER_SIZE",
+    "WRITE_PART_VERSION",
+    "Manifest",
+    "PartInfo",
+    "Retired",
+    "Segment",
+    "decode_footer",
+    "decode_footer_v2",
+    "decode_footer_v3",
+    "encode_footer",
+    "encode_footer_v2",
+    "encode_footer_v3",
+    "footer_size",
+    "min_footer_v3",
+    "parse_part_name",
+    "part_name",
+    "payload_size",
+    "record_sum",
+    "temp_name",
+]

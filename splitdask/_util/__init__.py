@@ -1,0 +1,7 @@
+"""Small helpers every layer may use; they import nothing else of splitdask but
+:mod:`splitdask.errors`.
+
+* ``_validate``: argument checks, so one mistake reads the same at every entry point.
+* ``_progress``: one optional ``tqdm`` bar for long work.
+* ``_split``: which worker takes which batch, the rule every reader (and MpQItr) uses.
+"""
