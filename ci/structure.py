@@ -10,9 +10,12 @@ with ``ast`` and prints
 * every class (nested ones too) longer than ``--max-class-lines`` (default 300) lines,
   counted from its first decorator to its last line,
 * every import circle between the package's own modules,
+* every import that runs against the layers (:data:`LAYERS`): a module may import
+  modules of its own layer (units: top-level subpackages or modules) and lower ones,
 
-then one summary line, ``N modules, X over 450 lines, Y classes over 300, Z import
-circles``. Exits 1 if any limit is broken, 2 if a file does not parse.
+then the layers and one summary line, ``N modules, X over 450 lines, Y classes over
+300, Z import circles, W imports against the layers``. Exits 1 if any limit is broken,
+2 if a file does not parse.
 
 Import edges: ``import splitdask.x``, ``from splitdask.x import y``, ``from splitdask
 import x`` and relative imports (``from . import x``, ``from ..x import y``), wherever
@@ -38,6 +41,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_CIRCLES_PER_GROUP = 50  # elementary circles listed per strongly connected group
+
+# The package's layers, lowest first, as units: a top-level subpackage or module of the
+# package (its __init__ is above them all). Data flows one way, from the format up to the
+# engines; `docs/decisions.md` ("The package's shape") draws the same picture.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "_util"),  # exceptions and argument checks every layer may use
+    ("_format",),  # bytes: manifest, footers, names, compression; no I/O
+    ("_store",),  # files and byte ranges on local disk or fsspec; no format knowledge
+    ("_dataset", "plan"),  # what a commit left: parts, snapshots, index and order arithmetic
+    ("_read",),  # records, batches and bins out of a snapshot; the read layer's Loader
+    ("_write",),  # parts in, commits, compaction, gc (compaction reads bins)
+    ("_transfer", "_front", "bag", "ray", "torch", "mpq"),  # the engines and fronts
+    ("cli", "__main__"),  # the command line
+)
 
 
 @dataclass(frozen=True)
@@ -214,6 +231,12 @@ def circles_in(group: list[str], graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def unit_of(module: str) -> str | None:
+    """The top-level subpackage or module a module belongs to (``None``: the package)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     default_pkg = Path(__file__).resolve().parent.parent / "splitdask"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -286,6 +309,28 @@ def main(argv: list[str] | None = None) -> int:
         if len(circles) >= MAX_CIRCLES_PER_GROUP:
             print(f"    (listing stopped at {MAX_CIRCLES_PER_GROUP} circles among {group})")
 
+    n_against = 0
+    rank = {unit: k for k, units in enumerate(LAYERS) for unit in units}
+    for e in sorted(set(edges), key=lambda e: (e.path, e.line, e.dst)):
+        src, dst = unit_of(e.src), unit_of(e.dst)
+        if src is None or dst is None or src == dst:
+            continue  # the package's __init__, or a unit's own modules
+        if src not in rank or dst not in rank:
+            n_against += 1
+            missing = src if src not in rank else dst
+            print(f"{e.path}:{e.line}: unit {missing!r} is in no layer (add it to LAYERS)")
+        elif rank[dst] > rank[src]:
+            n_against += 1
+            how = "type-only" if e.type_only else "deferred" if e.deferred else "module level"
+            print(
+                f"{e.path}:{e.line}: {e.src} imports {e.dst} ({how}): layer {rank[src]} "
+                f"imports layer {rank[dst]}"
+            )
+
+    print("layers, lowest first (each imports only its own layer and lower ones):")
+    for k, units in enumerate(LAYERS):
+        print(f"  {k} " + ", ".join(units))
+
     type_edges = sorted({(e.src, e.dst) for e in edges if e.type_only})
     if type_edges:
         shown = ", ".join(f"{a} -> {b}" for a, b in type_edges)
@@ -293,9 +338,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"{len(modules)} modules, {len(big_modules)} over {args.max_module_lines} lines, "
-        f"{big_classes} classes over {args.max_class_lines}, {n_circles} import circles"
+        f"{big_classes} classes over {args.max_class_lines}, {n_circles} import circles, "
+        f"{n_against} imports against the layers"
     )
-    return 1 if big_modules or big_classes or n_circles else 0
+    return 1 if big_modules or big_classes or n_circles or n_against else 0
 
 
 if __name__ == "__main__":

@@ -4,8 +4,28 @@ The public API is the table :data:`_API` below: each public name and the module 
 lives in. Modules are imported on first use of one of their names (PEP 562), so
 ``import splitdask`` is cheap: a spawned MpQItr worker does not pay for fsspec,
 NumPy or Dask unless it uses them. Public modules are the ones users import
-(``splitdask.bag``, ``splitdask.mpq``, ``splitdask.errors``); underscored modules
-are internal and may change.
+(``splitdask.bag``, ``splitdask.ray``, ``splitdask.torch``, ``splitdask.plan``,
+``splitdask.mpq``, ``splitdask.errors``); underscored modules are internal and may
+change.
+
+Note to developers: the private subpackages, in dependency order (each imports only
+those listed before it; ``python ci/structure.py`` checks it, and
+``docs/decisions.md``, "The package's shape", says why):
+
+* ``errors``, ``_util``: exceptions, argument checks, progress bars, the worker split.
+* ``_format``: every byte layout (manifest, part footers, part names, compression);
+  no I/O.
+* ``_store``: where bytes live: one :class:`Store` class per backend (local, fsspec,
+  S3); no format knowledge.
+* ``_dataset``: what a commit left: index arithmetic, seeded orders and epoch plans
+  (public as ``plan``), the kinds of part, legacy datasets, :class:`Snapshot`.
+* ``_read``: records, batches and bins out of a snapshot, verify, describe, and the
+  read layer's ``Loader``.
+* ``_write``: parts in, the commit protocol, compaction and gc, ``SplitWriter``.
+* the engines: ``_transfer`` (import and export), ``_front`` (the public
+  ``SplitDataLoader``), ``bag`` (Dask), ``ray``, ``torch``; ``mpq`` stands apart
+  and needs only ``errors`` and ``_util``.
+* ``cli``: the ``splitdask`` command.
 """
 
 from __future__ import annotations

@@ -63,8 +63,11 @@ class _Lazy:
         return self._reader
 
     def _location(self) -> dict[str, Any]:
-        return {"urlpath": self._store.urlpath, "storage_options": self._store.storage_options,
-                "identity": self._identity}  # fmt: skip
+        return {
+            "urlpath": self._store.urlpath,
+            "storage_options": self._store.storage_options,
+            "identity": self._identity,
+        }
 
     def _open_location(self, state: dict[str, Any]) -> None:
         self._store = open_store(state["urlpath"], state["storage_options"])
@@ -255,8 +258,11 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         plan = self.plan(epoch)
         check_int(samples_seen, "samples_seen", minimum=0, maximum=len(plan))
         left = plan.remaining_after(samples_seen)
-        return {**self._fingerprint(), "epoch": epoch,
-                "remaining": [x for span in left for x in span]}  # fmt: skip
+        return {
+            **self._fingerprint(),
+            "epoch": epoch,
+            "remaining": [x for span in left for x in span],
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Make the next ``iter()`` run the rest of the saved epoch, then go on.
@@ -268,8 +274,9 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
             window.
         """
         if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
-            raise ResumeStateError(f"not a SplitIterableDataset state (version "
-                                   f"{STATE_VERSION}): {str(state)[:200]}")  # fmt: skip
+            raise ResumeStateError(
+                f"not a SplitIterableDataset state (version {STATE_VERSION}): {str(state)[:200]}"
+            )
         mine = self._fingerprint()
         for key, value in mine.items():
             if state.get(key) != value:
@@ -294,15 +301,33 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
 
     def _fingerprint(self) -> dict[str, Any]:
         _ = self.snapshot
-        return {"version": STATE_VERSION, "dataset": self._identity,
-                "num_records": self.snapshot.num_records, "shuffle": self.shuffle,
-                "seed": self.seed, "window": self.window}  # fmt: skip
+        return {
+            "version": STATE_VERSION,
+            "dataset": self._identity,
+            "num_records": self.snapshot.num_records,
+            "shuffle": self.shuffle,
+            "seed": self.seed,
+            "window": self.window,
+        }
 
     # -- pickling ---------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("shuffle", "seed", "window", "batch_size", "drop_last", "rank", "world_size",
-                "transform", "_counts", "_chunk", "_clock", "_resume", "_iters")  # fmt: skip
+        keep = (
+            "shuffle",
+            "seed",
+            "window",
+            "batch_size",
+            "drop_last",
+            "rank",
+            "world_size",
+            "transform",
+            "_counts",
+            "_chunk",
+            "_clock",
+            "_resume",
+            "_iters",
+        )
         return {**self._location(), **{k: self.__dict__[k] for k in keep}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -54,8 +54,9 @@ def normalise_shuffle(shuffle: Any) -> str:
         return "none"
     if isinstance(shuffle, str) and shuffle in SHUFFLES:
         return shuffle
-    raise ValueError(f"shuffle must be one of {', '.join(map(repr, SHUFFLES))} or None, "
-                     f"not {shuffle!r}")  # fmt: skip
+    raise ValueError(
+        f"shuffle must be one of {', '.join(map(repr, SHUFFLES))} or None, not {shuffle!r}"
+    )
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

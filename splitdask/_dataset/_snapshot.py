@@ -73,8 +73,11 @@ class Snapshot:
         """What names this committed state, for deterministic task names."""
         if self.manifest is not None:
             return ("splitdask", self.store.urlpath, self.manifest.uid, self.manifest.generation)
-        return ("splitdataloader", self.store.urlpath,
-                [(p.path, p.size, p.count) for p in self.parts])  # fmt: skip
+        return (
+            "splitdataloader",
+            self.store.urlpath,
+            [(p.path, p.size, p.count) for p in self.parts],
+        )
 
     def bin_counts(self) -> list[int]:
         """Number of records in each bin."""

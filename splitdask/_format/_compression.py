@@ -214,8 +214,9 @@ class Decoder:
 
     def copy(self) -> Decoder:
         """A decoder that holds no view of the buffer its footer came from."""
-        return Decoder(bytes(self._dict), memoryview(bytes(self.sums)).cast("I"), self.cap,
-                       self.where)  # fmt: skip
+        return Decoder(
+            bytes(self._dict), memoryview(bytes(self.sums)).cast("I"), self.cap, self.where
+        )
 
     def _make(self) -> Any:
         z = _zstd()

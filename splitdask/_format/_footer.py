@@ -1,4 +1,4 @@
-"""Bin-part footers, versions 1 and 2: bytes only, no I/O.
+"""Bin-part footers, versions 1 to 3: bytes only, no I/O.
 
 A bin part is ``MAGIC | records | footer``. Version 1's footer is ``n + 1``
 little-endian u64 absolute offsets then the trailer ``<u64 n, u32 version, u32

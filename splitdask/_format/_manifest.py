@@ -106,13 +106,17 @@ class PartInfo:
 
     def to_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "path": self.path, "count": self.count, "size": self.size, "checksum": self.checksum
-        }  # fmt: skip
+            "path": self.path,
+            "count": self.count,
+            "size": self.size,
+            "checksum": self.checksum,
+        }
         if self.version != 1:
             doc["version"] = self.version  # absent means 1, as a v1 manifest has it
         if self.compression is not None:
-            doc.update(compression=self.compression, level=self.level, footer=self.footer,
-                       raw=self.raw)  # fmt: skip
+            doc.update(
+                compression=self.compression, level=self.level, footer=self.footer, raw=self.raw
+            )
         return doc
 
 
@@ -353,8 +357,9 @@ def _part(x: object) -> PartInfo:
         if compression not in _COMPRESSIONS or type(level) is not int:
             raise ValueError(f"part {path!r}: unknown compression {compression!r}/{level!r}")
         footer = _uint(d["footer"])
-        part = PartInfo(path, count, size, checksum, version, compression, level, footer,
-                        _uint(d["raw"]))  # fmt: skip
+        part = PartInfo(
+            path, count, size, checksum, version, compression, level, footer, _uint(d["raw"])
+        )
         fsize = max(footer, min_footer_v3(count))
     else:
         part = PartInfo(path, count, size, checksum, version)

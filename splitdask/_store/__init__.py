@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from splitdask._store._base import PartSink, Store, UrlPath
-from splitdask._store._fsspec import S3_RETRIES, UPLOAD_BLOCK, FsspecStore, S3Store, resolve
+from splitdask._store._fsspec import S3_RETRIES, UPLOAD_BLOCK, FsspecStore, resolve
 from splitdask._store._local import LocalStore
+from splitdask._store._s3 import S3Store
 
 __all__ = [
     "S3_RETRIES",

@@ -16,7 +16,7 @@ import xxhash
 from splitdask._store._access import access, not_found, short_read, too_large
 from splitdask._store._base import FileInfo, PartSink, Store
 
-__all__ = ["S3_RETRIES", "UPLOAD_BLOCK", "FsspecStore", "S3Store", "resolve", "spool_prefix"]
+__all__ = ["S3_RETRIES", "UPLOAD_BLOCK", "FsspecStore", "resolve", "spool_prefix"]
 
 # Object stores have no directories to create, and creating one there can have
 # side effects (s3fs creates a missing *bucket*), so writes never mkdir on them.
@@ -191,11 +191,12 @@ class FsspecStore(Store):
             finally:
                 self.direct.invalidate_cache(path)
         return sorted(
-            FileInfo(str(d["name"]).rstrip("/").rsplit("/", 1)[-1], int(d.get("size") or 0),
-                     _mtime(d))
+            FileInfo(
+                str(d["name"]).rstrip("/").rsplit("/", 1)[-1], int(d.get("size") or 0), _mtime(d)
+            )
             for d in listed
             if d.get("type", "file") == "file"
-        )  # fmt: skip
+        )
 
     def clean_spools(self, older_than: float) -> list[str]:
         prefix = spool_prefix(self)
@@ -270,8 +271,9 @@ def _merge(
     rels: Sequence[str], starts: Sequence[int], ends: Sequence[int]
 ) -> list[tuple[str, int, int, list[int]]]:
     """Non-empty ranges grouped into requests ``(rel, lo, hi, indices served)``."""
-    order = sorted((k for k in range(len(rels)) if ends[k] > starts[k]),
-                   key=lambda k: (rels[k], starts[k]))  # fmt: skip
+    order = sorted(
+        (k for k in range(len(rels)) if ends[k] > starts[k]), key=lambda k: (rels[k], starts[k])
+    )
     spans: list[tuple[str, int, int, list[int]]] = []
     for k in order:
         rel, s, e = rels[k], starts[k], ends[k]
@@ -333,71 +335,6 @@ def spool_prefix(store: Store) -> str:
     """Name prefix of the temp files spooled for ``store``'s dataset, so a later write
     to the same dataset can find the ones a killed writer left."""
     return f"splitdask-{xxhash.xxh3_64_hexdigest(store.urlpath.encode())}-"
-
-
-class S3Store(FsspecStore):
-    """S3 (s3fs): the manifest is replaced by a conditional PutObject, ``If-Match``
-    its ETag (``If-None-Match: *`` to create it), so concurrent commits from any
-    number of machines are serialised by the server."""
-
-    atomic_commit = True
-
-    def _bucket_key(self, rel: str) -> tuple[str, str]:
-        bucket, _, key = self.full(rel).lstrip("/").partition("/")
-        return bucket, key
-
-    def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
-        from fsspec.asyn import sync
-
-        bucket, key = self._bucket_key(rel)
-
-        async def get() -> tuple[bytes, str]:
-            resp = await self.direct._call_s3("get_object", Bucket=bucket, Key=key)
-            body = resp["Body"]
-            try:
-                data = await body.read()
-            finally:
-                body.close()
-            return bytes(data), str(resp["ETag"])
-
-        try:
-            with access(self.where(rel)):
-                data, etag = sync(self.direct.loop, get)
-        except FileNotFoundError:
-            return None, None
-        return data, etag
-
-    def replace_if(self, rel: str, data: bytes, token: str | None) -> str | None:
-        bucket, key = self._bucket_key(rel)
-        cond = {"IfMatch": token} if token is not None else {"IfNoneMatch": "*"}
-        try:
-            with access(self.where(rel)):
-                out = self.direct.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **cond)
-        except Exception as exc:
-            if _precondition_failed(exc):
-                return None
-            raise
-        finally:
-            self.direct.invalidate_cache(self.full(rel))
-        return str(out["ETag"])
-
-
-def _precondition_failed(exc: BaseException) -> bool:
-    """Whether S3 refused a conditional write (412, or 409 for a concurrent one)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        response = getattr(seen, "response", None)
-        if isinstance(response, dict):
-            code = str(response.get("Error", {}).get("Code", ""))
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
-                409,
-                412,
-            )
-        if isinstance(seen, FileExistsError):  # s3fs's word for a failed If-None-Match
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 class _SpoolSink:
