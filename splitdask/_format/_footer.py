@@ -6,7 +6,7 @@ reserved> MAGIC``. Version 2 adds, between the offsets and the trailer, one u64
 XXH3-64 per record, the part's uid (64 ASCII bytes, NUL padded) and the XXH3-64 of
 everything from the first offset to the end of the uid, so a reader checks the
 footer, the part's identity and then every record it hands out.
-Version 3 (compressed parts, ``_codec``) stores each record as a zstd frame and
+Version 3 (compressed parts, ``_compression``) stores each record as a zstd frame and
 replaces the offsets and u64 sums by the part's zstd dictionary, the frames' lengths
 (narrow ints, zstd-compressed), a u32 checksum per stored frame and a fixed block
 saying how to decode. Its size is not a function of the count: the manifest gives it.
