@@ -133,6 +133,18 @@ def test_same_topology_resume_is_the_uninterrupted_tail() -> None:
             assert tail.keys(np.arange(len(tail))).tolist() == full[17:]
 
 
+def test_padding_read_before_its_own_rank_counts_as_read() -> None:
+    # 5 samples over 4 ranks: rank 3 holds only padding (the epoch's positions 1 and
+    # 2), so after one sample each it has read position 1, which rank 0 has not.
+    order = EpochOrder([5], "window", 5, 2)
+    plans = [RankPlan(order, FULL(5), 4, r) for r in range(4)]
+    seen = {k for p in plans for k in p.keys(np.arange(1)).tolist()}
+    rest = RankPlan(order, plans[0].remaining_after(1), 1, 0)
+    rest_keys = rest.keys(np.arange(len(rest))).tolist()
+    assert not seen & set(rest_keys)
+    assert seen | set(rest_keys) == set(range(5))
+
+
 def test_window_mixes_far_better_than_bins() -> None:
     counts = [2000] * 32
     bin_of = np.repeat(np.arange(32), 2000)  # bin-space keys: bins end to end

@@ -253,13 +253,26 @@ class RankPlan:
             yield samples[samples < n]
 
     def remaining_after(self, samples_seen: int) -> Intervals:
-        """Positions no rank has read once every rank has read ``samples_seen``."""
-        n = len(self)
+        """Positions no rank has read once every rank has read ``samples_seen``.
+
+        A rank's padding reads first positions of the epoch; when a rank holds
+        nothing but padding (a world larger than half the samples left), it can read
+        them before their own rank does, and they count as read.
+        """
+        n, m = len(self), self.total
         check_int(samples_seen, "samples_seen", minimum=0, maximum=n)
-        left: list[tuple[int, int]] = []
+        if not m:
+            return ()
+        read: list[tuple[int, int]] = []  # coordinates read, wrapped as padding wraps
         for r in range(self.world_size):
-            lo, hi = r * n + samples_seen, min((r + 1) * n, self.total)
-            left += _slice(self.remaining, lo, hi)
+            lo = r * n % m
+            hi = lo + samples_seen
+            read += [(lo, min(hi, m)), (0, hi - m)] if hi > m else [(lo, hi)]
+        left, at = [], 0
+        for a, b in sorted(read):  # the complement in [0, the last coordinate shared out)
+            left += _slice(self.remaining, at, a)
+            at = max(at, b)
+        left += _slice(self.remaining, at, min(self.world_size * n, m))
         return _coalesce(left)
 
 
