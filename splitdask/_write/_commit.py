@@ -11,7 +11,7 @@ manifest and tries again, without rewriting data.
 Parts a commit stops naming are *retired*, not deleted: readers of older snapshots
 keep reading them until the retention period has passed. Files nothing names are
 removed by :func:`tidy`, the single cleanup rule: a failure to remove loses
-nothing and is reported as a warning, never as an error.
+nothing and is reported as a warning (``CleanupWarning``), never as an error.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from splitdask._dataset._snapshot import read_manifest
 from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, PartInfo, parse_part_name
 from splitdask._store import Store
 from splitdask._write._changes import Change, Mode
-from splitdask.errors import CommitConflictError, SplitDaskError
+from splitdask.errors import CleanupWarning, CommitConflictError, SplitDaskError
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -336,6 +336,6 @@ def _warn_left(store: Store, what: str, exc: Exception) -> None:
     warnings.warn(
         f"{store.urlpath}: could not remove {what} ({type(exc).__name__}: {exc}); they "
         "are not part of the dataset and can be deleted by hand",
-        RuntimeWarning,
+        CleanupWarning,
         stacklevel=3,
     )

@@ -30,7 +30,7 @@ from splitdask._write._commit import (
     Transaction,
     new_tag,
 )
-from splitdask.errors import DatasetNotFoundError
+from splitdask.errors import CompactionWarning, DatasetNotFoundError
 
 __all__ = ["AUTO_COMPACT_PARTS", "SMALL_PART", "auto_compact", "compact"]
 
@@ -143,7 +143,7 @@ def auto_compact(
             f"{store.urlpath}: compacting the small parts of bins {sorted(picked)} failed "
             f"({type(exc).__name__}: {exc}); the append is committed, and the next one "
             "will try again",
-            RuntimeWarning,
+            CompactionWarning,
             stacklevel=3,
         )
         return None
