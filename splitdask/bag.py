@@ -32,14 +32,15 @@ from splitdask._read._bins import load_parts, release
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._util._validate import check_int, check_metadata
 from splitdask._write._binwrite import write_bin_part
-from splitdask._write._changes import AddRecords, Mode
+from splitdask._write._changes import Mode
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
+    TaskBins,
     Transaction,
+    commit_tasks,
     new_tag,
-    tagged,
 )
 
 __all__ = ["read_split_bins", "snapshot_bag", "to_split_bins"]
@@ -203,33 +204,29 @@ def to_split_bins(
             f"{exc}: pass append=True to add this bag's records to it, or overwrite=True "
             "to replace it"
         ) from None
-    base = target.base
-    if base is not None and base.num_bins:
-        num_bins = base.num_bins
-        by_fill = target.bins_by_fill(num_bins)
-        bin_of = tuple(by_fill[p % num_bins] for p in range(nparts))
-    elif nparts == 0:
+    # Appending keeps the dataset's bins; a new dataset gets one per partition.
+    bins = TaskBins.plan(target, nparts)
+    if bins.num_bins == 0:
         raise ValueError("the bag has no partitions; a new dataset needs at least one bin")
-    elif nparts > MAX_BINS:
+    if nparts > MAX_BINS and bins.by_fill is None:
         raise ValueError(
             f"a new dataset of {nparts} partitions would have more bins than allowed "
             f"(MAX_BINS = {MAX_BINS}); repartition the bag first"
         )
-    else:
-        num_bins = nparts
-        bin_of = tuple(range(nparts))
 
     # A fresh tag per call: it names this write's tasks and starts its part names.
     tag = new_tag()
     name = f"to-split-bins-{tokenize(bag.name, target.store.urlpath, mode, tag)}"
     write = _WritePartition(target.store, tag, part_max_bytes, codec)
-    layer: dict[Any, Any] = {(name, p): (write, (bag.name, p), p, bin_of[p]) for p in range(nparts)}
+    layer: dict[Any, Any] = {
+        (name, p): (write, (bag.name, p), p, bins.bin_of(p)) for p in range(nparts)
+    }
     deps: list[Any] = [bag]
     graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
     written: Any = db.Bag(graph, name, nparts)
     # Bag optimisation fuses each write with the tasks producing its partition.
     parts = written.to_delayed(optimize_graph=True)
-    commit = _Commit(target, num_bins, bin_of, tag, meta)
+    commit = _Commit(target, bins, tag, meta)
     out: Any = delayed(commit)(parts, dask_key_name=f"{name}-commit")
     if not compute:
         return cast(Delayed, out)
@@ -262,31 +259,14 @@ class _Commit:
     """Task: name the parts every partition returned in a new manifest."""
 
     target: Transaction
-    num_bins: int
-    bin_of: tuple[int, ...]
+    bins: TaskBins
     tag: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, results: Sequence[Sequence[PartInfo]]) -> CommitInfo:
-        target = self.target
-        new_parts: dict[int, list[PartInfo]] = {}
-        deals: list[tuple[int, tuple[int, ...]]] = []
-        # Partition order is the global order; each partition is one contiguous run.
-        for p, parts in enumerate(results):
-            count = sum(x.count for x in parts)
-            if count:
-                deals.append((count, (self.bin_of[p],)))
-                new_parts.setdefault(self.bin_of[p], []).extend(parts)
-        written = [x for xs in new_parts.values() for x in xs]
-        change = AddRecords(target.mode, self.num_bins, new_parts, deals, self.metadata)
-        try:
-            manifest = target.commit(change, tag=self.tag, new_parts=written)
-        except BaseException:
-            target.abandon(written)
-            raise
-        target.collect(manifest, self.tag)
-        ours = [x for x in manifest.parts() if tagged(x.path, self.tag)]
-        return CommitInfo.of(target.store.urlpath, manifest, ours)
+        # Partition p is task p: its records are the p-th run of the global order.
+        done = enumerate(results)
+        return commit_tasks(self.target, self.bins, done, tag=self.tag, metadata=self.metadata)
 
 
 # -- reading ---------------------------------------------------------------------------

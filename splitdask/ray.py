@@ -26,23 +26,23 @@ from ray.data.datasource import Datasink, Datasource, ReadTask, WriteResult
 from splitdask._dataset._index import Order
 from splitdask._dataset._order import bin_order, bin_permutation, resolve_seed
 from splitdask._dataset._parts import Part
-from splitdask._dataset._snapshot import Snapshot, open_snapshot, read_manifest
-from splitdask._format import BINS_DIR, PartInfo
+from splitdask._dataset._snapshot import Snapshot, open_snapshot
+from splitdask._format import PartInfo
 from splitdask._format._compression import Compression, check_compression
 from splitdask._read._batch import RecordBatch, bin_batches
 from splitdask._read._bins import load_parts, release
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._util._validate import check_int
 from splitdask._write._binwrite import write_bin_part
-from splitdask._write._changes import AddRecords, Mode
+from splitdask._write._changes import Mode
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
+    TaskBins,
     Transaction,
+    commit_tasks,
     new_tag,
-    tagged,
-    tidy,
 )
 
 __all__ = ["read_split_bins_ray", "to_split_bins_ray"]
@@ -315,7 +315,6 @@ class _TaskParts:
     """What one write task hands to the commit."""
 
     task: int
-    bin: int
     parts: tuple[PartInfo, ...]
 
 
@@ -336,64 +335,37 @@ class SplitBinsDatasink(Datasink[_TaskParts]):  # type: ignore[misc]
         self.metadata = metadata
         self.compression: Compression | None = None
         self.tag = new_tag()
-        base = target.base
-        if base is not None and base.num_bins:
-            self.num_bins: int | None = base.num_bins
-            self.by_fill: list[int] | None = target.bins_by_fill(base.num_bins)
-        else:
-            self.num_bins, self.by_fill = num_bins, None
+        # Appending keeps the dataset's bins; else num_bins, or one bin per task.
+        self.bins = TaskBins.plan(target, num_bins)
         self.info: CommitInfo | None = None
 
     def get_name(self) -> str:
         return "SplitBins"
 
-    def bin_of(self, task: int) -> int:
-        """The bin write task ``task`` fills (the same on every attempt)."""
-        if self.num_bins is None:
-            return task
-        by_fill = self.by_fill or range(self.num_bins)
-        return by_fill[task % self.num_bins]
-
     def write(self, blocks: Iterable[Block], ctx: Any) -> _TaskParts:
         task = int(ctx.task_idx)
-        b = self.bin_of(task)
         records = _column_records(blocks, self.column, task)
-        parts = write_bin_part(self.target.store, b, records, part_max_bytes=self.part_max_bytes,
-                               tag=self.tag, compression=self.compression)  # fmt: skip
-        return _TaskParts(task, b, tuple(parts))
+        parts = write_bin_part(
+            self.target.store,
+            self.bins.bin_of(task),
+            records,
+            part_max_bytes=self.part_max_bytes,
+            tag=self.tag,
+            compression=self.compression,
+        )
+        return _TaskParts(task, tuple(parts))
 
     def on_write_complete(self, write_result: WriteResult[_TaskParts]) -> None:
-        results = sorted(write_result.write_returns, key=lambda r: r.task)
-        if self.num_bins is None and not results:
+        results = write_result.write_returns
+        if self.bins.num_bins is None and not results:
             raise ValueError("the dataset has no blocks; a new dataset needs at least one bin")
-        num_bins = self.num_bins or max(r.task for r in results) + 1
-        new_parts: dict[int, list[PartInfo]] = {}
-        deals: list[tuple[int, tuple[int, ...]]] = []
-        for r in results:  # task order is the global order; each task one contiguous run
-            count = sum(p.count for p in r.parts)
-            if count:
-                deals.append((count, (r.bin,)))
-                new_parts.setdefault(r.bin, []).extend(r.parts)
-        written = [p for ps in new_parts.values() for p in ps]
-        target = self.target
-        change = AddRecords(target.mode, num_bins, new_parts, deals, self.metadata)
-        manifest = target.commit(change, tag=self.tag, new_parts=written)
-        target.collect(manifest, self.tag)
-        ours = [p for p in manifest.parts() if tagged(p.path, self.tag)]
-        self.info = CommitInfo.of(target.store.urlpath, manifest, ours)
+        done = [(r.task, r.parts) for r in results]
+        self.info = commit_tasks(self.target, self.bins, done, tag=self.tag, metadata=self.metadata)
 
     def on_write_failed(self, error: Exception) -> None:
         # Whatever failed (a task, or the commit), the manifest is what decides: parts
         # of this write that it names stay, all others found under bins/ go.
-        store = self.target.store
-        try:
-            manifest = read_manifest(store)
-            names = store.list_dir(BINS_DIR)
-        except Exception:
-            return  # gc removes them later; the dataset is unharmed
-        keep = {p.path for p in manifest.parts()} if manifest else set()
-        ours = [f"{BINS_DIR}/{n}" for n in names if tagged(n, self.tag)]
-        tidy(store, [rel for rel in ours if rel not in keep], "uncommitted parts")
+        self.target.discard(self.tag)
 
 
 def _column_records(blocks: Iterable[Block], column: str, task: int) -> Iterator[bytes]:
