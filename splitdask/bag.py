@@ -33,14 +33,14 @@ from splitdask._store import Store, UrlPath, open_store
 from splitdask._util._validate import check_int, check_metadata
 from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
+from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
     TaskBins,
     Transaction,
-    commit_tasks,
-    new_tag,
+    commit_results,
 )
 
 __all__ = ["read_split_bins", "snapshot_bag", "to_split_bins"]
@@ -266,7 +266,7 @@ class _Commit:
     def __call__(self, results: Sequence[Sequence[PartInfo]]) -> CommitInfo:
         # Partition p is task p: its records are the p-th run of the global order.
         done = enumerate(results)
-        return commit_tasks(self.target, self.bins, done, tag=self.tag, metadata=self.metadata)
+        return commit_results(self.target, self.bins, done, tag=self.tag, metadata=self.metadata)
 
 
 # -- reading ---------------------------------------------------------------------------

@@ -35,14 +35,14 @@ from splitdask._store import Store, UrlPath, open_store
 from splitdask._util._validate import check_int
 from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
+from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
     TaskBins,
     Transaction,
-    commit_tasks,
-    new_tag,
+    commit_results,
 )
 
 __all__ = ["read_split_bins_ray", "to_split_bins_ray"]
@@ -360,7 +360,9 @@ class SplitBinsDatasink(Datasink[_TaskParts]):  # type: ignore[misc]
         if self.bins.num_bins is None and not results:
             raise ValueError("the dataset has no blocks; a new dataset needs at least one bin")
         done = [(r.task, r.parts) for r in results]
-        self.info = commit_tasks(self.target, self.bins, done, tag=self.tag, metadata=self.metadata)
+        self.info = commit_results(
+            self.target, self.bins, done, tag=self.tag, metadata=self.metadata
+        )
 
     def on_write_failed(self, error: Exception) -> None:
         # Whatever failed (a task, or the commit), the manifest is what decides: parts

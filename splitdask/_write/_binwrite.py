@@ -30,7 +30,7 @@ from splitdask._format import (
 )
 from splitdask._format._compression import SAMPLE_BYTES, Compression, PartEncoder
 from splitdask._store import PartSink, Store
-from splitdask._write._commit import tidy
+from splitdask._write._cleanup import tidy
 
 __all__ = ["OFFSETS_BUDGET", "Batches", "BinWriter", "write_bin_part"]
 

@@ -1,4 +1,4 @@
-"""The commit protocol: the one code path that replaces a manifest, and its cleanup.
+"""The commit protocol: the one code path that replaces a manifest.
 
 Every writer (``SplitWriter``, ``write_split_data``, ``to_split_bins``, compaction,
 ``gc``) writes new, uniquely named parts first, then hands a *change*
@@ -10,17 +10,15 @@ manifest and tries again, without rewriting data.
 
 Parts a commit stops naming are *retired*, not deleted: readers of older snapshots
 keep reading them until the retention period has passed. Files nothing names are
-removed by :func:`tidy`, the single cleanup rule: a failure to remove loses
-nothing and is reported as a warning (``CleanupWarning``), never as an error.
+removed by ``_cleanup.tidy``, the single cleanup rule. Engines that write in
+parallel tasks (Dask, Ray) commit through :func:`commit_results`.
 """
 
 from __future__ import annotations
 
 import random
-import secrets
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,10 +26,11 @@ from typing import Any
 
 from splitdask._dataset import _legacy
 from splitdask._dataset._snapshot import read_manifest
-from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, PartInfo, parse_part_name
+from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, PartInfo
 from splitdask._store import Store
 from splitdask._write._changes import AddRecords, Change, Mode
-from splitdask.errors import CleanupWarning, CommitConflictError, SplitDaskError
+from splitdask._write._cleanup import orphans, tagged, tidy, warn_left
+from splitdask.errors import CommitConflictError, SplitDaskError
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -39,12 +38,8 @@ __all__ = [
     "CommitInfo",
     "TaskBins",
     "Transaction",
-    "commit_tasks",
-    "new_tag",
-    "orphans",
+    "commit_results",
     "read_current",
-    "tagged",
-    "tidy",
 ]
 
 DEFAULT_RETENTION = 3600.0
@@ -119,17 +114,6 @@ class CommitInfo:
             num_records=manifest.num_records,
             num_bins=manifest.num_bins,
         )
-
-
-def new_tag() -> str:
-    """A fresh tag for one write: it starts the uid of every part the write makes."""
-    return secrets.token_hex(8)
-
-
-def tagged(name: str, tag: str) -> bool:
-    """Whether a file under ``bins/`` (a part or its temp file) belongs to write ``tag``."""
-    parsed = parse_part_name(name)
-    return parsed is not None and parsed[1].startswith(tag)
 
 
 @dataclass(frozen=True)
@@ -235,8 +219,8 @@ class Transaction:
             cutoff = when - self.retention
             expired = [r.path for r in manifest.retired if r.since <= cutoff]
             if expired:
-                manifest = replace(manifest, retired=tuple(r for r in manifest.retired
-                                                            if r.since > cutoff))  # fmt: skip
+                kept = tuple(r for r in manifest.retired if r.since > cutoff)
+                manifest = replace(manifest, retired=kept)
             manifest.validate(where)
             new_token = store.replace_if(MANIFEST_NAME, manifest.to_json(), token)
             if new_token is not None:
@@ -270,12 +254,13 @@ class Transaction:
             try:
                 _legacy.remove(self.store)
             except Exception as exc:
-                _warn_left(self.store, "the replaced splitdataloader files", exc)
+                warn_left(self.store, "the replaced splitdataloader files", exc)
         try:
+            # orphans as this module's name: tests/test_crash.py replaces it here.
             doomed = orphans(self.store, manifest, when - self.retention)
             self.store.clean_spools(when - self.retention)
         except Exception as exc:
-            _warn_left(self.store, "leftovers of killed writers", exc)
+            warn_left(self.store, "leftovers of killed writers", exc)
             return
         # The expired retired parts are no longer named anywhere: not leftovers.
         tidy(self.store, sorted(set(doomed) - set(expired)), "leftovers of killed writers")
@@ -300,7 +285,7 @@ class Transaction:
         try:
             names = self.store.list_dir(BINS_DIR)
         except Exception as exc:
-            _warn_left(self.store, f"the unnamed parts of write {tag}", exc)
+            warn_left(self.store, f"the unnamed parts of write {tag}", exc)
             return
         doomed = [f"{BINS_DIR}/{n}" for n in names if tagged(n, tag)]
         tidy(self.store, [rel for rel in doomed if rel not in keep], "unreferenced parts")
@@ -345,7 +330,7 @@ class TaskBins:
         return (self.by_fill or range(self.num_bins))[task % self.num_bins]
 
 
-def commit_tasks(
+def commit_results(
     target: Transaction,
     bins: TaskBins,
     results: Iterable[tuple[int, Sequence[PartInfo]]],
@@ -402,41 +387,3 @@ def commit_tasks(
     target.collect(manifest, tag)
     ours = [p for p in manifest.parts() if tagged(p.path, tag)]
     return CommitInfo.of(target.store.urlpath, manifest, ours)
-
-
-def orphans(store: Store, manifest: Manifest | None, before: float) -> list[str]:
-    """Files under ``bins/`` that ``manifest`` neither names nor retires, last
-    modified before ``before`` (a POSIX time): leftovers of writers that died."""
-    known = set()
-    if manifest is not None:
-        known = {p.path for p in manifest.parts()} | {r.path for r in manifest.retired}
-    # Names first (cheap): mostly every file is known, and then nothing needs a stat.
-    unknown = {n for n in store.list_dir(BINS_DIR)
-               if f"{BINS_DIR}/{n}" not in known and parse_part_name(n) is not None}  # fmt: skip
-    if not unknown:
-        return []
-    return [f"{BINS_DIR}/{i.name}" for i in store.list_info(BINS_DIR)
-            if i.name in unknown and i.mtime < before]  # fmt: skip
-
-
-def tidy(store: Store, rels: Sequence[str], what: str) -> None:
-    """Remove files no manifest names; on failure warn, leaving them as garbage.
-
-    Losing this cleanup loses nothing, so it never turns a write that succeeded
-    into an error (a caller would then abandon parts it just committed).
-    """
-    if not rels:
-        return
-    try:
-        store.remove(rels)
-    except Exception as exc:
-        _warn_left(store, f"{len(rels)} {what}", exc)
-
-
-def _warn_left(store: Store, what: str, exc: Exception) -> None:
-    warnings.warn(
-        f"{store.urlpath}: could not remove {what} ({type(exc).__name__}: {exc}); they "
-        "are not part of the dataset and can be deleted by hand",
-        CleanupWarning,
-        stacklevel=3,
-    )

@@ -23,12 +23,12 @@ from splitdask._read._bins import load_parts, release
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._write._binwrite import OFFSETS_BUDGET, BinWriter
 from splitdask._write._changes import Compaction
+from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
     Transaction,
-    new_tag,
 )
 from splitdask.errors import CompactionWarning, DatasetNotFoundError
 

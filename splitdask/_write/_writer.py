@@ -22,12 +22,12 @@ from splitdask._util._progress import Progress, counted
 from splitdask._util._validate import check_int, check_metadata
 from splitdask._write._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
 from splitdask._write._changes import AddRecords, Mode
+from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
     Transaction,
-    new_tag,
 )
 from splitdask._write._compact import auto_compact
 
