@@ -220,9 +220,9 @@ class SplitWriter:
         self.info = info
         base = self._target.base
         if base is not None and base.num_records and info.records_written:
-            t = self._target  # an append to existing data: its bins may have grown small parts
-            auto_compact(self.store, manifest, [w.bin_index for w in self._writers if w.parts],
-                         retention=t.retention, retries=t.retries)  # fmt: skip
+            # An append to existing data: its bins may have grown small parts.
+            t, grown = self._target, [w.bin_index for w in self._writers if w.parts]
+            auto_compact(self.store, manifest, grown, retention=t.retention, retries=t.retries)
         return info
 
     def _narrow_small_append(self) -> None:
