@@ -36,12 +36,12 @@ from splitdask._write._changes import Mode
 from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
-    DEFAULT_RETRIES,
     CommitInfo,
     TaskBins,
     Transaction,
     commit_results,
 )
+from splitdask._write._options import resolve_mode, resolve_retries
 
 __all__ = ["read_split_bins", "snapshot_bag", "to_split_bins"]
 
@@ -55,6 +55,7 @@ def to_split_bins(
     urlpath: UrlPath,
     *,
     storage_options: Mapping[str, Any] | None = ...,
+    mode: Mode | None = ...,
     append: bool = ...,
     overwrite: bool = ...,
     compute: Literal[True] = ...,
@@ -62,7 +63,8 @@ def to_split_bins(
     part_max_bytes: int = ...,
     compute_kwargs: Mapping[str, Any] | None = ...,
     retention: float = ...,
-    commit_retries: int = ...,
+    retries: int | None = ...,
+    commit_retries: int | None = ...,
     compression: str | None = ...,
     compression_level: int | None = ...,
 ) -> CommitInfo: ...
@@ -74,6 +76,7 @@ def to_split_bins(
     urlpath: UrlPath,
     *,
     storage_options: Mapping[str, Any] | None = ...,
+    mode: Mode | None = ...,
     append: bool = ...,
     overwrite: bool = ...,
     compute: Literal[False],
@@ -81,7 +84,8 @@ def to_split_bins(
     part_max_bytes: int = ...,
     compute_kwargs: Mapping[str, Any] | None = ...,
     retention: float = ...,
-    commit_retries: int = ...,
+    retries: int | None = ...,
+    commit_retries: int | None = ...,
     compression: str | None = ...,
     compression_level: int | None = ...,
 ) -> Delayed: ...
@@ -92,6 +96,7 @@ def to_split_bins(
     urlpath: UrlPath,
     *,
     storage_options: Mapping[str, Any] | None = None,
+    mode: Mode | None = None,
     append: bool = False,
     overwrite: bool = False,
     compute: bool = True,
@@ -99,7 +104,8 @@ def to_split_bins(
     part_max_bytes: int = 256 << 20,
     compute_kwargs: Mapping[str, Any] | None = None,
     retention: float = DEFAULT_RETENTION,
-    commit_retries: int = DEFAULT_RETRIES,
+    retries: int | None = None,
+    commit_retries: int | None = None,
     compression: str | None = None,
     compression_level: int | None = None,
 ) -> CommitInfo | Delayed:
@@ -115,16 +121,21 @@ def to_split_bins(
         path on a multi-machine cluster must be a shared filesystem).
     storage_options
         Passed to fsspec, in the client and on the workers.
-    append
-        Add the records after the existing ones (or create the dataset). The bin
-        count of an existing dataset never changes: partition ``p`` goes to the
-        ``p % num_bins``-th bin in order of fill (fewest records first, ties by
-        bin number), so with as many partitions as bins and balanced bins,
-        partition ``p`` goes to bin ``p``; fewer partitions fill the emptiest bins;
-        more partitions put several parts in one bin.
-    overwrite
-        Replace an existing dataset. Its data stays readable until the new manifest
-        is committed; its parts are removed after that.
+    mode
+        As for :class:`~splitdask.SplitWriter`, but the default is ``"x"``: create
+        the dataset, and raise ``FileExistsError`` if one exists. ``"a"`` adds the
+        records after the existing ones (or creates the dataset); the bin count of
+        an existing dataset never changes: partition ``p`` goes to the
+        ``p % num_bins``-th bin in order of fill (fewest records first, ties by bin
+        number), so with as many partitions as bins and balanced bins, partition
+        ``p`` goes to bin ``p``; fewer partitions fill the emptiest bins; more
+        partitions put several parts in one bin. ``"w"`` replaces an existing
+        dataset: its data stays readable until the new manifest is committed, and
+        its parts are removed after that.
+    append, overwrite
+        Aliases, as before ``mode=``: ``append=True`` is ``mode="a"``,
+        ``overwrite=True`` is ``mode="w"``. Both true raises ``ValueError``; one
+        that disagrees with ``mode`` raises ``TypeError``.
     compute
         Write now and return a :class:`~splitdask.CommitInfo`; with ``False``,
         return a ``dask.delayed.Delayed`` that writes and commits when computed.
@@ -140,10 +151,14 @@ def to_split_bins(
         Passed to ``compute`` with ``compute=True`` (``scheduler=...``,
         ``retries=...`` on a distributed client, ...). Without them the write runs
         on the active distributed client, else on Dask's threads.
-    retention, commit_retries
-        As ``retention`` and ``retries`` of :class:`~splitdask.SplitWriter`: how
-        long replaced parts stay readable, and how often a commit that lost a race
-        to another writer re-bases and tries again.
+    retention, retries
+        As for :class:`~splitdask.SplitWriter`: how long replaced parts stay
+        readable, and how often the commit, having lost a race to another writer,
+        re-bases and tries again (default 20). Dask's own task retries are
+        ``compute_kwargs={"retries": n}``.
+    commit_retries
+        Alias of ``retries`` (its name before ``retries=``); a different value
+        from ``retries`` raises ``TypeError``.
     compression, compression_level
         As for :class:`~splitdask.SplitWriter`: ``"zstd"`` compresses each record
         on its own, with a dictionary trained per partition.
@@ -158,8 +173,8 @@ def to_split_bins(
     Raises
     ------
     FileExistsError
-        If a dataset exists at ``urlpath`` and neither ``append`` nor ``overwrite``
-        is set; raised here, before any task runs.
+        If a dataset exists at ``urlpath`` and the mode is ``"x"``; raised here,
+        before any task runs.
     TypeError
         When computed, if an item is not bytes-like; the message names the
         partition, the item's position in it and its type. Nothing is committed.
@@ -181,28 +196,26 @@ def to_split_bins(
     >>> bag = db.read_text("raw/*.jsonl").map(json.loads).map(encode)  # doctest: +SKIP
     >>> to_split_bins(bag, "s3://bucket/train", storage_options=opts)  # doctest: +SKIP
     CommitInfo(urlpath='s3://bucket/train', generation=1, records_written=..., ...)
-    >>> later = to_split_bins(bag2, "s3://b/train", append=True, compute=False)  # doctest: +SKIP
+    >>> later = to_split_bins(bag2, "s3://b/train", mode="a", compute=False)  # doctest: +SKIP
     >>> later.compute()  # doctest: +SKIP
     """
     if not isinstance(bag, db.Bag):
         raise TypeError(f"bag must be a dask.bag.Bag, not {type(bag).__name__}")
-    if append and overwrite:
-        raise ValueError("append and overwrite are mutually exclusive")
+    mode = resolve_mode(mode, "x", append=append, overwrite=overwrite)
     check_int(part_max_bytes, "part_max_bytes", minimum=1)
     codec = check_compression(compression, compression_level)
     nparts = bag.npartitions
-    if nparts == 0 and not append:
+    if nparts == 0 and mode != "a":
         raise ValueError("the bag has no partitions; a new dataset needs at least one bin")
-    mode: Mode = "a" if append else "w" if overwrite else "x"
-    commit_retries = check_int(commit_retries, "commit_retries", minimum=0)
+    retries = resolve_retries(retries, commit_retries)
     store = open_store(urlpath, storage_options)
     meta = check_metadata(metadata)
     try:
-        target = Transaction.begin(store, mode, retention=retention, retries=commit_retries)
+        target = Transaction.begin(store, mode, retention=retention, retries=retries)
     except FileExistsError as exc:
         raise FileExistsError(
-            f"{exc}: pass append=True to add this bag's records to it, or overwrite=True "
-            "to replace it"
+            f"{exc}: pass mode='a' (append=True) to add this bag's records to it, or "
+            "mode='w' (overwrite=True) to replace it"
         ) from None
     # Appending keeps the dataset's bins; a new dataset gets one per partition.
     bins = TaskBins.plan(target, nparts)

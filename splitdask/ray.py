@@ -38,12 +38,12 @@ from splitdask._write._changes import Mode
 from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
-    DEFAULT_RETRIES,
     CommitInfo,
     TaskBins,
     Transaction,
     commit_results,
 )
+from splitdask._write._options import resolve_mode, resolve_retries
 
 __all__ = ["read_split_bins_ray", "to_split_bins_ray"]
 
@@ -216,13 +216,15 @@ def to_split_bins_ray(
     storage_options: Mapping[str, Any] | None = None,
     *,
     column: str = RECORD,
+    mode: Mode | None = None,
     append: bool = False,
     overwrite: bool = False,
     metadata: Mapping[str, Any] | None = None,
     num_bins: int | None = None,
     part_max_bytes: int = 256 << 20,
     retention: float = DEFAULT_RETENTION,
-    commit_retries: int = DEFAULT_RETRIES,
+    retries: int | None = None,
+    commit_retries: int | None = None,
     concurrency: int | None = None,
     ray_remote_args: Mapping[str, Any] | None = None,
     compression: str | None = None,
@@ -240,11 +242,15 @@ def to_split_bins_ray(
         Passed to fsspec, on the driver and in the write tasks.
     column
         The column holding the records; other columns are ignored.
+    mode
+        As for :func:`~splitdask.to_split_bins`: ``"x"`` (default) creates the
+        dataset, and a dataset at ``urlpath`` raises ``FileExistsError`` here;
+        ``"a"`` adds after the existing records (the bin count stays; write task
+        ``t`` goes to the ``t % num_bins``-th least-filled bin); ``"w"`` replaces
+        the dataset.
     append, overwrite
-        As for :func:`~splitdask.to_split_bins`: add after the existing records
-        (the bin count stays; write task ``t`` goes to the ``t % num_bins``-th
-        least-filled bin), or replace the dataset. Without either, a dataset at
-        ``urlpath`` raises ``FileExistsError`` here.
+        Aliases: ``append=True`` is ``mode="a"``, ``overwrite=True`` is
+        ``mode="w"``, as for :func:`~splitdask.to_split_bins`.
     metadata
         JSON-serialisable mapping stored in the manifest (merged when appending).
     num_bins
@@ -253,8 +259,10 @@ def to_split_bins_ray(
         ``dataset.repartition(n)`` first gives ``n`` bins). Ignored when appending.
     part_max_bytes
         A task's records go to one part unless they exceed this size.
-    retention, commit_retries
+    retention, retries
         As for :class:`~splitdask.SplitWriter`.
+    commit_retries
+        Alias of ``retries``, as for :func:`~splitdask.to_split_bins`.
     concurrency, ray_remote_args
         Passed to ``Dataset.write_datasink``.
     compression, compression_level
@@ -284,14 +292,12 @@ def to_split_bins_ray(
         raise TypeError(f"dataset must be a ray.data.Dataset, not {type(dataset).__name__}")
     if not isinstance(column, str):
         raise TypeError(f"column must be a column name (str), not {type(column).__name__}")
-    if append and overwrite:
-        raise ValueError("append and overwrite are mutually exclusive")
+    mode = resolve_mode(mode, "x", append=append, overwrite=overwrite)
     check_int(part_max_bytes, "part_max_bytes", minimum=1)
     codec = check_compression(compression, compression_level)
     if num_bins is not None:
         check_int(num_bins, "num_bins", minimum=1)
-    mode: Mode = "a" if append else "w" if overwrite else "x"
-    retries = check_int(commit_retries, "commit_retries", minimum=0)
+    retries = resolve_retries(retries, commit_retries)
     # A schema Ray knows without running anything (a read's, a materialised dataset's)
     # is checked now; otherwise each write task checks its blocks.
     schema = dataset.schema(fetch_if_missing=False)

@@ -5,6 +5,8 @@
   (``tidy``: remove, and on failure warn).
 * ``_commit``: :class:`Transaction`, the one code path that replaces a manifest and
   collects a write's leftovers; :func:`commit_results` for the Dask and Ray engines.
+* ``_options``: the options every writer shares (``mode=``, ``retries=``, ``splits=``)
+  and their older aliases.
 * ``_binwrite``: records dealt into per-bin batches and streamed into parts.
 * ``_compact``: a bin's small parts rewritten as few (it reads bins through ``_read``).
 * ``_gc``: removing what no retained reader needs.
