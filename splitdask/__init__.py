@@ -49,13 +49,16 @@ if TYPE_CHECKING:
     from splitdask._write._writer import write_split_data as write_split_data
     from splitdask.bag import read_split_bins as read_split_bins
     from splitdask.bag import to_split_bins as to_split_bins
+    from splitdask.errors import CleanupWarning as CleanupWarning
     from splitdask.errors import CommitConflictError as CommitConflictError
+    from splitdask.errors import CompactionWarning as CompactionWarning
     from splitdask.errors import CorruptDatasetError as CorruptDatasetError
     from splitdask.errors import DatasetNotFoundError as DatasetNotFoundError
     from splitdask.errors import FormatVersionError as FormatVersionError
     from splitdask.errors import ResumeStateError as ResumeStateError
     from splitdask.errors import SnapshotExpiredError as SnapshotExpiredError
     from splitdask.errors import SplitDaskError as SplitDaskError
+    from splitdask.errors import SplitDaskWarning as SplitDaskWarning
     from splitdask.mpq import MpQItr as MpQItr
     from splitdask.mpq import MpQItrError as MpQItrError
     from splitdask.mpq import MpQItrTimeoutError as MpQItrTimeoutError
@@ -108,6 +111,10 @@ _API: dict[str, str] = {
     "SnapshotExpiredError": "splitdask.errors",
     "ResumeStateError": "splitdask.errors",
     "SplitDaskError": "splitdask.errors",
+    # warnings (all are SplitDaskWarning; the specific ones are RuntimeWarning too)
+    "SplitDaskWarning": "splitdask.errors",
+    "CleanupWarning": "splitdask.errors",
+    "CompactionWarning": "splitdask.errors",
 }
 
 __all__ = ["__version__", *sorted(_API)]

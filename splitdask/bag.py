@@ -32,15 +32,16 @@ from splitdask._read._bins import load_parts, release
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._util._validate import check_int, check_metadata
 from splitdask._write._binwrite import write_bin_part
-from splitdask._write._changes import AddRecords, Mode
+from splitdask._write._changes import Mode
+from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
-    DEFAULT_RETRIES,
     CommitInfo,
+    TaskBins,
     Transaction,
-    new_tag,
-    tagged,
+    commit_results,
 )
+from splitdask._write._options import resolve_mode, resolve_retries
 
 __all__ = ["read_split_bins", "snapshot_bag", "to_split_bins"]
 
@@ -54,6 +55,7 @@ def to_split_bins(
     urlpath: UrlPath,
     *,
     storage_options: Mapping[str, Any] | None = ...,
+    mode: Mode | None = ...,
     append: bool = ...,
     overwrite: bool = ...,
     compute: Literal[True] = ...,
@@ -61,7 +63,8 @@ def to_split_bins(
     part_max_bytes: int = ...,
     compute_kwargs: Mapping[str, Any] | None = ...,
     retention: float = ...,
-    commit_retries: int = ...,
+    retries: int | None = ...,
+    commit_retries: int | None = ...,
     compression: str | None = ...,
     compression_level: int | None = ...,
 ) -> CommitInfo: ...
@@ -73,6 +76,7 @@ def to_split_bins(
     urlpath: UrlPath,
     *,
     storage_options: Mapping[str, Any] | None = ...,
+    mode: Mode | None = ...,
     append: bool = ...,
     overwrite: bool = ...,
     compute: Literal[False],
@@ -80,7 +84,8 @@ def to_split_bins(
     part_max_bytes: int = ...,
     compute_kwargs: Mapping[str, Any] | None = ...,
     retention: float = ...,
-    commit_retries: int = ...,
+    retries: int | None = ...,
+    commit_retries: int | None = ...,
     compression: str | None = ...,
     compression_level: int | None = ...,
 ) -> Delayed: ...
@@ -91,6 +96,7 @@ def to_split_bins(
     urlpath: UrlPath,
     *,
     storage_options: Mapping[str, Any] | None = None,
+    mode: Mode | None = None,
     append: bool = False,
     overwrite: bool = False,
     compute: bool = True,
@@ -98,7 +104,8 @@ def to_split_bins(
     part_max_bytes: int = 256 << 20,
     compute_kwargs: Mapping[str, Any] | None = None,
     retention: float = DEFAULT_RETENTION,
-    commit_retries: int = DEFAULT_RETRIES,
+    retries: int | None = None,
+    commit_retries: int | None = None,
     compression: str | None = None,
     compression_level: int | None = None,
 ) -> CommitInfo | Delayed:
@@ -114,16 +121,21 @@ def to_split_bins(
         path on a multi-machine cluster must be a shared filesystem).
     storage_options
         Passed to fsspec, in the client and on the workers.
-    append
-        Add the records after the existing ones (or create the dataset). The bin
-        count of an existing dataset never changes: partition ``p`` goes to the
-        ``p % num_bins``-th bin in order of fill (fewest records first, ties by
-        bin number), so with as many partitions as bins and balanced bins,
-        partition ``p`` goes to bin ``p``; fewer partitions fill the emptiest bins;
-        more partitions put several parts in one bin.
-    overwrite
-        Replace an existing dataset. Its data stays readable until the new manifest
-        is committed; its parts are removed after that.
+    mode
+        As for :class:`~splitdask.SplitWriter`, but the default is ``"x"``: create
+        the dataset, and raise ``FileExistsError`` if one exists. ``"a"`` adds the
+        records after the existing ones (or creates the dataset); the bin count of
+        an existing dataset never changes: partition ``p`` goes to the
+        ``p % num_bins``-th bin in order of fill (fewest records first, ties by bin
+        number), so with as many partitions as bins and balanced bins, partition
+        ``p`` goes to bin ``p``; fewer partitions fill the emptiest bins; more
+        partitions put several parts in one bin. ``"w"`` replaces an existing
+        dataset: its data stays readable until the new manifest is committed, and
+        its parts are removed after that.
+    append, overwrite
+        Aliases, as before ``mode=``: ``append=True`` is ``mode="a"``,
+        ``overwrite=True`` is ``mode="w"``. Both true raises ``ValueError``; one
+        that disagrees with ``mode`` raises ``TypeError``.
     compute
         Write now and return a :class:`~splitdask.CommitInfo`; with ``False``,
         return a ``dask.delayed.Delayed`` that writes and commits when computed.
@@ -139,10 +151,14 @@ def to_split_bins(
         Passed to ``compute`` with ``compute=True`` (``scheduler=...``,
         ``retries=...`` on a distributed client, ...). Without them the write runs
         on the active distributed client, else on Dask's threads.
-    retention, commit_retries
-        As ``retention`` and ``retries`` of :class:`~splitdask.SplitWriter`: how
-        long replaced parts stay readable, and how often a commit that lost a race
-        to another writer re-bases and tries again.
+    retention, retries
+        As for :class:`~splitdask.SplitWriter`: how long replaced parts stay
+        readable, and how often the commit, having lost a race to another writer,
+        re-bases and tries again (default 20). Dask's own task retries are
+        ``compute_kwargs={"retries": n}``.
+    commit_retries
+        Alias of ``retries`` (its name before ``retries=``); a different value
+        from ``retries`` raises ``TypeError``.
     compression, compression_level
         As for :class:`~splitdask.SplitWriter`: ``"zstd"`` compresses each record
         on its own, with a dictionary trained per partition.
@@ -157,8 +173,8 @@ def to_split_bins(
     Raises
     ------
     FileExistsError
-        If a dataset exists at ``urlpath`` and neither ``append`` nor ``overwrite``
-        is set; raised here, before any task runs.
+        If a dataset exists at ``urlpath`` and the mode is ``"x"``; raised here,
+        before any task runs.
     TypeError
         When computed, if an item is not bytes-like; the message names the
         partition, the item's position in it and its type. Nothing is committed.
@@ -180,56 +196,50 @@ def to_split_bins(
     >>> bag = db.read_text("raw/*.jsonl").map(json.loads).map(encode)  # doctest: +SKIP
     >>> to_split_bins(bag, "s3://bucket/train", storage_options=opts)  # doctest: +SKIP
     CommitInfo(urlpath='s3://bucket/train', generation=1, records_written=..., ...)
-    >>> later = to_split_bins(bag2, "s3://b/train", append=True, compute=False)  # doctest: +SKIP
+    >>> later = to_split_bins(bag2, "s3://b/train", mode="a", compute=False)  # doctest: +SKIP
     >>> later.compute()  # doctest: +SKIP
     """
     if not isinstance(bag, db.Bag):
         raise TypeError(f"bag must be a dask.bag.Bag, not {type(bag).__name__}")
-    if append and overwrite:
-        raise ValueError("append and overwrite are mutually exclusive")
+    mode = resolve_mode(mode, "x", append=append, overwrite=overwrite)
     check_int(part_max_bytes, "part_max_bytes", minimum=1)
     codec = check_compression(compression, compression_level)
     nparts = bag.npartitions
-    if nparts == 0 and not append:
+    if nparts == 0 and mode != "a":
         raise ValueError("the bag has no partitions; a new dataset needs at least one bin")
-    mode: Mode = "a" if append else "w" if overwrite else "x"
-    commit_retries = check_int(commit_retries, "commit_retries", minimum=0)
+    retries = resolve_retries(retries, commit_retries)
     store = open_store(urlpath, storage_options)
     meta = check_metadata(metadata)
     try:
-        target = Transaction.begin(store, mode, retention=retention, retries=commit_retries)
+        target = Transaction.begin(store, mode, retention=retention, retries=retries)
     except FileExistsError as exc:
         raise FileExistsError(
-            f"{exc}: pass append=True to add this bag's records to it, or overwrite=True "
-            "to replace it"
+            f"{exc}: pass mode='a' (append=True) to add this bag's records to it, or "
+            "mode='w' (overwrite=True) to replace it"
         ) from None
-    base = target.base
-    if base is not None and base.num_bins:
-        num_bins = base.num_bins
-        by_fill = target.bins_by_fill(num_bins)
-        bin_of = tuple(by_fill[p % num_bins] for p in range(nparts))
-    elif nparts == 0:
+    # Appending keeps the dataset's bins; a new dataset gets one per partition.
+    bins = TaskBins.plan(target, nparts)
+    if bins.num_bins == 0:
         raise ValueError("the bag has no partitions; a new dataset needs at least one bin")
-    elif nparts > MAX_BINS:
+    if nparts > MAX_BINS and bins.by_fill is None:
         raise ValueError(
             f"a new dataset of {nparts} partitions would have more bins than allowed "
             f"(MAX_BINS = {MAX_BINS}); repartition the bag first"
         )
-    else:
-        num_bins = nparts
-        bin_of = tuple(range(nparts))
 
     # A fresh tag per call: it names this write's tasks and starts its part names.
     tag = new_tag()
     name = f"to-split-bins-{tokenize(bag.name, target.store.urlpath, mode, tag)}"
     write = _WritePartition(target.store, tag, part_max_bytes, codec)
-    layer: dict[Any, Any] = {(name, p): (write, (bag.name, p), p, bin_of[p]) for p in range(nparts)}
+    layer: dict[Any, Any] = {
+        (name, p): (write, (bag.name, p), p, bins.bin_of(p)) for p in range(nparts)
+    }
     deps: list[Any] = [bag]
     graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
     written: Any = db.Bag(graph, name, nparts)
     # Bag optimisation fuses each write with the tasks producing its partition.
     parts = written.to_delayed(optimize_graph=True)
-    commit = _Commit(target, num_bins, bin_of, tag, meta)
+    commit = _Commit(target, bins, tag, meta)
     out: Any = delayed(commit)(parts, dask_key_name=f"{name}-commit")
     if not compute:
         return cast(Delayed, out)
@@ -262,31 +272,14 @@ class _Commit:
     """Task: name the parts every partition returned in a new manifest."""
 
     target: Transaction
-    num_bins: int
-    bin_of: tuple[int, ...]
+    bins: TaskBins
     tag: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, results: Sequence[Sequence[PartInfo]]) -> CommitInfo:
-        target = self.target
-        new_parts: dict[int, list[PartInfo]] = {}
-        deals: list[tuple[int, tuple[int, ...]]] = []
-        # Partition order is the global order; each partition is one contiguous run.
-        for p, parts in enumerate(results):
-            count = sum(x.count for x in parts)
-            if count:
-                deals.append((count, (self.bin_of[p],)))
-                new_parts.setdefault(self.bin_of[p], []).extend(parts)
-        written = [x for xs in new_parts.values() for x in xs]
-        change = AddRecords(target.mode, self.num_bins, new_parts, deals, self.metadata)
-        try:
-            manifest = target.commit(change, tag=self.tag, new_parts=written)
-        except BaseException:
-            target.abandon(written)
-            raise
-        target.collect(manifest, self.tag)
-        ours = [x for x in manifest.parts() if tagged(x.path, self.tag)]
-        return CommitInfo.of(target.store.urlpath, manifest, ours)
+        # Partition p is task p: its records are the p-th run of the global order.
+        done = enumerate(results)
+        return commit_results(self.target, self.bins, done, tag=self.tag, metadata=self.metadata)
 
 
 # -- reading ---------------------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""Exceptions raised by splitdask.
+"""Exceptions raised, and warnings emitted, by splitdask.
 
-Each one also derives from the builtin exception a caller would catch for the same
-situation (``FileNotFoundError``, ``ValueError``, ``RuntimeError``), so code written
-against plain Python I/O keeps working.
+Each exception also derives from the builtin exception a caller would catch for the
+same situation (``FileNotFoundError``, ``ValueError``, ``RuntimeError``), so code
+written against plain Python I/O keeps working. Every warning is a
+:class:`SplitDaskWarning`, so one filter silences them all; each specific warning
+also derives from the builtin category it was emitted as before (``RuntimeWarning``),
+so filters written against that keep working.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ __all__ = [
     "RemoteTraceback",
     "WorkerDiedError",
     "ResumeStateError",
+    "SplitDaskWarning",
+    "CleanupWarning",
+    "CompactionWarning",
 ]
 
 
@@ -132,3 +138,28 @@ class RemoteTraceback(Exception):
 class ResumeStateError(SplitDaskError, ValueError):
     """A resume state is damaged, or was saved for another dataset snapshot, seed,
     shuffle mode or window."""
+
+
+# ---------------------------------------------------------------------- warnings
+
+
+class SplitDaskWarning(UserWarning):
+    """Base class of every warning splitdask emits.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> warnings.filterwarnings("ignore", category=SplitDaskWarning)  # doctest: +SKIP
+    """
+
+
+class CleanupWarning(SplitDaskWarning, RuntimeWarning):
+    """Files that no manifest names (replaced or abandoned parts, a killed writer's
+    leftovers) could not be removed. Nothing of the dataset is lost: they are garbage
+    that ``gc`` or a later write removes, or that can be deleted by hand. Expected on
+    a bucket without delete permission."""
+
+
+class CompactionWarning(SplitDaskWarning, RuntimeWarning):
+    """The compaction that follows an append failed; the append itself is committed
+    and the next append tries again."""

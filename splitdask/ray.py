@@ -26,24 +26,24 @@ from ray.data.datasource import Datasink, Datasource, ReadTask, WriteResult
 from splitdask._dataset._index import Order
 from splitdask._dataset._order import bin_order, bin_permutation, resolve_seed
 from splitdask._dataset._parts import Part
-from splitdask._dataset._snapshot import Snapshot, open_snapshot, read_manifest
-from splitdask._format import BINS_DIR, PartInfo
+from splitdask._dataset._snapshot import Snapshot, open_snapshot
+from splitdask._format import PartInfo
 from splitdask._format._compression import Compression, check_compression
 from splitdask._read._batch import RecordBatch, bin_batches
 from splitdask._read._bins import load_parts, release
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._util._validate import check_int
 from splitdask._write._binwrite import write_bin_part
-from splitdask._write._changes import AddRecords, Mode
+from splitdask._write._changes import Mode
+from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
-    DEFAULT_RETRIES,
     CommitInfo,
+    TaskBins,
     Transaction,
-    new_tag,
-    tagged,
-    tidy,
+    commit_results,
 )
+from splitdask._write._options import resolve_mode, resolve_retries
 
 __all__ = ["read_split_bins_ray", "to_split_bins_ray"]
 
@@ -216,13 +216,15 @@ def to_split_bins_ray(
     storage_options: Mapping[str, Any] | None = None,
     *,
     column: str = RECORD,
+    mode: Mode | None = None,
     append: bool = False,
     overwrite: bool = False,
     metadata: Mapping[str, Any] | None = None,
     num_bins: int | None = None,
     part_max_bytes: int = 256 << 20,
     retention: float = DEFAULT_RETENTION,
-    commit_retries: int = DEFAULT_RETRIES,
+    retries: int | None = None,
+    commit_retries: int | None = None,
     concurrency: int | None = None,
     ray_remote_args: Mapping[str, Any] | None = None,
     compression: str | None = None,
@@ -240,11 +242,15 @@ def to_split_bins_ray(
         Passed to fsspec, on the driver and in the write tasks.
     column
         The column holding the records; other columns are ignored.
+    mode
+        As for :func:`~splitdask.to_split_bins`: ``"x"`` (default) creates the
+        dataset, and a dataset at ``urlpath`` raises ``FileExistsError`` here;
+        ``"a"`` adds after the existing records (the bin count stays; write task
+        ``t`` goes to the ``t % num_bins``-th least-filled bin); ``"w"`` replaces
+        the dataset.
     append, overwrite
-        As for :func:`~splitdask.to_split_bins`: add after the existing records
-        (the bin count stays; write task ``t`` goes to the ``t % num_bins``-th
-        least-filled bin), or replace the dataset. Without either, a dataset at
-        ``urlpath`` raises ``FileExistsError`` here.
+        Aliases: ``append=True`` is ``mode="a"``, ``overwrite=True`` is
+        ``mode="w"``, as for :func:`~splitdask.to_split_bins`.
     metadata
         JSON-serialisable mapping stored in the manifest (merged when appending).
     num_bins
@@ -253,8 +259,10 @@ def to_split_bins_ray(
         ``dataset.repartition(n)`` first gives ``n`` bins). Ignored when appending.
     part_max_bytes
         A task's records go to one part unless they exceed this size.
-    retention, commit_retries
+    retention, retries
         As for :class:`~splitdask.SplitWriter`.
+    commit_retries
+        Alias of ``retries``, as for :func:`~splitdask.to_split_bins`.
     concurrency, ray_remote_args
         Passed to ``Dataset.write_datasink``.
     compression, compression_level
@@ -284,14 +292,12 @@ def to_split_bins_ray(
         raise TypeError(f"dataset must be a ray.data.Dataset, not {type(dataset).__name__}")
     if not isinstance(column, str):
         raise TypeError(f"column must be a column name (str), not {type(column).__name__}")
-    if append and overwrite:
-        raise ValueError("append and overwrite are mutually exclusive")
+    mode = resolve_mode(mode, "x", append=append, overwrite=overwrite)
     check_int(part_max_bytes, "part_max_bytes", minimum=1)
     codec = check_compression(compression, compression_level)
     if num_bins is not None:
         check_int(num_bins, "num_bins", minimum=1)
-    mode: Mode = "a" if append else "w" if overwrite else "x"
-    retries = check_int(commit_retries, "commit_retries", minimum=0)
+    retries = resolve_retries(retries, commit_retries)
     # A schema Ray knows without running anything (a read's, a materialised dataset's)
     # is checked now; otherwise each write task checks its blocks.
     schema = dataset.schema(fetch_if_missing=False)
@@ -315,7 +321,6 @@ class _TaskParts:
     """What one write task hands to the commit."""
 
     task: int
-    bin: int
     parts: tuple[PartInfo, ...]
 
 
@@ -336,64 +341,39 @@ class SplitBinsDatasink(Datasink[_TaskParts]):  # type: ignore[misc]
         self.metadata = metadata
         self.compression: Compression | None = None
         self.tag = new_tag()
-        base = target.base
-        if base is not None and base.num_bins:
-            self.num_bins: int | None = base.num_bins
-            self.by_fill: list[int] | None = target.bins_by_fill(base.num_bins)
-        else:
-            self.num_bins, self.by_fill = num_bins, None
+        # Appending keeps the dataset's bins; else num_bins, or one bin per task.
+        self.bins = TaskBins.plan(target, num_bins)
         self.info: CommitInfo | None = None
 
     def get_name(self) -> str:
         return "SplitBins"
 
-    def bin_of(self, task: int) -> int:
-        """The bin write task ``task`` fills (the same on every attempt)."""
-        if self.num_bins is None:
-            return task
-        by_fill = self.by_fill or range(self.num_bins)
-        return by_fill[task % self.num_bins]
-
     def write(self, blocks: Iterable[Block], ctx: Any) -> _TaskParts:
         task = int(ctx.task_idx)
-        b = self.bin_of(task)
         records = _column_records(blocks, self.column, task)
-        parts = write_bin_part(self.target.store, b, records, part_max_bytes=self.part_max_bytes,
-                               tag=self.tag, compression=self.compression)  # fmt: skip
-        return _TaskParts(task, b, tuple(parts))
+        parts = write_bin_part(
+            self.target.store,
+            self.bins.bin_of(task),
+            records,
+            part_max_bytes=self.part_max_bytes,
+            tag=self.tag,
+            compression=self.compression,
+        )
+        return _TaskParts(task, tuple(parts))
 
     def on_write_complete(self, write_result: WriteResult[_TaskParts]) -> None:
-        results = sorted(write_result.write_returns, key=lambda r: r.task)
-        if self.num_bins is None and not results:
+        results = write_result.write_returns
+        if self.bins.num_bins is None and not results:
             raise ValueError("the dataset has no blocks; a new dataset needs at least one bin")
-        num_bins = self.num_bins or max(r.task for r in results) + 1
-        new_parts: dict[int, list[PartInfo]] = {}
-        deals: list[tuple[int, tuple[int, ...]]] = []
-        for r in results:  # task order is the global order; each task one contiguous run
-            count = sum(p.count for p in r.parts)
-            if count:
-                deals.append((count, (r.bin,)))
-                new_parts.setdefault(r.bin, []).extend(r.parts)
-        written = [p for ps in new_parts.values() for p in ps]
-        target = self.target
-        change = AddRecords(target.mode, num_bins, new_parts, deals, self.metadata)
-        manifest = target.commit(change, tag=self.tag, new_parts=written)
-        target.collect(manifest, self.tag)
-        ours = [p for p in manifest.parts() if tagged(p.path, self.tag)]
-        self.info = CommitInfo.of(target.store.urlpath, manifest, ours)
+        done = [(r.task, r.parts) for r in results]
+        self.info = commit_results(
+            self.target, self.bins, done, tag=self.tag, metadata=self.metadata
+        )
 
     def on_write_failed(self, error: Exception) -> None:
         # Whatever failed (a task, or the commit), the manifest is what decides: parts
         # of this write that it names stay, all others found under bins/ go.
-        store = self.target.store
-        try:
-            manifest = read_manifest(store)
-            names = store.list_dir(BINS_DIR)
-        except Exception:
-            return  # gc removes them later; the dataset is unharmed
-        keep = {p.path for p in manifest.parts()} if manifest else set()
-        ours = [f"{BINS_DIR}/{n}" for n in names if tagged(n, self.tag)]
-        tidy(store, [rel for rel in ours if rel not in keep], "uncommitted parts")
+        self.target.discard(self.tag)
 
 
 def _column_records(blocks: Iterable[Block], column: str, task: int) -> Iterator[bytes]:

@@ -290,6 +290,22 @@ def test_bad_input_errors_before_commit(ray_session: None, tmp_path: Path) -> No
     assert list(SplitDataLoader(root)) == [b"a", b"b"]
 
 
+def test_mode_and_retries_spell_the_aliases(ordered: None, tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    recs, more = records(40, seed=15), records(10, seed=16)
+    to_split_bins_ray(rows_of(recs, 2), root, mode="x", retries=3)
+    info = to_split_bins_ray(rows_of(more, 1), root, mode="a", commit_retries=3)
+    assert (info.records_written, info.num_records, info.num_bins) == (10, 50, 2)
+    assert list(SplitDataLoader(root)) == recs + more
+    with pytest.raises(TypeError, match=r"append=True \(mode='a'\) and mode='w' disagree"):
+        to_split_bins_ray(rows_of(more, 1), root, mode="w", append=True)
+    with pytest.raises(TypeError, match="retries=1 and commit_retries=2 disagree"):
+        to_split_bins_ray(rows_of(more, 1), root, mode="w", retries=1, commit_retries=2)
+    info = to_split_bins_ray(rows_of(more, 1), root, mode="w", overwrite=True)
+    assert (info.num_records, info.num_bins) == (10, 1)
+    assert list(SplitDataLoader(root)) == more
+
+
 def test_compressed_write_and_read(ordered: None, tmp_path: Path) -> None:
     recs = records(400, seed=14)
     info = to_split_bins_ray(rows_of(recs, 2), tmp_path / "z", compression="zstd",

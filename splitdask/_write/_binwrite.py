@@ -30,7 +30,7 @@ from splitdask._format import (
 )
 from splitdask._format._compression import SAMPLE_BYTES, Compression, PartEncoder
 from splitdask._store import PartSink, Store
-from splitdask._write._commit import tidy
+from splitdask._write._cleanup import tidy
 
 __all__ = ["OFFSETS_BUDGET", "Batches", "BinWriter", "write_bin_part"]
 
@@ -147,9 +147,10 @@ class BinWriter:
         if self._enc is None:
             self.parts.append(PartInfo(self._path, count, size, checksum, WRITE_PART_VERSION))
         else:
-            c, raw = self._enc.compression, self._enc.raw_bytes
-            self.parts.append(PartInfo(self._path, count, size, checksum, COMPRESSED_PART_VERSION,
-                                       c.name, c.level, len(footer), raw))  # fmt: skip
+            c, raw, n = self._enc.compression, self._enc.raw_bytes, len(footer)
+            v3 = COMPRESSED_PART_VERSION
+            info = PartInfo(self._path, count, size, checksum, v3, c.name, c.level, n, raw)
+            self.parts.append(info)
             self._enc.next_part()
         self._offsets = self._sums = None
 
@@ -160,8 +161,15 @@ class BinWriter:
         e = self._enc
         lengths = np.diff(np.frombuffer(self._offsets, dtype=np.uint64))
         sums = np.frombuffer(self._sums, dtype=np.uint64)
-        return encode_footer_v3(lengths, sums, e.dictionary, self._uid, max_decoded=e.max_raw,
-                                decoded_total=e.raw_bytes, level=e.compression.level)  # fmt: skip
+        return encode_footer_v3(
+            lengths,
+            sums,
+            e.dictionary,
+            self._uid,
+            max_decoded=e.max_raw,
+            decoded_total=e.raw_bytes,
+            level=e.compression.level,
+        )
 
     def abort(self) -> None:
         if self._sink is not None:

@@ -39,8 +39,8 @@ def successor(
     """The manifest after ``now`` naming ``bins`` and ``order``; ``retire`` lists the
     parts of ``now`` that it stops naming, kept as retired from ``when``."""
     generation = (now.generation if now else 0) + 1
-    retired = (*(now.retired if now else ()),
-               *(Retired(p.path, when, generation) for p in retire))  # fmt: skip
+    retiring = tuple(Retired(p.path, when, generation) for p in retire)
+    retired = (*(now.retired if now else ()), *retiring)
     return Manifest(
         bins=tuple(tuple(b) for b in bins),
         order=tuple(order),

@@ -1,4 +1,4 @@
-"""The commit protocol: the one code path that replaces a manifest, and its cleanup.
+"""The commit protocol: the one code path that replaces a manifest.
 
 Every writer (``SplitWriter``, ``write_split_data``, ``to_split_bins``, compaction,
 ``gc``) writes new, uniquely named parts first, then hands a *change*
@@ -10,38 +10,36 @@ manifest and tries again, without rewriting data.
 
 Parts a commit stops naming are *retired*, not deleted: readers of older snapshots
 keep reading them until the retention period has passed. Files nothing names are
-removed by :func:`tidy`, the single cleanup rule: a failure to remove loses
-nothing and is reported as a warning, never as an error.
+removed by ``_cleanup.tidy``, the single cleanup rule. Engines that write in
+parallel tasks (Dask, Ray) commit through :func:`commit_results`.
 """
 
 from __future__ import annotations
 
 import random
-import secrets
 import threading
 import time
-import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from splitdask._dataset import _legacy
 from splitdask._dataset._snapshot import read_manifest
-from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, PartInfo, parse_part_name
+from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, PartInfo
 from splitdask._store import Store
-from splitdask._write._changes import Change, Mode
+from splitdask._write._changes import AddRecords, Change, Mode
+from splitdask._write._cleanup import orphans, tagged, tidy, warn_left
 from splitdask.errors import CommitConflictError, SplitDaskError
 
 __all__ = [
     "DEFAULT_RETENTION",
     "DEFAULT_RETRIES",
     "CommitInfo",
+    "TaskBins",
     "Transaction",
-    "new_tag",
-    "orphans",
+    "commit_results",
     "read_current",
-    "tagged",
-    "tidy",
 ]
 
 DEFAULT_RETENTION = 3600.0
@@ -116,17 +114,6 @@ class CommitInfo:
             num_records=manifest.num_records,
             num_bins=manifest.num_bins,
         )
-
-
-def new_tag() -> str:
-    """A fresh tag for one write: it starts the uid of every part the write makes."""
-    return secrets.token_hex(8)
-
-
-def tagged(name: str, tag: str) -> bool:
-    """Whether a file under ``bins/`` (a part or its temp file) belongs to write ``tag``."""
-    parsed = parse_part_name(name)
-    return parsed is not None and parsed[1].startswith(tag)
 
 
 @dataclass(frozen=True)
@@ -232,8 +219,8 @@ class Transaction:
             cutoff = when - self.retention
             expired = [r.path for r in manifest.retired if r.since <= cutoff]
             if expired:
-                manifest = replace(manifest, retired=tuple(r for r in manifest.retired
-                                                            if r.since > cutoff))  # fmt: skip
+                kept = tuple(r for r in manifest.retired if r.since > cutoff)
+                manifest = replace(manifest, retired=kept)
             manifest.validate(where)
             new_token = store.replace_if(MANIFEST_NAME, manifest.to_json(), token)
             if new_token is not None:
@@ -267,12 +254,13 @@ class Transaction:
             try:
                 _legacy.remove(self.store)
             except Exception as exc:
-                _warn_left(self.store, "the replaced splitdataloader files", exc)
+                warn_left(self.store, "the replaced splitdataloader files", exc)
         try:
+            # orphans as this module's name: tests/test_crash.py replaces it here.
             doomed = orphans(self.store, manifest, when - self.retention)
             self.store.clean_spools(when - self.retention)
         except Exception as exc:
-            _warn_left(self.store, "leftovers of killed writers", exc)
+            warn_left(self.store, "leftovers of killed writers", exc)
             return
         # The expired retired parts are no longer named anywhere: not leftovers.
         tidy(self.store, sorted(set(doomed) - set(expired)), "leftovers of killed writers")
@@ -290,52 +278,112 @@ class Transaction:
         keep = {p.path for p in named.parts()} if named else set()
         tidy(self.store, [r for r in rels if r not in keep], "uncommitted parts")
 
-    def collect(self, manifest: Manifest, tag: str) -> None:
+    def collect(self, manifest: Manifest | None, tag: str) -> None:
         """Remove the files of write ``tag`` that ``manifest`` does not name: the
         parts and temp files of killed or repeated task runs of that write."""
-        keep = {p.path for p in manifest.parts()}
+        keep = {p.path for p in manifest.parts()} if manifest else set()
         try:
             names = self.store.list_dir(BINS_DIR)
         except Exception as exc:
-            _warn_left(self.store, f"the unnamed parts of write {tag}", exc)
+            warn_left(self.store, f"the unnamed parts of write {tag}", exc)
             return
         doomed = [f"{BINS_DIR}/{n}" for n in names if tagged(n, tag)]
         tidy(self.store, [rel for rel in doomed if rel not in keep], "unreferenced parts")
 
-
-def orphans(store: Store, manifest: Manifest | None, before: float) -> list[str]:
-    """Files under ``bins/`` that ``manifest`` neither names nor retires, last
-    modified before ``before`` (a POSIX time): leftovers of writers that died."""
-    known = set()
-    if manifest is not None:
-        known = {p.path for p in manifest.parts()} | {r.path for r in manifest.retired}
-    # Names first (cheap): mostly every file is known, and then nothing needs a stat.
-    unknown = {n for n in store.list_dir(BINS_DIR)
-               if f"{BINS_DIR}/{n}" not in known and parse_part_name(n) is not None}  # fmt: skip
-    if not unknown:
-        return []
-    return [f"{BINS_DIR}/{i.name}" for i in store.list_info(BINS_DIR)
-            if i.name in unknown and i.mtime < before]  # fmt: skip
+    def discard(self, tag: str) -> None:
+        """After a failed write: :meth:`collect` against the committed manifest, which
+        decides what stays (the parts of write ``tag`` it names, should its commit
+        have gone through after all); every other file of the write goes."""
+        try:
+            manifest = read_manifest(self.store)
+        except Exception:
+            return  # cannot tell what is committed: gc removes the leftovers later
+        self.collect(manifest, tag)
 
 
-def tidy(store: Store, rels: Sequence[str], what: str) -> None:
-    """Remove files no manifest names; on failure warn, leaving them as garbage.
+@dataclass(frozen=True)
+class TaskBins:
+    """The bin each task of a parallel write (a Dask partition, a Ray write task) fills.
 
-    Losing this cleanup loses nothing, so it never turns a write that succeeded
-    into an error (a caller would then abandon parts it just committed).
+    Appending to a dataset with bins keeps its bin count: task ``t`` fills the
+    ``t % num_bins``-th least-filled bin, so appends stay balanced. Otherwise task
+    ``t`` fills bin ``t % num_bins``, or bin ``t`` when ``num_bins`` is ``None`` (one
+    bin per task, counted at the commit). The same on every run of a task; it
+    pickles, so tasks can carry it.
     """
-    if not rels:
-        return
+
+    num_bins: int | None
+    by_fill: tuple[int, ...] | None = None
+
+    @classmethod
+    def plan(cls, target: Transaction, num_bins: int | None) -> TaskBins:
+        """The bins of a write to ``target``; ``num_bins`` is a new dataset's count."""
+        base = target.base
+        if base is not None and base.num_bins:
+            return cls(base.num_bins, tuple(target.bins_by_fill(base.num_bins)))
+        return cls(num_bins)
+
+    def bin_of(self, task: int) -> int:
+        """The bin task ``task`` fills."""
+        if self.num_bins is None:
+            return task
+        return (self.by_fill or range(self.num_bins))[task % self.num_bins]
+
+
+def commit_results(
+    target: Transaction,
+    bins: TaskBins,
+    results: Iterable[tuple[int, Sequence[PartInfo]]],
+    *,
+    tag: str,
+    metadata: Mapping[str, Any],
+) -> CommitInfo:
+    """Name the parts of a parallel write's tasks in one commit, then tidy up.
+
+    Parameters
+    ----------
+    target
+        The write's transaction.
+    bins
+        Which bin each task filled.
+    results
+        ``(task, parts)`` for every task whose run the engine kept (a task's other,
+        killed or repeated, runs are not listed). Task order is the global order,
+        and each task's records are one contiguous run of its bin.
+    tag
+        The write's tag, which starts the name of every part its tasks made.
+    metadata
+        Merged into the manifest's metadata.
+
+    Returns
+    -------
+    CommitInfo
+        For the parts of write ``tag`` the manifest names: this commit's, or those of
+        an earlier run of it that got through (a retried commit task).
+
+    Notes
+    -----
+    If the commit fails, the listed parts are removed (unless a commit named them
+    after all). After it, every other file of write ``tag`` is removed: parts of
+    task runs the engine did not keep.
+    """
+    done = sorted(results, key=lambda r: r[0])
+    num_bins = bins.num_bins if bins.num_bins is not None else max(t for t, _ in done) + 1
+    new_parts: dict[int, list[PartInfo]] = {}
+    deals: list[tuple[int, tuple[int, ...]]] = []
+    for task, parts in done:
+        count = sum(p.count for p in parts)
+        if count:
+            b = bins.bin_of(task)
+            deals.append((count, (b,)))
+            new_parts.setdefault(b, []).extend(parts)
+    written = [p for ps in new_parts.values() for p in ps]
+    change = AddRecords(target.mode, num_bins, new_parts, deals, dict(metadata))
     try:
-        store.remove(rels)
-    except Exception as exc:
-        _warn_left(store, f"{len(rels)} {what}", exc)
-
-
-def _warn_left(store: Store, what: str, exc: Exception) -> None:
-    warnings.warn(
-        f"{store.urlpath}: could not remove {what} ({type(exc).__name__}: {exc}); they "
-        "are not part of the dataset and can be deleted by hand",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+        manifest = target.commit(change, tag=tag, new_parts=written)
+    except BaseException:
+        target.abandon(written)
+        raise
+    target.collect(manifest, tag)
+    ours = [p for p in manifest.parts() if tagged(p.path, tag)]
+    return CommitInfo.of(target.store.urlpath, manifest, ours)

@@ -21,16 +21,16 @@ from splitdask._format import Manifest, PartInfo
 from splitdask._format._compression import Compression
 from splitdask._read._bins import load_parts, release
 from splitdask._store import Store, UrlPath, open_store
-from splitdask._write._binwrite import OFFSETS_BUDGET, BinWriter
+from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Compaction
+from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
     Transaction,
-    new_tag,
 )
-from splitdask.errors import DatasetNotFoundError
+from splitdask.errors import CompactionWarning, DatasetNotFoundError
 
 __all__ = ["AUTO_COMPACT_PARTS", "SMALL_PART", "auto_compact", "compact"]
 
@@ -64,29 +64,26 @@ def _codec(p: PartInfo) -> Compression | None:
     return None if p.compression is None else Compression(p.compression, p.level)
 
 
-def _merge(store: Store, manifest: Manifest, b: int, run: Sequence[PartInfo], tag: str,
-           part_max_bytes: int) -> tuple[PartInfo, ...]:  # fmt: skip
+def _merge(
+    store: Store,
+    manifest: Manifest,
+    b: int,
+    run: Sequence[PartInfo],
+    tag: str,
+    part_max_bytes: int,
+) -> tuple[PartInfo, ...]:
     """Write the records of ``run`` (parts of bin ``b``), in order, as new parts."""
     datas, starts, ends = load_parts(store, [part_of(p) for p in run], manifest.generation)
-    # Recompressed with a dictionary trained on the merged records.
-    w = BinWriter(store, b, part_max_bytes, OFFSETS_BUDGET // 8, tag, _codec(run[0]))
     try:
-        batch: list[bytes] = []
-        for rec in iter_records(datas, starts, ends, None, b):
-            batch.append(rec)
-            if len(batch) >= 4096:
-                w.add_many(batch)
-                batch = []
-        if batch:
-            w.add_many(batch)
-        w.finish()
-    except BaseException:
-        w.abort()
-        store.remove([p.path for p in w.parts])
-        raise
+        # The one part writer: it removes what it wrote if anything fails (tidy), and
+        # recompresses with a dictionary trained on the merged records.
+        records = iter_records(datas, starts, ends, None, b)
+        new = write_bin_part(
+            store, b, records, part_max_bytes=part_max_bytes, tag=tag, compression=_codec(run[0])
+        )
     finally:
         release(datas)
-    return tuple(w.parts)
+    return tuple(new)
 
 
 def _compact_runs(
@@ -136,14 +133,16 @@ def auto_compact(
     if not picked:
         return None
     try:
-        return _compact_runs(store, manifest, picked, retention=retention, retries=retries,
-                             part_max_bytes=SMALL_PART * AUTO_COMPACT_PARTS)  # fmt: skip
+        limit = SMALL_PART * AUTO_COMPACT_PARTS
+        return _compact_runs(
+            store, manifest, picked, retention=retention, retries=retries, part_max_bytes=limit
+        )
     except Exception as exc:
         warnings.warn(
             f"{store.urlpath}: compacting the small parts of bins {sorted(picked)} failed "
             f"({type(exc).__name__}: {exc}); the append is committed, and the next one "
             "will try again",
-            RuntimeWarning,
+            CompactionWarning,
             stacklevel=3,
         )
         return None
@@ -174,12 +173,13 @@ def compact(
     manifest = read_manifest(store)
     if manifest is None:
         raise DatasetNotFoundError(f"no splitdask dataset to compact at {store.urlpath}")
-    picked = {b: runs for b, parts in enumerate(manifest.bins)
-              if (runs := _runs(parts, part_max_bytes, 2))}  # fmt: skip
+    found = {b: _runs(parts, part_max_bytes, 2) for b, parts in enumerate(manifest.bins)}
+    picked = {b: runs for b, runs in found.items() if runs}
     if not picked:
         return CommitInfo.of(store.urlpath, manifest, [])
-    committed = _compact_runs(store, manifest, picked, retention=retention, retries=retries,
-                              part_max_bytes=part_max_bytes)  # fmt: skip
+    committed = _compact_runs(
+        store, manifest, picked, retention=retention, retries=retries, part_max_bytes=part_max_bytes
+    )
     before = {p.path for p in manifest.parts()}
     new = [p for p in committed.parts() if p.path not in before]
     return CommitInfo.of(store.urlpath, committed, new)

@@ -19,7 +19,8 @@ from splitdask._dataset._snapshot import read_manifest
 from splitdask._format import BINS_DIR
 from splitdask._store import UrlPath, open_store
 from splitdask._write._changes import Prune
-from splitdask._write._commit import DEFAULT_RETENTION, Transaction, orphans
+from splitdask._write._cleanup import orphans
+from splitdask._write._commit import DEFAULT_RETENTION, Transaction
 
 __all__ = ["GcReport", "gc"]
 

@@ -22,14 +22,15 @@ from splitdask._util._progress import Progress, counted
 from splitdask._util._validate import check_int, check_metadata
 from splitdask._write._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
 from splitdask._write._changes import AddRecords, Mode
+from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
     Transaction,
-    new_tag,
 )
 from splitdask._write._compact import auto_compact
+from splitdask._write._options import resolve_bin_count, resolve_mode
 
 __all__ = ["SplitWriter", "write_split_data"]
 
@@ -129,7 +130,7 @@ class SplitWriter:
         compression: str | None = None,
         compression_level: int | None = None,
     ) -> None:
-        splits = _bin_count(splits, num_bins)
+        splits = resolve_bin_count(splits, num_bins)
         codec = check_compression(compression, compression_level)
         metadata = check_metadata(metadata)
         if splits is not None:
@@ -220,9 +221,9 @@ class SplitWriter:
         self.info = info
         base = self._target.base
         if base is not None and base.num_records and info.records_written:
-            t = self._target  # an append to existing data: its bins may have grown small parts
-            auto_compact(self.store, manifest, [w.bin_index for w in self._writers if w.parts],
-                         retention=t.retention, retries=t.retries)  # fmt: skip
+            # An append to existing data: its bins may have grown small parts.
+            t, grown = self._target, [w.bin_index for w in self._writers if w.parts]
+            auto_compact(self.store, manifest, grown, retention=t.retention, retries=t.retries)
         return info
 
     def _narrow_small_append(self) -> None:
@@ -307,6 +308,7 @@ def write_split_data(
     start_clean: bool = False,
     *,
     seed: int | None = None,
+    mode: Mode | None = None,
     storage_options: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     retention: float = DEFAULT_RETENTION,
@@ -332,8 +334,12 @@ def write_split_data(
     shuffle
         Randomise which bin each position of the rotation is.
     start_clean
-        Replace any existing dataset instead of appending to it. Unlike the
-        predecessor, the old data stays readable until the new data is committed.
+        The predecessor's name for ``mode="w"``, kept as an alias: replace any
+        existing dataset instead of appending to it. Unlike the predecessor, the old
+        data stays readable until the new data is committed.
+    mode
+        As for :class:`SplitWriter`; default ``"a"`` (``"w"`` with ``start_clean``).
+        ``start_clean=True`` with another mode raises ``TypeError``.
     seed, storage_options, metadata, retention, retries, progress, compression, compression_level
         See :class:`SplitWriter` (with ``progress``, the bar shows an ETA when
         ``input_sequence`` has a length).
@@ -356,7 +362,7 @@ def write_split_data(
         splits,
         shuffle=shuffle,
         seed=seed,
-        mode="w" if start_clean else "a",
+        mode=resolve_mode(mode, "a", start_clean=start_clean),
         storage_options=storage_options,
         metadata=metadata,
         retention=retention,
@@ -371,11 +377,3 @@ def write_split_data(
         writer.write_many(input_sequence)
     assert writer.info is not None
     return writer.info
-
-
-def _bin_count(splits: int | None, num_bins: int | None) -> int | None:
-    if num_bins is None:
-        return splits
-    if splits is not None and splits != num_bins:
-        raise TypeError(f"splits={splits} and num_bins={num_bins} disagree: pass one of them")
-    return num_bins
