@@ -21,11 +21,11 @@ from splitdask import (
     FormatVersionError,
     SplitDataLoader,
     SplitWriter,
-    _format,
     compact,
     write_split_data,
 )
 from splitdask._format import Manifest
+from splitdask._format import _manifest as _format
 from splitdask._format._compression import decode_lengths, encode_lengths
 from splitdask.bag import read_split_bins, to_split_bins
 from tests._cli_helpers import ok, run
