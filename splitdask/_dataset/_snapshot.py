@@ -8,6 +8,8 @@ same dataset and report a missing part with the same words.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +25,14 @@ from splitdask.errors import (
     SplitDaskError,
 )
 
-__all__ = ["Snapshot", "missing_part", "open_snapshot", "read_manifest", "snapshot_of"]
+__all__ = [
+    "Snapshot",
+    "missing_part",
+    "open_snapshot",
+    "read_manifest",
+    "reading_parts",
+    "snapshot_of",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,9 +69,9 @@ class Snapshot:
         """The manifest generation (``None`` for a splitdataloader dataset)."""
         return self.manifest.generation if self.manifest else None
 
-    def missing(self, rel: str) -> SplitDaskError:
-        """The error for a part of this snapshot that the store lacks."""
-        return missing_part(self.store, rel, self.generation)
+    def reading(self, rel: str | None = None) -> contextlib.AbstractContextManager[None]:
+        """Around reads of this snapshot's parts: :func:`reading_parts`."""
+        return reading_parts(self.store, self.generation, rel)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -141,6 +150,17 @@ def _assemble(
     for pid, b in enumerate(locator.part_bin):
         bin_parts[b].append(pid)
     return Snapshot(store, parts, tuple(map(tuple, bin_parts)), locator, n, manifest)
+
+
+@contextlib.contextmanager
+def reading_parts(store: Store, generation: int | None, rel: str | None = None) -> Iterator[None]:
+    """Around reads of parts that a snapshot of ``generation`` lists: a part the store
+    lacks raises :func:`missing_part`'s error, naming ``rel`` (by default the file
+    the store's ``FileNotFoundError`` names)."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise missing_part(store, str(exc.filename) if rel is None else rel, generation) from None
 
 
 def missing_part(store: Store, rel: str, generation: int | None) -> SplitDaskError:

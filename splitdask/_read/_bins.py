@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from splitdask._dataset._index import BinOrder
 from splitdask._dataset._order import iter_records
 from splitdask._dataset._parts import Part
-from splitdask._dataset._snapshot import missing_part
+from splitdask._dataset._snapshot import reading_parts
 from splitdask._format import Segment
 from splitdask._format._compression import Decoded, Decoder, decoded, raw_of
 from splitdask._read._records import RecordReader
@@ -54,10 +54,8 @@ def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> B
     against its size, footer and whole-part checksum (one pass in C, cheaper than a
     check per record); the footer comes with the part, so no extra request. A
     compressed part's buffer comes back as a ``_codec.Decoded`` (slices decoded)."""
-    try:
+    with reading_parts(store, generation):
         datas = store.read_whole([p.path for p in parts], [p.size for p in parts])
-    except FileNotFoundError as exc:
-        raise missing_part(store, str(exc.filename), generation) from None
     starts, ends = [], []
     try:
         for k, (part, data) in enumerate(zip(parts, datas, strict=True)):

@@ -109,10 +109,8 @@ class RecordReader:
         return opened
 
     def _load(self, part: Part) -> OpenPart:
-        try:
+        with self.snapshot.reading(part.path):
             data, tail = self.store.open_tail(part.path, part.size, part.tail_size)
-        except FileNotFoundError:
-            raise self.snapshot.missing(part.path) from None
         return OpenPart(data, *part.footer(tail, self.store.where(part.path)))
 
     def adopt(self, pid: int, blob: Any) -> OpenPart:
@@ -135,12 +133,10 @@ class RecordReader:
         if not todo:
             return
         parts = [self.snapshot.parts[p] for p in todo]
-        try:
+        with self.snapshot.reading():
             opened = self.store.open_tails(
                 [p.path for p in parts], [p.size for p in parts], [p.tail_size for p in parts]
             )
-        except FileNotFoundError as exc:
-            raise self.snapshot.missing(str(exc.filename)) from None
         for pid, part, (data, tail) in zip(todo, parts, opened, strict=True):
             self._keep(pid, OpenPart(data, *part.footer(tail, self.store.where(part.path))))
 
@@ -209,10 +205,8 @@ class RecordReader:
 
     def _fetch(self, pid: int, start: int, end: int) -> bytes:
         path = self.snapshot.parts[pid].path
-        try:
+        with self.snapshot.reading(path):
             return self.store.read_range(path, start, end)
-        except FileNotFoundError:
-            raise self.snapshot.missing(path) from None
 
     def _bad(self, pid: int, j: int, start: int, end: int) -> CorruptDatasetError:
         return bad_record(self.store.where(self.snapshot.parts[pid].path), j, start, end)
@@ -320,10 +314,8 @@ class RecordReader:
                 slots += group.tolist()
                 checks.append((pid, part, j, len(group)))
         if slots:
-            try:
+            with self.snapshot.reading():
                 got = self.store.read_ranges(paths, r_start, r_end)
-            except FileNotFoundError as exc:
-                raise self.snapshot.missing(str(exc.filename)) from None
             pos = 0
             for pid, part, j, n in checks:
                 got[pos : pos + n] = _check_group(self, pid, part, j, got[pos : pos + n])
