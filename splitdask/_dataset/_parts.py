@@ -16,7 +16,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import xxhash
 
 from splitdask._dataset._index import IntArray
@@ -256,8 +255,3 @@ def bad_record(where: str, j: int, start: int, end: int) -> CorruptDatasetError:
         f"{where}: record {j} (bytes {start}-{end}) does not match its checksum "
         "(the file was altered or a read returned wrong bytes)"
     )
-
-
-def as_i64(a: Any) -> IntArray:
-    """Offsets as native int64 (footers are little-endian u64, legacy tables int64)."""
-    return np.asarray(a).astype(np.int64, copy=False)

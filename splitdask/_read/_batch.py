@@ -23,7 +23,7 @@ from splitdask._format._compression import Decoded
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["RecordBatch", "bin_batches", "rebatch"]
+__all__ = ["RecordBatch", "bin_batches", "fixed_width", "rebatch"]
 
 ByteArray = npt.NDArray[np.uint8]
 OffsetArray = npt.NDArray[np.int64]
@@ -248,8 +248,10 @@ def bin_batches(
     s_all, e_all, which = flat_extents(starts, ends)
     n = len(s_all)
     perm = bin_permutation(seed, bin_index, n)
-    width = int(e_all[0] - s_all[0]) if n else 0
-    if _rows_of(datas, s_all, e_all, width):
+    width = (
+        fixed_width(s_all, e_all) if len(datas) == 1 and not isinstance(datas[0], Decoded) else 0
+    )
+    if width:
         rows = np.frombuffer(datas[0], np.uint8)[s_all[0] : e_all[-1]].reshape(n, width)
         steps = np.arange(size + 1, dtype=np.int64) * width
         steps.flags.writeable = False  # shared by this bin's batches
@@ -264,14 +266,17 @@ def bin_batches(
         yield RecordBatch.from_records(list(map(getitem, bufs, spans)))
 
 
-def _rows_of(datas: Sequence[Any], s_all: OffsetArray, e_all: OffsetArray, width: int) -> bool:
-    """Whether a bin is one part of records of one length, back to back."""
-    n = len(s_all)
-    if len(datas) != 1 or isinstance(datas[0], Decoded) or not width:
-        return False
-    if int(e_all[-1] - s_all[0]) != n * width:
-        return False
-    return bool((e_all - s_all == width).all())
+def fixed_width(starts: Any, ends: Any) -> int:
+    """The length every record shares, if they all have one and lie back to back
+    (then they are the rows of a 2-D array); else 0."""
+    n = len(starts)
+    if n == 0:
+        return 0
+    w = int(ends[0]) - int(starts[0])
+    if w <= 0 or int(ends[-1]) - int(starts[0]) != w * n:
+        return 0
+    lengths = np.subtract(ends, starts, dtype=np.int64)
+    return w if bool((lengths == w).all()) else 0
 
 
 def _stored(buf: ByteArray, ss: Any, es: Any) -> RecordBatch:

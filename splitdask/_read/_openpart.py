@@ -9,9 +9,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import numpy as np
-
 from splitdask._format._compression import Decoder
+from splitdask._read._batch import fixed_width
 
 __all__ = ["MEMO_MIN_BYTES", "OpenPart"]
 
@@ -66,7 +65,7 @@ class OpenPart:
         self.sums = None if sums is None else _fast(sums)
         n = len(starts)
         self.first = int(starts[0]) if n else 0
-        self.width = _width(starts, ends)
+        self.width = fixed_width(starts, ends)
         big = n and data is not None and (int(ends[-1]) - self.first) >= MEMO_MIN_BYTES * n
         self.memo = bytearray(b"\x01") * n if sums is not None and big else None
         self.mview: memoryview | None = None  # of ``data``, made on the first view()
@@ -110,16 +109,3 @@ def _fast(a: Any) -> Any:
         # Unaligned arrays export as "=Q", which memoryview cannot index: recast.
         return memoryview(a).cast("B").cast(a.dtype.char)
     return a.tolist()
-
-
-def _width(starts: Any, ends: Any) -> int:
-    """The length shared by every record, if they all have one and lie back to back
-    (then the part's records are rows of a 2-D array); else 0."""
-    n = len(starts)
-    if n == 0:
-        return 0
-    w = int(ends[0]) - int(starts[0])
-    if w <= 0 or int(ends[-1]) - int(starts[0]) != w * n:
-        return 0
-    lengths = np.subtract(ends, starts, dtype=np.int64)
-    return w if bool((lengths == w).all()) else 0
