@@ -3,7 +3,8 @@
 A :class:`RecordReader` opens a part the first time a record of it is asked for:
 locally it maps the file and views the footer in place; remotely it fetches the
 footer (one ranged request, several footers at once for a batch) and then fetches
-records by range, near ranges merged by the store.
+records by range, near ranges merged by the store. It alone owns its part cache:
+whole bins (:meth:`RecordReader.bin_data`) reuse and fill it too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from splitdask._dataset._index import IntArray
 from splitdask._dataset._parts import Part, bad_record
 from splitdask._dataset._snapshot import Snapshot
 from splitdask._format import record_sum
+from splitdask._format._compression import decoded, raw_of
 from splitdask._read._batch import RecordBatch
+from splitdask._read._bins import BinData, load_parts
 from splitdask._read._openpart import OpenPart
 from splitdask.errors import CorruptDatasetError
 
@@ -113,16 +116,39 @@ class RecordReader:
             data, tail = self.store.open_tail(part.path, part.size, part.tail_size)
         return OpenPart(data, *part.footer(tail, self.store.where(part.path)))
 
-    def adopt(self, pid: int, blob: Any) -> OpenPart:
-        """Part ``pid`` with its extents taken from ``blob`` (the whole part, already
-        fetched) if it was not open; the extents are copied so the blob can go."""
-        opened = self._slots[pid]
-        if opened is None:
-            part = self.snapshot.parts[pid]
-            starts, ends, sums = part.footer(blob, self.store.where(part.path))
-            sums = None if sums is None else sums.copy()
-            opened = self._keep(pid, OpenPart(None, starts.copy(), ends.copy(), sums))
-        return opened
+    def bin_data(self, bin_index: int) -> BinData:
+        """One bin's parts whole, each checked whole once per map.
+
+        A local bin of few parts is this reader's own maps (iterating again maps
+        nothing new; :meth:`BinData.release` leaves them to :meth:`close`). Others
+        are read whole, and the extents of parts not open are kept, so later random
+        reads of them need no footer request.
+        """
+        pids = self.snapshot.bin_parts[bin_index]
+        if self.store.is_local and len(pids) <= self.max_open // 4:
+            opened = [self.part(p) for p in pids]
+            for pid, o in zip(pids, opened, strict=True):
+                if not o.whole:  # once per map: the file under it is immutable
+                    part = self.snapshot.parts[pid]
+                    part.check_whole(o.data, self.store.where(part.path))
+                    o.checked_whole()
+            datas = [decoded(o.data, o.decode) for o in opened]
+            starts, ends = [o.starts_np for o in opened], [o.ends_np for o in opened]
+            return BinData(datas, starts, ends, owned=False)
+        snap = self.snapshot
+        data = load_parts(self.store, [snap.parts[p] for p in pids], snap.generation)
+        for pid, buf in zip(pids, data.datas, strict=True):
+            if self._slots[pid] is None:
+                self._adopt(pid, raw_of(buf))
+        return data
+
+    def _adopt(self, pid: int, blob: Any) -> None:
+        """Open part ``pid`` with its extents taken from ``blob`` (the whole part,
+        already fetched); the extents are copied so the blob can go."""
+        part = self.snapshot.parts[pid]
+        starts, ends, sums = part.footer(blob, self.store.where(part.path))
+        sums = None if sums is None else sums.copy()
+        self._keep(pid, OpenPart(None, starts.copy(), ends.copy(), sums))
 
     def _load_many(self, pids: Sequence[int]) -> None:
         """Open the parts among ``pids`` not open yet (remote tails fetched at once)."""

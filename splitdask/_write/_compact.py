@@ -14,12 +14,11 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from splitdask._dataset._order import iter_records
 from splitdask._dataset._parts import part_of
 from splitdask._dataset._snapshot import read_manifest
 from splitdask._format import Manifest, PartInfo
 from splitdask._format._compression import Compression
-from splitdask._read._bins import load_parts, release
+from splitdask._read._bins import load_parts
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._write._binwrite import OFFSETS_BUDGET, BinWriter
 from splitdask._write._changes import Compaction
@@ -67,12 +66,12 @@ def _codec(p: PartInfo) -> Compression | None:
 def _merge(store: Store, manifest: Manifest, b: int, run: Sequence[PartInfo], tag: str,
            part_max_bytes: int) -> tuple[PartInfo, ...]:  # fmt: skip
     """Write the records of ``run`` (parts of bin ``b``), in order, as new parts."""
-    datas, starts, ends = load_parts(store, [part_of(p) for p in run], manifest.generation)
+    data = load_parts(store, [part_of(p) for p in run], manifest.generation)
     # Recompressed with a dictionary trained on the merged records.
     w = BinWriter(store, b, part_max_bytes, OFFSETS_BUDGET // 8, tag, _codec(run[0]))
     try:
         batch: list[bytes] = []
-        for rec in iter_records(datas, starts, ends, None, b):
+        for rec in data.records(None, b):
             batch.append(rec)
             if len(batch) >= 4096:
                 w.add_many(batch)
@@ -85,7 +84,7 @@ def _merge(store: Store, manifest: Manifest, b: int, run: Sequence[PartInfo], ta
         store.remove([p.path for p in w.parts])
         raise
     finally:
-        release(datas)
+        data.release()
     return tuple(w.parts)
 
 
