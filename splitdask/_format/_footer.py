@@ -6,7 +6,7 @@ reserved> MAGIC``. Version 2 adds, between the offsets and the trailer, one u64
 XXH3-64 per record, the part's uid (64 ASCII bytes, NUL padded) and the XXH3-64 of
 everything from the first offset to the end of the uid, so a reader checks the
 footer, the part's identity and then every record it hands out.
-Version 3 (compressed parts, ``_codec``) stores each record as a zstd frame and
+Version 3 (compressed parts, ``_compression``) stores each record as a zstd frame and
 replaces the offsets and u64 sums by the part's zstd dictionary, the frames' lengths
 (narrow ints, zstd-compressed), a u32 checksum per stored frame and a fixed block
 saying how to decode. Its size is not a function of the count: the manifest gives it.
@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
+from splitdask._format._codecs import Footer
 from splitdask._format._compression import SUM_MASK, Decoder, decode_lengths, encode_lengths
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
@@ -40,7 +41,6 @@ __all__ = [
     "footer_size",
     "min_footer_v3",
     "payload_size",
-    "record_sum",
 ]
 
 MAGIC = b"SPLTDASK"
@@ -59,10 +59,6 @@ COMPRESSED_PART_VERSION = 3
 # length width, codec (1: zstd), reserved.
 _V3_FIXED = struct.Struct("<QQQQiBB2x")
 _ZSTD_CODEC = 1
-
-record_sum = xxhash.xxh3_64_intdigest
-"""A record's checksum in a v2 footer (benchmarked cheaper than CRC32C through
-Python: docs/decisions.md)."""
 
 
 def footer_size(count: int, version: int = 1) -> int:
@@ -224,7 +220,7 @@ def decode_footer_v3(
     uid: str,
     decoded_total: int,
     where: str,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Decoder]:
+) -> Footer:
     """Validate a version 3 footer of ``footer_len`` bytes (the manifest's figure);
     return the records' start and end offsets and the part's :class:`Decoder`.
 
@@ -271,4 +267,4 @@ def decode_footer_v3(
         raise CorruptDatasetError(f"{where}: record lengths do not span the data region")
     sums_at = n_dict + n_len
     sums = view[sums_at : sums_at + 4 * count].cast("I")
-    return offsets[:-1], offsets[1:], Decoder(bytes(view[:n_dict]), sums, max_dec, where)
+    return Footer(offsets[:-1], offsets[1:], Decoder(bytes(view[:n_dict]), sums, max_dec, where))

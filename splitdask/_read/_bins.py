@@ -18,7 +18,7 @@ from typing import Any
 from splitdask._dataset._order import iter_records
 from splitdask._dataset._parts import Part
 from splitdask._dataset._snapshot import reading_parts
-from splitdask._format._compression import Decoded, Decoder, decoded, raw_of
+from splitdask._format import RecordCodec
 from splitdask._read._batch import RecordBatch, bin_batches
 from splitdask._store import Store
 
@@ -30,11 +30,12 @@ class BinData:
 
     Parameters
     ----------
-    datas
-        Each part's buffer (a map or bytes), records at their file offsets; a
-        compressed part's is a ``_compression.Decoded`` (slices decoded).
+    buffers
+        Each part as stored (a map or bytes), records at their file offsets.
     starts, ends
         Each part's record extents.
+    codecs
+        Each part's codec (from its footer).
     owned
         Whether :meth:`release` may unmap the buffers; ``False`` when a reader's
         part cache holds them and unmaps them itself.
@@ -44,14 +45,20 @@ class BinData:
     Used as a context manager, it releases the buffers on exit.
     """
 
-    __slots__ = ("datas", "ends", "owned", "starts")
+    __slots__ = ("buffers", "codecs", "ends", "owned", "starts")
 
     def __init__(
-        self, datas: list[Any], starts: list[Any], ends: list[Any], owned: bool = True
+        self,
+        buffers: list[Any],
+        starts: list[Any],
+        ends: list[Any],
+        codecs: list[RecordCodec],
+        owned: bool = True,
     ) -> None:
-        self.datas = datas
+        self.buffers = buffers
         self.starts = starts
         self.ends = ends
+        self.codecs = codecs
         self.owned = owned
 
     def __len__(self) -> int:
@@ -60,31 +67,29 @@ class BinData:
     def records(self, seed: int | None, bin_index: int) -> Iterator[bytes]:
         """The records, stored or in ``bin_permutation(seed, bin_index)`` order
         (:func:`~splitdask._dataset._order.iter_records`)."""
-        return iter_records(self.datas, self.starts, self.ends, seed, bin_index)
+        sources = [c.whole(d) for c, d in zip(self.codecs, self.buffers, strict=True)]
+        return iter_records(sources, self.starts, self.ends, seed, bin_index)
 
     def views(self, seed: int | None, bin_index: int) -> Iterator[Any]:
         """As :meth:`records`, each a memoryview into its part's buffer (no copy), or
         of its decoded bytes for a part whose records are not stored as they are."""
-        if any(isinstance(d, Decoded) for d in self.datas):
-            return map(
-                memoryview, iter_records(self.datas, self.starts, self.ends, seed, bin_index)
-            )
-        views = [memoryview(d) for d in self.datas]
-        return iter_records(views, self.starts, self.ends, seed, bin_index)
+        sources = [c.views(d) for c, d in zip(self.codecs, self.buffers, strict=True)]
+        return iter_records(sources, self.starts, self.ends, seed, bin_index)
 
     def batches(self, seed: int | None, bin_index: int, size: int) -> Iterator[RecordBatch]:
         """As :meth:`records`, in batches of ``size`` (:func:`bin_batches`)."""
-        return bin_batches(self.datas, self.starts, self.ends, seed, bin_index, size)
+        return bin_batches(self.buffers, self.starts, self.ends, seed, bin_index, size, self.codecs)
 
     def take(self, k: int, js: Any) -> Iterator[Any]:
         """Records ``js`` (an index array) of part ``k``, in that order."""
+        source = self.codecs[k].whole(self.buffers[k])
         spans = map(slice, self.starts[k][js].tolist(), self.ends[k][js].tolist())
-        return map(self.datas[k].__getitem__, spans)
+        return map(source.__getitem__, spans)
 
     def split(self) -> list[BinData]:
         """Each part as a :class:`BinData` of its own, to be released on its own."""
-        parts = zip(self.datas, self.starts, self.ends, strict=True)
-        return [BinData([d], [s], [e], self.owned) for d, s, e in parts]
+        parts = zip(self.buffers, self.starts, self.ends, self.codecs, strict=True)
+        return [BinData([b], [s], [e], [c], self.owned) for b, s, e, c in parts]
 
     def release(self) -> None:
         """Unmap the parts now if nothing still views them (else garbage collection
@@ -95,7 +100,7 @@ class BinData:
         """
         if not self.owned:
             return
-        for data in map(raw_of, self.datas):
+        for data in self.buffers:
             if isinstance(data, mmap.mmap):
                 with contextlib.suppress(BufferError):
                     data.close()
@@ -115,8 +120,7 @@ class BinData:
 def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> BinData:
     """Each part whole (mapped locally, one concurrent GET each remotely), checked
     against its size, footer and whole-part checksum (one pass in C, cheaper than a
-    check per record); the footer comes with the part, so no extra request. A
-    compressed part's buffer comes back as a ``_compression.Decoded`` (slices decoded).
+    check per record); the footer comes with the part, so no extra request.
 
     Raises
     ------
@@ -125,16 +129,15 @@ def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> B
     """
     with reading_parts(store, generation):
         datas = store.read_whole([p.path for p in parts], [p.size for p in parts])
-    data = BinData(datas, [], [])
+    data = BinData(datas, [], [], [])
     try:
-        for k, (part, buf) in enumerate(zip(parts, datas, strict=True)):
+        for part, buf in zip(parts, datas, strict=True):
             where = store.where(part.path)
-            starts, ends, sums = part.footer(buf, where)
+            starts, ends, codec = part.footer(buf, where)
             part.check_whole(buf, where)
-            if isinstance(sums, Decoder):
-                datas[k] = decoded(buf, sums)
             data.starts.append(starts)
             data.ends.append(ends)
+            data.codecs.append(codec)
     except BaseException:
         data.release()
         raise
