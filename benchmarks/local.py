@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from splitdask import SplitDataLoader, write_split_data
+from splitdask._format._codecs import PLAIN
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -330,12 +331,12 @@ class _Checks:
     def __init__(self, loader: SplitDataLoader) -> None:
         self.reader = reader = loader._open()
         self.parts = [reader.part(pid) for pid in range(len(reader.snapshot.parts))]
-        self.saved = [(p.sums, p.sums_np, p.memo) for p in self.parts]
+        self.saved = [(p.sums, p.codec, p.memo) for p in self.parts]
         self.plain = reader._plain.copy()
 
     def set(self, on: bool) -> None:
-        for part, (sums, sums_np, memo) in zip(self.parts, self.saved, strict=True):
-            part.sums, part.sums_np = (sums, sums_np) if on else (None, None)
+        for part, (sums, codec, memo) in zip(self.parts, self.saved, strict=True):
+            part.sums, part.codec = (sums, codec) if on else (None, PLAIN)
             # A memo starts over: a checked run checks every record again.
             part.memo = memo if memo is None or not on else bytearray(b"\x01") * len(memo)
             part.whole = not on
