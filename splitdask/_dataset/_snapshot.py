@@ -8,9 +8,8 @@ same dataset and report a missing part with the same words.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from splitdask._dataset import _legacy
@@ -69,8 +68,8 @@ class Snapshot:
         """The manifest generation (``None`` for a splitdataloader dataset)."""
         return self.manifest.generation if self.manifest else None
 
-    def reading(self, rel: str | None = None) -> contextlib.AbstractContextManager[None]:
-        """Around reads of this snapshot's parts: :func:`reading_parts`."""
+    def reading(self, rel: str | None = None) -> reading_parts:
+        """Around reads of this snapshot's parts: :class:`reading_parts`."""
         return reading_parts(self.store, self.generation, rel)
 
     @property
@@ -152,15 +151,32 @@ def _assemble(
     return Snapshot(store, parts, tuple(map(tuple, bin_parts)), locator, n, manifest)
 
 
-@contextlib.contextmanager
-def reading_parts(store: Store, generation: int | None, rel: str | None = None) -> Iterator[None]:
+class reading_parts:  # lower case, as contextlib.suppress: used like a function
     """Around reads of parts that a snapshot of ``generation`` lists: a part the store
     lacks raises :func:`missing_part`'s error, naming ``rel`` (by default the file
-    the store's ``FileNotFoundError`` names)."""
-    try:
-        yield
-    except FileNotFoundError as exc:
-        raise missing_part(store, str(exc.filename) if rel is None else rel, generation) from None
+    the store's ``FileNotFoundError`` names).
+
+    A class rather than ``contextlib.contextmanager``: every part open enters it, and
+    a generator costs several calls more.
+    """
+
+    __slots__ = ("generation", "rel", "store")
+
+    def __init__(self, store: Store, generation: int | None, rel: str | None = None) -> None:
+        self.store, self.generation, self.rel = store, generation, rel
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, FileNotFoundError):
+            rel = str(exc.filename) if self.rel is None else self.rel
+            raise missing_part(self.store, rel, self.generation) from None
 
 
 def missing_part(store: Store, rel: str, generation: int | None) -> SplitDaskError:
