@@ -220,8 +220,10 @@ def main() -> None:
                 f"this machine, 2 / 1 process: {ceiling:4.2f}x); Dask overhead on 1 worker "
                 f"{overhead:+.0%} (target < 20%)"
             )
-        print(f"  write: 2 workers / 1 worker {w2 / w1:5.2f}x; 1 worker / write_split_data "
-              f"{w1 / wsd:4.2f}x")  # fmt: skip
+        print(
+            f"  write: 2 workers / 1 worker {w2 / w1:5.2f}x; 1 worker / write_split_data "
+            f"{w1 / wsd:4.2f}x"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from splitdask import SplitDataLoader, write_split_data
+from splitdask._format._codecs import PLAIN
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -149,26 +150,52 @@ def read_rows(
     with open(raw_path, "rb") as f:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     offsets = [i * size for i in picks]
-    limit = row("plain mmap slice at known offsets (limit)", k, kb,
-                best(lambda: [mm[o : o + size] for o in offsets]))  # fmt: skip
-    row("Python floor: list[i] of in-memory records", k, kb,
-        best(lambda: [records[i] for i in picks]), limit)  # fmt: skip
+    limit = row(
+        "plain mmap slice at known offsets (limit)",
+        k,
+        kb,
+        best(lambda: [mm[o : o + size] for o in offsets]),
+    )
+    row(
+        "Python floor: list[i] of in-memory records",
+        k,
+        kb,
+        best(lambda: [records[i] for i in picks]),
+        limit,
+    )
     _drain(loader[i] for i in picks)  # map and check every part once: warm, as the limit
     one = row("splitdask loader[i]", k, kb, best(lambda: [loader[i] for i in picks]), limit)
     idx = np.array(picks, dtype=np.int64)
     for b in (64, 1024):
         chunks = [idx[lo : lo + b] for lo in range(0, k, b)]
-        row(f"splitdask loader[{b} indices]", k, kb, best(lambda c=chunks: [loader[x] for x in c]),
-            limit, ("loader[i]", one))  # fmt: skip
+        row(
+            f"splitdask loader[{b} indices]",
+            k,
+            kb,
+            best(lambda c=chunks: [loader[x] for x in c]),
+            limit,
+            ("loader[i]", one),
+        )
     chunks = [idx[lo : lo + 1024] for lo in range(0, k, 1024)]
-    gather = row("NumPy gather of 1,024 rows (bandwidth limit)", k, kb,
-                 _gather_time(mm, size, chunks))  # fmt: skip
-    row("splitdask read_batch(1,024 indices)", k, kb,
-        best(lambda: [loader.read_batch(c) for c in chunks]), gather)  # fmt: skip
+    gather = row(
+        "NumPy gather of 1,024 rows (bandwidth limit)", k, kb, _gather_time(mm, size, chunks)
+    )
+    row(
+        "splitdask read_batch(1,024 indices)",
+        k,
+        kb,
+        best(lambda: [loader.read_batch(c) for c in chunks]),
+        gather,
+    )
     if old:
         few = [i % old_n for i in picks[:20_000]]
-        row("splitdataloader 0.0.1 loader[i]", len(few), len(few) * size,
-            best(lambda: [old[i] for i in few], 1), limit)  # fmt: skip
+        row(
+            "splitdataloader 0.0.1 loader[i]",
+            len(few),
+            len(few) * size,
+            best(lambda: [old[i] for i in few], 1),
+            limit,
+        )
 
     print(f"sequential reads ({n:,} records)")
     parts = [os.path.join(loader.urlpath, p.path) for p in loader.manifest.parts()]  # type: ignore[union-attr]
@@ -182,25 +209,61 @@ def read_rows(
     total = n * size
     row("raw read of every part file (bytes limit)", n, total, best(raw_read))
     seq = range(0, total, size)
-    limit = row("plain mmap slices in file order (record limit)", n, total,
-                best(lambda: _drain(mm[o : o + size] for o in seq)))  # fmt: skip
+    limit = row(
+        "plain mmap slices in file order (record limit)",
+        n,
+        total,
+        best(lambda: _drain(mm[o : o + size] for o in seq)),
+    )
     # A bin's records in a random order: the same slices, a bin's bytes apart.
     per_bin = max(1, n // len(parts))
-    shuffled = np.concatenate([lo + np.random.default_rng(lo).permutation(min(per_bin, n - lo))
-                               for lo in range(0, n, per_bin)]) * size  # fmt: skip
+    shuffled = (
+        np.concatenate(
+            [
+                lo + np.random.default_rng(lo).permutation(min(per_bin, n - lo))
+                for lo in range(0, n, per_bin)
+            ]
+        )
+        * size
+    )
     offs = shuffled.tolist()
-    shuffled_limit = row("plain mmap slices, shuffled within bins (limit)", n, total,
-                         best(lambda: _drain(mm[o : o + size] for o in offs)))  # fmt: skip
-    binwise = row("splitdask iterate_binwise()", n, total,
-                  best(lambda: _drain(loader.iterate_binwise())), limit)  # fmt: skip
-    row("splitdask iterate_binwise(shuffle=True)", n, total,
-        best(lambda: _drain(loader.iterate_binwise(shuffle=True, seed=1))), limit,
-        ("iterate_binwise()", binwise), ("shuffled limit", shuffled_limit))  # fmt: skip
-    row("splitdask iterate_binwise(copy=False)", n, total,
-        best(lambda: _drain(loader.iterate_binwise(copy=False))), limit)  # fmt: skip
+    shuffled_limit = row(
+        "plain mmap slices, shuffled within bins (limit)",
+        n,
+        total,
+        best(lambda: _drain(mm[o : o + size] for o in offs)),
+    )
+    binwise = row(
+        "splitdask iterate_binwise()",
+        n,
+        total,
+        best(lambda: _drain(loader.iterate_binwise())),
+        limit,
+    )
+    row(
+        "splitdask iterate_binwise(shuffle=True)",
+        n,
+        total,
+        best(lambda: _drain(loader.iterate_binwise(shuffle=True, seed=1))),
+        limit,
+        ("iterate_binwise()", binwise),
+        ("shuffled limit", shuffled_limit),
+    )
+    row(
+        "splitdask iterate_binwise(copy=False)",
+        n,
+        total,
+        best(lambda: _drain(loader.iterate_binwise(copy=False))),
+        limit,
+    )
     row("splitdask iter(loader) (write order)", n, total, best(lambda: _drain(iter(loader))), limit)
-    row("splitdask iterate_batches(1000)", n, total,
-        best(lambda: _drain(loader.iterate_batches(1000))), limit)  # fmt: skip
+    row(
+        "splitdask iterate_batches(1000)",
+        n,
+        total,
+        best(lambda: _drain(loader.iterate_batches(1000))),
+        limit,
+    )
     shuffled = lambda: _drain(loader.iterate_batches(1000, shuffle=True, seed=1))  # noqa: E731
     row("splitdask iterate_batches(1000, shuffle=True)", n, total, best(shuffled), limit)
     if old:
@@ -234,33 +297,85 @@ def big_rows(tmp: str) -> None:
     with open(raw_path, "rb") as f:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     offs = range(0, total, size)
-    copy = row("raw mmap copy, in order (limit)", count, total,
-               best(lambda: _drain(mm[o : o + size] for o in offs)))  # fmt: skip
+    copy = row(
+        "raw mmap copy, in order (limit)",
+        count,
+        total,
+        best(lambda: _drain(mm[o : o + size] for o in offs)),
+    )
     with memoryview(mm) as mv:
-        zero = row("raw memoryview slices, in order (zero-copy limit)", count, total,
-                   best(lambda: _drain(mv[o : o + size] for o in offs)))  # fmt: skip
+        zero = row(
+            "raw memoryview slices, in order (zero-copy limit)",
+            count,
+            total,
+            best(lambda: _drain(mv[o : o + size] for o in offs)),
+        )
     first = timed(lambda: _drain(loader[i] for i in range(count)))
     row("splitdask loader[i], first pass (checks)", count, total, first, copy)
-    row("splitdask loader[i]", count, total,
-        best(lambda: _drain(loader[i] for i in range(count))), copy)  # fmt: skip
-    row("splitdask iterate_binwise()", count, total,
-        best(lambda: _drain(loader.iterate_binwise())), copy)  # fmt: skip
-    row("splitdask iterate_binwise(shuffle=True)", count, total,
-        best(lambda: _drain(loader.iterate_binwise(shuffle=True, seed=1))), copy)  # fmt: skip
+    row(
+        "splitdask loader[i]",
+        count,
+        total,
+        best(lambda: _drain(loader[i] for i in range(count))),
+        copy,
+    )
+    row(
+        "splitdask iterate_binwise()",
+        count,
+        total,
+        best(lambda: _drain(loader.iterate_binwise())),
+        copy,
+    )
+    row(
+        "splitdask iterate_binwise(shuffle=True)",
+        count,
+        total,
+        best(lambda: _drain(loader.iterate_binwise(shuffle=True, seed=1))),
+        copy,
+    )
     row("splitdask iter(loader)", count, total, best(lambda: _drain(iter(loader))), copy)
     # A list holds every copy at once: fresh memory for each, unlike the loops above.
-    held = row("raw mmap copies held in one list (limit)", count, total,
-               best(lambda: [mm[o : o + size] for o in offs]))  # fmt: skip
-    row("splitdask loader[list of all indices]", count, total,
-        best(lambda: loader[list(range(count))]), held)  # fmt: skip
-    row("splitdask read_batch(all indices)", count, total,
-        best(lambda: loader.read_batch(slice(None))), held)  # fmt: skip
-    row("splitdask loader.view(i) (zero-copy)", count, total,
-        best(lambda: _drain(loader.view(i) for i in range(count))), zero)  # fmt: skip
-    row("splitdask iterate_binwise(copy=False)", count, total,
-        best(lambda: _drain(loader.iterate_binwise(copy=False))), zero)  # fmt: skip
-    row("splitdask iterate_batches(16) (views)", count, total,
-        best(lambda: _drain(loader.iterate_batches(16))), zero)  # fmt: skip
+    held = row(
+        "raw mmap copies held in one list (limit)",
+        count,
+        total,
+        best(lambda: [mm[o : o + size] for o in offs]),
+    )
+    row(
+        "splitdask loader[list of all indices]",
+        count,
+        total,
+        best(lambda: loader[list(range(count))]),
+        held,
+    )
+    row(
+        "splitdask read_batch(all indices)",
+        count,
+        total,
+        best(lambda: loader.read_batch(slice(None))),
+        held,
+    )
+    row(
+        "splitdask loader.view(i) (zero-copy)",
+        count,
+        total,
+        best(lambda: _drain(loader.view(i) for i in range(count))),
+        zero,
+    )
+    row(
+        "splitdask iterate_binwise(copy=False)",
+        count,
+        total,
+        best(lambda: _drain(loader.iterate_binwise(copy=False))),
+        zero,
+    )
+    row(
+        "splitdask iterate_batches(16) (views)",
+        count,
+        total,
+        best(lambda: _drain(loader.iterate_batches(16))),
+        zero,
+    )
     mm.close()
     loader.close()
 
@@ -305,8 +420,11 @@ def _open_row(name: str, path: str, runs: int = 21) -> None:
 def _open_rows(tmp: str, splits: int) -> None:
     """Open + len() of 10M tiny records, and of a dataset after 300 small appends."""
     big = os.path.join(tmp, "10m")
-    t = timed(lambda: write_split_data(big, (i.to_bytes(8, "little") for i in range(10**7)),
-                                       splits=splits))  # fmt: skip
+    t = timed(
+        lambda: write_split_data(
+            big, (i.to_bytes(8, "little") for i in range(10**7)), splits=splits
+        )
+    )
     row("(writing 10M records of 8 B)", 10**7, 8 * 10**7, t)
     _open_row(f"SplitDataLoader(path) + len(), 10M records, {splits} bins", big)
     appended = os.path.join(tmp, "appends")
@@ -330,12 +448,12 @@ class _Checks:
     def __init__(self, loader: SplitDataLoader) -> None:
         self.reader = reader = loader._open()
         self.parts = [reader.part(pid) for pid in range(len(reader.snapshot.parts))]
-        self.saved = [(p.sums, p.sums_np, p.memo) for p in self.parts]
+        self.saved = [(p.sums, p.codec, p.memo) for p in self.parts]
         self.plain = reader._plain.copy()
 
     def set(self, on: bool) -> None:
-        for part, (sums, sums_np, memo) in zip(self.parts, self.saved, strict=True):
-            part.sums, part.sums_np = (sums, sums_np) if on else (None, None)
+        for part, (sums, codec, memo) in zip(self.parts, self.saved, strict=True):
+            part.sums, part.codec = (sums, codec) if on else (None, PLAIN)
             # A memo starts over: a checked run checks every record again.
             part.memo = memo if memo is None or not on else bytearray(b"\x01") * len(memo)
             part.whole = not on
@@ -371,20 +489,32 @@ def integrity(n: int) -> None:
         checks = _Checks(loader)
         picks = [random.randrange(n) for _ in range(min(n, 100_000))]
         _drain(loader[i] for i in picks)  # fault the pages in: every run sees a warm map
-        _cost(f"256 B random loader[i] ({len(picks):,})", 15, checks,
-              lambda: [loader[i] for i in picks])  # fmt: skip
+        _cost(
+            f"256 B random loader[i] ({len(picks):,})",
+            15,
+            checks,
+            lambda: [loader[i] for i in picks],
+        )
         big = os.path.join(tmp, "big")
         blobs = [rng.integers(0, 256, size=1 << 20, dtype=np.uint8).tobytes() for _ in range(16)]
         write_split_data(big, blobs * 16, splits=4)  # 256 MiB
         big_loader = SplitDataLoader(big)
         big_checks = _Checks(big_loader)
         _drain(iter(big_loader))
-        _cost("1 MiB sequential loader[i] (256 MiB)", 15, big_checks,
-              lambda: _drain(big_loader[i] for i in range(len(big_loader))))  # fmt: skip
+        _cost(
+            "1 MiB sequential loader[i] (256 MiB)",
+            15,
+            big_checks,
+            lambda: _drain(big_loader[i] for i in range(len(big_loader))),
+        )
         # Whole-part reads check each map once (then set .whole), so every run here
         # pays the whole-part checksum: the cost of a first pass.
-        _cost("1 MiB iterate_binwise, first pass", 15, big_checks,
-              lambda: _drain(big_loader.iterate_binwise()))  # fmt: skip
+        _cost(
+            "1 MiB iterate_binwise, first pass",
+            15,
+            big_checks,
+            lambda: _drain(big_loader.iterate_binwise()),
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

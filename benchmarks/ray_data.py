@@ -92,8 +92,10 @@ def main() -> None:
     per_bin = args.records // bins
     n = per_bin * bins
     nbytes = n * size
-    print(f"{n:,} records of {size:,} B ({nbytes / 2**20:,.0f} MiB) in {bins} bins, "
-          f"best of {args.repeat}, {os.cpu_count()} CPUs, ray {ray.__version__}")  # fmt: skip
+    print(
+        f"{n:,} records of {size:,} B ({nbytes / 2**20:,.0f} MiB) in {bins} bins, "
+        f"best of {args.repeat}, {os.cpu_count()} CPUs, ray {ray.__version__}"
+    )
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -152,16 +154,28 @@ def main() -> None:
         lim = row("limit: part files, readinto, 1 process", n, nbytes, times["limit"])
         it = row("iterate_binwise (1 process)", n, nbytes, times["iterate"], lim)
         row("read_split_bins_ray(...).iter_batches() vs iterate", n, nbytes, times["ray read"], it)
-        row("ray.data.read_binary_files, a file per bin vs iterate", bins, nbytes,
-            times["ray binary"], it * bins / n)  # fmt: skip
+        row(
+            "ray.data.read_binary_files, a file per bin vs iterate",
+            bins,
+            nbytes,
+            times["ray binary"],
+            it * bins / n,
+        )
         print("write")
         limw = row("limit: one file, 1 MiB writes, fsync", n, nbytes, times["limit write"])
         wsd = row("write_split_data (1 process)", n, nbytes, times["write_split_data"], limw)
-        row("to_split_bins_ray (tasks generate the records) vs wsd", n, nbytes,
-            times["ray write"], wsd)  # fmt: skip
+        row(
+            "to_split_bins_ray (tasks generate the records) vs wsd",
+            n,
+            nbytes,
+            times["ray write"],
+            wsd,
+        )
         per_task = times["ray empty"] / bins
-        print(f"per-task overhead: {per_task * 1e3:.1f} ms ({bins} empty bins read in "
-              f"{times['ray empty'] * 1e3:.0f} ms)")  # fmt: skip
+        print(
+            f"per-task overhead: {per_task * 1e3:.1f} ms ({bins} empty bins read in "
+            f"{times['ray empty'] * 1e3:.0f} ms)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         ray.shutdown()

@@ -74,9 +74,11 @@ def concurrent_writers(root: str, procs: int, appends: int) -> None:
     want = {f"{who}:{w}:{i}".encode() for who, w, _ in done for i in range(25)}
     got = list(SplitDataLoader(url))
     print(f"concurrent writers ({procs} processes x {appends} appends of 25 records, local disk)")
-    print(f"  commits reported {len(done)}/{procs * appends}, distinct generations "
-          f"{len({g for _, _, g in done})}, records lost {len(want - set(got))}, "
-          f"duplicated {len(got) - len(set(got))}, {elapsed:.1f} s")  # fmt: skip
+    print(
+        f"  commits reported {len(done)}/{procs * appends}, distinct generations "
+        f"{len({g for _, _, g in done})}, records lost {len(want - set(got))}, "
+        f"duplicated {len(got) - len(set(got))}, {elapsed:.1f} s"
+    )
 
 
 def _files(path: str) -> tuple[int, int]:
@@ -134,17 +136,23 @@ def many_appends(root: str, appends: int) -> None:
     msize = os.path.getsize(manifest)
     limit = _limit(root, msize)
     print(f"many appends ({appends} appends of 100 records x 100 B into 64 bins)")
-    print(f"  commit, mean of 10: after 10 appends {sum(times[:10]) / 10 * 1e3:.1f} ms, after "
-          f"{appends} {sum(times[-10:]) / 10 * 1e3:.1f} ms "
-          f"({sum(times[-10:]) / sum(times[:10]):.2f}x); limit (fsynced write + rename of "
-          f"the manifest) {limit * 1e3:.1f} ms")  # fmt: skip
-    print(f"  open + len(): after 10 appends {opens[10] * 1e3:.2f} ms, after {appends} "
-          f"{opens[appends] * 1e3:.2f} ms ({opens[appends] / opens[10]:.2f}x); open time "
-          f"doubled after {doubled or f'more than {appends}'} appends")  # fmt: skip
-    print(f"  live parts {parts} ({parts / 64:.1f} per bin), files on disk {files} "
-          f"({files / appends:.2f} per append; replaced parts are kept an hour for older "
-          f"snapshots), manifest {msize / 1e3:.0f} kB ({msize / max(parts, 1):.0f} B per "
-          f"live part), total {sum(times):.1f} s")  # fmt: skip
+    print(
+        f"  commit, mean of 10: after 10 appends {sum(times[:10]) / 10 * 1e3:.1f} ms, after "
+        f"{appends} {sum(times[-10:]) / 10 * 1e3:.1f} ms "
+        f"({sum(times[-10:]) / sum(times[:10]):.2f}x); limit (fsynced write + rename of "
+        f"the manifest) {limit * 1e3:.1f} ms"
+    )
+    print(
+        f"  open + len(): after 10 appends {opens[10] * 1e3:.2f} ms, after {appends} "
+        f"{opens[appends] * 1e3:.2f} ms ({opens[appends] / opens[10]:.2f}x); open time "
+        f"doubled after {doubled or f'more than {appends}'} appends"
+    )
+    print(
+        f"  live parts {parts} ({parts / 64:.1f} per bin), files on disk {files} "
+        f"({files / appends:.2f} per append; replaced parts are kept an hour for older "
+        f"snapshots), manifest {msize / 1e3:.0f} kB ({msize / max(parts, 1):.0f} B per "
+        f"live part), total {sum(times):.1f} s"
+    )
     report = gc(url, older_than=0)
     files_after, _ = _files(f"{url}/bins")
     print(f"  after gc(older_than=0): {files_after} files ({len(report.removed)} removed)")
@@ -155,9 +163,13 @@ def killed_writers(root: str, kills: int, records: int) -> None:
     write_split_data(url, [b"committed"] * 100, splits=8)
     before = _files(f"{url}/bins")
     for _ in range(kills):
-        proc = subprocess.Popen([sys.executable, "-c", _KILLED, url, str(records)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                env=ENV)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILLED, url, str(records)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         proc.kill()
@@ -169,10 +181,12 @@ def killed_writers(root: str, kills: int, records: int) -> None:
     after = _files(f"{url}/bins")
     mb = records * (1 << 16) / 1e6
     print(f"killed writers ({kills} writes of {mb:.0f} MB, SIGKILLed before their commit)")
-    print(f"  left: {left[0] - before[0]} files, {(left[1] - before[1]) / 2**30:.2f} GiB; "
-          f"after gc(): {within[0] - before[0]} files (younger than the 1 h grace period); "
-          f"after gc(older_than=0): {after[0] - before[0]} files, "
-          f"{(after[1] - before[1]) / 2**30:.2f} GiB")  # fmt: skip
+    print(
+        f"  left: {left[0] - before[0]} files, {(left[1] - before[1]) / 2**30:.2f} GiB; "
+        f"after gc(): {within[0] - before[0]} files (younger than the 1 h grace period); "
+        f"after gc(older_than=0): {after[0] - before[0]} files, "
+        f"{(after[1] - before[1]) / 2**30:.2f} GiB"
+    )
     assert list(SplitDataLoader(url)) == [b"committed"] * 100
 
 

@@ -55,8 +55,9 @@ def count(items: Iterable[Any]) -> int:
     return sum(1 for _ in items)
 
 
-def rate(name: str, n: int, nbytes: int, fn: Callable[[], int], ref: float | None,
-         note: str = "") -> float:  # fmt: skip
+def rate(
+    name: str, n: int, nbytes: int, fn: Callable[[], int], ref: float | None, note: str = ""
+) -> float:
     t0 = time.perf_counter()
     got = fn()
     dt = time.perf_counter() - t0
@@ -64,8 +65,10 @@ def rate(name: str, n: int, nbytes: int, fn: Callable[[], int], ref: float | Non
     r = n / dt
     vs = f"{r / ref:6.2f}x" if ref else "      "
     rss = psutil.Process().memory_info().rss / 2**20
-    print(f"  {name:<40} {r:>11,.0f} rec/s {nbytes / dt / 1e6:>8.1f} MB/s {vs} "
-          f"rss {rss:5.0f} MB  {note}")  # fmt: skip
+    print(
+        f"  {name:<40} {r:>11,.0f} rec/s {nbytes / dt / 1e6:>8.1f} MB/s {vs} "
+        f"rss {rss:5.0f} MB  {note}"
+    )
     return r
 
 
@@ -128,19 +131,39 @@ def bench_size(root: str, n: int, size: int, peers: set[str] | None) -> None:
 
     limit = rate("plain mmap slices (limit)", n, total, raw_read, None)
     sdl = SplitDataLoader(path)
-    base = rate("iterate_binwise(shuffle=True)", n, total,
-                lambda: count(sdl.iterate_binwise(shuffle=True, seed=0)), limit)  # fmt: skip
-    rate("  ... through DataLoader, 0 workers", n, total, lambda: drain(loader(_Binwise(path), 0)),
-         base)  # fmt: skip
-    rate("  a Python list through DataLoader (ceiling)", n, total,
-         lambda: drain(loader(_List(recs), 0)), base)  # fmt: skip
+    base = rate(
+        "iterate_binwise(shuffle=True)",
+        n,
+        total,
+        lambda: count(sdl.iterate_binwise(shuffle=True, seed=0)),
+        limit,
+    )
+    rate(
+        "  ... through DataLoader, 0 workers",
+        n,
+        total,
+        lambda: drain(loader(_Binwise(path), 0)),
+        base,
+    )
+    rate(
+        "  a Python list through DataLoader (ceiling)",
+        n,
+        total,
+        lambda: drain(loader(_List(recs), 0)),
+        base,
+    )
     print("  (x: vs iterate_binwise(shuffle=True))")
     for mode in ("window", "bins", "global", None):
         for workers in (0, 2):
             ds = SplitIterableDataset(path, shuffle=mode, batch_size=BATCH)
-            rate(f"SplitIterableDataset {mode!s:>6} w={workers}", n, total,
-                 lambda ds=ds, w=workers: drain(loader(ds, w)), base,
-                 quality(ds, n) if workers == 0 else "")  # fmt: skip
+            rate(
+                f"SplitIterableDataset {mode!s:>6} w={workers}",
+                n,
+                total,
+                lambda ds=ds, w=workers: drain(loader(ds, w)),
+                base,
+                quality(ds, n) if workers == 0 else "",
+            )
     if peers:
         _peers(root, recs, n, total, base, peers)
 
@@ -202,8 +225,13 @@ def _mosaic(root: str, recs: list[bytes], n: int, total: int, base: float) -> No
                 w.write({"x": r})
         for workers in (0, 2):
             ds = StreamingDataset(local=out, shuffle=True, batch_size=BATCH, shuffle_seed=0)
-            rate(f"mosaic StreamingDataset w={workers}", n, total,
-                 lambda ds=ds, w=workers: drain(loader(ds, w)), base)  # fmt: skip
+            rate(
+                f"mosaic StreamingDataset w={workers}",
+                n,
+                total,
+                lambda ds=ds, w=workers: drain(loader(ds, w)),
+                base,
+            )
             del ds
             _clean_mosaic_shm()
 
@@ -216,15 +244,29 @@ def _litdata(root: str, recs: list[bytes], n: int, total: int, base: float) -> N
     else:
         out = os.path.join(root, f"lit-{len(recs[0])}")
         size = len(recs[0])
-        spans = [(os.path.join(root, f"raw-{size}"), lo, min(lo + 10_000, n), size)
-                 for lo in range(0, n, 10_000)]  # fmt: skip
-        litdata.optimize(fn=_lit_items, inputs=spans, output_dir=out,
-                         chunk_bytes="64MB", num_workers=1, mode="overwrite",
-                         item_loader=None, reorder_files=False)  # fmt: skip
+        spans = [
+            (os.path.join(root, f"raw-{size}"), lo, min(lo + 10_000, n), size)
+            for lo in range(0, n, 10_000)
+        ]
+        litdata.optimize(
+            fn=_lit_items,
+            inputs=spans,
+            output_dir=out,
+            chunk_bytes="64MB",
+            num_workers=1,
+            mode="overwrite",
+            item_loader=None,
+            reorder_files=False,
+        )
         for workers in (0, 2):
             ds = litdata.StreamingDataset(out, shuffle=True, seed=0)
-            rate(f"litdata StreamingDataset w={workers}", n, total,
-                 lambda ds=ds, w=workers: drain(loader(ds, w, _as_bytes)), base)  # fmt: skip
+            rate(
+                f"litdata StreamingDataset w={workers}",
+                n,
+                total,
+                lambda ds=ds, w=workers: drain(loader(ds, w, _as_bytes)),
+                base,
+            )
 
 
 def _lit_items(span: tuple[str, int, int, int]) -> Iterator[bytes]:
@@ -258,21 +300,28 @@ def bench_resume(root: str, n: int) -> None:
         first = next(iter(loader(again, 0)))
         dt = time.perf_counter() - t0
         assert len(first) == BATCH
-        print(f"  {mode:>6}: open + load_state_dict + first batch {dt * 1e3:7.1f} ms "
-              f"(state {len(str(state))} B)")  # fmt: skip
+        print(
+            f"  {mode:>6}: open + load_state_dict + first batch {dt * 1e3:7.1f} ms "
+            f"(state {len(str(state))} B)"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer records")
-    ap.add_argument("--peers", nargs="*", choices=("mosaic", "litdata"),
-                    help="also mosaicml-streaming and/or litdata (default both)")  # fmt: skip
+    ap.add_argument(
+        "--peers",
+        nargs="*",
+        choices=("mosaic", "litdata"),
+        help="also mosaicml-streaming and/or litdata (default both)",
+    )
     ap.add_argument("--resume-records", type=int, default=10_000_000)
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="splitdask-bench-training-")
     try:
-        for n, size in ((200_000, 256), (2_048, 65_536)) if args.quick else (
-            (1_000_000, 256), (8_192, 65_536)):  # fmt: skip
+        for n, size in (
+            ((200_000, 256), (2_048, 65_536)) if args.quick else ((1_000_000, 256), (8_192, 65_536))
+        ):
             peers = None if args.peers is None else set(args.peers or ("mosaic", "litdata"))
             bench_size(root, n, size, peers)
         bench_resume(root, 1_000_000 if args.quick else args.resume_records)

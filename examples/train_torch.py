@@ -69,8 +69,13 @@ def train(path: str, ckpt: str, stop_after: int | None) -> list[int]:
             seen += len(batch)
             batches += 1
             if stop_after is not None and batches == stop_after:
-                state = {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
-                         "samples_seen": seen, "data": json.dumps(ds.state_dict(seen))}  # fmt: skip
+                state = {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "epoch": epoch,
+                    "samples_seen": seen,
+                    "data": json.dumps(ds.state_dict(seen)),
+                }
                 torch.save(state, ckpt)
                 print(f"interrupted in epoch {epoch} after {seen} samples")
                 return ids

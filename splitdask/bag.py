@@ -22,13 +22,13 @@ from dask.base import tokenize
 from dask.delayed import Delayed, delayed
 from dask.highlevelgraph import HighLevelGraph
 
-from splitdask._dataset._order import iter_records, resolve_seed
+from splitdask._dataset._order import resolve_seed
 from splitdask._dataset._parts import Part
 from splitdask._dataset._snapshot import Snapshot, open_snapshot
 from splitdask._format import MAX_BINS, PartInfo
 from splitdask._format._compression import Compression, check_compression
-from splitdask._read._batch import bin_batches, rebatch
-from splitdask._read._bins import load_parts, release
+from splitdask._read._batch import rebatch
+from splitdask._read._bins import load_parts
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._util._validate import check_int, check_metadata
 from splitdask._write._binwrite import write_bin_part
@@ -304,15 +304,12 @@ class _ReadBin:
     """Hand out :class:`~splitdask.RecordBatch` es of this many records, not records."""
 
     def __call__(self) -> Iterator[Any]:
-        datas, starts, ends = load_parts(self.store, self.parts, self.generation)
-        try:
+        with load_parts(self.store, self.parts, self.generation) as data:
             if self.batch_size is None:
-                yield from iter_records(datas, starts, ends, self.seed, self.bin_index)
+                yield from data.records(self.seed, self.bin_index)
             else:
-                cut = bin_batches(datas, starts, ends, self.seed, self.bin_index, self.batch_size)
+                cut = data.batches(self.seed, self.bin_index, self.batch_size)
                 yield from rebatch(cut, self.batch_size, drop_last=False)
-        finally:
-            release(datas)
 
 
 def read_split_bins(

@@ -29,8 +29,8 @@ from splitdask._dataset._parts import Part
 from splitdask._dataset._snapshot import Snapshot, open_snapshot
 from splitdask._format import PartInfo
 from splitdask._format._compression import Compression, check_compression
-from splitdask._read._batch import RecordBatch, bin_batches
-from splitdask._read._bins import load_parts, release
+from splitdask._read._batch import RecordBatch
+from splitdask._read._bins import load_parts
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._util._validate import check_int
 from splitdask._write._binwrite import write_bin_part
@@ -186,18 +186,15 @@ class _ReadBins:
             yield self._bin(b, parts)
 
     def _bin(self, b: int, parts: tuple[Part, ...]) -> pa.Table:
-        datas, starts, ends = load_parts(self.store, parts, self.generation)
-        try:
+        with load_parts(self.store, parts, self.generation) as data:
             # Columnar from the start: a bin's records as one buffer and offsets,
             # copied once out of the mapped parts, never one Python object each.
-            whole = max(1, sum(map(len, starts)))  # the bin as one batch: one gather
-            batch = RecordBatch.concat(bin_batches(datas, starts, ends, self.seed, b, whole))
+            whole = max(1, len(data))  # the bin as one batch: one gather
+            batch = RecordBatch.concat(data.batches(self.seed, b, whole))
             if batch.nbytes < 1 << 31:
                 records = batch.to_arrow(large=False)
             else:  # too big for one binary array: chunks (pa.array splits them)
                 records = pa.array(list(batch), type=pa.binary())
-        finally:
-            release(datas)
         columns: dict[str, Any] = {RECORD: records}
         if self.order is not None:
             idx = self.order.indices_of(b)

@@ -71,6 +71,17 @@ def bin_contents(urlpath: str | Path, **kw: Any) -> list[list[bytes]]:
     return [[bytes(r) for r in loader.read_bin(b)] for b in range(loader.num_bins)]
 
 
+def shuffled_bins(loader: SplitDataLoader, seed: int) -> list[list[bytes]]:
+    """Each bin's records in the order ``iterate_binwise(shuffle=True, seed=seed)``
+    reads them (it visits the bins in ``bin_order``)."""
+    stream = iter(loader.iterate_binwise(shuffle=True, seed=seed))
+    got = {
+        b: [bytes(next(stream)) for _ in range(loader.bin_counts[b])]
+        for b in bin_order(seed, loader.num_bins)
+    }
+    return [got[b] for b in range(loader.num_bins)]
+
+
 def all_records(urlpath: str | Path, **kw: Any) -> list[bytes]:
     return [bytes(r) for r in SplitDataLoader(urlpath, **kw)]
 
@@ -600,7 +611,7 @@ def test_read_legacy_dataset(client: Client, tmp_path: Path) -> None:
     assert bag.npartitions == loader.num_bins == 5
     assert [list(p) for p in client.compute(bag.to_delayed(), sync=True)] == bin_contents(ds)
     shuffled = read_split_bins(ds, shuffle=True, seed=1)
-    want = [[bytes(r) for r in loader._iter_bin(b, 1, None)] for b in range(5)]
+    want = shuffled_bins(loader, 1)
     assert [list(p) for p in client.compute(shuffled.to_delayed(), sync=True)] == want
 
 
@@ -651,7 +662,7 @@ def test_s3_write_and_read_on_cluster(
     assert [list(p) for p in client.compute(back.to_delayed(), sync=True)] == partitions_of(bag)
     loader = SplitDataLoader(s3_url, storage_options=so)
     shuffled = read_split_bins(s3_url, storage_options=so, shuffle=True, seed=5)
-    want = [[bytes(r) for r in loader._iter_bin(b, 5, None)] for b in range(4)]
+    want = shuffled_bins(loader, 5)
     assert [list(p) for p in client.compute(shuffled.to_delayed(), sync=True)] == want
     # Append from the cluster, then the unreferenced-part cleanup ran on S3 too.
     more = db.from_sequence(records(40, seed=9), npartitions=2)

@@ -82,8 +82,9 @@ def test_import_tar_members_and_webdataset_samples(tmp_path: Path) -> None:
             got = [(m.name, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
         assert got == [(f"sample{k:04d}.jpg", BLOBS[k]), (f"sample{k:04d}.json", LINES[k])]
 
-    out = run("import", str(tmp_path / "members"), str(tmp_path / "x"), "--bins", "2",
-              "--group-by-key")  # fmt: skip
+    out = run(
+        "import", str(tmp_path / "members"), str(tmp_path / "x"), "--bins", "2", "--group-by-key"
+    )
     assert out.returncode == 1
     assert b"--group-by-key groups the members of tar" in out.stderr
 

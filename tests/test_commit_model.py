@@ -41,8 +41,12 @@ class TwoWriters(RuleBasedStateMachine):
         self.n += k
         return out
 
-    @rule(w=st.sampled_from([0, 1]), overwrite=st.booleans(), k=st.integers(0, 30),
-          splits=st.sampled_from([None, 1, 3]))  # fmt: skip
+    @rule(
+        w=st.sampled_from([0, 1]),
+        overwrite=st.booleans(),
+        k=st.integers(0, 30),
+        splits=st.sampled_from([None, 1, 3]),
+    )
     def begin(self, w: int, overwrite: bool, k: int, splits: int | None) -> None:
         if w in self.writers:
             return

@@ -125,8 +125,9 @@ def test_mixed_parts_append_and_compaction(tmp_path: Path) -> None:
 def test_compressed_parts_compact_into_compressed_parts(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     for k in range(4):
-        write_split_data(ds, RECORDS[k * 100 : (k + 1) * 100], splits=1, compression="zstd",
-                         compression_level=1)  # fmt: skip
+        write_split_data(
+            ds, RECORDS[k * 100 : (k + 1) * 100], splits=1, compression="zstd", compression_level=1
+        )
     assert len(_doc(ds)["bins"][0]) == 4
     compact(ds, retention=0)
     (part,) = _doc(ds)["bins"][0]
@@ -207,8 +208,9 @@ def test_cli_import_and_every_output(tmp_path: Path) -> None:
         ({"compression_level": 3}, ValueError, "needs compression='zstd'"),
     ],
 )
-def test_bad_compression_arguments(tmp_path: Path, kwargs: dict[str, Any], error: type,
-                                   message: str) -> None:  # fmt: skip
+def test_bad_compression_arguments(
+    tmp_path: Path, kwargs: dict[str, Any], error: type, message: str
+) -> None:
     with pytest.raises(error, match=message):
         write_split_data(tmp_path / "ds", [b"a"], splits=1, **kwargs)
     with pytest.raises(error, match=message):

@@ -55,8 +55,9 @@ _WRITER = textwrap.dedent(
 )
 
 
-def _run_writers(url: str, so: dict[str, Any], procs: int, appends: int, size: int,
-                 every: int) -> list[dict[str, Any]]:  # fmt: skip
+def _run_writers(
+    url: str, so: dict[str, Any], procs: int, appends: int, size: int, every: int
+) -> list[dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     children = [
         subprocess.Popen(
@@ -188,8 +189,9 @@ def _overwrite_in_another_process(url: str, so: dict[str, Any]) -> None:
         "storage_options=json.loads(sys.argv[2]))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-c", code, url, json.dumps(so)], check=True, env=env,
-                   timeout=120)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", code, url, json.dumps(so)], check=True, env=env, timeout=120
+    )
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
@@ -243,8 +245,9 @@ def test_many_parts_read_under_a_small_descriptor_limit(tmp_path: Path) -> None:
         """
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True,
-                         env=env, timeout=100)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, url], capture_output=True, text=True, env=env, timeout=100
+    )
     assert out.stdout.strip() == "ok", out.stderr
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 128  # the limit was the child's
 
@@ -265,8 +268,13 @@ def _killed_write(url: str) -> None:
         """
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", code, url], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"

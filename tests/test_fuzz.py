@@ -32,15 +32,28 @@ MANIFEST = json.dumps(
         "uid": "ab",
         "num_records": 3,
         "bins": [
-            [{"path": "bins/00000-0123456789abcdef.bin", "count": 2, "size": 154,
-              "checksum": "xxh3_64:0123456789abcdef", "version": 2}],
-            [{"path": "bins/00001-aaaaaaaa.bin", "count": 1, "size": 49,
-              "checksum": "xxh3_64:0123456789abcdef"}],
+            [
+                {
+                    "path": "bins/00000-0123456789abcdef.bin",
+                    "count": 2,
+                    "size": 154,
+                    "checksum": "xxh3_64:0123456789abcdef",
+                    "version": 2,
+                }
+            ],
+            [
+                {
+                    "path": "bins/00001-aaaaaaaa.bin",
+                    "count": 1,
+                    "size": 49,
+                    "checksum": "xxh3_64:0123456789abcdef",
+                }
+            ],
         ],
         "order": [{"start": 0, "count": 3, "bins": [0, 1], "first": [0, 0]}],
         "metadata": {"k": [1, {"x": "y\\"}]},
     }
-).encode()  # fmt: skip
+).encode()
 RECS = [b"ab", b"cde"]
 OFFSETS = [8, 10, 13]
 PART_V1 = b"SPLTDASK" + b"".join(RECS) + encode_footer(OFFSETS)
@@ -150,9 +163,19 @@ def test_atheris_smoke_run(tmp_path: Path) -> None:
     write_split_data(tmp_path / "ds", [b"x" * k for k in range(9)], splits=2)
     (corpus / "real").write_bytes(b"\0" + (tmp_path / "ds" / "splitdask.json").read_bytes())
     proc = subprocess.run(
-        [sys.executable, str(FUZZ), "-runs=4000", "-max_total_time=25",
-         "-rss_limit_mb=1024", "-timeout=10", str(corpus)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(FUZZ),
+            "-runs=4000",
+            "-max_total_time=25",
+            "-rss_limit_mb=1024",
+            "-timeout=10",
+            str(corpus),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done" in proc.stderr or "DONE" in proc.stderr, proc.stderr[-2000:]

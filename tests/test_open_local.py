@@ -14,9 +14,20 @@ from splitdask._store import LocalStore, open_store
 
 @pytest.mark.parametrize(
     "spelling",
-    ["{abs}", "{abs}/", "rel/ds", "rel/ds/", "../{up}/rel/ds", "./rel/ds", "~/{home}",
-     "{abs}/../{last}", "file://{abs}", "simplecache::{abs}", "{abs}//x/.."],
-)  # fmt: skip
+    [
+        "{abs}",
+        "{abs}/",
+        "rel/ds",
+        "rel/ds/",
+        "../{up}/rel/ds",
+        "./rel/ds",
+        "~/{home}",
+        "{abs}/../{last}",
+        "file://{abs}",
+        "simplecache::{abs}",
+        "{abs}//x/..",
+    ],
+)
 def test_local_root_is_fsspecs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str
 ) -> None:

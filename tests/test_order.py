@@ -73,8 +73,15 @@ def test_bin_order_and_locator_over_segments() -> None:
     # bin 0 in one part of 3; bin 1 in parts of 2 and 3 records
     loc = Locator(order, [[3], [2, 3]])
     assert [loc.locate(i) for i in range(8)] == [
-        (0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (2, 0), (2, 1), (2, 2)
-    ]  # fmt: skip
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (1, 1),
+        (0, 2),
+        (2, 0),
+        (2, 1),
+        (2, 2),
+    ]
     p, j = loc.locate_many(np.array([7, 0, 3], dtype=np.int64))
     assert p.tolist() == [2, 0, 1]
     assert j.tolist() == [2, 0, 1]

@@ -27,9 +27,10 @@ def rank_stream(plan: RankPlan, workers: int, batch: int) -> list[int]:
     taken round robin, a worker dropping out once it has no more."""
     per_worker = []
     for w in range(workers):
-        keys = np.concatenate([np.zeros(0, np.int64)] + [
-            plan.keys(s) for s in plan.worker_samples(w, workers, batch, chunk=7)
-        ]).tolist()  # fmt: skip
+        keys = np.concatenate(
+            [np.zeros(0, np.int64)]
+            + [plan.keys(s) for s in plan.worker_samples(w, workers, batch, chunk=7)]
+        ).tolist()
         per_worker.append([keys[i : i + batch] for i in range(0, len(keys), batch)])
     out: list[int] = []
     for t in range(max(map(len, per_worker))):

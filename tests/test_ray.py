@@ -308,8 +308,9 @@ def test_mode_and_retries_spell_the_aliases(ordered: None, tmp_path: Path) -> No
 
 def test_compressed_write_and_read(ordered: None, tmp_path: Path) -> None:
     recs = records(400, seed=14)
-    info = to_split_bins_ray(rows_of(recs, 2), tmp_path / "z", compression="zstd",
-                             compression_level=2)  # fmt: skip
+    info = to_split_bins_ray(
+        rows_of(recs, 2), tmp_path / "z", compression="zstd", compression_level=2
+    )
     assert info.records_written == 400
     doc = json.loads((tmp_path / "z" / "splitdask.json").read_bytes())
     assert {(p["compression"], p["level"]) for b in doc["bins"] for p in b} == {("zstd", 2)}

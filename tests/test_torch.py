@@ -153,8 +153,13 @@ def test_spawn_pickles_location_and_transform(data: str) -> None:
     blob = pickle.dumps(ds)
     assert len(blob) < 2000
     assert b"." * 16 not in blob
-    got = [i for b in tud.DataLoader(ds, batch_size=32, num_workers=2, collate_fn=list,
-                                     multiprocessing_context="spawn") for i in b]  # fmt: skip
+    got = [
+        i
+        for b in tud.DataLoader(
+            ds, batch_size=32, num_workers=2, collate_fn=list, multiprocessing_context="spawn"
+        )
+        for i in b
+    ]
     assert got == run(SplitIterableDataset(data, batch_size=32))  # epoch 0's order
     assert ds.epoch == 0
     m = pickle.loads(pickle.dumps(SplitMapDataset(data, transform=ident)))
@@ -168,8 +173,9 @@ def test_map_dataset_with_distributed_sampler(data: str) -> None:
     got = []
     for r in range(2):
         sampler = tud.DistributedSampler(ds, num_replicas=2, rank=r, seed=3)
-        got.append(ids(tud.DataLoader(ds, batch_size=64, sampler=sampler, num_workers=2,
-                                      collate_fn=list)))  # fmt: skip
+        got.append(
+            ids(tud.DataLoader(ds, batch_size=64, sampler=sampler, num_workers=2, collate_fn=list))
+        )
     assert sorted(got[0] + got[1]) == list(range(N))
     with pytest.raises(IndexError, match="out of range"):
         ds[N]
@@ -248,8 +254,13 @@ def test_compressed_dataset_through_both_datasets_and_workers(tmp_path: Path) ->
     assert [mapped[i] for i in (0, 599, 17)] == [records[i] for i in (0, 599, 17)]
     for shuffle in ("bins", "global"):
         ds = SplitIterableDataset(url, shuffle=shuffle, seed=2, batch_size=16)
-        got = [r for batch in tud.DataLoader(ds, batch_size=16, num_workers=2,
-               multiprocessing_context="fork", collate_fn=list) for r in batch]  # fmt: skip
+        got = [
+            r
+            for batch in tud.DataLoader(
+                ds, batch_size=16, num_workers=2, multiprocessing_context="fork", collate_fn=list
+            )
+            for r in batch
+        ]
         assert sorted(got) == sorted(records)
 
 

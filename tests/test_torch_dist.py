@@ -29,8 +29,13 @@ def launch(world: int, data: str, out: Path, phase: str) -> list[dict[str, objec
     port = str(free_port())
     procs = []
     for rank in range(world):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-               "RANK": str(rank), "WORLD_SIZE": str(world)}  # fmt: skip
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+        }
         cmd = [sys.executable, str(JOB), data, str(out), phase]
         procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True))
     for p in procs:

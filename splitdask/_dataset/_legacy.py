@@ -15,6 +15,8 @@ import numpy as np
 
 from splitdask._dataset._index import IntArray, TableOrder
 from splitdask._dataset._parts import Part
+from splitdask._format import Footer
+from splitdask._format._codecs import PLAIN
 from splitdask._store import Store
 from splitdask.errors import CorruptDatasetError
 
@@ -44,8 +46,8 @@ class LegacyPart(Part):
     def tail_size(self) -> int:
         return 0
 
-    def extents(self, tail: Any, where: str) -> tuple[IntArray, IntArray]:
-        return self.starts, self.ends
+    def footer(self, tail: Any, where: str) -> Footer:
+        return Footer(self.starts, self.ends, PLAIN)
 
     @property
     def payload(self) -> int:

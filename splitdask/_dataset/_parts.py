@@ -1,12 +1,14 @@
 """Parts as a snapshot holds them: where a part is, how many records, how to find them.
 
-Three kinds share one interface. A :class:`V2Part` finds its records' extents and
-checksums in its own footer, which also names the part; a :class:`V1Part` only the
-extents; a legacy part (``_legacy.LegacyPart``) was given them by the
+Four kinds share one interface. A :class:`V3Part` (compressed) finds its frames'
+extents, checksums and dictionary in its own footer, which also names the part; a
+:class:`V2Part` its records' extents and checksums, and its name; a :class:`V1Part`
+only the extents; a legacy part (``_legacy.LegacyPart``) was given them by the
 splitdataloader index. Readers ask a part for :attr:`~Part.tail_size` bytes of its
-end and hand them to :meth:`~Part.footer`, then check each record they hand out
-against the sums it returned (``None``: the kind has none), or a whole part with
-:meth:`~Part.check_whole`, never testing which kind it is.
+end and hand them to :meth:`~Part.footer`, whose
+:class:`~splitdask._format._codecs.Footer` says where each record lies and brings the
+codec that checks (and decodes) them; a whole part is checked with
+:meth:`~Part.check_whole`. No reader tests which kind a part is.
 """
 
 from __future__ import annotations
@@ -16,25 +18,23 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import xxhash
 
-from splitdask._dataset._index import IntArray
 from splitdask._format import (
     COMPRESSED_PART_VERSION,
+    Footer,
     PartInfo,
     decode_footer,
     decode_footer_v2,
     decode_footer_v3,
     footer_size,
     payload_size,
-    record_sum,
 )
-from splitdask._format._compression import SUM_MASK, Decoder
+from splitdask._format._codecs import PLAIN, Summed, bad_record
 from splitdask._store import Store
 from splitdask.errors import CorruptDatasetError
 
-__all__ = ["Part", "V1Part", "V2Part", "V3Part", "bad_record", "part_of"]
+__all__ = ["Part", "V1Part", "V2Part", "V3Part", "part_of"]
 
 VERIFY_CHUNK = 8 << 20
 """Bytes ``verify`` reads at a time: its memory does not grow with a part's size."""
@@ -52,20 +52,21 @@ class Part(ABC):
     @property
     @abstractmethod
     def tail_size(self) -> int:
-        """Bytes at the end of the file that :meth:`extents` needs."""
+        """Bytes at the end of the file that :meth:`footer` needs."""
 
     @abstractmethod
-    def extents(self, tail: Any, where: str) -> tuple[IntArray | Any, IntArray | Any]:
-        """Start and end offsets of every record, from the part's last bytes.
+    def footer(self, tail: Any, where: str) -> Footer:
+        """Every record's start and end offset and the part's record codec, from the
+        part's last bytes.
 
         ``tail`` holds at least :attr:`tail_size` bytes of the end of the part
         (a whole part or its map will do); ``where`` names the part in errors.
-        """
 
-    def footer(self, tail: Any, where: str) -> tuple[Any, Any, Any | None]:
-        """:meth:`extents` and each record's checksum (``None`` if the kind has none)."""
-        starts, ends = self.extents(tail, where)
-        return starts, ends, None
+        Raises
+        ------
+        CorruptDatasetError
+            If the footer does not match the part's size, count, name or itself.
+        """
 
     @abstractmethod
     def check_whole(self, data: Any, where: str) -> None:
@@ -107,9 +108,9 @@ class V1Part(Part):
     def tail_size(self) -> int:
         return footer_size(self.count)
 
-    def extents(self, tail: Any, where: str) -> tuple[Any, Any]:
+    def footer(self, tail: Any, where: str) -> Footer:
         offsets = decode_footer(tail, self.size, self.count, where)
-        return offsets[:-1], offsets[1:]
+        return Footer(offsets[:-1], offsets[1:], PLAIN)
 
     @property
     def payload(self) -> int:
@@ -117,7 +118,11 @@ class V1Part(Part):
 
     def check_whole(self, data: Any, where: str) -> None:
         if self.checksum != f"xxh3_64:{xxhash.xxh3_64_hexdigest(data)}":
-            raise CorruptDatasetError(f"{where}: checksum mismatch (content altered)")
+            raise self._damage(data, where)
+
+    def _damage(self, data: Any, where: str) -> CorruptDatasetError:
+        """The error for the whole part ``data``, which failed its checksum."""
+        return CorruptDatasetError(f"{where}: checksum mismatch (content altered)")
 
     def verify(self, store: Store) -> tuple[int, str | None]:
         where = store.where(self.path)
@@ -159,64 +164,47 @@ class V2Part(V1Part):
     def tail_size(self) -> int:
         return footer_size(self.count, 2)
 
-    def footer(self, tail: Any, where: str) -> tuple[Any, Any, Any]:
+    def footer(self, tail: Any, where: str) -> Footer:
         offsets, sums = decode_footer_v2(tail, self.size, self.count, self.uid, where)
-        return offsets[:-1], offsets[1:], sums
-
-    def extents(self, tail: Any, where: str) -> tuple[Any, Any]:
-        return self.footer(tail, where)[:2]
+        return Footer(offsets[:-1], offsets[1:], Summed(sums, where))
 
     @property
     def payload(self) -> int:
         return payload_size(self.size, self.count, 2)
 
-    def check_whole(self, data: Any, where: str) -> None:
-        try:
-            super().check_whole(data, where)
-        except CorruptDatasetError:
-            # Say which record is bad, if the footer is intact enough to tell.
-            starts, ends, sums = self.footer(data, where)
-            for j, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-                if record_sum(data[s:e]) != int(sums[j]):
-                    raise bad_record(where, j, s, e) from None
-            raise
+    def _damage(self, data: Any, where: str) -> CorruptDatasetError:
+        # Say which record is bad, if the footer is intact enough to tell.
+        starts, ends, codec = self.footer(data, where)
+        j = codec.first_bad(data, starts, ends)
+        if j is None:
+            return super()._damage(data, where)
+        return bad_record(where, j, int(starts[j]), int(ends[j]))
 
 
 @dataclass(frozen=True)
 class V3Part(V2Part):
     """A format v3 part: each record a zstd frame; the footer holds the dictionary,
-    the frames' lengths and a 32-bit checksum per frame. :meth:`footer` returns a
-    :class:`~splitdask._format._compression.Decoder` (checks and decodes) in place of the sums."""
+    the frames' lengths and a 32-bit checksum per frame. Its footer's codec is a
+    :class:`~splitdask._format._compression.Decoder` (checks and decodes)."""
 
     footer_len: int
     raw: int
 
     @classmethod
     def of(cls, info: PartInfo) -> V3Part:
-        return cls(info.path, info.size, info.count, info.checksum, info.uid, info.footer,
-                   info.raw)  # fmt: skip
+        return cls(info.path, info.size, info.count, info.checksum, info.uid, info.footer, info.raw)
 
     @property
     def tail_size(self) -> int:
         return self.footer_len
 
-    def footer(self, tail: Any, where: str) -> tuple[Any, Any, Decoder]:
-        return decode_footer_v3(tail, self.size, self.count, self.footer_len, self.uid,
-                                self.raw, where)  # fmt: skip
+    def footer(self, tail: Any, where: str) -> Footer:
+        raw, uid = self.raw, self.uid
+        return decode_footer_v3(tail, self.size, self.count, self.footer_len, uid, raw, where)
 
     @property
     def payload(self) -> int:
         return self.raw
-
-    def check_whole(self, data: Any, where: str) -> None:
-        try:
-            V1Part.check_whole(self, data, where)
-        except CorruptDatasetError:
-            starts, ends, dec = self.footer(data, where)
-            for j, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-                if record_sum(data[s:e]) & SUM_MASK != dec.sums[j]:
-                    raise bad_record(where, j, s, e) from None
-            raise
 
     def verify(self, store: Store) -> tuple[int, str | None]:
         size, problem = super().verify(store)
@@ -226,15 +214,15 @@ class V3Part(V2Part):
         where = store.where(self.path)
         try:
             data, tail = store.open_tail(self.path, self.size, self.tail_size)
-            starts, ends, dec = self.footer(tail, where)
+            starts, ends, codec = self.footer(tail, where)
             s_all, e_all = starts.tolist(), ends.tolist()
             step = 4096
             for a in range(0, self.count, step):
                 lo, hi = s_all[a], e_all[min(self.count, a + step) - 1]
                 chunk = data[lo:hi] if data is not None else store.read_range(self.path, lo, hi)
                 for j in range(a, min(self.count, a + step)):
-                    dec(chunk[s_all[j] - lo : e_all[j] - lo], j)
-            del chunk, dec, tail
+                    codec(chunk[s_all[j] - lo : e_all[j] - lo], j)  # checked, then decoded
+            del codec, tail
             if data is not None and hasattr(data, "close"):
                 with contextlib.suppress(BufferError):
                     data.close()
@@ -248,16 +236,3 @@ def part_of(info: PartInfo) -> V1Part:
     if info.version >= COMPRESSED_PART_VERSION:
         return V3Part.of(info)
     return V2Part.of(info) if info.version >= 2 else V1Part.of(info)
-
-
-def bad_record(where: str, j: int, start: int, end: int) -> CorruptDatasetError:
-    """The error for record ``j`` of a part whose bytes do not match their checksum."""
-    return CorruptDatasetError(
-        f"{where}: record {j} (bytes {start}-{end}) does not match its checksum "
-        "(the file was altered or a read returned wrong bytes)"
-    )
-
-
-def as_i64(a: Any) -> IntArray:
-    """Offsets as native int64 (footers are little-endian u64, legacy tables int64)."""
-    return np.asarray(a).astype(np.int64, copy=False)

@@ -9,6 +9,7 @@ same dataset and report a missing part with the same words.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from splitdask._dataset import _legacy
@@ -23,7 +24,14 @@ from splitdask.errors import (
     SplitDaskError,
 )
 
-__all__ = ["Snapshot", "missing_part", "open_snapshot", "read_manifest", "snapshot_of"]
+__all__ = [
+    "Snapshot",
+    "missing_part",
+    "open_snapshot",
+    "read_manifest",
+    "reading_parts",
+    "snapshot_of",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,9 +68,9 @@ class Snapshot:
         """The manifest generation (``None`` for a splitdataloader dataset)."""
         return self.manifest.generation if self.manifest else None
 
-    def missing(self, rel: str) -> SplitDaskError:
-        """The error for a part of this snapshot that the store lacks."""
-        return missing_part(self.store, rel, self.generation)
+    def reading(self, rel: str | None = None) -> reading_parts:
+        """Around reads of this snapshot's parts: :class:`reading_parts`."""
+        return reading_parts(self.store, self.generation, rel)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -144,6 +152,34 @@ def _assemble(
     for pid, b in enumerate(locator.part_bin):
         bin_parts[b].append(pid)
     return Snapshot(store, parts, tuple(map(tuple, bin_parts)), locator, n, manifest)
+
+
+class reading_parts:  # lower case, as contextlib.suppress: used like a function
+    """Around reads of parts that a snapshot of ``generation`` lists: a part the store
+    lacks raises :func:`missing_part`'s error, naming ``rel`` (by default the file
+    the store's ``FileNotFoundError`` names).
+
+    A class rather than ``contextlib.contextmanager``: every part open enters it, and
+    a generator costs several calls more.
+    """
+
+    __slots__ = ("generation", "rel", "store")
+
+    def __init__(self, store: Store, generation: int | None, rel: str | None = None) -> None:
+        self.store, self.generation, self.rel = store, generation, rel
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, FileNotFoundError):
+            rel = str(exc.filename) if self.rel is None else self.rel
+            raise missing_part(self.store, rel, self.generation) from None
 
 
 def missing_part(store: Store, rel: str, generation: int | None) -> SplitDaskError:

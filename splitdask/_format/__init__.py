@@ -2,7 +2,9 @@
 
 * ``_names``: where a part lives (``bins/00003-<uid>.bin``) and its temp name.
 * ``_jsonbound``: a JSON document's size and depth, checked before it is parsed.
-* ``_compression``: per-record zstd frames with a dictionary per part.
+* ``_codecs``: what a part's footer says (:class:`Footer`) and how each part kind's
+  records are checked (one :class:`RecordCodec` class per kind).
+* ``_compression``: per-record zstd frames with a dictionary per part (its codec).
 * ``_footer``: bin-part footers, versions 1 to 3.
 * ``_manifest``: the manifest's schema and limits.
 
@@ -10,6 +12,7 @@ Each module imports only those listed before it. ``docs/format.md`` is the prose
 specification; this package re-exports the names its users need.
 """
 
+from splitdask._format._codecs import Footer, RecordCodec, record_sum
 from splitdask._format._footer import (
     COMPRESSED_PART_VERSION,
     DATA_START,
@@ -26,7 +29,6 @@ from splitdask._format._footer import (
     footer_size,
     min_footer_v3,
     payload_size,
-    record_sum,
 )
 from splitdask._format._manifest import (
     COMPRESSED_MANIFEST_VERSION,
@@ -64,8 +66,10 @@ __all__ = [
     "PART_VERSIONS",
     "TRAILER_SIZE",
     "WRITE_PART_VERSION",
+    "Footer",
     "Manifest",
     "PartInfo",
+    "RecordCodec",
     "Retired",
     "Segment",
     "decode_footer",

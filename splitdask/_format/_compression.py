@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import xxhash
 
+from splitdask._format._codecs import RecordCodec, record_sum
 from splitdask._util._validate import check_int
 from splitdask.errors import CorruptDatasetError
 
@@ -40,9 +40,7 @@ __all__ = [
     "PartEncoder",
     "check_compression",
     "decode_lengths",
-    "decoded",
     "encode_lengths",
-    "raw_of",
     "train",
 ]
 
@@ -63,7 +61,6 @@ _SMALL_CLAIM = 65791
 """Frames claiming at most this many decoded bytes (a 2-byte size field) are decoded
 without parsing their header: allocating that much is harmless."""
 _DID_SIZE = (0, 1, 2, 4)
-_record_sum = xxhash.xxh3_64_intdigest
 
 
 def _zstd() -> Any:
@@ -193,18 +190,20 @@ class PartEncoder:
         self.max_raw = self.raw_bytes = 0
 
 
-class Decoder:
-    """Decodes the records of one compressed part; safe to share between threads.
+class Decoder(RecordCodec):
+    """The codec of a compressed part (format v3): checks and decodes its records;
+    safe to share between threads.
 
-    ``sums[j]`` is the checksum of record ``j``'s stored frame; ``cap`` the largest
-    decoded record the part holds (no frame may claim more).
+    ``frame_sums[j]`` is the checksum of record ``j``'s stored frame; ``cap`` the
+    largest decoded record the part holds (no frame may claim more).
     """
 
-    __slots__ = ("_big", "_dict", "_errors", "_local", "cap", "sums", "where")
+    __slots__ = ("_big", "_dict", "_errors", "_local", "cap", "frame_sums", "where")
+    in_place = False
 
-    def __init__(self, dictionary: bytes, sums: Any, cap: int, where: str) -> None:
+    def __init__(self, dictionary: bytes, frame_sums: Any, cap: int, where: str) -> None:
         self._dict = dictionary
-        self.sums = sums
+        self.frame_sums = frame_sums
         self.cap = cap
         self.where = where
         self._local = threading.local()  # a zstd context serves one thread at a time
@@ -212,11 +211,10 @@ class Decoder:
         # Frames whose first byte is below this claim at most max(cap, 64 KiB) bytes.
         self._big = 0xC0 if cap >= 1 << 32 else 0x80
 
-    def copy(self) -> Decoder:
+    def detached(self) -> Decoder:
         """A decoder that holds no view of the buffer its footer came from."""
-        return Decoder(
-            bytes(self._dict), memoryview(bytes(self.sums)).cast("I"), self.cap, self.where
-        )
+        frame_sums = memoryview(bytes(self.frame_sums)).cast("I")
+        return Decoder(bytes(self._dict), frame_sums, self.cap, self.where)
 
     def _make(self) -> Any:
         z = _zstd()
@@ -227,7 +225,7 @@ class Decoder:
 
     def __call__(self, frame: Any, j: int) -> bytes:
         """Record ``j`` from its stored ``frame``: checked against its sum, decoded."""
-        if _record_sum(frame) & SUM_MASK != self.sums[j]:
+        if record_sum(frame) & SUM_MASK != self.frame_sums[j]:
             raise CorruptDatasetError(
                 f"{self.where}: record {j} does not match its checksum "
                 "(the file was altered or a read returned wrong bytes)"
@@ -255,6 +253,21 @@ class Decoder:
         """Records ``js`` from their frames, each checked and decoded."""
         return list(map(self, frames, js.tolist()))
 
+    def check(self, stored: list[Any], js: Any, starts: Any, ends: Any) -> list[Any]:
+        return self.many(stored, js)
+
+    def first_bad(self, data: Any, starts: Any, ends: Any) -> int | None:
+        for j, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            if record_sum(data[s:e]) & SUM_MASK != self.frame_sums[j]:
+                return j
+        return None
+
+    def whole(self, data: Any) -> Decoded:
+        return Decoded(data, self)
+
+    def views(self, data: Any) -> Decoded:
+        return _DecodedViews(data, self)
+
 
 def _claim(frame: Any) -> int:
     """The decoded size a magicless frame header claims (4- or 8-byte size field)."""
@@ -276,18 +289,17 @@ class Decoded:
         self.raw = raw
         self._plain = decoder.plain
 
-    def __getitem__(self, span: slice) -> bytes:
+    def __getitem__(self, span: slice) -> Any:
         return self._plain(self.raw[span])
 
 
-def decoded(data: Any, decoder: Decoder | None) -> Any:
-    """``data`` as a reader slices records from it: decoded if the part is compressed."""
-    return data if decoder is None or data is None else Decoded(data, decoder)
+class _DecodedViews(Decoded):
+    """As :class:`Decoded`, each record a memoryview of its decoded bytes."""
 
+    __slots__ = ()
 
-def raw_of(data: Any) -> Any:
-    """The buffer under a :class:`Decoded` (``data`` itself otherwise)."""
-    return data.raw if type(data) is Decoded else data
+    def __getitem__(self, span: slice) -> memoryview:
+        return memoryview(self._plain(self.raw[span]))
 
 
 def encode_lengths(lengths: npt.ArrayLike) -> tuple[bytes, int]:

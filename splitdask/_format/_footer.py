@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
+from splitdask._format._codecs import Footer
 from splitdask._format._compression import SUM_MASK, Decoder, decode_lengths, encode_lengths
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
@@ -40,7 +41,6 @@ __all__ = [
     "footer_size",
     "min_footer_v3",
     "payload_size",
-    "record_sum",
 ]
 
 MAGIC = b"SPLTDASK"
@@ -59,10 +59,6 @@ COMPRESSED_PART_VERSION = 3
 # length width, codec (1: zstd), reserved.
 _V3_FIXED = struct.Struct("<QQQQiBB2x")
 _ZSTD_CODEC = 1
-
-record_sum = xxhash.xxh3_64_intdigest
-"""A record's checksum in a v2 footer (benchmarked cheaper than CRC32C through
-Python: docs/decisions.md)."""
 
 
 def footer_size(count: int, version: int = 1) -> int:
@@ -224,7 +220,7 @@ def decode_footer_v3(
     uid: str,
     decoded_total: int,
     where: str,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Decoder]:
+) -> Footer:
     """Validate a version 3 footer of ``footer_len`` bytes (the manifest's figure);
     return the records' start and end offsets and the part's :class:`Decoder`.
 
@@ -271,4 +267,4 @@ def decode_footer_v3(
         raise CorruptDatasetError(f"{where}: record lengths do not span the data region")
     sums_at = n_dict + n_len
     sums = view[sums_at : sums_at + 4 * count].cast("I")
-    return offsets[:-1], offsets[1:], Decoder(bytes(view[:n_dict]), sums, max_dec, where)
+    return Footer(offsets[:-1], offsets[1:], Decoder(bytes(view[:n_dict]), sums, max_dec, where))

@@ -2,12 +2,16 @@
 
 * ``_batch``: :class:`RecordBatch`, columnar records, and re-cutting batch streams.
 * ``_openpart``: an opened part: its buffer, its extents, how its records are checked.
-* ``_records``: :class:`RecordReader`, the part cache, and reads of one or many records.
-* ``_bins``: whole bins as :class:`BinData`, sliced in stored or seeded order.
+* ``_bins``: whole bins as :class:`BinData`: records, views or batches, stored or
+  seeded order, released as a context manager.
+* ``_records``: :class:`RecordReader`, the part cache (its only owner), and reads of
+  one record, many, or a whole bin.
+* ``_binwise``: passes over a reader's bins, one after another or in write order.
 * ``_verify``: every part read whole and checked.
 * ``_describe``, ``_html``: what a dataset holds, as numbers, text and a notebook view.
 * ``_epochs``: the epoch clock and key reader the training adapters share.
-* ``_loader``: :class:`SplitDataLoader`, the front of all the above.
+* ``_loader``: :class:`Loader`, the front of all the above (the public
+  ``SplitDataLoader`` adds the engines' shortcuts, in ``splitdask._front``).
 
 Each module imports only those listed before it; below this package, ``_dataset``,
 ``_store``, ``_format`` and ``_util``. Nothing here knows Dask, Ray or torch.

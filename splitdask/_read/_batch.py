@@ -18,12 +18,13 @@ import numpy as np
 import numpy.typing as npt
 
 from splitdask._dataset._order import bin_permutation, flat_extents
-from splitdask._format._compression import Decoded
+from splitdask._format import RecordCodec
+from splitdask._format._codecs import PLAIN
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["RecordBatch", "bin_batches", "rebatch"]
+__all__ = ["RecordBatch", "bin_batches", "fixed_width", "rebatch"]
 
 ByteArray = npt.NDArray[np.uint8]
 OffsetArray = npt.NDArray[np.int64]
@@ -227,29 +228,33 @@ def bin_batches(
     seed: int | None,
     bin_index: int,
     size: int,
+    codecs: Sequence[RecordCodec] | None = None,
 ) -> Iterator[RecordBatch]:
     """One bin's records as batches, in the order :func:`~splitdask._dataset._order.iter_records`
     gives them (stored, or ``bin_permutation(seed, bin_index, n)``).
 
-    Stored order yields each part's records as one view of its buffer (records lie
-    back to back in a part); a shuffled bin is gathered ``size`` records at a time,
-    as rows of one NumPy fancy index when its records share one length.
+    ``datas[k]`` is part ``k`` as stored and ``codecs[k]`` its codec (by default,
+    records stored as they are). Stored order yields each part's records as one view
+    of its buffer (records lie back to back in a part); a shuffled bin is gathered
+    ``size`` records at a time, as rows of one NumPy fancy index when it is one part
+    of records of one length.
     """
+    kinds = [PLAIN] * len(datas) if codecs is None else codecs
     if seed is None:
-        for data, ss, es in zip(datas, starts, ends, strict=True):
+        for data, ss, es, codec in zip(datas, starts, ends, kinds, strict=True):
             if not len(ss):
                 continue
-            if isinstance(data, Decoded):  # a compressed part: decode each record
-                spans = map(slice, ss.tolist(), es.tolist())
-                yield RecordBatch.from_records(list(map(data.__getitem__, spans)))
-            else:
+            if codec.in_place:
                 yield _stored(np.frombuffer(data, dtype=np.uint8), ss, es)
+            else:  # each record decoded: one copy
+                spans = map(slice, ss.tolist(), es.tolist())
+                yield RecordBatch.from_records(list(map(codec.whole(data).__getitem__, spans)))
         return
     s_all, e_all, which = flat_extents(starts, ends)
     n = len(s_all)
     perm = bin_permutation(seed, bin_index, n)
-    width = int(e_all[0] - s_all[0]) if n else 0
-    if _rows_of(datas, s_all, e_all, width):
+    width = fixed_width(s_all, e_all) if len(datas) == 1 and kinds[0].in_place else 0
+    if width:
         rows = np.frombuffer(datas[0], np.uint8)[s_all[0] : e_all[-1]].reshape(n, width)
         steps = np.arange(size + 1, dtype=np.int64) * width
         steps.flags.writeable = False  # shared by this bin's batches
@@ -257,21 +262,25 @@ def bin_batches(
             chunk = rows[perm[lo : lo + size]]
             yield RecordBatch._of(chunk.reshape(-1), steps[: len(chunk) + 1])
         return
+    sources = [c.whole(d) for c, d in zip(kinds, datas, strict=True)]
     for lo in range(0, n, size):
         p = perm[lo : lo + size]
-        bufs = map(datas.__getitem__, which[p].tolist())
+        bufs = map(sources.__getitem__, which[p].tolist())
         spans = map(slice, s_all[p].tolist(), e_all[p].tolist())
         yield RecordBatch.from_records(list(map(getitem, bufs, spans)))
 
 
-def _rows_of(datas: Sequence[Any], s_all: OffsetArray, e_all: OffsetArray, width: int) -> bool:
-    """Whether a bin is one part of records of one length, back to back."""
-    n = len(s_all)
-    if len(datas) != 1 or isinstance(datas[0], Decoded) or not width:
-        return False
-    if int(e_all[-1] - s_all[0]) != n * width:
-        return False
-    return bool((e_all - s_all == width).all())
+def fixed_width(starts: Any, ends: Any) -> int:
+    """The length every record shares, if they all have one and lie back to back
+    (then they are the rows of a 2-D array); else 0."""
+    n = len(starts)
+    if n == 0:
+        return 0
+    w = int(ends[0]) - int(starts[0])
+    if w <= 0 or int(ends[-1]) - int(starts[0]) != w * n:
+        return 0
+    lengths = np.subtract(ends, starts, dtype=np.int64)
+    return w if bool((lengths == w).all()) else 0
 
 
 def _stored(buf: ByteArray, ss: Any, es: Any) -> RecordBatch:

@@ -1,193 +1,144 @@
-"""Whole bins: a bin's parts loaded at once and sliced into records, in stored or
-seeded order. The loader's ``iterate_binwise`` and the Dask reader both go through
-:func:`load_parts` and :func:`~splitdask._dataset._order.iter_records`."""
+"""Whole bins: a bin's parts read at once, checked whole, and cut into records,
+memoryviews or batches in stored or seeded order.
+
+Every bin-wise reader (``iterate_binwise``, the Dask and Ray readers, torch's key
+reader, compaction) holds a :class:`BinData`; records come out through
+:func:`~splitdask._dataset._order.iter_records`, so a bin's shuffled order is the same
+on every path.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import mmap
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import chain, islice
-from typing import Any, TypeVar
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
 
-from splitdask._dataset._index import BinOrder
 from splitdask._dataset._order import iter_records
 from splitdask._dataset._parts import Part
-from splitdask._dataset._snapshot import missing_part
-from splitdask._format import Segment
-from splitdask._format._compression import Decoded, Decoder, decoded, raw_of
-from splitdask._read._records import RecordReader
+from splitdask._dataset._snapshot import reading_parts
+from splitdask._format import RecordCodec
+from splitdask._read._batch import RecordBatch, bin_batches
 from splitdask._store import Store
 
-__all__ = [
-    "BinData",
-    "iter_records_of",
-    "iter_views_of",
-    "iterate_bins",
-    "iterate_write_order",
-    "load_parts",
-    "release",
-]
-
-T = TypeVar("T")
-
-BinData = tuple[list[Any], list[Any], list[Any]]
-"""A bin's part buffers, holding records at their file offsets, with their extents."""
+__all__ = ["BinData", "load_parts"]
 
 
-def iter_records_of(data: BinData, seed: int | None, bin_index: int) -> Iterator[bytes]:
-    """:func:`~splitdask._dataset._order.iter_records` of one bin's data: copies (``bytes``)."""
-    return iter_records(*data, seed, bin_index)
+class BinData:
+    """One bin's parts (or some of them) whole and checked, with their records' extents.
 
+    Parameters
+    ----------
+    buffers
+        Each part as stored (a map or bytes), records at their file offsets.
+    starts, ends
+        Each part's record extents.
+    codecs
+        Each part's codec (from its footer).
+    owned
+        Whether :meth:`release` may unmap the buffers; ``False`` when a reader's
+        part cache holds them and unmaps them itself.
 
-def iter_views_of(data: BinData, seed: int | None, bin_index: int) -> Iterator[Any]:
-    """One bin's records as memoryviews into its parts' buffers (no copies); records
-    of compressed parts are decoded, so those are views of their decoded bytes."""
-    if any(isinstance(d, Decoded) for d in data[0]):
-        return map(memoryview, iter_records(*data, seed, bin_index))
-    return iter_records([memoryview(d) for d in data[0]], data[1], data[2], seed, bin_index)
+    Notes
+    -----
+    Used as a context manager, it releases the buffers on exit.
+    """
+
+    __slots__ = ("buffers", "codecs", "ends", "owned", "starts")
+
+    def __init__(
+        self,
+        buffers: list[Any],
+        starts: list[Any],
+        ends: list[Any],
+        codecs: list[RecordCodec],
+        owned: bool = True,
+    ) -> None:
+        self.buffers = buffers
+        self.starts = starts
+        self.ends = ends
+        self.codecs = codecs
+        self.owned = owned
+
+    def __len__(self) -> int:
+        return sum(map(len, self.starts))
+
+    def records(self, seed: int | None, bin_index: int) -> Iterator[bytes]:
+        """The records, stored or in ``bin_permutation(seed, bin_index)`` order
+        (:func:`~splitdask._dataset._order.iter_records`)."""
+        sources = [c.whole(d) for c, d in zip(self.codecs, self.buffers, strict=True)]
+        return iter_records(sources, self.starts, self.ends, seed, bin_index)
+
+    def views(self, seed: int | None, bin_index: int) -> Iterator[Any]:
+        """As :meth:`records`, each a memoryview into its part's buffer (no copy), or
+        of its decoded bytes for a part whose records are not stored as they are."""
+        sources = [c.views(d) for c, d in zip(self.codecs, self.buffers, strict=True)]
+        return iter_records(sources, self.starts, self.ends, seed, bin_index)
+
+    def batches(self, seed: int | None, bin_index: int, size: int) -> Iterator[RecordBatch]:
+        """As :meth:`records`, in batches of ``size`` (:func:`bin_batches`)."""
+        return bin_batches(self.buffers, self.starts, self.ends, seed, bin_index, size, self.codecs)
+
+    def take(self, k: int, js: Any) -> Iterator[Any]:
+        """Records ``js`` (an index array) of part ``k``, in that order."""
+        source = self.codecs[k].whole(self.buffers[k])
+        spans = map(slice, self.starts[k][js].tolist(), self.ends[k][js].tolist())
+        return map(source.__getitem__, spans)
+
+    def split(self) -> list[BinData]:
+        """Each part as a :class:`BinData` of its own, to be released on its own."""
+        parts = zip(self.buffers, self.starts, self.ends, self.codecs, strict=True)
+        return [BinData([b], [s], [e], [c], self.owned) for b, s, e, c in parts]
+
+    def release(self) -> None:
+        """Unmap the parts now if nothing still views them (else garbage collection
+        will); buffers a reader's cache holds are left to it.
+
+        A sampling profiler (Dask's worker has one) can briefly hold a frame whose
+        locals view a map, which makes ``close`` refuse.
+        """
+        if not self.owned:
+            return
+        for data in self.buffers:
+            if isinstance(data, mmap.mmap):
+                with contextlib.suppress(BufferError):
+                    data.close()
+
+    def __enter__(self) -> BinData:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
 
 
 def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> BinData:
     """Each part whole (mapped locally, one concurrent GET each remotely), checked
     against its size, footer and whole-part checksum (one pass in C, cheaper than a
-    check per record); the footer comes with the part, so no extra request. A
-    compressed part's buffer comes back as a ``_codec.Decoded`` (slices decoded)."""
-    try:
+    check per record); the footer comes with the part, so no extra request.
+
+    Raises
+    ------
+    CorruptDatasetError, SnapshotExpiredError
+        If a part is damaged, or missing (``missing_part``'s words).
+    """
+    with reading_parts(store, generation):
         datas = store.read_whole([p.path for p in parts], [p.size for p in parts])
-    except FileNotFoundError as exc:
-        raise missing_part(store, str(exc.filename), generation) from None
-    starts, ends = [], []
+    data = BinData(datas, [], [], [])
     try:
-        for k, (part, data) in enumerate(zip(parts, datas, strict=True)):
-            s, e, sums = part.footer(data, store.where(part.path))
-            part.check_whole(data, store.where(part.path))
-            if isinstance(sums, Decoder):
-                datas[k] = decoded(data, sums)
-            starts.append(s)
-            ends.append(e)
+        for part, buf in zip(parts, datas, strict=True):
+            where = store.where(part.path)
+            starts, ends, codec = part.footer(buf, where)
+            part.check_whole(buf, where)
+            data.starts.append(starts)
+            data.ends.append(ends)
+            data.codecs.append(codec)
     except BaseException:
-        release(datas)
+        data.release()
         raise
-    return datas, starts, ends
-
-
-def release(datas: Sequence[Any]) -> None:
-    """Unmap local parts now if nothing still views them (else garbage collection will).
-
-    A sampling profiler (Dask's worker has one) can briefly hold a frame whose locals
-    view a map, which makes ``close`` refuse.
-    """
-    for data in map(raw_of, datas):
-        if isinstance(data, mmap.mmap):
-            with contextlib.suppress(BufferError):
-                data.close()
-
-
-def _bin_data(reader: RecordReader, bin_index: int) -> BinData:
-    pids = reader.snapshot.bin_parts[bin_index]
-    if reader.store.is_local and len(pids) <= reader.max_open // 4:
-        # Reuse the loader's maps: iterating again costs no new mmap per part.
-        opened = [reader.part(p) for p in pids]
-        for pid, o in zip(pids, opened, strict=True):
-            if not o.whole:  # once per map: the file under it is immutable
-                part = reader.snapshot.parts[pid]
-                part.check_whole(o.data, reader.store.where(part.path))
-                o.checked_whole()
-        datas = [decoded(o.data, o.decode) for o in opened]
-        return datas, [o.starts_np for o in opened], [o.ends_np for o in opened]
-    snap = reader.snapshot
-    datas, starts, ends = load_parts(snap.store, [snap.parts[p] for p in pids], snap.generation)
-    for pid, data in zip(pids, datas, strict=True):
-        reader.adopt(pid, raw_of(data))  # later random reads of this part need no footer request
-    return datas, starts, ends
-
-
-def iterate_bins(
-    reader: RecordReader,
-    bins: Sequence[int],
-    seed: int | None,
-    cut: Callable[[BinData, int | None, int], Iterator[T]] = iter_records_of,  # type: ignore[assignment]
-) -> Iterator[T]:
-    """Every record of ``bins`` in that order, each bin stored or shuffled by ``seed``,
-    as ``cut(bin data, seed, bin)`` hands them out (records by default; batches,
-    views).
-
-    Remote bins are fetched one ahead in a thread while the current one is consumed,
-    so memory stays at about two bins.
-    """
-    if reader.store.is_local:
-        # chain() pulls the next bin's iterator only when this one is spent, and no
-        # Python frame runs per record.
-        return chain.from_iterable(cut(_bin_data(reader, b), seed, b) for b in bins)
-    return chain.from_iterable(_prefetched(reader, bins, seed, cut))
-
-
-def _prefetched(
-    reader: RecordReader,
-    bins: Sequence[int],
-    seed: int | None,
-    cut: Callable[[BinData, int | None, int], Iterator[T]],
-) -> Iterator[Iterator[T]]:
-    """Each bin's ``cut``, the next bin fetched in a thread meanwhile."""
-    with ThreadPoolExecutor(1) as pool:
-        nxt: Future[BinData] | None = pool.submit(_bin_data, reader, bins[0]) if bins else None
-        for t, b in enumerate(bins):
-            assert nxt is not None
-            data = nxt.result()
-            nxt = pool.submit(_bin_data, reader, bins[t + 1]) if t + 1 < len(bins) else None
-            yield cut(data, seed, b)
-            del data  # the consumer holds this bin's data only while it needs it
-
-
-def iterate_write_order(reader: RecordReader) -> Iterator[bytes] | None:
-    """Every record in write order by interleaving whole-bin slicing, or ``None`` when
-    that does not apply (remote or legacy datasets, or more parts than the reader
-    keeps open).
-
-    Write order deals each segment's records round-robin over its bins, so it is
-    the segment's bins read side by side: one iterator of record slices per bin,
-    zipped. Each part is checked whole once per map, as in ``iterate_binwise``.
-    """
-    order = reader.snapshot.locator.order
-    if (
-        not reader.store.is_local
-        or not isinstance(order, BinOrder)
-        or len(reader.snapshot.parts) > reader.max_open // 2
-    ):
-        return None
-    return _write_order(reader, order)
-
-
-def _write_order(reader: RecordReader, order: BinOrder) -> Iterator[bytes]:
-    bins: dict[int, BinData] = {}
-
-    def segment(seg: Segment) -> Iterator[bytes]:
-        ranges = []
-        for j, b in enumerate(seg.bins):
-            if b not in bins:
-                bins[b] = _bin_data(reader, b)
-            ranges.append(_records_between(bins[b], seg.first[j], seg.first[j] + seg.share(j)))
-        # Full rounds first (each bin's share cut to them, so zip takes nothing it
-        # drops), then one more record from each of the first count % m bins.
-        rounds, extra = divmod(seg.count, len(seg.bins))
-        full = zip(*(islice(r, rounds) for r in ranges), strict=False)
-        return chain(chain.from_iterable(full), map(next, ranges[:extra]))
-
-    return chain.from_iterable(map(segment, order.segments))
-
-
-def _records_between(data: BinData, lo: int, hi: int) -> Iterator[bytes]:
-    """Records ``lo`` to ``hi`` (local indices) of one bin's data, in stored order."""
-    runs = []
-    pos = 0
-    for buf, ss, es in zip(*data, strict=True):
-        n = len(ss)
-        a, b = max(lo - pos, 0), min(hi - pos, n)
-        if a < b:
-            runs.append(map(buf.__getitem__, map(slice, ss[a:b].tolist(), es[a:b].tolist())))
-        pos += n
-        if pos >= hi:
-            break
-    return chain.from_iterable(runs)
+    return data

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from splitdask._dataset._index import IntArray
-from splitdask._read._bins import load_parts, release
+from splitdask._read._bins import BinData, load_parts
 from splitdask._read._records import RecordReader
 
 __all__ = ["EpochClock", "KeyReader"]
@@ -96,7 +96,7 @@ class KeyReader:
         self.reader = reader
         self.locator = reader.snapshot.locator
         self.whole = whole_parts and not reader.store.is_local
-        self._held: dict[int, tuple[Any, Any, Any]] = {}
+        self._held: dict[int, BinData] = {}  # one part each
 
     def read(self, keys: IntArray) -> list[Any]:
         pids, local = self.locator.locate_keys(keys)
@@ -109,9 +109,7 @@ class KeyReader:
         cuts = [0, *(np.flatnonzero(np.diff(sp)) + 1).tolist(), len(sp)]
         got: list[Any] = []
         for a, b in itertools.pairwise(cuts):
-            data, starts, ends = self._held[int(sp[a])]  # checked whole by load_parts
-            j = sl[a:b]
-            got += map(data.__getitem__, map(slice, starts[j].tolist(), ends[j].tolist()))
+            got += self._held[int(sp[a])].take(0, sl[a:b])  # checked whole by load_parts
         if len(cuts) == 2 and np.array_equal(by_part, np.arange(len(by_part))):
             return got
         where = np.empty_like(by_part)
@@ -122,16 +120,14 @@ class KeyReader:
         """Keep the parts ``need`` whole (fetching those not held), drop the rest."""
         keep = set(need)
         for pid in [p for p in self._held if p not in keep]:
-            release([self._held.pop(pid)[0]])
+            self._held.pop(pid).release()
         todo = [p for p in need if p not in self._held]
         if todo:
             snap = self.reader.snapshot
-            datas, starts, ends = load_parts(
-                snap.store, [snap.parts[p] for p in todo], snap.generation
-            )
-            for pid, d, s, e in zip(todo, datas, starts, ends, strict=True):
-                self._held[pid] = (d, s, e)
+            loaded = load_parts(snap.store, [snap.parts[p] for p in todo], snap.generation)
+            self._held.update(zip(todo, loaded.split(), strict=True))
 
     def close(self) -> None:
         held, self._held = self._held, {}
-        release([h[0] for h in held.values()])
+        for data in held.values():
+            data.release()

@@ -19,14 +19,9 @@ from splitdask._dataset._index import IntArray
 from splitdask._dataset._order import bin_order, resolve_seed
 from splitdask._dataset._snapshot import Snapshot, open_snapshot
 from splitdask._format import Manifest
-from splitdask._read._batch import RecordBatch, bin_batches, rebatch
-from splitdask._read._bins import (
-    BinData,
-    iter_records_of,
-    iter_views_of,
-    iterate_bins,
-    iterate_write_order,
-)
+from splitdask._read._batch import RecordBatch, rebatch
+from splitdask._read._bins import BinData
+from splitdask._read._binwise import iterate_bins, iterate_write_order
 from splitdask._read._describe import Description, describe
 from splitdask._read._records import RecordReader
 from splitdask._read._verify import VerifyReport, verify
@@ -236,7 +231,7 @@ class Loader:
         s, bins = _bin_plan(shuffle, seed, reader.snapshot.num_bins)
 
         def cut(data: BinData, seed: int | None, b: int) -> Iterator[RecordBatch]:
-            return bin_batches(*data, seed, b, size)
+            return data.batches(seed, b, size)
 
         return rebatch(iterate_bins(reader, bins, s, cut), size, drop_last)
 
@@ -257,12 +252,7 @@ class Loader:
         check_int(bin_index, "bin index", error=TypeError)
         if not 0 <= bin_index < self.num_bins:
             raise IndexError(f"bin {bin_index} is out of range for {self.num_bins} bins")
-        return list(iterate_bins(self._reader or self._open(), [bin_index], None))
-
-    def _iter_bin(self, bin_index: int, seed: int | None, _: Any = None) -> Iterator[bytes]:
-        """One bin's records in stored order, or in ``seed``'s order for that bin."""
-        reader = self._reader or self._open()
-        yield from iterate_bins(reader, [bin_index], seed)
+        return list(iterate_bins(self._reader or self._open(), [bin_index], None, BinData.records))
 
     def iterate_binwise(
         self, shuffle: bool = False, seed: int | None = None, copy: bool = True
@@ -286,7 +276,7 @@ class Loader:
         """
         reader = self._reader or self._open()
         s, bins = _bin_plan(shuffle, seed, reader.snapshot.num_bins)
-        return iterate_bins(reader, bins, s, iter_records_of if copy else iter_views_of)
+        return iterate_bins(reader, bins, s, BinData.records if copy else BinData.views)
 
     # -- integrity ---------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """An opened part: its buffer, where each record is in it, and how records are checked.
 
 No I/O: a :class:`~splitdask._read._records.RecordReader` opens the file and hands the
-buffer and the footer's arrays to :class:`OpenPart`.
+buffer and the part's :class:`~splitdask._format._codecs.Footer` to :class:`OpenPart`.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import numpy as np
-
-from splitdask._format._compression import Decoder
+from splitdask._format import Footer
+from splitdask._format._codecs import PLAIN
+from splitdask._read._batch import fixed_width
 
 __all__ = ["MEMO_MIN_BYTES", "OpenPart"]
 
@@ -22,8 +22,9 @@ costs more to look up in a memo than to hash again."""
 
 
 class OpenPart:
-    """An opened part: the mapped file (local), where each record is in it and, for
-    a kind that has them, each record's checksum (``sums`` is ``None`` otherwise).
+    """An opened part: the mapped file (local), where each record is in it, its
+    codec and, for a kind that has them, each record's checksum (``sums`` is
+    ``None`` otherwise).
 
     When every record has the same length and they lie back to back, ``width`` is
     that length and record ``j`` starts at ``first + j * width``: no footer lookup.
@@ -31,42 +32,46 @@ class OpenPart:
     only for mapped parts of large records (:data:`MEMO_MIN_BYTES`). A part read by
     range (``data is None``) checks every read, since each is new bytes.
 
-    A compressed part's footer gives a ``Decoder`` in place of the sums: ``decode``
-    then checks and decodes each record, and ``sums`` is ``None``.
+    Where a record is not its stored bytes (a compressed part), ``decode`` is the
+    codec, which checks and decodes each record; it is ``None`` otherwise. ``in_place``
+    says that records can be sliced out of ``data`` as they are (mapped, and stored as
+    they are).
     """
 
     __slots__ = (
+        "codec",
         "data",
         "decode",
         "ends",
         "ends_np",
         "first",
+        "in_place",
         "memo",
         "mview",
         "starts",
         "starts_np",
         "sums",
-        "sums_np",
         "whole",
         "width",
     )
 
-    def __init__(self, data: Any, starts: Any, ends: Any, sums: Any = None) -> None:
-        self.decode = sums if isinstance(sums, Decoder) else None
-        if self.decode is not None:
-            sums = None
+    def __init__(self, data: Any, footer: Footer) -> None:
+        starts, ends, codec = footer
+        self.codec = codec
+        self.decode = None if codec.in_place else codec
         self.data = data  # the whole part as a buffer, or None when read by range
+        self.in_place = data is not None and codec.in_place
         self.starts_np = starts
         self.ends_np = ends
-        self.sums_np = sums
         self.whole = False  # whether check_whole has passed on ``data``
         # memoryview indexing returns Python ints and is several times faster than
         # indexing a NumPy array, which matters for single-record reads.
         self.starts, self.ends = _fast(starts), _fast(ends)
+        sums = codec.sums
         self.sums = None if sums is None else _fast(sums)
         n = len(starts)
         self.first = int(starts[0]) if n else 0
-        self.width = _width(starts, ends)
+        self.width = fixed_width(starts, ends)
         big = n and data is not None and (int(ends[-1]) - self.first) >= MEMO_MIN_BYTES * n
         self.memo = bytearray(b"\x01") * n if sums is not None and big else None
         self.mview: memoryview | None = None  # of ``data``, made on the first view()
@@ -79,8 +84,16 @@ class OpenPart:
 
     def hot(self) -> tuple[Any, ...]:
         """What a single-record read needs, as one tuple (unpacked in one step)."""
-        return (self.data, self.width, self.first, self.starts, self.ends, self.sums,
-                self.memo, self.decode)  # fmt: skip
+        return (
+            self.data,
+            self.width,
+            self.first,
+            self.starts,
+            self.ends,
+            self.sums,
+            self.memo,
+            self.decode,
+        )
 
     def viewed(self) -> memoryview:
         """The mapped part as a memoryview, made once (slices of it copy nothing)."""
@@ -98,7 +111,8 @@ class OpenPart:
             self.mview.release()
             self.mview = None
         data, self.data = self.data, None
-        self.starts = self.ends = self.starts_np = self.ends_np = self.sums = self.sums_np = None
+        self.starts = self.ends = self.starts_np = self.ends_np = self.sums = self.decode = None
+        self.codec, self.in_place = PLAIN, False  # the codec may view the map too
         if data is not None and hasattr(data, "close"):
             # A caller may still hold a view of the map; GC unmaps it then.
             with contextlib.suppress(BufferError):
@@ -110,16 +124,3 @@ def _fast(a: Any) -> Any:
         # Unaligned arrays export as "=Q", which memoryview cannot index: recast.
         return memoryview(a).cast("B").cast(a.dtype.char)
     return a.tolist()
-
-
-def _width(starts: Any, ends: Any) -> int:
-    """The length shared by every record, if they all have one and lie back to back
-    (then the part's records are rows of a 2-D array); else 0."""
-    n = len(starts)
-    if n == 0:
-        return 0
-    w = int(ends[0]) - int(starts[0])
-    if w <= 0 or int(ends[-1]) - int(starts[0]) != w * n:
-        return 0
-    lengths = np.subtract(ends, starts, dtype=np.int64)
-    return w if bool((lengths == w).all()) else 0

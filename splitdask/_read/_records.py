@@ -3,7 +3,8 @@
 A :class:`RecordReader` opens a part the first time a record of it is asked for:
 locally it maps the file and views the footer in place; remotely it fetches the
 footer (one ranged request, several footers at once for a batch) and then fetches
-records by range, near ranges merged by the store.
+records by range, near ranges merged by the store. It alone owns its part cache:
+whole bins (:meth:`RecordReader.bin_data`) reuse and fill it too.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from splitdask._dataset._index import IntArray
-from splitdask._dataset._parts import Part, bad_record
+from splitdask._dataset._parts import Part
 from splitdask._dataset._snapshot import Snapshot
-from splitdask._format import record_sum
+from splitdask._format import Footer, record_sum
+from splitdask._format._codecs import bad_record
 from splitdask._read._batch import RecordBatch
+from splitdask._read._bins import BinData, load_parts
 from splitdask._read._openpart import OpenPart
 from splitdask.errors import CorruptDatasetError
 
@@ -62,9 +65,10 @@ class RecordReader:
         self._slots: list[OpenPart | None] = [None] * nparts
         self._hot: list[tuple[Any, ...] | None] = [None] * nparts  # OpenPart.hot() of each
         self._opened: deque[int] = deque()
-        # Per part, for batches to use with one NumPy call each: open and mapped?
-        # And (facts of the file, kept) its records' shared width (0: none) and start.
-        self._is_mapped = np.zeros(nparts, dtype=bool)
+        # Per part, for batches to use with one NumPy call each: open, mapped, and
+        # stored as is (OpenPart.in_place)? And (facts of the file, kept) its records'
+        # shared width (0: none) and start.
+        self._in_place = np.zeros(nparts, dtype=bool)
         self._width = np.zeros(nparts, dtype=np.int64)
         self._first = np.zeros(nparts, dtype=np.int64)
         self._plain = np.zeros(nparts, dtype=bool)  # checked on every read: sums, no memo
@@ -74,7 +78,7 @@ class RecordReader:
     def close(self) -> None:
         """Release every mapping; parts reopen on next use."""
         opened, self._opened = self._opened, deque()
-        self._is_mapped[:] = False
+        self._in_place[:] = False
         for pid in opened:
             part, self._slots[pid], self._hot[pid] = self._slots[pid], None, None
             if part is not None:
@@ -97,34 +101,51 @@ class RecordReader:
         self._slots[pid] = opened
         self._hot[pid] = opened.hot()
         self._opened.append(pid)
-        # Compressed parts take the grouped path, which decodes.
-        self._is_mapped[pid] = opened.data is not None and opened.decode is None
+        # Parts not in place (read by range, or decoded) take the grouped path.
+        self._in_place[pid] = opened.in_place
         self._width[pid] = opened.width
         self._first[pid] = opened.first
         self._plain[pid] = opened.sums is not None and opened.memo is None
         if len(self._opened) > self.max_open:
             gone = self._opened.popleft()
             self._slots[gone] = self._hot[gone] = None
-            self._is_mapped[gone] = False
+            self._in_place[gone] = False
         return opened
 
     def _load(self, part: Part) -> OpenPart:
-        try:
+        with self.snapshot.reading(part.path):
             data, tail = self.store.open_tail(part.path, part.size, part.tail_size)
-        except FileNotFoundError:
-            raise self.snapshot.missing(part.path) from None
-        return OpenPart(data, *part.footer(tail, self.store.where(part.path)))
+        return OpenPart(data, part.footer(tail, self.store.where(part.path)))
 
-    def adopt(self, pid: int, blob: Any) -> OpenPart:
-        """Part ``pid`` with its extents taken from ``blob`` (the whole part, already
-        fetched) if it was not open; the extents are copied so the blob can go."""
-        opened = self._slots[pid]
-        if opened is None:
-            part = self.snapshot.parts[pid]
-            starts, ends, sums = part.footer(blob, self.store.where(part.path))
-            sums = None if sums is None else sums.copy()
-            opened = self._keep(pid, OpenPart(None, starts.copy(), ends.copy(), sums))
-        return opened
+    def bin_data(self, bin_index: int) -> BinData:
+        """One bin's parts whole, each checked whole once per map.
+
+        A local bin of few parts is this reader's own maps (iterating again maps
+        nothing new; :meth:`BinData.release` leaves them to :meth:`close`). Others
+        are read whole, and the extents of parts not open are kept, so later random
+        reads of them need no footer request.
+        """
+        pids = self.snapshot.bin_parts[bin_index]
+        if self.store.is_local and len(pids) <= self.max_open // 4:
+            opened = [self.part(p) for p in pids]
+            for pid, o in zip(pids, opened, strict=True):
+                if not o.whole:  # once per map: the file under it is immutable
+                    part = self.snapshot.parts[pid]
+                    part.check_whole(o.data, self.store.where(part.path))
+                    o.checked_whole()
+            return BinData(
+                [o.data for o in opened],
+                [o.starts_np for o in opened],
+                [o.ends_np for o in opened],
+                [o.codec for o in opened],
+                owned=False,
+            )
+        snap = self.snapshot
+        data = load_parts(self.store, [snap.parts[p] for p in pids], snap.generation)
+        for pid, s, e, codec in zip(pids, data.starts, data.ends, data.codecs, strict=True):
+            if self._slots[pid] is None:  # copies: the whole part can go
+                self._keep(pid, OpenPart(None, Footer(s.copy(), e.copy(), codec.detached())))
+        return data
 
     def _load_many(self, pids: Sequence[int]) -> None:
         """Open the parts among ``pids`` not open yet (remote tails fetched at once)."""
@@ -135,14 +156,12 @@ class RecordReader:
         if not todo:
             return
         parts = [self.snapshot.parts[p] for p in todo]
-        try:
+        with self.snapshot.reading():
             opened = self.store.open_tails(
                 [p.path for p in parts], [p.size for p in parts], [p.tail_size for p in parts]
             )
-        except FileNotFoundError as exc:
-            raise self.snapshot.missing(str(exc.filename)) from None
         for pid, part, (data, tail) in zip(todo, parts, opened, strict=True):
-            self._keep(pid, OpenPart(data, *part.footer(tail, self.store.where(part.path))))
+            self._keep(pid, OpenPart(data, part.footer(tail, self.store.where(part.path))))
 
     # -- records ----------------------------------------------------------------------
 
@@ -191,7 +210,7 @@ class RecordReader:
         (over the fetched bytes for a part read by range); checked as :attr:`record`."""
         pid, j = self.snapshot.locator.locate(i)
         part = self.part(pid)
-        if part.data is None or part.decode is not None:
+        if not part.in_place:  # read by range, or decoded: no map to view
             return memoryview(self.record(i))
         start, end = part.starts[j], part.ends[j]
         rec = part.view_of(start, end)
@@ -209,10 +228,8 @@ class RecordReader:
 
     def _fetch(self, pid: int, start: int, end: int) -> bytes:
         path = self.snapshot.parts[pid].path
-        try:
+        with self.snapshot.reading(path):
             return self.store.read_range(path, start, end)
-        except FileNotFoundError:
-            raise self.snapshot.missing(path) from None
 
     def _bad(self, pid: int, j: int, start: int, end: int) -> CorruptDatasetError:
         return bad_record(self.store.where(self.snapshot.parts[pid].path), j, start, end)
@@ -232,12 +249,12 @@ class RecordReader:
         """
         if not len(pids):
             return []
-        if self._is_mapped[pids].all():  # the steady state: one NumPy call to know
+        if self._in_place[pids].all():  # the steady state: one NumPy call to know
             return self._mapped(pids, local, views)
         uniq = np.unique(pids).tolist()
         if len(uniq) <= self.max_open // 2:
             self._load_many(uniq)
-            if self._is_mapped[pids].all():
+            if self._in_place[pids].all():
                 return self._mapped(pids, local, views)
         return self._grouped(pids, local)
 
@@ -263,35 +280,25 @@ class RecordReader:
         starts, ends = self.extents_at(parts, pids_np, local)
         bufs = [p.viewed() for p in parts] if views else list(map(_DATA, parts))
         recs = list(map(getitem, bufs, map(slice, starts, ends)))
-        self.check(parts, pids_np, local.tolist(), recs, starts, ends)
+        self._check(parts, pids_np, local.tolist(), recs)
         return recs
 
-    def check(
-        self,
-        parts: list[OpenPart],
-        pids: IntArray,
-        js: list[int],
-        recs: list[Any],
-        starts: list[int],
-        ends: list[int],
-    ) -> None:
+    def _check(self, parts: list[OpenPart], pids: IntArray, js: list[int], recs: list[Any]) -> None:
         """Check records ``recs[k]`` (record ``js[k]`` of ``parts[k]``, part number
         ``pids[k]``) against their sums; parts of large records skip those already
         checked in their map."""
-        if not self._plain[pids].all():
-            for k, part in enumerate(parts):  # mixed kinds or memos: one by one
-                j, memo = js[k], part.memo
-                if part.sums is None or (memo is not None and not memo[j]):
-                    continue
-                if _sum(recs[k]) != part.sums[j]:
-                    raise self._bad(int(pids[k]), j, starts[k], ends[k])
-                if memo is not None:
-                    memo[j] = 0
-            return
-        sums = list(map(getitem, map(_SUMS, parts), js))
-        if list(map(_sum, recs)) != sums:
-            k = next(k for k, r in enumerate(recs) if _sum(r) != sums[k])
-            raise self._bad(int(pids[k]), js[k], starts[k], ends[k])
+        if self._plain[pids].all():
+            sums = list(map(getitem, map(_SUMS, parts), js))
+            if list(map(_sum, recs)) == sums:
+                return
+        for k, part in enumerate(parts):  # mixed kinds, memos, or a bad record
+            j, memo = js[k], part.memo
+            if part.sums is None or (memo is not None and not memo[j]):
+                continue
+            if _sum(recs[k]) != part.sums[j]:
+                raise self._bad(int(pids[k]), j, part.starts[j], part.ends[j])
+            if memo is not None:
+                memo[j] = 0
 
     def _grouped(self, pids: IntArray, local: IntArray) -> list[Any]:
         """Records part by part: for ranged parts and batches over many parts."""
@@ -302,7 +309,7 @@ class RecordReader:
         r_start: list[int] = []
         r_end: list[int] = []
         slots: list[int] = []
-        checks: list[tuple[int, OpenPart, Any, int]] = []
+        checks: list[tuple[OpenPart, Any, int]] = []
         for group in np.split(by_part, bounds):
             pid = int(pids[group[0]])
             part = self.part(pid)
@@ -310,7 +317,7 @@ class RecordReader:
             starts, ends = part.starts_np[j].tolist(), part.ends_np[j].tolist()
             if part.data is not None:
                 got = list(map(part.data.__getitem__, map(slice, starts, ends)))
-                got = _check_group(self, pid, part, j, got)
+                got = part.codec.check(got, j, part.starts, part.ends)
                 for t, rec in zip(group.tolist(), got, strict=True):
                     out[t] = rec
             else:
@@ -318,36 +325,17 @@ class RecordReader:
                 r_start += starts
                 r_end += ends
                 slots += group.tolist()
-                checks.append((pid, part, j, len(group)))
+                checks.append((part, j, len(group)))
         if slots:
-            try:
+            with self.snapshot.reading():
                 got = self.store.read_ranges(paths, r_start, r_end)
-            except FileNotFoundError as exc:
-                raise self.snapshot.missing(str(exc.filename)) from None
             pos = 0
-            for pid, part, j, n in checks:
-                got[pos : pos + n] = _check_group(self, pid, part, j, got[pos : pos + n])
+            for part, j, n in checks:
+                got[pos : pos + n] = part.codec.check(got[pos : pos + n], j, part.starts, part.ends)
                 pos += n
             for t, data in zip(slots, got, strict=True):
                 out[t] = data
         return out
-
-
-def _check_group(
-    reader: RecordReader, pid: int, part: OpenPart, j: Any, got: list[Any]
-) -> list[Any]:
-    """Check records ``j`` of ``part`` (as read, in ``got``) against their sums;
-    the records as handed out (decoded, for a compressed part)."""
-    if part.decode is not None:
-        return part.decode.many(got, j)
-    sums = part.sums_np
-    if sums is None:
-        return got
-    for k, (want, rec) in enumerate(zip(sums[j].tolist(), got, strict=True)):
-        if _sum(rec) != want:
-            jj = int(j[k])
-            raise reader._bad(pid, jj, part.starts[jj], part.ends[jj])
-    return got
 
 
 _STARTS = attrgetter("starts")

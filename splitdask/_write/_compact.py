@@ -14,12 +14,11 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from splitdask._dataset._order import iter_records
 from splitdask._dataset._parts import part_of
 from splitdask._dataset._snapshot import read_manifest
 from splitdask._format import Manifest, PartInfo
 from splitdask._format._compression import Compression
-from splitdask._read._bins import load_parts, release
+from splitdask._read._bins import load_parts
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Compaction
@@ -73,16 +72,17 @@ def _merge(
     part_max_bytes: int,
 ) -> tuple[PartInfo, ...]:
     """Write the records of ``run`` (parts of bin ``b``), in order, as new parts."""
-    datas, starts, ends = load_parts(store, [part_of(p) for p in run], manifest.generation)
-    try:
-        # The one part writer: it removes what it wrote if anything fails (tidy), and
-        # recompresses with a dictionary trained on the merged records.
-        records = iter_records(datas, starts, ends, None, b)
+    # The one part writer: it removes what it wrote if anything fails (tidy), and
+    # recompresses with a dictionary trained on the merged records.
+    with load_parts(store, [part_of(p) for p in run], manifest.generation) as data:
         new = write_bin_part(
-            store, b, records, part_max_bytes=part_max_bytes, tag=tag, compression=_codec(run[0])
+            store,
+            b,
+            data.records(None, b),
+            part_max_bytes=part_max_bytes,
+            tag=tag,
+            compression=_codec(run[0]),
         )
-    finally:
-        release(datas)
     return tuple(new)
 
 

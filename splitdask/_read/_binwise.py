@@ -1,0 +1,107 @@
+"""Passes over a reader's bins: bin after bin (``iterate_binwise``, ``iterate_batches``,
+``read_bin``), and write order rebuilt from whole bins (``iter(loader)``).
+
+Each bin comes from :meth:`RecordReader.bin_data
+<splitdask._read._records.RecordReader.bin_data>`, which owns the part cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain, islice
+from typing import TypeVar
+
+from splitdask._dataset._index import BinOrder
+from splitdask._format import Segment
+from splitdask._read._bins import BinData
+from splitdask._read._records import RecordReader
+
+__all__ = ["iterate_bins", "iterate_write_order"]
+
+T = TypeVar("T")
+Cut = Callable[[BinData, int | None, int], Iterator[T]]
+"""What a pass hands out of one bin: ``cut(bin data, seed, bin)``, e.g.
+:meth:`BinData.records`."""
+
+
+def iterate_bins(
+    reader: RecordReader, bins: Sequence[int], seed: int | None, cut: Cut[T]
+) -> Iterator[T]:
+    """Every record of ``bins`` in that order, each bin stored or shuffled by ``seed``,
+    as ``cut(bin data, seed, bin)`` hands them out (records, batches, views).
+
+    Remote bins are fetched one ahead in a thread while the current one is consumed,
+    so memory stays at about two bins.
+    """
+    if reader.store.is_local:
+        # chain() pulls the next bin's iterator only when this one is spent, and no
+        # Python frame runs per record.
+        return chain.from_iterable(cut(reader.bin_data(b), seed, b) for b in bins)
+    return chain.from_iterable(_prefetched(reader, bins, seed, cut))
+
+
+def _prefetched(
+    reader: RecordReader, bins: Sequence[int], seed: int | None, cut: Cut[T]
+) -> Iterator[Iterator[T]]:
+    """Each bin's ``cut``, the next bin fetched in a thread meanwhile."""
+    with ThreadPoolExecutor(1) as pool:
+        nxt: Future[BinData] | None = pool.submit(reader.bin_data, bins[0]) if bins else None
+        for t, b in enumerate(bins):
+            assert nxt is not None
+            data = nxt.result()
+            nxt = pool.submit(reader.bin_data, bins[t + 1]) if t + 1 < len(bins) else None
+            yield cut(data, seed, b)
+            del data  # the consumer holds this bin's data only while it needs it
+
+
+def iterate_write_order(reader: RecordReader) -> Iterator[bytes] | None:
+    """Every record in write order by interleaving whole-bin slicing, or ``None`` when
+    that does not apply (remote or legacy datasets, or more parts than the reader
+    keeps open).
+
+    Write order deals each segment's records round-robin over its bins, so it is
+    the segment's bins read side by side: one iterator of record slices per bin,
+    zipped. Each part is checked whole once per map, as in ``iterate_binwise``.
+    """
+    order = reader.snapshot.locator.order
+    if (
+        not reader.store.is_local
+        or not isinstance(order, BinOrder)
+        or len(reader.snapshot.parts) > reader.max_open // 2
+    ):
+        return None
+    return _write_order(reader, order)
+
+
+def _write_order(reader: RecordReader, order: BinOrder) -> Iterator[bytes]:
+    bins: dict[int, BinData] = {}
+
+    def segment(seg: Segment) -> Iterator[bytes]:
+        ranges = []
+        for j, b in enumerate(seg.bins):
+            if b not in bins:
+                bins[b] = reader.bin_data(b)
+            ranges.append(_records_between(bins[b], seg.first[j], seg.first[j] + seg.share(j)))
+        # Full rounds first (each bin's share cut to them, so zip takes nothing it
+        # drops), then one more record from each of the first count % m bins.
+        rounds, extra = divmod(seg.count, len(seg.bins))
+        full = zip(*(islice(r, rounds) for r in ranges), strict=False)
+        return chain(chain.from_iterable(full), map(next, ranges[:extra]))
+
+    return chain.from_iterable(map(segment, order.segments))
+
+
+def _records_between(data: BinData, lo: int, hi: int) -> Iterator[bytes]:
+    """Records ``lo`` to ``hi`` (local indices) of one bin's data, in stored order."""
+    runs = []
+    pos = 0
+    for k, ss in enumerate(data.starts):
+        n = len(ss)
+        a, b = max(lo - pos, 0), min(hi - pos, n)
+        if a < b:
+            runs.append(data.take(k, slice(a, b)))
+        pos += n
+        if pos >= hi:
+            break
+    return chain.from_iterable(runs)
