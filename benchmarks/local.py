@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from splitdask import SplitDataLoader, write_split_data
-from splitdask._format._codecs import PLAIN
+from splitdask._format._partcodec import PLAIN
 
 
 def timed(fn: Callable[[], Any]) -> float:

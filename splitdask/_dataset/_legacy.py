@@ -16,7 +16,7 @@ import numpy as np
 from splitdask._dataset._index import IntArray, TableOrder
 from splitdask._dataset._parts import Part
 from splitdask._format import Footer
-from splitdask._format._codecs import PLAIN
+from splitdask._format._partcodec import PLAIN
 from splitdask._store import Store
 from splitdask.errors import CorruptDatasetError
 

@@ -6,7 +6,7 @@ extents, checksums and dictionary in its own footer, which also names the part; 
 only the extents; a legacy part (``_legacy.LegacyPart``) was given them by the
 splitdataloader index. Readers ask a part for :attr:`~Part.tail_size` bytes of its
 end and hand them to :meth:`~Part.footer`, whose
-:class:`~splitdask._format._codecs.Footer` says where each record lies and brings the
+:class:`~splitdask._format._partcodec.Footer` says where each record lies and brings the
 codec that checks (and decodes) them; a whole part is checked with
 :meth:`~Part.check_whole`. No reader tests which kind a part is.
 """
@@ -30,7 +30,7 @@ from splitdask._format import (
     footer_size,
     payload_size,
 )
-from splitdask._format._codecs import PLAIN, Summed, bad_record
+from splitdask._format._partcodec import PLAIN, Summed, bad_record
 from splitdask._store import Store
 from splitdask.errors import CorruptDatasetError
 

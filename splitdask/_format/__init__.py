@@ -2,8 +2,8 @@
 
 * ``_names``: where a part lives (``bins/00003-<uid>.bin``) and its temp name.
 * ``_jsonbound``: a JSON document's size and depth, checked before it is parsed.
-* ``_codecs``: what a part's footer says (:class:`Footer`) and how each part kind's
-  records are checked (one :class:`RecordCodec` class per kind).
+* ``_partcodec``: what a part's footer says (:class:`Footer`) and how each part kind's
+  records are checked (one :class:`PartCodec` class per kind).
 * ``_compression``: per-record zstd frames with a dictionary per part (its codec).
 * ``_footer``: bin-part footers, versions 1 to 3.
 * ``_manifest``: the manifest's schema and limits.
@@ -12,7 +12,6 @@ Each module imports only those listed before it. ``docs/format.md`` is the prose
 specification; this package re-exports the names its users need.
 """
 
-from splitdask._format._codecs import Footer, RecordCodec, record_sum
 from splitdask._format._footer import (
     COMPRESSED_PART_VERSION,
     DATA_START,
@@ -47,6 +46,7 @@ from splitdask._format._manifest import (
     Segment,
 )
 from splitdask._format._names import BINS_DIR, parse_part_name, part_name, temp_name
+from splitdask._format._partcodec import Footer, PartCodec, record_sum
 
 __all__ = [
     "BINS_DIR",
@@ -69,7 +69,7 @@ __all__ = [
     "Footer",
     "Manifest",
     "PartInfo",
-    "RecordCodec",
+    "PartCodec",
     "Retired",
     "Segment",
     "decode_footer",

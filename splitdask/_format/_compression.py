@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from splitdask._format._codecs import RecordCodec, record_sum
+from splitdask._format._partcodec import PartCodec, record_sum
 from splitdask._util._validate import check_int
 from splitdask.errors import CorruptDatasetError
 
@@ -190,7 +190,7 @@ class PartEncoder:
         self.max_raw = self.raw_bytes = 0
 
 
-class Decoder(RecordCodec):
+class Decoder(PartCodec):
     """The codec of a compressed part (format v3): checks and decodes its records;
     safe to share between threads.
 

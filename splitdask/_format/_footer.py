@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from splitdask._format._codecs import Footer
 from splitdask._format._compression import SUM_MASK, Decoder, decode_lengths, encode_lengths
+from splitdask._format._partcodec import Footer
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
 __all__ = [

@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from splitdask._dataset._order import bin_permutation, flat_extents
-from splitdask._format import RecordCodec
-from splitdask._format._codecs import PLAIN
+from splitdask._format import PartCodec
+from splitdask._format._partcodec import PLAIN
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -228,7 +228,7 @@ def bin_batches(
     seed: int | None,
     bin_index: int,
     size: int,
-    codecs: Sequence[RecordCodec] | None = None,
+    codecs: Sequence[PartCodec] | None = None,
 ) -> Iterator[RecordBatch]:
     """One bin's records as batches, in the order :func:`~splitdask._dataset._order.iter_records`
     gives them (stored, or ``bin_permutation(seed, bin_index, n)``).

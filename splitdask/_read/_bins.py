@@ -18,7 +18,7 @@ from typing import Any
 from splitdask._dataset._order import iter_records
 from splitdask._dataset._parts import Part
 from splitdask._dataset._snapshot import reading_parts
-from splitdask._format import RecordCodec
+from splitdask._format import PartCodec
 from splitdask._read._batch import RecordBatch, bin_batches
 from splitdask._store import Store
 
@@ -52,7 +52,7 @@ class BinData:
         buffers: list[Any],
         starts: list[Any],
         ends: list[Any],
-        codecs: list[RecordCodec],
+        codecs: list[PartCodec],
         owned: bool = True,
     ) -> None:
         self.buffers = buffers

@@ -1,7 +1,7 @@
 """An opened part: its buffer, where each record is in it, and how records are checked.
 
 No I/O: a :class:`~splitdask._read._records.RecordReader` opens the file and hands the
-buffer and the part's :class:`~splitdask._format._codecs.Footer` to :class:`OpenPart`.
+buffer and the part's :class:`~splitdask._format._partcodec.Footer` to :class:`OpenPart`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import contextlib
 from typing import Any
 
 from splitdask._format import Footer
-from splitdask._format._codecs import PLAIN
+from splitdask._format._partcodec import PLAIN
 from splitdask._read._batch import fixed_width
 
 __all__ = ["MEMO_MIN_BYTES", "OpenPart"]

@@ -20,7 +20,7 @@ from splitdask._dataset._index import IntArray
 from splitdask._dataset._parts import Part
 from splitdask._dataset._snapshot import Snapshot
 from splitdask._format import Footer, record_sum
-from splitdask._format._codecs import bad_record
+from splitdask._format._partcodec import bad_record
 from splitdask._read._batch import RecordBatch
 from splitdask._read._bins import BinData, load_parts
 from splitdask._read._openpart import OpenPart

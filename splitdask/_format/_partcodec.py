@@ -1,9 +1,9 @@
 """What a part's footer says, and how each part kind's records are checked: no I/O.
 
 :meth:`Part.footer <splitdask._dataset._parts.Part.footer>` returns a :class:`Footer`:
-where each record lies in the part, and the part's :class:`RecordCodec`. There is one
+where each record lies in the part, and the part's :class:`PartCodec`. There is one
 small codec class per way of storing records, behind one interface (fsspec's cache
-classes are the model): :class:`RecordCodec` itself for records stored as they are
+classes are the model): :class:`PartCodec` itself for records stored as they are
 with no checksum of their own (format v1, splitdataloader bins), :class:`Summed` for
 an XXH3-64 per record (v2), and ``_compression.Decoder`` for zstd frames (v3).
 Readers call the codec and never ask which kind a part is.
@@ -17,14 +17,14 @@ import xxhash
 
 from splitdask.errors import CorruptDatasetError
 
-__all__ = ["PLAIN", "Footer", "RecordCodec", "Summed", "bad_record", "record_sum"]
+__all__ = ["PLAIN", "Footer", "PartCodec", "Summed", "bad_record", "record_sum"]
 
 record_sum = xxhash.xxh3_64_intdigest
 """A record's checksum in a v2 footer (benchmarked cheaper than CRC32C through
 Python: docs/decisions.md)."""
 
 
-class RecordCodec:
+class PartCodec:
     """Records stored as they are, with no checksum of their own: format v1 parts
     (the manifest checksums the whole part) and splitdataloader bins.
 
@@ -72,16 +72,16 @@ class RecordCodec:
         kind in place)."""
         return memoryview(data)
 
-    def detached(self) -> RecordCodec:
+    def detached(self) -> PartCodec:
         """This codec, holding no view of the buffer its footer was read from."""
         return self
 
 
-PLAIN = RecordCodec()
+PLAIN = PartCodec()
 """The codec of parts whose records are stored as they are, unchecked."""
 
 
-class Summed(RecordCodec):
+class Summed(PartCodec):
     """Records stored as they are, each with its XXH3-64 in the footer (format v2);
     ``where`` names the part in errors."""
 
@@ -114,7 +114,7 @@ class Footer(NamedTuple):
 
     starts: Any
     ends: Any
-    codec: RecordCodec
+    codec: PartCodec
 
 
 def bad_record(where: str, j: int, start: int, end: int) -> CorruptDatasetError:
