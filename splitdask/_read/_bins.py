@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import mmap
 from collections.abc import Iterator, Sequence
-from types import TracebackType
 from typing import Any
 
 from splitdask._dataset._order import iter_records
@@ -21,11 +20,12 @@ from splitdask._dataset._snapshot import reading_parts
 from splitdask._format import PartCodec
 from splitdask._read._batch import RecordBatch, bin_batches
 from splitdask._store import Store
+from splitdask._util._closing import Closing
 
 __all__ = ["BinData", "load_parts"]
 
 
-class BinData:
+class BinData(Closing):
     """One bin's parts (or some of them) whole and checked, with their records' extents.
 
     Parameters
@@ -105,16 +105,7 @@ class BinData:
                 with contextlib.suppress(BufferError):
                     data.close()
 
-    def __enter__(self) -> BinData:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
+    close = release  # the end of a ``with`` block
 
 
 def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> BinData:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -26,16 +25,16 @@ from splitdask._read._describe import Description, describe
 from splitdask._read._records import RecordReader
 from splitdask._read._verify import VerifyReport, verify
 from splitdask._store import Store, UrlPath, open_store
+from splitdask._util._closing import Closing
 from splitdask._util._validate import check_int
 
 __all__ = ["Loader"]
 
-_L = TypeVar("_L", bound="Loader")
 _ITER_CHUNK = 4096
 _PREVIEW_RECORDS = 5
 
 
-class Loader:
+class Loader(Closing):
     """Random and bin-wise access to a dataset written by splitdask or splitdataloader.
 
     Parameters
@@ -96,17 +95,6 @@ class Loader:
         reader, self._reader, self._n, self._get = self._reader, None, 0, None
         if reader is not None:
             reader.close()
-
-    def __enter__(self: _L) -> _L:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._store.urlpath!r}: {self.describe().summary()})"

@@ -4,4 +4,5 @@
 * ``_validate``: argument checks, so one mistake reads the same at every entry point.
 * ``_progress``: one optional ``tqdm`` bar for long work.
 * ``_split``: which worker takes which batch, the rule every reader (and MpQItr) uses.
+* ``_closing``: :class:`Closing`, the base of objects a ``with`` block closes.
 """

@@ -11,9 +11,9 @@ import multiprocessing
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from splitdask._util._closing import Closing
 from splitdask.mpq._run import MpQRun
 
 T = TypeVar("T")
@@ -102,7 +102,7 @@ class MpQOptions:
 _DEFAULTS = MpQOptions()
 
 
-class MpQItr(Generic[T]):
+class MpQItr(Closing, Generic[T]):
     """Run ``generator_fn(*args, **kwargs)`` in worker processes and iterate its items.
 
     Each ``iter()`` starts a fresh run (an :class:`MpQRun`) with its own workers;
@@ -190,17 +190,6 @@ class MpQItr(Generic[T]):
         """Stop every run of this iterable that is still alive (idempotent)."""
         for run in list(self._runs):
             run.close()
-
-    def __enter__(self) -> MpQItr[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         name = getattr(self._fn, "__qualname__", repr(self._fn))

@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from multiprocessing.context import BaseContext
 from multiprocessing.shared_memory import SharedMemory
-from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
+from splitdask._util._closing import Closing
 from splitdask.errors import MpQItrError, MpQItrTimeoutError, WorkerDiedError
 from splitdask.mpq import _lifecycle, _shm, _wire, _worker
 from splitdask.mpq._lifecycle import RunState, WorkerHandle
@@ -160,7 +160,7 @@ def _died_error(w: WorkerHandle, start_method: str) -> WorkerDiedError:
     )
 
 
-class MpQRun(Generic[T]):
+class MpQRun(Closing, Generic[T]):
     """One run of an :class:`MpQItr`: an iterator over the items of its workers.
 
     Obtained from ``iter(mpq_itr)``. Items of different workers are delivered in
@@ -241,17 +241,6 @@ class MpQRun(Generic[T]):
         self._done = True
         self._frames.clear()
         self._finalizer()
-
-    def __enter__(self) -> MpQRun[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def worker_pids(self) -> tuple[int, ...]:
