@@ -11,12 +11,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-import xxhash
-
 from splitdask._store._access import access, not_found, short_read, too_large
 from splitdask._store._base import FileInfo, PartSink, Store
+from splitdask._store._resolve import resolve
+from splitdask._store._upload import SpoolSink, spool_prefix
 
-__all__ = ["S3_RETRIES", "UPLOAD_BLOCK", "FsspecStore", "resolve", "spool_prefix"]
+__all__ = ["FsspecStore"]
 
 # Object stores have no directories to create, and creating one there can have
 # side effects (s3fs creates a missing *bucket*), so writes never mkdir on them.
@@ -24,10 +24,6 @@ _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "az", "adl", "memory", "oss"
 # Of those, the ones whose first path component is a bucket (container) that must
 # exist before anything can be written.
 _BUCKET_STORES = _OBJECT_STORES - {"memory"}
-
-UPLOAD_BLOCK = 8 << 20
-"""Bytes an upload to a remote store holds in memory (per upload in flight, about
-twice this at peak); larger parts go up as multipart uploads of this block size."""
 
 # replace_if on a store without conditional writes is atomic only among the threads
 # of one process: one lock per dataset root serialises them.
@@ -250,11 +246,11 @@ class FsspecStore(Store):
             )
 
     def create_part(self, rel: str, buffer_size: int = 1 << 20) -> PartSink:
-        """Spooled to a local temp file and uploaded on commit, in one PUT or one
-        multipart upload of :data:`UPLOAD_BLOCK` blocks (both become visible whole or
-        not at all), so memory stays at ``buffer_size`` per open part and about
-        ``2 * UPLOAD_BLOCK`` per upload, whatever the part's size."""
-        return _SpoolSink(self, rel, buffer_size)
+        """Spooled to a local temp file and uploaded on commit (:mod:`._upload`), in
+        one PUT or one multipart upload (both become visible whole or not at all),
+        so memory stays at ``buffer_size`` per open part plus a few upload blocks
+        per upload, whatever the part's size."""
+        return SpoolSink(self, rel, buffer_size)
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         # A single PUT: object stores make it visible whole or not at all.
@@ -287,37 +283,6 @@ def _merge(
     return spans
 
 
-S3_RETRIES = {"max_attempts": 8, "mode": "standard"}
-"""botocore's retry settings splitdask gives S3 unless ``storage_options`` set their
-own (``config_kwargs={"retries": ...}``): up to 8 attempts with exponential backoff
-and jitter on connection errors, 500/502/503/504 and throttling (SlowDown). s3fs
-adds its own ``retries`` (default 5) around each read, for bodies cut mid-stream."""
-
-
-def with_retries(url: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with :data:`S3_RETRIES` filled in for an ``s3://`` URL."""
-    if not url.startswith(("s3://", "s3a://")):
-        return options
-    config = dict(options.get("config_kwargs") or {})
-    config.setdefault("retries", dict(S3_RETRIES))
-    return {**options, "config_kwargs": config}
-
-
-def resolve(url: str, options: dict[str, Any]) -> tuple[Any, Any, str]:
-    """``(fs, direct, root)`` for a URL: the filesystem to read parts through (maybe a
-    cache), the storage below any caching layers, and the root path on it."""
-    import fsspec
-    from fsspec.implementations.cached import CachingFileSystem
-
-    fs, root = fsspec.core.url_to_fs(url, **with_retries(url, options))
-    # Parts are immutable (a new name for every write), so they may be read through a
-    # caching layer; the manifest is not, so it and every write skip the cache.
-    direct = fs
-    while isinstance(direct, CachingFileSystem):
-        direct = direct.fs
-    return fs, direct, root
-
-
 def _mtime(info: dict[str, Any]) -> float:
     """A listing entry's modification time as a POSIX timestamp (0 if not given)."""
     for key in ("LastModified", "mtime", "created", "last_modified"):
@@ -329,57 +294,3 @@ def _mtime(info: dict[str, Any]) -> float:
         with contextlib.suppress(TypeError, ValueError):
             return float(value)
     return 0.0
-
-
-def spool_prefix(store: Store) -> str:
-    """Name prefix of the temp files spooled for ``store``'s dataset, so a later write
-    to the same dataset can find the ones a killed writer left."""
-    return f"splitdask-{xxhash.xxh3_64_hexdigest(store.urlpath.encode())}-"
-
-
-class _SpoolSink:
-    def __init__(self, store: FsspecStore, rel: str, buffer_size: int) -> None:
-        self._store = store
-        self._rel = rel
-        fd, self._tmp = tempfile.mkstemp(prefix=spool_prefix(store), suffix=".part")
-        self._file = os.fdopen(fd, "wb", buffering=buffer_size)
-        self.write = self._file.write
-
-    def commit(self) -> None:
-        self._file.close()
-        try:
-            with access(self._store.where(self._rel)):
-                _upload(self._store.direct, self._tmp, self._store.full(self._rel))
-        finally:
-            os.unlink(self._tmp)
-
-    def abort(self) -> None:
-        self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
-
-
-def _upload(fs: Any, local: str, remote: str) -> None:
-    """Copy a local file to ``remote`` holding at most about two blocks in memory.
-
-    ``fs.put_file`` would do, but its memory depends on the backend (s3fs reads up to
-    100 MiB at once, or ten 50 MiB chunks in parallel); a buffered remote file with an
-    explicit block size uploads in one PUT or a multipart upload of such blocks.
-    """
-    chunk = 1 << 20
-    f = fs.open(remote, "wb", block_size=UPLOAD_BLOCK)
-    try:
-        with open(local, "rb", buffering=0) as src:
-            while data := src.read(chunk):
-                f.write(data)
-    except BaseException:
-        # Abort (s3fs abandons the multipart upload) and make sure that neither
-        # close() nor garbage collection completes the upload after all.
-        with contextlib.suppress(Exception):
-            f.discard()
-        with contextlib.suppress(Exception):
-            f.closed = True
-        with contextlib.suppress(Exception):
-            fs.rm_file(remote)
-        raise
-    f.close()
