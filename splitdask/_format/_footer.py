@@ -38,6 +38,7 @@ __all__ = [
     "encode_footer",
     "encode_footer_v2",
     "encode_footer_v3",
+    "entry_tables",
     "footer_size",
     "min_footer_v3",
     "payload_size",
@@ -67,6 +68,16 @@ def footer_size(count: int, version: int = 1) -> int:
     if version >= 2:
         size += _U64.itemsize * count + _V2_TAIL.size
     return size
+
+
+def entry_tables(part_size: int, count: int) -> tuple[int, int]:
+    """Where a version 2 part's footer tables start in the file: ``(offsets, sums)``.
+
+    Record ``j``'s extent is the u64s at ``offsets + 8 j`` and ``offsets + 8 (j + 1)``,
+    its checksum the u64 at ``sums + 8 j``: a reader can fetch just those.
+    """
+    offsets = part_size - footer_size(count, 2)
+    return offsets, offsets + _U64.itemsize * (count + 1)
 
 
 def payload_size(part_size: int, count: int, version: int = 1) -> int:

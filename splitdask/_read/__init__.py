@@ -4,6 +4,8 @@
 * ``_openpart``: an opened part: its buffer, its extents, how its records are checked.
 * ``_bins``: whole bins as :class:`BinData`: records, views or batches, stored or
   seeded order, released as a context manager.
+* ``_entries``: a remote part's footer fetched by the entry, as reads need it.
+* ``_ranged``: records of parts read by range, a batch at a time.
 * ``_records``: :class:`RecordReader`, the part cache (its only owner), and reads of
   one record, many, or a whole bin.
 * ``_binwise``: passes over a reader's bins, one after another or in write order.

@@ -7,6 +7,7 @@ Each bin comes from :meth:`RecordReader.bin_data
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain, islice
@@ -31,8 +32,8 @@ def iterate_bins(
     """Every record of ``bins`` in that order, each bin stored or shuffled by ``seed``,
     as ``cut(bin data, seed, bin)`` hands them out (records, batches, views).
 
-    Remote bins are fetched one ahead in a thread while the current one is consumed,
-    so memory stays at about two bins.
+    Remote bins are fetched ahead, within the store's in-flight budget, while the
+    current one is consumed (:func:`_prefetched`).
     """
     if reader.store.is_local:
         # chain() pulls the next bin's iterator only when this one is spent, and no
@@ -44,15 +45,43 @@ def iterate_bins(
 def _prefetched(
     reader: RecordReader, bins: Sequence[int], seed: int | None, cut: Cut[T]
 ) -> Iterator[Iterator[T]]:
-    """Each bin's ``cut``, the next bin fetched in a thread meanwhile."""
-    with ThreadPoolExecutor(1) as pool:
-        nxt: Future[BinData] | None = pool.submit(reader.bin_data, bins[0]) if bins else None
-        for t, b in enumerate(bins):
-            assert nxt is not None
-            data = nxt.result()
-            nxt = pool.submit(reader.bin_data, bins[t + 1]) if t + 1 < len(bins) else None
-            yield cut(data, seed, b)
-            del data  # the consumer holds this bin's data only while it needs it
+    """Each bin's ``cut``, later bins fetched meanwhile.
+
+    Bins are fetched in order, as many ahead as fit the store's in-flight budget
+    (``net.inflight_bytes``; the next bin is always fetched, however large), each by
+    a thread that waits on the store's concurrent requests (the reader's own
+    state is touched here, in the consumer's thread): the link stays busy
+    while the caller consumes, and memory stays near the budget plus the bin in
+    hand.
+    """
+    store = reader.store
+    net = getattr(store, "net", None)
+    budget = net.inflight_bytes if net is not None else 0
+    parts = reader.snapshot.parts
+    sizes = [sum(parts[p].size for p in reader.snapshot.bin_parts[b]) for b in bins]
+    ahead: deque[Future[BinData]] = deque()
+    held = 0  # bytes of the bins submitted and not yet handed on
+    nxt = 0
+    with ThreadPoolExecutor(_THREADS) as pool:
+        try:
+            for t, b in enumerate(bins):
+                while nxt < len(bins) and (
+                    nxt == t or (held + sizes[nxt] <= budget and len(ahead) < _THREADS)
+                ):
+                    ahead.append(pool.submit(reader.fetch_bin, bins[nxt]))
+                    held += sizes[nxt]
+                    nxt += 1
+                data = reader.adopt(b, ahead.popleft().result())
+                yield cut(data, seed, b)
+                held -= sizes[t]
+                del data  # the consumer holds this bin's data only while it needs it
+        finally:
+            for f in ahead:  # a consumer that stopped early: fetch no more
+                f.cancel()
+
+
+_THREADS = 16
+"""Bins fetched at once at most (each a thread waiting on the store's requests)."""
 
 
 def iterate_write_order(reader: RecordReader) -> Iterator[bytes] | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import numpy as np
+
 from splitdask._format import Footer
 from splitdask._format._partcodec import PLAIN
 from splitdask._read._batch import fixed_width
@@ -25,6 +27,10 @@ class OpenPart:
     """An opened part: the mapped file (local), where each record is in it, its
     codec and, for a kind that has them, each record's checksum (``sums`` is
     ``None`` otherwise).
+
+    ``starts``, ``ends`` and ``sums`` may instead be the columns of a
+    :class:`~splitdask._read._entries.FooterEntries` (a remote part whose footer is
+    fetched by the entry): indexed the same way, fetching what is not known yet.
 
     When every record has the same length and they lie back to back, ``width`` is
     that length and record ``j`` starts at ``first + j * width``: no footer lookup.
@@ -48,6 +54,7 @@ class OpenPart:
         "in_place",
         "memo",
         "mview",
+        "sparse",
         "starts",
         "starts_np",
         "sums",
@@ -64,17 +71,22 @@ class OpenPart:
         self.starts_np = starts
         self.ends_np = ends
         self.whole = False  # whether check_whole has passed on ``data``
+        self.mview: memoryview | None = None  # of ``data``, made on the first view()
+        sums = codec.sums
+        self.sparse = not isinstance(starts, np.ndarray)
+        if self.sparse:  # entries fetched as asked (_entries)
+            self.starts, self.ends, self.sums = starts, ends, sums
+            self.first, self.width, self.memo = 0, 0, None
+            return
         # memoryview indexing returns Python ints and is several times faster than
         # indexing a NumPy array, which matters for single-record reads.
         self.starts, self.ends = _fast(starts), _fast(ends)
-        sums = codec.sums
         self.sums = None if sums is None else _fast(sums)
         n = len(starts)
         self.first = int(starts[0]) if n else 0
         self.width = fixed_width(starts, ends)
         big = n and data is not None and (int(ends[-1]) - self.first) >= MEMO_MIN_BYTES * n
         self.memo = bytearray(b"\x01") * n if sums is not None and big else None
-        self.mview: memoryview | None = None  # of ``data``, made on the first view()
 
     def checked_whole(self) -> None:
         """:meth:`Part.check_whole` passed on ``data``: no record is hashed again."""

@@ -23,7 +23,9 @@ from splitdask._format import Footer, record_sum
 from splitdask._format._partcodec import bad_record
 from splitdask._read._batch import RecordBatch
 from splitdask._read._bins import BinData, load_parts
+from splitdask._read._entries import open_sparse
 from splitdask._read._openpart import OpenPart
+from splitdask._read._ranged import read_grouped
 from splitdask.errors import CorruptDatasetError
 
 __all__ = ["MAX_OPEN_PARTS", "OpenPart", "RecordReader"]
@@ -113,9 +115,15 @@ class RecordReader:
         return opened
 
     def _load(self, part: Part) -> OpenPart:
+        sparse = self._sparse(part)
+        if sparse is not None:
+            return sparse
         with self.snapshot.reading(part.path):
             data, tail = self.store.open_tail(part.path, part.size, part.tail_size)
         return OpenPart(data, part.footer(tail, self.store.where(part.path)))
+
+    def _sparse(self, part: Part) -> OpenPart | None:
+        return None if self.store.is_local else open_sparse(self.snapshot, part)
 
     def bin_data(self, bin_index: int) -> BinData:
         """One bin's parts whole, each checked whole once per map.
@@ -140,10 +148,22 @@ class RecordReader:
                 [o.codec for o in opened],
                 owned=False,
             )
+        return self.adopt(bin_index, self.fetch_bin(bin_index))
+
+    def fetch_bin(self, bin_index: int) -> BinData:
+        """One bin's parts read whole and checked, touching nothing of this reader's
+        (safe from another thread: a read-ahead's)."""
         snap = self.snapshot
-        data = load_parts(self.store, [snap.parts[p] for p in pids], snap.generation)
+        parts = [snap.parts[p] for p in snap.bin_parts[bin_index]]
+        return load_parts(self.store, parts, snap.generation)
+
+    def adopt(self, bin_index: int, data: BinData) -> BinData:
+        """Keep the extents of ``data``'s parts (from :meth:`fetch_bin`) that are not
+        open, so later random reads of them need no footer request."""
+        pids = self.snapshot.bin_parts[bin_index]
         for pid, s, e, codec in zip(pids, data.starts, data.ends, data.codecs, strict=True):
-            if self._slots[pid] is None:  # copies: the whole part can go
+            opened = self._slots[pid]
+            if opened is None or opened.sparse:  # copies: the whole part can go
                 self._keep(pid, OpenPart(None, Footer(s.copy(), e.copy(), codec.detached())))
         return data
 
@@ -153,6 +173,11 @@ class RecordReader:
         # In chunks the cache can hold, so a batch over many parts never holds more
         # mappings at once than the cache allows; the rest open one by one when read.
         todo = todo[: max(1, self.max_open // 2)]
+        for pid in todo:
+            sparse = self._sparse(self.snapshot.parts[pid])
+            if sparse is not None:
+                self._keep(pid, sparse)
+        todo = [p for p in todo if self._slots[p] is None]
         if not todo:
             return
         parts = [self.snapshot.parts[p] for p in todo]
@@ -256,7 +281,7 @@ class RecordReader:
             self._load_many(uniq)
             if self._in_place[pids].all():
                 return self._mapped(pids, local, views)
-        return self._grouped(pids, local)
+        return read_grouped(self.snapshot, self.part, pids, local)
 
     def extents_at(
         self, parts: list[OpenPart], pids: IntArray, local: IntArray
@@ -299,43 +324,6 @@ class RecordReader:
                 raise self._bad(int(pids[k]), j, part.starts[j], part.ends[j])
             if memo is not None:
                 memo[j] = 0
-
-    def _grouped(self, pids: IntArray, local: IntArray) -> list[Any]:
-        """Records part by part: for ranged parts and batches over many parts."""
-        out: list[Any] = [None] * len(pids)
-        by_part = np.argsort(pids, kind="stable")
-        bounds = np.flatnonzero(np.diff(pids[by_part])) + 1
-        paths: list[str] = []
-        r_start: list[int] = []
-        r_end: list[int] = []
-        slots: list[int] = []
-        checks: list[tuple[OpenPart, Any, int]] = []
-        for group in np.split(by_part, bounds):
-            pid = int(pids[group[0]])
-            part = self.part(pid)
-            j = local[group]
-            starts, ends = part.starts_np[j].tolist(), part.ends_np[j].tolist()
-            if part.data is not None:
-                got = list(map(part.data.__getitem__, map(slice, starts, ends)))
-                got = part.codec.check(got, j, part.starts, part.ends)
-                for t, rec in zip(group.tolist(), got, strict=True):
-                    out[t] = rec
-            else:
-                paths += [self.snapshot.parts[pid].path] * len(group)
-                r_start += starts
-                r_end += ends
-                slots += group.tolist()
-                checks.append((part, j, len(group)))
-        if slots:
-            with self.snapshot.reading():
-                got = self.store.read_ranges(paths, r_start, r_end)
-            pos = 0
-            for part, j, n in checks:
-                got[pos : pos + n] = part.codec.check(got[pos : pos + n], j, part.starts, part.ends)
-                pos += n
-            for t, data in zip(slots, got, strict=True):
-                out[t] = data
-        return out
 
 
 _STARTS = attrgetter("starts")

@@ -111,9 +111,17 @@ class Store(ABC):
         """
 
     def read_ranges(
-        self, rels: Sequence[str], starts: Sequence[int], ends: Sequence[int]
+        self,
+        rels: Sequence[str],
+        starts: Sequence[int],
+        ends: Sequence[int],
+        gap: int | None = None,
     ) -> list[bytes]:
-        """Several ranges, raising as :meth:`read_range` does for the first failure."""
+        """Several ranges, raising as :meth:`read_range` does for the first failure.
+
+        ``gap``: ranges of one file at most this far apart may be fetched as one
+        request (``None``: the store decides by cost; ``0``: only touching ones).
+        """
         return [self.read_range(r, s, e) for r, s, e in zip(rels, starts, ends, strict=True)]
 
     @abstractmethod

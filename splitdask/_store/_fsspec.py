@@ -4,6 +4,7 @@ is async), spooled uploads, and a caching layer for immutable parts."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import tempfile
@@ -13,6 +14,8 @@ from typing import IO, Any
 
 from splitdask._store._access import access, not_found, short_read, too_large
 from splitdask._store._base import FileInfo, PartSink, Store
+from splitdask._store._fetch import Fetcher, plan_ranges
+from splitdask._store._net import NetSettings, net_settings
 from splitdask._store._resolve import resolve
 from splitdask._store._upload import SpoolSink, spool_prefix
 
@@ -29,11 +32,6 @@ _BUCKET_STORES = _OBJECT_STORES - {"memory"}
 # of one process: one lock per dataset root serialises them.
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
-
-# Ranges of one file closer than this are fetched as one request; the bytes in
-# between are cheaper than another round trip.
-_MERGE_GAP = 1 << 20
-_MERGE_MAX = 64 << 20
 
 
 class FsspecStore(Store):
@@ -59,6 +57,11 @@ class FsspecStore(Store):
         self._fs = fs
         self._direct = direct
         self._pid = os.getpid()
+        self.net: NetSettings = net_settings()
+        pool = (storage_options.get("config_kwargs") or {}).get("max_pool_connections")
+        if isinstance(pool, int) and pool > 0:  # the user sized botocore's pool: follow it
+            self.net = dataclasses.replace(self.net, connections=pool)
+        self._fetcher = self._make_fetcher()
         protocols = direct.protocol if isinstance(direct.protocol, tuple) else (direct.protocol,)
         self._object_store = bool(_OBJECT_STORES.intersection(protocols))
         self._bucketed = bool(_BUCKET_STORES.intersection(protocols))
@@ -83,6 +86,21 @@ class FsspecStore(Store):
         # DataLoader or MpQItr worker gets a filesystem of its own.
         self._fs, self._direct, _ = resolve(self.urlpath, self.storage_options)
         self._pid = os.getpid()
+        self._fetcher = self._make_fetcher()
+
+    def _make_fetcher(self) -> Fetcher | None:
+        """Concurrent requests of our own where parts are read from an async
+        filesystem directly; through a cache layer (or a sync backend) the
+        filesystem's own ``cat_ranges`` serves."""
+        if self._fs is self._direct and getattr(self._direct, "async_impl", False):
+            return Fetcher(self._direct, self.net)
+        return None
+
+    @property
+    def fetcher(self) -> Fetcher | None:
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._fetcher
 
     # -- reading ------------------------------------------------------------------
 
@@ -100,7 +118,14 @@ class FsspecStore(Store):
             return b""  # an empty HTTP range is invalid, and S3 answers it with everything
         try:
             with access(self.where(rel)):
-                data = bytes(self.fs.cat_file(self.full(rel), start=start, end=end))
+                fetcher = self.fetcher
+                if fetcher is not None:  # through the one semaphore of this process
+                    (got,) = fetcher.ranges([self.full(rel)], [start], [end])
+                    if isinstance(got, BaseException):
+                        raise got
+                    data = bytes(got)
+                else:
+                    data = bytes(self.fs.cat_file(self.full(rel), start=start, end=end))
         except FileNotFoundError:
             raise not_found(rel) from None
         except OSError as exc:
@@ -112,39 +137,66 @@ class FsspecStore(Store):
         return data
 
     def read_ranges(
-        self, rels: Sequence[str], starts: Sequence[int], ends: Sequence[int]
+        self,
+        rels: Sequence[str],
+        starts: Sequence[int],
+        ends: Sequence[int],
+        gap: int | None = None,
     ) -> list[bytes]:
-        """Near ranges of one file are merged into one request, and all requests go
-        out in one concurrent call (async backends such as s3fs)."""
+        """Ranges of one file are grouped into requests by cost (:func:`plan_ranges`),
+        and every request goes out at once."""
         if len(rels) < 2:
-            return super().read_ranges(rels, starts, ends)
+            return super().read_ranges(rels, starts, ends, gap)
         out: list[bytes] = [b""] * len(rels)
-        spans = _merge(rels, starts, ends)
+        by_rel: dict[str, list[int]] = {}
+        for k, rel in enumerate(rels):
+            by_rel.setdefault(rel, []).append(k)
+        spans: list[tuple[str, int, int, list[int]]] = []
+        for rel, ks in by_rel.items():
+            plan = plan_ranges([starts[k] for k in ks], [ends[k] for k in ks], self.net, gap)
+            spans += [(rel, lo, hi, [ks[i] for i in items]) for lo, hi, items in plan]
         if not spans:
             return out
+        paths = [self.full(r) for r, _, _, _ in spans]
+        los, his = [lo for _, lo, _, _ in spans], [hi for _, _, hi, _ in spans]
         with access(self.where(spans[0][0])):
-            got = self.fs.cat_ranges(
-                [self.full(r) for r, _, _, _ in spans],
-                [lo for _, lo, _, _ in spans],
-                [hi for _, _, hi, _ in spans],
-                on_error="return",
-            )
+            fetcher = self.fetcher
+            if fetcher is not None:  # large spans in chunks, all at once
+                got = fetcher.spans(paths, los, his)
+            else:
+                got = self.fs.cat_ranges(paths, los, his, on_error="return")
         for (rel, lo, hi, items), data in zip(spans, got, strict=True):
-            if isinstance(data, FileNotFoundError):
-                raise not_found(rel)
-            if isinstance(data, OSError) and data.errno == errno.EINVAL:
-                raise short_read(self.where(rel), lo, hi, None)
-            if isinstance(data, BaseException):
-                with access(self.where(rel)):
-                    raise data
-            if len(data) != hi - lo:
-                raise short_read(self.where(rel), lo, hi, len(data))
+            self._check_got(rel, lo, hi, data)
             for k in items:
                 out[k] = data[starts[k] - lo : ends[k] - lo]
         return out
 
+    def _check_got(self, rel: str, lo: int, hi: int, data: Any) -> None:
+        """Raise, worded for ``rel``, if a request failed or came back short."""
+        if isinstance(data, FileNotFoundError):
+            raise not_found(rel)
+        if isinstance(data, OSError) and data.errno == errno.EINVAL:
+            raise short_read(self.where(rel), lo, hi, None)
+        if isinstance(data, BaseException):
+            with access(self.where(rel)):
+                raise data
+        if len(data) != hi - lo:
+            raise short_read(self.where(rel), lo, hi, len(data))
+
     def read_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
-        return self.read_ranges(rels, [0] * len(rels), sizes)
+        return self._download_whole(rels, sizes)
+
+    def _download_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
+        """Whole parts from the storage: each in concurrent chunks (:func:`chunk_spans
+        <splitdask._store._fetch.chunk_spans>`), all parts at once."""
+        fetcher = self.fetcher
+        if fetcher is None:
+            return self.read_ranges(rels, [0] * len(rels), sizes, 0)
+        with access(self.where(rels[0]) if rels else self.urlpath):
+            got = fetcher.wholes([self.full(r) for r in rels], sizes)
+        for rel, size, data in zip(rels, sizes, got, strict=True):
+            self._check_got(rel, 0, size, data)
+        return got
 
     def open_tail(self, rel: str, size: int, tail: int) -> tuple[Any | None, Any]:
         return None, self.read_range(rel, max(0, size - tail), size)
@@ -261,26 +313,6 @@ class FsspecStore(Store):
         for rel in rels:
             with contextlib.suppress(FileNotFoundError), access(self.where(rel)):
                 self.direct.rm_file(self.full(rel))
-
-
-def _merge(
-    rels: Sequence[str], starts: Sequence[int], ends: Sequence[int]
-) -> list[tuple[str, int, int, list[int]]]:
-    """Non-empty ranges grouped into requests ``(rel, lo, hi, indices served)``."""
-    order = sorted(
-        (k for k in range(len(rels)) if ends[k] > starts[k]), key=lambda k: (rels[k], starts[k])
-    )
-    spans: list[tuple[str, int, int, list[int]]] = []
-    for k in order:
-        rel, s, e = rels[k], starts[k], ends[k]
-        if spans:
-            prel, lo, hi, items = spans[-1]
-            if prel == rel and s - hi <= _MERGE_GAP and max(hi, e) - lo <= _MERGE_MAX:
-                spans[-1] = (rel, lo, max(hi, e), items)
-                items.append(k)
-                continue
-        spans.append((rel, s, e, [k]))
-    return spans
 
 
 def _mtime(info: dict[str, Any]) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from splitdask._store._net import net_settings
+
 __all__ = ["S3_RETRIES", "resolve", "with_retries"]
 
 
@@ -16,11 +18,14 @@ adds its own ``retries`` (default 5) around each read, for bodies cut mid-stream
 
 
 def with_retries(url: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with :data:`S3_RETRIES` filled in for an ``s3://`` URL."""
+    """``options`` with :data:`S3_RETRIES` and a connection pool of
+    ``net_settings().connections`` filled in for an ``s3://`` URL."""
     if not url.startswith(("s3://", "s3a://")):
         return options
     config = dict(options.get("config_kwargs") or {})
     config.setdefault("retries", dict(S3_RETRIES))
+    # botocore's pool holds 10 connections by default: too few to keep a link full.
+    config.setdefault("max_pool_connections", net_settings().connections)
     return {**options, "config_kwargs": config}
 
 

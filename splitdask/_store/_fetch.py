@@ -1,0 +1,135 @@
+"""Concurrent ranged GETs: whole parts in chunks, and byte ranges planned by cost.
+
+One :class:`Fetcher` per filesystem object, running its requests on the
+filesystem's event loop (fsspec keeps one loop thread per process, and a store
+re-resolves its filesystem after a fork), with at most
+:attr:`~splitdask._store._net.NetSettings.connections` requests in flight; the
+connection pool is sized to match (:func:`~splitdask._store._resolve.with_retries`).
+
+Planning is separate from fetching and does no I/O: :func:`plan_ranges` decides
+which wanted ranges of one file are fetched as one request, :func:`chunk_spans`
+how a whole part is cut into requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from splitdask._store._net import NetSettings
+
+__all__ = ["Fetcher", "Span", "chunk_spans", "plan_ranges"]
+
+Span = tuple[int, int, list[int]]
+"""One request of a plan: ``(lo, hi, indices of the wanted ranges it serves)``."""
+
+_MIN_CHUNK = 1 << 20
+_WIDTH = 16
+"""Requests one whole part is spread over at most: enough to fill a link of a few
+hundred MB/s at a few tens of MB/s per connection, few enough to leave
+connections to the parts fetched beside it."""
+
+
+def chunk_spans(size: int, net: NetSettings) -> list[tuple[int, int]]:
+    """Byte ranges a part of ``size`` bytes is fetched in.
+
+    At most ``chunk_bytes`` each, and smaller (down to 1 MiB) for a part that would
+    otherwise keep fewer than :data:`_WIDTH` connections busy: a lone 16 MiB part
+    arrives in 16 concurrent requests, not 2.
+    """
+    if size <= 0:
+        return []
+    chunk = min(net.chunk_bytes, max(_MIN_CHUNK, -(-size // _WIDTH)))
+    return [(lo, min(size, lo + chunk)) for lo in range(0, size, chunk)]
+
+
+def plan_ranges(
+    starts: Sequence[int], ends: Sequence[int], net: NetSettings, gap: int | None = None
+) -> list[Span]:
+    """Wanted ranges of one file grouped into requests, by cost.
+
+    Two neighbouring ranges are fetched as one when the gap between them costs
+    less time at one connection's bandwidth than a request's latency
+    (``net.gap_bytes``); a merged request is cut again where it would pass
+    ``chunk_bytes``. Empty ranges need no request and are served by none. ``gap``
+    overrides the largest gap merged (``0``: only ranges that touch or overlap).
+    """
+    order = sorted((k for k in range(len(starts)) if ends[k] > starts[k]), key=starts.__getitem__)
+    spans: list[Span] = []
+    most = net.chunk_bytes
+    if gap is None:
+        gap = net.gap_bytes
+    for k in order:
+        s, e = starts[k], ends[k]
+        if spans:
+            lo, hi, items = spans[-1]
+            if s - hi <= gap and max(hi, e) - lo <= most:
+                spans[-1] = (lo, max(hi, e), items)
+                items.append(k)
+                continue
+        spans.append((s, e, [k]))
+    return spans
+
+
+class Fetcher:
+    """Ranged GETs through one async fsspec filesystem, ``connections`` at most at once.
+
+    Results are bytes, or the exception a request ended with (the caller words it:
+    :mod:`~splitdask._store._access`).
+    """
+
+    def __init__(self, fs: Any, net: NetSettings) -> None:
+        self.fs = fs
+        self.net = net
+        self._sem: asyncio.Semaphore | None = None
+
+    async def _get(self, path: str, start: int, end: int) -> bytes:
+        if self._sem is None:  # made on the loop that runs it
+            self._sem = asyncio.Semaphore(self.net.connections)
+        async with self._sem:
+            return bytes(await self.fs._cat_file(path, start=start, end=end))
+
+    def _run(self, coros: list[Any]) -> list[Any]:
+        from fsspec.asyn import sync
+
+        async def gather() -> list[Any]:
+            return await asyncio.gather(*coros, return_exceptions=True)
+
+        return list(sync(self.fs.loop, gather))
+
+    def ranges(self, paths: Sequence[str], starts: Sequence[int], ends: Sequence[int]) -> list[Any]:
+        """Bytes ``[start, end)`` of each path, all requests at once."""
+        return self._run([self._get(*r) for r in zip(paths, starts, ends, strict=True)])
+
+    def spans(self, paths: Sequence[str], los: Sequence[int], his: Sequence[int]) -> list[Any]:
+        """Bytes ``[lo, hi)`` of each path, each cut into :func:`chunk_spans` requests,
+        all at once; a range fetched in several pieces is joined into one
+        ``bytearray`` (short pieces: joined as they came, so the caller sees it)."""
+        jobs: list[tuple[int, int, int]] = []
+        for k, (lo, hi) in enumerate(zip(los, his, strict=True)):
+            jobs += [(k, lo + a, lo + b) for a, b in chunk_spans(hi - lo, self.net)]
+        got = self._run([self._get(paths[k], a, b) for k, a, b in jobs])
+        out: list[Any] = [b"" for _ in los]
+        pieces: dict[int, list[tuple[int, int, Any]]] = {}
+        for (k, a, b), data in zip(jobs, got, strict=True):
+            pieces.setdefault(k, []).append((a, b, data))
+        for k, parts in pieces.items():
+            failed = next((d for _, _, d in parts if isinstance(d, BaseException)), None)
+            if failed is not None:
+                out[k] = failed
+            elif len(parts) == 1:
+                out[k] = parts[0][2]
+            elif any(len(d) != b - a for a, b, d in parts):
+                out[k] = b"".join(d for _, _, d in parts)
+            else:
+                whole = bytearray(his[k] - los[k])
+                view = memoryview(whole)
+                for a, b, d in parts:
+                    view[a - los[k] : b - los[k]] = d
+                out[k] = whole
+        return out
+
+    def wholes(self, paths: Sequence[str], sizes: Sequence[int]) -> list[Any]:
+        """Each file's first ``size`` bytes (:meth:`spans` from 0)."""
+        return self.spans(paths, [0] * len(sizes), sizes)
