@@ -11,14 +11,16 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain, islice
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import numpy as np
 
 from splitdask._dataset._index import BinOrder
 from splitdask._format import Segment
 from splitdask._read._bins import BinData
 from splitdask._read._records import RecordReader
 
-__all__ = ["iterate_bins", "iterate_write_order"]
+__all__ = ["iterate_bins", "iterate_gathered", "iterate_write_order"]
 
 T = TypeVar("T")
 Cut = Callable[[BinData, int | None, int], Iterator[T]]
@@ -134,3 +136,31 @@ def _records_between(data: BinData, lo: int, hi: int) -> Iterator[bytes]:
         if pos >= hi:
             break
     return chain.from_iterable(runs)
+
+
+GATHER_RECORDS = 4096
+GATHER_BYTES = 64 << 20
+
+
+def iterate_gathered(reader: RecordReader) -> Iterator[bytes]:
+    """Every record in write order, gathered by index a slice at a time: where
+    :func:`iterate_write_order` does not apply. A slice holds at most
+    :data:`GATHER_RECORDS` records or about :data:`GATHER_BYTES`; from a remote store
+    the next slice is fetched while the caller consumes this one."""
+    n = reader.num_records
+    average = max(1, reader.snapshot.nbytes // max(1, n))
+    step = max(1, min(GATHER_RECORDS, GATHER_BYTES // average))
+    slices = [np.arange(lo, min(n, lo + step)) for lo in range(0, n, step)]
+    if reader.store.is_local:
+        return chain.from_iterable(map(reader.records, slices))
+    return chain.from_iterable(_gathered_ahead(reader, slices))
+
+
+def _gathered_ahead(reader: RecordReader, slices: list[Any]) -> Iterator[list[bytes]]:
+    with ThreadPoolExecutor(1) as pool:
+        nxt = pool.submit(reader.records, slices[0]) if slices else None
+        for t in range(len(slices)):
+            assert nxt is not None
+            got = nxt.result()
+            nxt = pool.submit(reader.records, slices[t + 1]) if t + 1 < len(slices) else None
+            yield got

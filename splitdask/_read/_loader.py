@@ -20,7 +20,7 @@ from splitdask._dataset._snapshot import Snapshot, open_snapshot
 from splitdask._format import Manifest
 from splitdask._read._batch import RecordBatch, rebatch
 from splitdask._read._bins import BinData
-from splitdask._read._binwise import iterate_bins, iterate_write_order
+from splitdask._read._binwise import iterate_bins, iterate_gathered, iterate_write_order
 from splitdask._read._describe import Description, describe
 from splitdask._read._records import RecordReader
 from splitdask._read._verify import VerifyReport, verify
@@ -30,7 +30,6 @@ from splitdask._util._validate import check_int
 
 __all__ = ["Loader"]
 
-_ITER_CHUNK = 4096
 _PREVIEW_RECORDS = 5
 
 
@@ -225,13 +224,9 @@ class Loader(Closing):
 
     def __iter__(self) -> Iterator[bytes]:
         """All records in write order."""
-        fast = iterate_write_order(self._reader or self._open())
-        return self._iter_gathered() if fast is None else fast
-
-    def _iter_gathered(self) -> Iterator[bytes]:
-        n = len(self)
-        for lo in range(0, n, _ITER_CHUNK):
-            yield from self[lo : min(n, lo + _ITER_CHUNK)]
+        reader = self._reader or self._open()
+        fast = iterate_write_order(reader)
+        return iterate_gathered(reader) if fast is None else fast
 
     # -- bins -------------------------------------------------------------------------
 
