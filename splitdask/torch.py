@@ -235,8 +235,8 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         block = self.batch_size or _DEFAULT_BLOCK
         transform = self.transform
         try:
-            for samples in plan.worker_samples(worker, workers, block, self._chunk):
-                recs = reader.read(plan.keys(samples))
+            chunks = map(plan.keys, plan.worker_samples(worker, workers, block, self._chunk))
+            for recs in reader.read_chunks(chunks):
                 if transform is None:
                     yield from recs
                 else:

@@ -56,8 +56,7 @@ def _prefetched(
     while the caller consumes, and memory stays near the budget plus the bin in
     hand.
     """
-    store = reader.store
-    net = getattr(store, "net", None)
+    net = reader.store.net
     budget = net.inflight_bytes if net is not None else 0
     parts = reader.snapshot.parts
     sizes = [sum(parts[p].size for p in reader.snapshot.bin_parts[b]) for b in bins]
@@ -67,13 +66,16 @@ def _prefetched(
     with ThreadPoolExecutor(_THREADS) as pool:
         try:
             for t, b in enumerate(bins):
-                while nxt < len(bins) and (
-                    nxt == t or (held + sizes[nxt] <= budget and len(ahead) < _THREADS)
-                ):
+                if nxt == t:  # nothing ahead (the first bin): it goes out alone, so
+                    # its requests are not queued behind the read-ahead's
+                    ahead.append(pool.submit(reader.fetch_bin, b))
+                    held += sizes[t]
+                    nxt += 1
+                data = reader.adopt(b, ahead.popleft().result())
+                while nxt < len(bins) and held + sizes[nxt] <= budget and len(ahead) < _THREADS:
                     ahead.append(pool.submit(reader.fetch_bin, bins[nxt]))
                     held += sizes[nxt]
                     nxt += 1
-                data = reader.adopt(b, ahead.popleft().result())
                 yield cut(data, seed, b)
                 held -= sizes[t]
                 del data  # the consumer holds this bin's data only while it needs it

@@ -9,6 +9,9 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import multiprocessing.sharedctypes
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.context import get_spawning_popen
 from typing import Any
 
@@ -86,23 +89,91 @@ class KeyReader:
     """Records by bin-space key.
 
     Locally (and for a ``"global"`` shuffle) records are read where they lie, each
-    checked as ``loader[i]`` checks it. From a
-    remote store the parts a chunk touches are fetched whole and kept until a chunk
-    no longer touches them: a plan visits a window's parts together, so each part
-    is fetched once per pass of a worker.
+    checked as ``loader[i]`` checks it. From a remote store the parts a chunk touches
+    are fetched whole and kept until no chunk in hand or ahead touches them: a plan
+    visits a window's parts together, so each part is fetched once per pass of a
+    worker. :meth:`read_chunks` fetches the parts of later chunks ahead, within
+    ``ahead_bytes`` of parts held or in flight (by default twice the store's
+    in-flight budget: a window in hand and the next one coming).
     """
 
-    def __init__(self, reader: RecordReader, whole_parts: bool) -> None:
+    def __init__(
+        self, reader: RecordReader, whole_parts: bool, ahead_bytes: int | None = None
+    ) -> None:
         self.reader = reader
         self.locator = reader.snapshot.locator
         self.whole = whole_parts and not reader.store.is_local
+        net = reader.store.net
+        if ahead_bytes is None:
+            ahead_bytes = 0 if net is None else 2 * net.inflight_bytes
+        self.ahead_bytes = ahead_bytes
         self._held: dict[int, BinData] = {}  # one part each
+        self._pending: dict[int, Future[BinData]] = {}
 
     def read(self, keys: IntArray) -> list[Any]:
         pids, local = self.locator.locate_keys(keys)
         if not self.whole:  # mapped or by range, every record checked (C loops locally)
             return self.reader.records_at(pids, local)
         self._hold(np.unique(pids).tolist())
+        return self._take(pids, local)
+
+    def read_chunks(self, chunks: Iterable[IntArray]) -> Iterator[list[Any]]:
+        """The records of each chunk of keys, in turn.
+
+        From a remote store, the parts of the chunks ahead are fetched (whole, by a
+        pool of threads) while the caller consumes the chunk in hand, as long as the
+        parts held and in flight stay within ``ahead_bytes``. The first chunk is read
+        by range if its parts are not all in yet: the first sample waits for a few
+        round trips, not for a window of parts.
+        """
+        if not self.whole:
+            yield from map(self.read, chunks)
+            return
+        src = iter(chunks)
+        look: deque[tuple[IntArray, IntArray, list[int]]] = deque()
+        with ThreadPoolExecutor(_FETCHERS) as pool:
+            try:
+                first = True
+                while True:
+                    while self._bytes_in_hand() < self.ahead_bytes or not look:
+                        keys = next(src, None)
+                        if keys is None:
+                            break
+                        pids, local = self.locator.locate_keys(keys)
+                        need = np.unique(pids).tolist()
+                        look.append((pids, local, need))
+                        self._fetch_ahead(pool, [p for p in need if p not in self._held])
+                    if not look:
+                        return
+                    pids, local, need = look.popleft()
+                    if first and not all(self._ready(p) for p in need):
+                        yield self.reader.records_at(pids, local)  # by range
+                    else:
+                        later = {p for _, _, n in look for p in n}
+                        self._hold(need, keep=later)
+                        yield self._take(pids, local)
+                    first = False
+            finally:
+                for fut in self._pending.values():
+                    fut.cancel()
+
+    def _fetch_ahead(self, pool: ThreadPoolExecutor, pids: list[int]) -> None:
+        snap = self.reader.snapshot
+        for p in pids:
+            if p not in self._pending:
+                self._pending[p] = pool.submit(
+                    load_parts, snap.store, [snap.parts[p]], snap.generation
+                )
+
+    def _ready(self, pid: int) -> bool:
+        return pid in self._held or (pid in self._pending and self._pending[pid].done())
+
+    def _bytes_in_hand(self) -> int:
+        parts = self.reader.snapshot.parts
+        return sum(parts[p].size for p in (*self._held, *self._pending))
+
+    def _take(self, pids: IntArray, local: IntArray) -> list[Any]:
+        """Records ``local[k]`` of held parts ``pids[k]``, in that order."""
         # Slice part by part with map (the loop stays in C), then undo the sort.
         by_part = np.argsort(pids, kind="stable")
         sp, sl = pids[by_part], local[by_part]
@@ -116,11 +187,16 @@ class KeyReader:
         where[by_part] = np.arange(len(by_part))
         return list(map(got.__getitem__, where.tolist()))
 
-    def _hold(self, need: list[int]) -> None:
-        """Keep the parts ``need`` whole (fetching those not held), drop the rest."""
-        keep = set(need)
-        for pid in [p for p in self._held if p not in keep]:
+    def _hold(self, need: list[int], keep: set[int] | frozenset[int] = frozenset()) -> None:
+        """Hold the parts ``need`` whole (from the read-ahead, or fetched now); drop the
+        held ones neither ``need`` nor ``keep`` names."""
+        wanted = set(need) | keep
+        for pid in [p for p in self._held if p not in wanted]:
             self._held.pop(pid).release()
+        for pid in need:
+            fut = self._pending.pop(pid, None)
+            if fut is not None:
+                self._held[pid] = fut.result()
         todo = [p for p in need if p not in self._held]
         if todo:
             snap = self.reader.snapshot
@@ -131,3 +207,12 @@ class KeyReader:
         held, self._held = self._held, {}
         for data in held.values():
             data.release()
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if fut.cancel() or fut.exception() is not None:
+                continue
+            fut.result().release()
+
+
+_FETCHERS = 16
+"""Parts a :class:`KeyReader` fetches at once (threads waiting on the store)."""

@@ -18,6 +18,8 @@ from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
 import xxhash
 
+from splitdask._store._net import NetSettings
+
 __all__ = ["FileInfo", "PartSink", "Store", "UrlPath"]
 
 UrlPath = str | os.PathLike[str]
@@ -62,6 +64,8 @@ class Store(ABC):
     atomic_commit: ClassVar[bool] = True
     """Whether :meth:`replace_if` is one atomic compare-and-swap for every process
     that writes to the store (else only for the threads of this process)."""
+    net: NetSettings | None = None
+    """How remote I/O is sized (:mod:`._net`); ``None`` for a local store."""
 
     def __init__(self, urlpath: str, storage_options: dict[str, Any], root: str) -> None:
         self.urlpath = urlpath
