@@ -18,6 +18,8 @@ from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
 import xxhash
 
+from splitdask._store._cache import PartCache
+
 __all__ = ["FileInfo", "PartSink", "Store", "UrlPath"]
 
 UrlPath = str | os.PathLike[str]
@@ -62,6 +64,8 @@ class Store(ABC):
     atomic_commit: ClassVar[bool] = True
     """Whether :meth:`replace_if` is one atomic compare-and-swap for every process
     that writes to the store (else only for the threads of this process)."""
+    cache: PartCache | None = None
+    """The local part cache that serves this store's parts (remote stores only)."""
 
     def __init__(self, urlpath: str, storage_options: dict[str, Any], root: str) -> None:
         self.urlpath = urlpath
@@ -69,9 +73,18 @@ class Store(ABC):
         self.root = root.rstrip("/") or root
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from splitdask._store import open_store
+        from splitdask._store import open_store, reopen_store
 
-        return (open_store, (self.urlpath, self.storage_options))
+        if self.cache is None:
+            return (open_store, (self.urlpath, self.storage_options))
+        # The cache's directory and limit travel with the store, so Dask, Ray and
+        # DataLoader workers share the cache whatever their environment says.
+        cache = (self.cache.directory, self.cache.limit)
+        return (reopen_store, (self.urlpath, self.storage_options, *cache))
+
+    def forget_cached(self, rel: str) -> bool:
+        """Drop ``rel``'s cached copy (found damaged); whether there was one."""
+        return self.cache is not None and self.cache.forget(self.urlpath, rel)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.urlpath!r})"

@@ -98,6 +98,11 @@ class FsspecStore(Store):
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""  # an empty HTTP range is invalid, and S3 answers it with everything
+        if (
+            self.cache is not None
+            and (got := self.cache.cached_range(self.urlpath, rel, start, end)) is not None
+        ):
+            return got
         try:
             with access(self.where(rel)):
                 data = bytes(self.fs.cat_file(self.full(rel), start=start, end=end))
@@ -119,6 +124,8 @@ class FsspecStore(Store):
         if len(rels) < 2:
             return super().read_ranges(rels, starts, ends)
         out: list[bytes] = [b""] * len(rels)
+        if self.cache is not None:  # ranges of cached parts are read locally
+            rels, starts, ends = self._from_cache(rels, starts, ends, out)
         spans = _merge(rels, starts, ends)
         if not spans:
             return out
@@ -143,17 +150,56 @@ class FsspecStore(Store):
                 out[k] = data[starts[k] - lo : ends[k] - lo]
         return out
 
+    def _from_cache(
+        self, rels: Sequence[str], starts: Sequence[int], ends: Sequence[int], out: list[bytes]
+    ) -> tuple[list[str], list[int], list[int]]:
+        """Fill ``out`` with the ranges of cached parts; the others (as empty ranges
+        where served) are left for storage."""
+        assert self.cache is not None
+        cached: dict[str, bool] = {}
+        rest_s, rest_e = list(starts), list(ends)
+        for k, rel in enumerate(rels):
+            if rest_e[k] <= rest_s[k] or cached.get(rel) is False:
+                continue
+            got = self.cache.cached_range(self.urlpath, rel, rest_s[k], rest_e[k])
+            cached[rel] = got is not None
+            if got is not None:
+                out[k] = got
+                rest_e[k] = rest_s[k]  # empty: nothing left to fetch
+        return list(rels), rest_s, rest_e
+
     def read_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
+        """Through the local part cache when one is configured (hits mapped, misses
+        fetched once by every process on the machine, then kept); else fetched."""
+        if self.cache is None:
+            return self._download_whole(rels, sizes)
+        return self.cache.read_whole(self.urlpath, rels, sizes, self._download_whole)
+
+    def _download_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
+        """Whole parts from storage, each checked to have the manifest's size."""
         return self.read_ranges(rels, [0] * len(rels), sizes)
 
     def open_tail(self, rel: str, size: int, tail: int) -> tuple[Any | None, Any]:
+        if self.cache is not None and (data := self.cache.mapped(self.urlpath, rel, size)):
+            return data, data[max(0, size - tail) : size]
         return None, self.read_range(rel, max(0, size - tail), size)
 
     def open_tails(
         self, rels: Sequence[str], sizes: Sequence[int], tails: Sequence[int]
     ) -> list[tuple[Any | None, Any]]:
         starts = [max(0, s - t) for s, t in zip(sizes, tails, strict=True)]
-        return [(None, tail) for tail in self.read_ranges(rels, starts, sizes)]
+        out: list[tuple[Any | None, Any]] = [(None, b"")] * len(rels)
+        if self.cache is not None:  # cached parts are mapped, not fetched (nor filled)
+            for k, (rel, size) in enumerate(zip(rels, sizes, strict=True)):
+                if data := self.cache.mapped(self.urlpath, rel, size):
+                    out[k] = (data, data[starts[k] : size])
+        todo = [k for k, o in enumerate(out) if o[0] is None]
+        got = self.read_ranges(
+            [rels[k] for k in todo], [starts[k] for k in todo], [sizes[k] for k in todo]
+        )
+        for k, tail in zip(todo, got, strict=True):
+            out[k] = (None, tail)
+        return out
 
     def exists(self, rel: str) -> bool:
         with access(self.where(rel)):
