@@ -222,6 +222,23 @@ def test_a_damaged_cached_copy_is_fetched_again(
         _ = [fresh[i] for i in range(len(records))]
 
 
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_verify_checks_the_stored_parts_not_the_cached_copies(
+    s3_url: str, s3_storage_options: dict[str, Any], tmp_path: Path, compression: str | None
+) -> None:
+    records = [b"record %d " % i * 5 for i in range(400)]
+    write_split_data(
+        s3_url, records, splits=2, storage_options=s3_storage_options, compression=compression
+    )
+    loader = SplitDataLoader(s3_url, s3_storage_options, cache_dir=tmp_path)
+    list(loader.iterate_binwise())
+    for victim in tmp_path.glob("*.part"):
+        data = bytearray(victim.read_bytes())
+        data[8] ^= 0xFF
+        victim.write_bytes(bytes(data))
+    assert loader.verify().parts == 2  # the stored parts are sound
+
+
 def test_pickled_stores_and_loaders_keep_the_cache(
     s3_url: str, s3_storage_options: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ uploads, caching of immutable parts), built by :func:`~splitdask._store.open_sto
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -81,6 +82,14 @@ class Store(ABC):
         # DataLoader workers share the cache whatever their environment says.
         cache = (self.cache.directory, self.cache.limit)
         return (reopen_store, (self.urlpath, self.storage_options, *cache))
+
+    def uncached(self) -> Store:
+        """This store without its part cache (``verify`` checks what is stored)."""
+        if self.cache is None:
+            return self
+        plain = copy.copy(self)
+        plain.cache = None
+        return plain
 
     def forget_cached(self, rel: str) -> bool:
         """Drop ``rel``'s cached copy (found damaged); whether there was one."""
