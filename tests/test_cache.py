@@ -22,8 +22,10 @@ from conftest import RequestLog
 
 from splitdask import CorruptDatasetError, SplitDataLoader, write_split_data
 from splitdask._store import open_store
-from splitdask._store._cache import PartCache, parse_bytes
-from splitdask.torch import SplitIterableDataset
+from splitdask._store._cache import PartCache, cacheable
+from splitdask._store._cachesettings import parse_bytes
+from splitdask.bag import read_split_bins
+from splitdask.torch import SplitIterableDataset, SplitMapDataset
 
 BINS = 6
 
@@ -252,6 +254,10 @@ def test_pickled_stores_and_loaders_keep_the_cache(
     )
     assert loader.cache_info()["directory"] == str(tmp_path)  # type: ignore[index]
     assert pickle.loads(pickle.dumps(open_store(s3_url, s3_storage_options))).cache is None
+    mapped = SplitMapDataset(s3_url, s3_storage_options, cache_dir=tmp_path, cache_bytes=10**7)
+    info = pickle.loads(pickle.dumps(mapped)).cache_info()
+    assert info is not None
+    assert (info["directory"], info["limit"]) == (str(tmp_path), 10**7)
 
 
 def test_settings_from_the_environment_and_errors(
@@ -313,6 +319,27 @@ def test_lru_order_of_the_cache_itself(tmp_path: Path) -> None:
     assert cache.lookup(keys[1], 100) is None  # the least recently used went
     assert cache.lookup(keys[0], 100) is not None
     assert cache.info().bytes == 200
+    assert len(list(tmp_path.glob("[0-9a-f]*.lock"))) == 2  # its lock went with it
+
+
+def test_only_parts_with_a_uid_are_cached() -> None:
+    assert cacheable("bins/00003-0123456789abcdef.bin")
+    assert not cacheable("bin00000003.dat")  # splitdataloader: rewritable names
+    assert not cacheable(".00003-0123456789abcdef.bin.tmp")
+    assert not cacheable("splitdask.json")
+
+
+def test_dask_workers_share_the_cache(
+    s3_url: str, s3_storage_options: dict[str, Any], s3_requests: RequestLog, tmp_path: Path
+) -> None:
+    records = make(s3_url, s3_storage_options)
+    bag = read_split_bins(s3_url, storage_options=s3_storage_options, cache_dir=tmp_path)
+    mark = s3_requests.mark()
+    assert sorted(bag.compute(scheduler="processes", num_workers=2)) == sorted(records)
+    assert fetched(s3_requests, mark)[1] == part_bytes(SplitDataLoader(s3_url, s3_storage_options))
+    mark = s3_requests.mark()
+    assert sorted(bag.compute(scheduler="processes", num_workers=2)) == sorted(records)
+    assert fetched(s3_requests, mark) == (0, 0)  # the worker processes read the cache
 
 
 @pytest.mark.parametrize("cache", [None, False, True])

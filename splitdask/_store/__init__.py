@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from splitdask._store._base import PartSink, Store, UrlPath
-from splitdask._store._cache import CacheInfo, CacheStats, PartCache, parse_bytes, resolve_cache
+from splitdask._store._cache import CacheInfo, CacheStats, PartCache
+from splitdask._store._cachesettings import parse_bytes, resolve_cache
 from splitdask._store._fsspec import FsspecStore
 from splitdask._store._local import LocalStore
 from splitdask._store._resolve import S3_RETRIES, resolve

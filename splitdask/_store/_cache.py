@@ -1,4 +1,5 @@
-"""A bounded local cache of remote parts, shared by every process on the machine.
+"""A bounded local cache of remote parts, shared by every process on the machine
+(its settings: :mod:`._cachesettings`).
 
 Parts are immutable and never renamed or reused (their names carry a uid), so a
 cached part is never stale: an entry is keyed by a hash of the dataset URL and the
@@ -27,7 +28,6 @@ import hashlib
 import mmap
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,35 +36,20 @@ from typing import Any, NamedTuple
 from splitdask._format import parse_part_name
 
 __all__ = [
-    "CACHE_BYTES_ENV",
-    "CACHE_DIR_ENV",
-    "DEFAULT_CACHE_BYTES",
     "STALE_TEMP_SECONDS",
     "CacheInfo",
     "CacheStats",
     "PartCache",
     "cacheable",
     "clear_cache",
-    "default_cache_bytes",
-    "parse_bytes",
-    "resolve_cache",
+    "scan",
 ]
 
-CACHE_DIR_ENV = "SPLITDASK_CACHE_DIR"
-CACHE_BYTES_ENV = "SPLITDASK_CACHE_BYTES"
-DEFAULT_CACHE_BYTES = 50 << 30
-"""The default limit's ceiling: 50 GiB (or 10% of the free space, if less)."""
 STALE_TEMP_SECONDS = 3600.0
 """A temp file this old belongs to a download that died: removed when seen."""
 
-_TAG = "CACHEDIR.TAG"
-_TAG_TEXT = (
-    "Signature: 8a477f597d28d172789f06886806bc55\n"
-    "# A splitdask part cache (splitdask cache info|clear); see docs/storage.md.\n"
-)
 _EVICT_LOCK = ".evict.lock"
 _ENTRY = re.compile(r"[0-9a-f]{40}\.(part|lock|[0-9]+-[0-9a-f]{8}\.tmp)")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 class CacheInfo(NamedTuple):
@@ -90,86 +75,6 @@ class CacheStats:
     """Cached copies that failed a whole-part check, removed and fetched again."""
 
 
-def parse_bytes(value: int | str, what: str) -> int:
-    """A positive byte count from an int or a string such as ``"500M"``, ``"20GiB"``.
-
-    Raises
-    ------
-    ValueError
-        If it is not a positive number of bytes.
-    """
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be a number of bytes, not a bool")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([kmgt]?)(?:i?b)?\s*", value.lower())
-        if m is None:
-            raise ValueError(
-                f"{what}={value!r}: expected a number of bytes such as 1000000, 500M or 20GiB"
-            )
-        n = int(float(m[1]) * _UNITS[m[2]])
-    else:
-        raise TypeError(
-            f"{what} must be an int or a str such as '20GiB', not {type(value).__name__}"
-        )
-    if n <= 0:
-        raise ValueError(f"{what}={value!r}: the cache's size must be a positive number of bytes")
-    return n
-
-
-def default_cache_bytes(directory: str) -> int:
-    """10% of the free space of ``directory``'s filesystem plus what the cache
-    already holds, or :data:`DEFAULT_CACHE_BYTES`, whichever is less (at least 1 MiB)."""
-    free = shutil.disk_usage(directory).free
-    return max(1 << 20, min(DEFAULT_CACHE_BYTES, (free + _scan(directory)[1]) // 10))
-
-
-def resolve_cache(cache_dir: Any, cache_bytes: int | str | None) -> tuple[str | None, int | None]:
-    """``(directory, limit)`` from the arguments and :data:`CACHE_DIR_ENV` /
-    :data:`CACHE_BYTES_ENV`; ``(None, None)`` when no cache is configured.
-
-    ``cache_dir=None`` takes the environment's; ``False`` turns the cache off.
-    """
-    if cache_dir is False:
-        return None, None
-    if cache_dir is None:
-        cache_dir = os.environ.get(CACHE_DIR_ENV) or None
-    if cache_dir is None:
-        if cache_bytes is not None:
-            parse_bytes(cache_bytes, "cache_bytes")  # still a clear error for a bad one
-        return None, None
-    if not isinstance(cache_dir, str | os.PathLike):
-        raise TypeError(f"cache_dir must be a str or os.PathLike, not {type(cache_dir).__name__}")
-    directory = os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
-    _prepare(directory)
-    if cache_bytes is None and (env := os.environ.get(CACHE_BYTES_ENV)):
-        return directory, parse_bytes(env, CACHE_BYTES_ENV)
-    if cache_bytes is None:
-        return directory, default_cache_bytes(directory)
-    return directory, parse_bytes(cache_bytes, "cache_bytes")
-
-
-def _prepare(directory: str) -> None:
-    """Make the cache directory (and its tag); errors name it and the fix."""
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise NotADirectoryError(
-            f"cache_dir {directory} is a file: pass a directory (it is created if missing)"
-        )
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot create cache_dir {directory}: {exc.strerror}") from exc
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"cache_dir {directory} is not writable by this user: pass a directory you can write to"
-        )
-    tag = os.path.join(directory, _TAG)
-    if not os.path.exists(tag):
-        with contextlib.suppress(OSError), open(tag, "w") as f:
-            f.write(_TAG_TEXT)
-
-
 def cacheable(rel: str) -> bool:
     """Whether ``rel`` is a splitdask part (a uid in its name, so never rewritten);
     splitdataloader's bin files may be, so they are never cached."""
@@ -177,7 +82,7 @@ def cacheable(rel: str) -> bool:
     return parsed is not None and not parsed[2]
 
 
-def _scan(directory: str) -> tuple[int, int]:
+def scan(directory: str) -> tuple[int, int]:
     """``(entries, bytes)`` of the whole entries in ``directory``."""
     n = total = 0
     with contextlib.suppress(FileNotFoundError), os.scandir(directory) as it:
@@ -193,7 +98,7 @@ def clear_cache(directory: str) -> tuple[int, int]:
     """Remove every entry, lock and temp file of the cache in ``directory`` (and
     nothing else); return the entries and bytes removed. Processes using it go on:
     their mapped parts stay valid, and missing parts are fetched again."""
-    n, total = _scan(directory)
+    n, total = scan(directory)
     with contextlib.suppress(FileNotFoundError), os.scandir(directory) as it:
         for e in it:
             if _ENTRY.fullmatch(e.name):
@@ -246,7 +151,7 @@ class PartCache:
         return os.path.join(self.directory, key + suffix)
 
     def info(self) -> CacheInfo:
-        n, total = _scan(self.directory)
+        n, total = scan(self.directory)
         return CacheInfo(self.directory, n, total, self.limit)
 
     # -- reading ----------------------------------------------------------------------
@@ -268,7 +173,8 @@ class PartCache:
                     os.unlink(path)
                 return None
             with contextlib.suppress(OSError):
-                os.utime(fd)  # most recently used
+                now = time.time_ns()  # explicit: the kernel's own stamp is coarse (ms)
+                os.utime(fd, ns=(now, now))  # most recently used
             return mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
         finally:
             os.close(fd)
@@ -393,6 +299,7 @@ class PartCache:
                 break
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+                os.unlink(path[: -len(".part")] + ".lock")  # no inode per part ever seen
             total -= size
 
     # -- a store's parts ----------------------------------------------------------------

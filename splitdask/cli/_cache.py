@@ -13,7 +13,7 @@ _DIR_HELP = "The cache directory (default: $SPLITDASK_CACHE_DIR)."
 
 
 def _directory(cache_dir: str | None) -> str:
-    from splitdask._store._cache import CACHE_DIR_ENV
+    from splitdask._store._cachesettings import CACHE_DIR_ENV
 
     given = cache_dir or os.environ.get(CACHE_DIR_ENV)
     if not given:
@@ -44,9 +44,9 @@ def info(cache_dir: str | None, as_json: bool) -> None:
     The limit shown is the one a reader gets by default: $SPLITDASK_CACHE_BYTES, else
     10% of the free space or 50 GiB, whichever is less.
     """
-    from splitdask._store._cache import (
+    from splitdask._store._cache import PartCache
+    from splitdask._store._cachesettings import (
         CACHE_BYTES_ENV,
-        PartCache,
         default_cache_bytes,
         parse_bytes,
     )
