@@ -104,7 +104,8 @@ class Loader(Closing):
         return {"store": self._store}  # pickles as its location and cache settings
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._store = state["store"]
+        store = state.get("store")  # else a state pickled before the cache existed
+        self._store = store or open_store(state["urlpath"], state["storage_options"])
         self._snap = None  # opened on first use
         self._reader, self._n, self._get = None, 0, None
 
