@@ -28,6 +28,7 @@ import hashlib
 import mmap
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -139,9 +140,15 @@ class PartCache:
         self.directory = directory
         self.limit = limit
         self.stats = CacheStats()
+        self._count_lock = threading.Lock()  # a reader's prefetch thread counts too
 
     def __repr__(self) -> str:
         return f"PartCache({self.directory!r}, limit={self.limit})"
+
+    def _count(self, **add: int) -> None:
+        with self._count_lock:
+            for name, n in add.items():
+                setattr(self.stats, name, getattr(self.stats, name) + n)
 
     def key(self, url: str, rel: str) -> str:
         """The entry name of part ``rel`` of the dataset at ``url``."""
@@ -192,7 +199,7 @@ class PartCache:
             os.close(fd)
         if len(data) != end - start:
             return None
-        self.stats.bytes_from_cache += len(data)
+        self._count(bytes_from_cache=len(data))
         return data
 
     def get_many(
@@ -227,8 +234,7 @@ class PartCache:
     def _hit(self, key: str, size: int) -> Any | None:
         data = self.lookup(key, size)
         if data is not None:
-            self.stats.hits += 1
-            self.stats.bytes_from_cache += size
+            self._count(hits=1, bytes_from_cache=size)
         return data
 
     def _lock(self, key: str, blocking: bool) -> contextlib.AbstractContextManager[bool]:
@@ -249,8 +255,7 @@ class PartCache:
         if not fetch:
             return
         for i, data in zip(fetch, download(fetch), strict=True):
-            self.stats.misses += 1
-            self.stats.bytes_downloaded += len(data)
+            self._count(misses=1, bytes_downloaded=len(data))
             out[i] = self._add(keys[i], data)
 
     # -- adding and evicting ----------------------------------------------------------
@@ -353,5 +358,5 @@ class PartCache:
             os.unlink(self._path(self.key(url, rel), ".part"))
         except FileNotFoundError:
             return False
-        self.stats.damaged += 1
+        self._count(damaged=1)
         return True
