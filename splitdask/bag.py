@@ -29,7 +29,7 @@ from splitdask._format import MAX_BINS, PartInfo
 from splitdask._format._compression import Compression, check_compression
 from splitdask._read._batch import rebatch
 from splitdask._read._bins import load_parts
-from splitdask._store import Store, UrlPath, open_store
+from splitdask._store import CacheDir, Store, UrlPath, open_store
 from splitdask._util._validate import check_int, check_metadata
 from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
@@ -320,6 +320,8 @@ def read_split_bins(
     storage_options: Mapping[str, Any] | None = None,
     bins: Sequence[int] | None = None,
     batch_size: int | None = None,
+    cache_dir: CacheDir = None,
+    cache_bytes: int | str | None = None,
 ) -> db.Bag:
     """A Dask Bag of a dataset's records with one partition per bin.
 
@@ -349,6 +351,9 @@ def read_split_bins(
         many records (the bin's last one shorter), in the same order, instead of
         a list of ``bytes``: no Python object per record, and columnar data for
         ``bag.map(lambda b: b.as_array(np.int32))`` or ``b.to_arrow()``.
+    cache_dir, cache_bytes
+        A local part cache on each worker's machine, shared by the workers there
+        (see :class:`~splitdask.SplitDataLoader`); the settings travel with the tasks.
 
     Returns
     -------
@@ -378,8 +383,8 @@ def read_split_bins(
     >>> bag.map(decode).map(augment).to_delayed()  # doctest: +SKIP
     >>> read_split_bins("data/train").map(len).sum().compute()  # doctest: +SKIP
     """
-    snap = open_snapshot(open_store(urlpath, storage_options))
-    return snapshot_bag(snap, shuffle, seed, bins, batch_size)
+    store = open_store(urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes)
+    return snapshot_bag(open_snapshot(store), shuffle, seed, bins, batch_size)
 
 
 def snapshot_bag(

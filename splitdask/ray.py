@@ -31,7 +31,7 @@ from splitdask._format import PartInfo
 from splitdask._format._compression import Compression, check_compression
 from splitdask._read._batch import RecordBatch
 from splitdask._read._bins import load_parts
-from splitdask._store import Store, UrlPath, open_store
+from splitdask._store import CacheDir, Store, UrlPath, open_store
 from splitdask._util._validate import check_int
 from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
@@ -64,6 +64,8 @@ def read_split_bins_ray(
     include_index: bool = False,
     concurrency: int | None = None,
     ray_remote_args: Mapping[str, Any] | None = None,
+    cache_dir: CacheDir = None,
+    cache_bytes: int | str | None = None,
 ) -> ray.data.Dataset:
     """A Ray Dataset of a dataset's records, one read task per bin.
 
@@ -91,6 +93,9 @@ def read_split_bins_ray(
         ``SplitDataLoader(urlpath)[index]`` addresses it.
     concurrency, ray_remote_args
         Passed to ``ray.data.read_datasource``.
+    cache_dir, cache_bytes
+        A local part cache on each node, shared by the read tasks there (see
+        :class:`~splitdask.SplitDataLoader`).
 
     Returns
     -------
@@ -105,7 +110,8 @@ def read_split_bins_ray(
     """
     if override_num_blocks is not None:
         check_int(override_num_blocks, "override_num_blocks", minimum=1)
-    snapshot = open_snapshot(open_store(urlpath, storage_options))
+    store = open_store(urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes)
+    snapshot = open_snapshot(store)
     source = SplitBinsDatasource(snapshot, shuffle, seed, include_index)
     return ray.data.read_datasource(
         source,

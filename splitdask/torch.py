@@ -22,7 +22,8 @@ import torch.utils.data as tud
 from splitdask._dataset._snapshot import Snapshot, open_snapshot
 from splitdask._read._epochs import EpochClock, KeyReader
 from splitdask._read._records import RecordReader
-from splitdask._store import UrlPath, open_store
+from splitdask._store import CacheDir, UrlPath, cache_report, open_store
+from splitdask._store._workercache import WorkerCache
 from splitdask._util._validate import check_int
 from splitdask.errors import ResumeStateError, SplitDaskError
 from splitdask.plan import EpochOrder, RankPlan, default_window, epoch_seed, normalise_shuffle
@@ -36,8 +37,17 @@ _DEFAULT_BLOCK = 64  # worker split granularity without a batch_size
 class _Lazy:
     """A dataset location opened on first use in each process."""
 
-    def __init__(self, urlpath: UrlPath, storage_options: Mapping[str, Any] | None) -> None:
-        self._store = open_store(urlpath, storage_options)
+    def __init__(
+        self,
+        urlpath: UrlPath,
+        storage_options: Mapping[str, Any] | None,
+        cache_dir: CacheDir = None,
+        cache_bytes: int | str | None = None,
+    ) -> None:
+        self._store = open_store(
+            urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes
+        )
+        self._no_cache = cache_dir is False
         self._snap: Snapshot | None = None
         self._reader: RecordReader | None = None
         self._identity: str | None = None
@@ -63,15 +73,30 @@ class _Lazy:
         return self._reader
 
     def _location(self) -> dict[str, Any]:
+        cache = self._store.cache
         return {
             "urlpath": self._store.urlpath,
             "storage_options": self._store.storage_options,
             "identity": self._identity,
+            "cache": False if cache is None else (cache.directory, cache.limit),
+            "no_cache": self._no_cache,
         }
 
     def _open_location(self, state: dict[str, Any]) -> None:
-        self._store = open_store(state["urlpath"], state["storage_options"])
+        directory, limit = state["cache"] or (None, None)
+        self._store = open_store(
+            state["urlpath"],
+            state["storage_options"],
+            cache_dir=directory or False,
+            cache_bytes=limit,
+        )
         self._snap, self._reader, self._identity = None, None, state["identity"]
+        self._no_cache = state["no_cache"]
+
+    def cache_info(self) -> dict[str, Any] | None:
+        """The local part cache's counters in this process and its directory's
+        contents (see :meth:`splitdask.SplitDataLoader.cache_info`); ``None`` without one."""
+        return cache_report(self._store.cache)
 
 
 def _identity(snap: Snapshot) -> str:
@@ -89,6 +114,9 @@ class SplitMapDataset(_Lazy, tud.Dataset[Any]):
         The dataset's location.
     transform
         Called on each record (``bytes``) in the worker.
+    cache_dir, cache_bytes
+        A local part cache shared by the workers (see :class:`splitdask.SplitDataLoader`):
+        parts already in it are read locally; random reads do not fill it.
 
     Notes
     -----
@@ -102,8 +130,10 @@ class SplitMapDataset(_Lazy, tud.Dataset[Any]):
         storage_options: Mapping[str, Any] | None = None,
         *,
         transform: Callable[[Any], Any] | None = None,
+        cache_dir: CacheDir = None,
+        cache_bytes: int | str | None = None,
     ) -> None:
-        super().__init__(urlpath, storage_options)
+        super().__init__(urlpath, storage_options, cache_dir, cache_bytes)
         self.transform = transform
         self._len = self.snapshot.num_records
 
@@ -154,6 +184,12 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         Default to ``torch.distributed``'s when it is initialised, else 0 and 1.
     transform
         Called on each record (``bytes``) in the worker.
+    cache_dir, cache_bytes
+        A local part cache shared by every worker and rank on the machine (see
+        :class:`splitdask.SplitDataLoader`): the second epoch reads from local disk.
+        Without one (and unless ``cache_dir=False``), the DataLoader workers of a
+        pass over a remote dataset share a private temporary cache of about two
+        windows, removed when they finish, so that each part is fetched once a pass.
     """
 
     def __init__(
@@ -169,8 +205,10 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         rank: int | None = None,
         world_size: int | None = None,
         transform: Callable[[Any], Any] | None = None,
+        cache_dir: CacheDir = None,
+        cache_bytes: int | str | None = None,
     ) -> None:
-        super().__init__(urlpath, storage_options)
+        super().__init__(urlpath, storage_options, cache_dir, cache_bytes)
         self.shuffle = normalise_shuffle(shuffle)
         self.seed = check_int(seed, "seed", minimum=0, error=TypeError)
         snap = self.snapshot
@@ -234,6 +272,7 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         reader = KeyReader(self.reader, whole_parts=self.shuffle != "global")
         block = self.batch_size or _DEFAULT_BLOCK
         transform = self.transform
+        shared = self._worker_cache(workers, token, reader)
         try:
             chunks = map(plan.keys, plan.worker_samples(worker, workers, block, self._chunk))
             for recs in reader.read_chunks(chunks):
@@ -243,6 +282,27 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
                     yield from map(transform, recs)
         finally:
             reader.close()
+            if shared is not None:
+                self._store.cache = None
+                shared.leave()
+
+    def _worker_cache(self, workers: int, token: int, reader: KeyReader) -> WorkerCache | None:
+        """With several workers reading whole parts of a remote dataset and no cache
+        configured: a temporary cache the workers of this pass share (two windows and
+        what the reader fetches ahead, so that a part one worker fetched ahead is
+        still there when another needs it)."""
+        store = self._store
+        if workers < 2 or not reader.whole or store.cache is not None or self._no_cache:
+            return None
+        snap = self.snapshot
+        per_bin = sorted(
+            (sum(snap.parts[p].size for p in pids) for pids in snap.bin_parts), reverse=True
+        )
+        window = self.window if self.shuffle == "window" else 1
+        limit = 2 * sum(per_bin[:window]) + reader.ahead_bytes
+        shared = WorkerCache(f"{token:x}", max(1 << 20, limit))
+        store.cache = shared.cache
+        return shared
 
     # -- resume -----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 import ray
 import ray.data
-from conftest import wait_for
+from conftest import RequestLog, wait_for
 
 from splitdask import CommitInfo, SplitDataLoader, write_split_data
 from splitdask._dataset._snapshot import open_snapshot, read_manifest
@@ -193,6 +193,24 @@ def test_round_trip_s3(ordered: None, s3_url: str, s3_storage_options: dict[str,
     assert all(recs[r["index"]] == r["record"] for r in rows)
     loader = SplitDataLoader(s3_url, storage_options=s3_storage_options)
     assert list(loader) == recs
+
+
+def test_read_tasks_share_the_part_cache(
+    ordered: None,
+    s3_url: str,
+    s3_storage_options: dict[str, Any],
+    s3_requests: RequestLog,
+    tmp_path: Path,
+) -> None:
+    recs = records(300, seed=8)
+    write_split_data(s3_url, recs, splits=3, storage_options=s3_storage_options)
+    ds = read_split_bins_ray(s3_url, s3_storage_options, cache_dir=tmp_path)
+    assert sorted(r["record"] for r in ds.take_all()) == sorted(recs)
+    assert len(list(tmp_path.glob("*.part"))) == 3  # filled by the read tasks
+    mark = s3_requests.mark()
+    again = read_split_bins_ray(s3_url, s3_storage_options, cache_dir=tmp_path)
+    assert sorted(r["record"] for r in again.take_all()) == sorted(recs)
+    assert s3_requests.count("GET", since=mark, contains="/bins/") == 0
 
 
 def _fail_on(marker: int) -> Any:

@@ -21,6 +21,7 @@ from splitdask._format import PartCodec
 from splitdask._read._batch import RecordBatch, bin_batches
 from splitdask._store import Store
 from splitdask._util._closing import Closing
+from splitdask.errors import CorruptDatasetError
 
 __all__ = ["BinData", "load_parts"]
 
@@ -122,10 +123,21 @@ def load_parts(store: Store, parts: Sequence[Part], generation: int | None) -> B
         datas = store.read_whole([p.path for p in parts], [p.size for p in parts])
     data = BinData(datas, [], [], [])
     try:
-        for part, buf in zip(parts, datas, strict=True):
+        for k, part in enumerate(parts):
             where = store.where(part.path)
-            starts, ends, codec = part.footer(buf, where)
-            part.check_whole(buf, where)
+            try:
+                starts, ends, codec = part.footer(datas[k], where)
+                part.check_whole(datas[k], where)
+            except CorruptDatasetError:
+                # A damaged copy in the local cache is not a damaged dataset: drop
+                # it and check the part as stored (an error then is the dataset's).
+                if not store.forget_cached(part.path):
+                    raise
+                BinData([datas[k]], [], [], []).release()
+                with reading_parts(store, generation):
+                    datas[k] = store.read_whole([part.path], [part.size])[0]
+                starts, ends, codec = part.footer(datas[k], where)
+                part.check_whole(datas[k], where)
             data.starts.append(starts)
             data.ends.append(ends)
             data.codecs.append(codec)

@@ -122,9 +122,9 @@ class KeyReader:
 
         From a remote store, the parts of the chunks ahead are fetched (whole, by a
         pool of threads) while the caller consumes the chunk in hand, as long as the
-        parts held and in flight stay within ``ahead_bytes``. The first chunk is read
-        by range if its parts are not all in yet: the first sample waits for a few
-        round trips, not for a window of parts.
+        parts held and in flight stay within ``ahead_bytes``. A first chunk whose parts
+        still to come hold more than four chunks is read by range: the first sample
+        waits for a few round trips, not for a window of parts.
         """
         if not self.whole:
             yield from map(self.read, chunks)
@@ -146,7 +146,7 @@ class KeyReader:
                     if not look:
                         return
                     pids, local, need = look.popleft()
-                    if first and not all(self._ready(p) for p in need):
+                    if first and self._slow_to_hold(need):
                         yield self.reader.records_at(pids, local)  # by range
                     else:
                         later = {p for _, _, n in look for p in n}
@@ -165,8 +165,16 @@ class KeyReader:
                     load_parts, snap.store, [snap.parts[p]], snap.generation
                 )
 
-    def _ready(self, pid: int) -> bool:
-        return pid in self._held or (pid in self._pending and self._pending[pid].done())
+    def _slow_to_hold(self, need: list[int]) -> bool:
+        """Whether the parts ``need`` not in yet are more than a few chunks' worth (a
+        window's parts), so a first chunk is better read by range than waited for."""
+        net, parts = self.reader.store.net, self.reader.snapshot.parts
+        missing = [
+            p
+            for p in need
+            if p not in self._held and not (p in self._pending and self._pending[p].done())
+        ]
+        return net is not None and sum(parts[p].size for p in missing) > 4 * net.chunk_bytes
 
     def _bytes_in_hand(self) -> int:
         parts = self.reader.snapshot.parts

@@ -24,7 +24,7 @@ from splitdask._read._binwise import iterate_bins, iterate_gathered, iterate_wri
 from splitdask._read._describe import Description, describe
 from splitdask._read._records import RecordReader
 from splitdask._read._verify import VerifyReport, verify
-from splitdask._store import Store, UrlPath, open_store
+from splitdask._store import CacheDir, Store, UrlPath, cache_report, open_store
 from splitdask._util._closing import Closing
 from splitdask._util._validate import check_int
 
@@ -42,6 +42,15 @@ class Loader(Closing):
         Dataset root: local path, ``PathLike`` or any fsspec URL.
     storage_options
         Passed to fsspec.
+    cache_dir
+        A local directory caching the parts of a remote dataset whole, shared by
+        every process on the machine (made if missing). ``None`` (default): the
+        ``SPLITDASK_CACHE_DIR`` environment variable, else no cache; ``False``: no
+        cache. Ignored for local datasets. See :meth:`cache_info`.
+    cache_bytes
+        The cache's limit (an int, or a string such as ``"20GiB"``); least recently
+        used parts are evicted. Default: ``SPLITDASK_CACHE_BYTES``, else 10% of the
+        free space or 50 GiB, whichever is less.
 
     Raises
     ------
@@ -59,8 +68,17 @@ class Loader(Closing):
     to spawned processes.
     """
 
-    def __init__(self, urlpath: UrlPath, storage_options: Mapping[str, Any] | None = None) -> None:
-        self._store: Store = open_store(urlpath, storage_options)
+    def __init__(
+        self,
+        urlpath: UrlPath,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        cache_dir: CacheDir = None,
+        cache_bytes: int | str | None = None,
+    ) -> None:
+        self._store: Store = open_store(
+            urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes
+        )
         self._snap: Snapshot | None = None
         self._reader: RecordReader | None = None
         self._n = 0  # records, once a reader is open (0: the next read opens one)
@@ -82,10 +100,11 @@ class Loader(Closing):
         return (self._reader or self._open()).snapshot
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"urlpath": self._store.urlpath, "storage_options": self._store.storage_options}
+        return {"store": self._store}  # pickles as its location and cache settings
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._store = open_store(state["urlpath"], state["storage_options"])
+        store = state.get("store")  # else a state pickled before the cache existed
+        self._store = store or open_store(state["urlpath"], state["storage_options"])
         self._snap = None  # opened on first use
         self._reader, self._n, self._get = None, 0, None
 
@@ -103,6 +122,15 @@ class Loader(Closing):
         from splitdask._read._html import dataset_html
 
         return dataset_html(self.describe(), self[: min(len(self), _PREVIEW_RECORDS)])
+
+    def cache_info(self) -> dict[str, Any] | None:
+        """The local part cache: this loader's ``hits`` and ``misses`` (parts served
+        from it, and fetched into it), ``bytes_from_cache``, ``bytes_downloaded`` and
+        ``damaged`` (copies that failed a check and were fetched again), and what the
+        directory holds for every process: ``directory``, ``entries``, ``bytes``,
+        ``limit``. ``None`` when no cache serves this loader (none configured, or a
+        local dataset)."""
+        return cache_report(self._store.cache)
 
     def describe(self) -> Description:
         """Records, bins, parts, sizes, generation and bin balance of this snapshot."""

@@ -34,7 +34,7 @@ def verify(snapshot: Snapshot, progress: bool = False) -> VerifyReport:
     CorruptDatasetError
         Naming every missing, truncated or altered file found.
     """
-    store = snapshot.store
+    store = snapshot.store.uncached()  # the parts as stored, not the cached copies
     problems: list[str] = []
     total = 0
 

@@ -11,6 +11,7 @@ uploads, caching of immutable parts), built by :func:`~splitdask._store.open_sto
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
 import xxhash
 
+from splitdask._store._cache import PartCache
 from splitdask._store._net import NetSettings
 
 __all__ = ["FileInfo", "PartSink", "Store", "UrlPath"]
@@ -66,6 +68,8 @@ class Store(ABC):
     that writes to the store (else only for the threads of this process)."""
     net: NetSettings | None = None
     """How remote I/O is sized (:mod:`._net`); ``None`` for a local store."""
+    cache: PartCache | None = None
+    """The local part cache that serves this store's parts (remote stores only)."""
 
     def __init__(self, urlpath: str, storage_options: dict[str, Any], root: str) -> None:
         self.urlpath = urlpath
@@ -73,9 +77,26 @@ class Store(ABC):
         self.root = root.rstrip("/") or root
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from splitdask._store import open_store
+        from splitdask._store import open_store, reopen_store
 
-        return (open_store, (self.urlpath, self.storage_options))
+        if self.cache is None:
+            return (open_store, (self.urlpath, self.storage_options))
+        # The cache's directory and limit travel with the store, so Dask, Ray and
+        # DataLoader workers share the cache whatever their environment says.
+        cache = (self.cache.directory, self.cache.limit)
+        return (reopen_store, (self.urlpath, self.storage_options, *cache))
+
+    def uncached(self) -> Store:
+        """This store without its part cache (``verify`` checks what is stored)."""
+        if self.cache is None:
+            return self
+        plain = copy.copy(self)
+        plain.cache = None
+        return plain
+
+    def forget_cached(self, rel: str) -> bool:
+        """Drop ``rel``'s cached copy (found damaged); whether there was one."""
+        return self.cache is not None and self.cache.forget(self.urlpath, rel)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.urlpath!r})"

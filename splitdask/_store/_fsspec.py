@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import errno
 import os
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
@@ -17,7 +16,7 @@ from splitdask._store._base import FileInfo, PartSink, Store
 from splitdask._store._fetch import Fetcher, plan_ranges
 from splitdask._store._net import NetSettings, net_settings
 from splitdask._store._resolve import resolve
-from splitdask._store._upload import SpoolSink, spool_prefix
+from splitdask._store._upload import SpoolSink, remove_spools, spool_prefix
 
 __all__ = ["FsspecStore"]
 
@@ -116,6 +115,11 @@ class FsspecStore(Store):
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""  # an empty HTTP range is invalid, and S3 answers it with everything
+        if (
+            self.cache is not None
+            and (got := self.cache.cached_range(self.urlpath, rel, start, end)) is not None
+        ):
+            return got
         try:
             with access(self.where(rel)):
                 fetcher = self.fetcher
@@ -148,6 +152,8 @@ class FsspecStore(Store):
         if len(rels) < 2:
             return super().read_ranges(rels, starts, ends, gap)
         out: list[bytes] = [b""] * len(rels)
+        if self.cache is not None:  # ranges of cached parts are read locally
+            starts, ends = self.cache.serve_ranges(self.urlpath, rels, starts, ends, out)
         by_rel: dict[str, list[int]] = {}
         for k, rel in enumerate(rels):
             by_rel.setdefault(rel, []).append(k)
@@ -184,7 +190,11 @@ class FsspecStore(Store):
             raise short_read(self.where(rel), lo, hi, len(data))
 
     def read_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
-        return self._download_whole(rels, sizes)
+        """Through the local part cache when one is configured (hits mapped, misses
+        fetched once by every process on the machine, then kept); else fetched."""
+        if self.cache is None:
+            return self._download_whole(rels, sizes)
+        return self.cache.read_whole(self.urlpath, rels, sizes, self._download_whole)
 
     def _download_whole(self, rels: Sequence[str], sizes: Sequence[int]) -> list[Any]:
         """Whole parts from the storage: each in concurrent chunks (:func:`chunk_spans
@@ -199,13 +209,26 @@ class FsspecStore(Store):
         return got
 
     def open_tail(self, rel: str, size: int, tail: int) -> tuple[Any | None, Any]:
+        if self.cache is not None and (data := self.cache.mapped(self.urlpath, rel, size)):
+            return data, data[max(0, size - tail) : size]
         return None, self.read_range(rel, max(0, size - tail), size)
 
     def open_tails(
         self, rels: Sequence[str], sizes: Sequence[int], tails: Sequence[int]
     ) -> list[tuple[Any | None, Any]]:
         starts = [max(0, s - t) for s, t in zip(sizes, tails, strict=True)]
-        return [(None, tail) for tail in self.read_ranges(rels, starts, sizes)]
+        out: list[tuple[Any | None, Any]] = [(None, b"")] * len(rels)
+        if self.cache is not None:  # cached parts are mapped, not fetched (nor filled)
+            for k, (rel, size) in enumerate(zip(rels, sizes, strict=True)):
+                if data := self.cache.mapped(self.urlpath, rel, size):
+                    out[k] = (data, data[starts[k] : size])
+        todo = [k for k, o in enumerate(out) if o[0] is None]
+        got = self.read_ranges(
+            [rels[k] for k in todo], [starts[k] for k in todo], [sizes[k] for k in todo]
+        )
+        for k, tail in zip(todo, got, strict=True):
+            out[k] = (None, tail)
+        return out
 
     def exists(self, rel: str) -> bool:
         with access(self.where(rel)):
@@ -247,18 +270,7 @@ class FsspecStore(Store):
         )
 
     def clean_spools(self, older_than: float) -> list[str]:
-        prefix = spool_prefix(self)
-        tmp = tempfile.gettempdir()
-        removed = []
-        with contextlib.suppress(OSError), os.scandir(tmp) as entries:
-            for entry in entries:
-                if not (entry.name.startswith(prefix) and entry.name.endswith(".part")):
-                    continue
-                with contextlib.suppress(OSError):
-                    if entry.stat(follow_symlinks=False).st_mtime < older_than:
-                        os.unlink(entry.path)
-                        removed.append(entry.path)
-        return removed
+        return remove_spools(spool_prefix(self), older_than)
 
     @contextlib.contextmanager
     def _commit_lock(self) -> Iterator[None]:

@@ -16,7 +16,7 @@ from splitdask._store._base import Store
 if TYPE_CHECKING:
     from splitdask._store._fsspec import FsspecStore
 
-__all__ = ["UPLOAD_BLOCK", "SpoolSink", "spool_prefix", "upload"]
+__all__ = ["UPLOAD_BLOCK", "SpoolSink", "remove_spools", "spool_prefix", "upload"]
 
 UPLOAD_BLOCK = 8 << 20
 """Bytes an upload to a remote store holds in memory (per upload in flight, about
@@ -75,3 +75,18 @@ def upload(fs: Any, local: str, remote: str) -> None:
             fs.rm_file(remote)
         raise
     f.close()
+
+
+def remove_spools(prefix: str, older_than: float) -> list[str]:
+    """Remove the spool files named ``prefix*.part`` in the temp directory last written
+    before ``older_than`` (a POSIX time), left by writers that were killed."""
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(tempfile.gettempdir()) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".part")):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+    return removed
