@@ -11,10 +11,10 @@ from typing import Any
 import fsspec
 import numpy as np
 import pytest
-from conftest import RequestLog
+from conftest import RequestLog, wait_for
 from faulty_proxy import Faults, FaultyProxy
 
-from splitdask import SplitDataLoader, write_split_data
+from splitdask import SplitDataLoader, SplitWriter, write_split_data
 from splitdask._store._net import net_settings
 from splitdask._store._upload import block_size, upload, upload_slots
 
@@ -67,8 +67,10 @@ def spool(tmp_path: Path, size: int, seed: int = 0) -> tuple[Path, bytes]:
 
 def test_block_size_and_slots_follow_the_network_settings() -> None:
     net = net_settings()
-    assert block_size(MIB, net) == 5 * MIB
-    assert block_size(100_000 * MIB, net) == 10 * MIB  # S3 takes at most 10,000 blocks
+    assert block_size(1, net) == block_size(900, net) == 5 * MIB
+    # Blocks double every 900, so S3's 10,000 parts hold its largest object (5 TiB).
+    assert block_size(901, net) == 10 * MIB
+    assert sum(block_size(n, net) for n in range(1, 10_001)) > 5 << 40
     assert upload_slots(net, 5 * MIB) == min(net.connections, net.inflight_bytes // (5 * MIB)) // 2
 
 
@@ -191,3 +193,37 @@ def test_other_backends_take_the_generic_path(tmp_path: Path) -> None:
         assert fs.cat_file("/splitdask-upload-test/part.bin") == data
     finally:
         fs.rm("/splitdask-upload-test", recursive=True)
+
+
+def test_a_large_part_goes_up_while_it_is_written(
+    s3_storage_options: dict[str, Any], s3_url: str, s3_fs: Any, s3_requests: RequestLog
+) -> None:
+    records = [np.random.default_rng(i).bytes(MIB) for i in range(12)]
+    m = s3_requests.mark()
+
+    def blocks_sent() -> int:
+        return sum("partNumber" in r.query for r in s3_requests.since(m, contains="/bins/"))
+
+    with SplitWriter(s3_url, 1, storage_options=s3_storage_options) as w:
+        w.write_many(records)
+        # Not committed yet, and both full blocks of the 12 MiB part are on their way.
+        wait_for(lambda: blocks_sent() == 2, "two blocks sent before the commit")
+    assert blocks_sent() == 3  # the rest went at the commit
+    (part,) = SplitDataLoader(s3_url, storage_options=s3_storage_options).snapshot.parts
+    key = f"{s3_url.removeprefix('s3://').split('/', 1)[1]}/{part.path}"
+    bucket = s3_url.removeprefix("s3://").split("/", 1)[0]
+    etag = s3_fs.call_s3("head_object", Bucket=bucket, Key=key)["ETag"]
+    assert etag.strip('"').endswith("-3")
+    assert list(SplitDataLoader(s3_url, storage_options=s3_storage_options)) == records
+
+
+def test_an_aborted_writer_leaves_no_open_upload(
+    s3_storage_options: dict[str, Any], s3_url: str, s3_bucket: str, s3_fs: Any
+) -> None:
+    w = SplitWriter(s3_url, 2, storage_options=s3_storage_options)
+    w.write_many(np.random.default_rng(i).bytes(MIB) for i in range(30))
+    assert s3_fs.call_s3("list_multipart_uploads", Bucket=s3_bucket).get("Uploads")
+    w.abort()
+    assert s3_fs.call_s3("list_multipart_uploads", Bucket=s3_bucket).get("Uploads", []) == []
+    s3_fs.invalidate_cache()
+    assert s3_fs.find(s3_bucket) == []
