@@ -1,7 +1,8 @@
 """What a dataset holds, as numbers (:class:`Description`) and as one line of text.
 
 ``SplitDataLoader.describe()``, its ``__repr__``, its notebook view (``_html``)
-and ``splitdask info`` all report these same facts, computed here once.
+and ``splitdask info`` all report these same facts, computed here once; for a
+remote dataset they include what an epoch of each read path costs (``_cost``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from splitdask._dataset._snapshot import Snapshot
+from splitdask._read._cost import (
+    GET_PRICE_PER_1000,
+    WHOLE_BIN_PATHS,
+    EpochCost,
+    PathCost,
+    dollars,
+    epoch_cost,
+)
 
-__all__ = ["Description", "describe", "preview", "sizeof"]
+__all__ = ["Description", "cost_rows", "describe", "preview", "sizeof"]
 
 PREVIEW_WIDTH = 60
 
@@ -40,6 +49,10 @@ class Description:
         Records in each bin.
     metadata
         The user metadata of the manifest.
+    epoch
+        For a remote dataset, the GET requests, bytes and request bill of one epoch of
+        each read path (:class:`~splitdask._read._cost.EpochCost`); ``None`` for a
+        local one, which is read without requests.
     """
 
     urlpath: str
@@ -53,6 +66,7 @@ class Description:
     stored_bytes: int
     bin_counts: tuple[int, ...] = field(repr=False)
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+    epoch: EpochCost | None = field(default=None, repr=False)
 
     @property
     def bin_min(self) -> int:
@@ -75,6 +89,7 @@ class Description:
         """Every field and the bin balance figures, for JSON."""
         out = asdict(self)
         out["bin_counts"] = list(self.bin_counts)
+        out["epoch"] = None if self.epoch is None else self.epoch.to_dict()
         out["bin_balance"] = {
             "min": self.bin_min,
             "mean": self.bin_mean,
@@ -113,7 +128,36 @@ def describe(snapshot: Snapshot) -> Description:
         stored_bytes=sum(p.size for p in snapshot.parts),
         bin_counts=tuple(snapshot.bin_counts()),
         metadata=snapshot.metadata,
+        epoch=epoch_cost(snapshot),
     )
+
+
+def cost_rows(epoch: EpochCost | None) -> list[tuple[str, str]]:
+    """``(read path, cost)`` lines of an epoch, for ``splitdask info`` and the
+    notebook view; one ``("epoch", "local: no requests")`` for a local dataset."""
+    if epoch is None:
+        return [("epoch", "local: no requests")]
+    head = (
+        f"one epoch of each read path: GETs, bytes, bill at "
+        f"{dollars(GET_PRICE_PER_1000 * 1000)} per million GETs (S3 list price); "
+        f"parts in {sizeof(epoch.chunk_bytes)} ranged GETs"
+    )
+
+    def cost(c: PathCost) -> str:
+        return f"{c.requests:,} GETs, {sizeof(c.bytes)}, {dollars(c.dollars)}"
+
+    f, r = epoch.footers, epoch.per_record
+    return [
+        ("epoch", head),
+        ("whole bins", f"{cost(epoch.whole_bins)} ({WHOLE_BIN_PATHS})"),
+        (
+            "random",
+            f"{cost(epoch.random_access)} (loader[i] of every record: "
+            f"{r.requests} GET and {sizeof(r.bytes)} a record, plus the footers: "
+            f"{f.requests:,} GETs, {sizeof(f.bytes)})",
+        ),
+        ("verify", cost(epoch.verify)),
+    ]
 
 
 def sizeof(n: float) -> str:

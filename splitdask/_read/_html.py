@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from html import escape
 
-from splitdask._read._describe import Description, preview, sizeof
+from splitdask._read._describe import Description, cost_rows, preview, sizeof
 
 __all__ = ["dataset_html", "balance_svg"]
 
@@ -67,6 +67,8 @@ def dataset_html(desc: Description, first: Sequence[bytes]) -> str:
     ]
     if desc.metadata:
         rows.append(("metadata", json.dumps(desc.metadata, sort_keys=True)[:200]))
+    costs = cost_rows(desc.epoch)
+    rows += costs[:1] + [(f"\u2003{key}", value) for key, value in costs[1:]]
     facts = "".join(
         f'<tr><th style="text-align:left;padding-right:1em">{escape(k)}</th>'
         f'<td style="text-align:left">{escape(v)}</td></tr>'

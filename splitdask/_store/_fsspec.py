@@ -46,7 +46,10 @@ class FsspecStore(Store):
     """
 
     spools = True
-    upload_concurrency = 4
+    # Parts committed at once. Memory is bounded by the process's upload slots
+    # (``_upload.upload_slots``, 16 blocks by default), not by this: it lets parts of
+    # one block or less (one PUT each) keep as many connections busy.
+    upload_concurrency = 16
     atomic_commit = False
 
     def __init__(

@@ -33,13 +33,15 @@ def _open(url: str, options: tuple[str, ...]) -> Any:
 @storage_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def info(url: str, storage_option: tuple[str, ...], as_json: bool) -> None:
-    """Records, bins, parts, sizes, format, generation, bin balance and metadata.
+    """Records, bins, parts, sizes, format, generation, bin balance, metadata, and for
+    a remote dataset the GET requests, bytes and request bill of one epoch of each
+    read path.
 
     \b
     Example:
       splitdask info s3://bucket/train -o anon=false --json
     """
-    from splitdask._read._describe import sizeof
+    from splitdask._read._describe import cost_rows, sizeof
 
     with reporting_errors():
         d = _open(url, storage_option).describe()
@@ -67,8 +69,11 @@ def info(url: str, storage_option: tuple[str, ...], as_json: bool) -> None:
         ),
         ("metadata", json.dumps(d.metadata, sort_keys=True) if d.metadata else "-"),
     ]
-    for key, value in lines:
+    costs = cost_rows(d.epoch)
+    for key, value in lines + costs[:1]:
         click.echo(f"{key + ':':<13}{value}")
+    for key, value in costs[1:]:  # the read paths, under "epoch:"
+        click.echo(f"  {key + ':':<13}{value}")
 
 
 @cli.command()
