@@ -230,6 +230,8 @@ def path_write(b: Bench, local: bool, t0: float) -> Result:
     r = json.loads(out.stdout)
     note = f"peak RSS {r['peak'] / MiB:.0f} MiB (+{(r['peak'] - r['base']) / MiB:.0f})"
     log = [] if local else b.proxy.log()
+    if not local:
+        _s3fs(b.options["endpoint_url"], 16).rm(url.removeprefix("s3://"), recursive=True)
     return Result("write", "", r["seconds"], b.n, b.n * b.size, None, log, note)
 
 
@@ -307,15 +309,25 @@ def proxy_check(b: Bench, direct: str) -> str:
 
 def upload_limit(b: Bench) -> Result:
     """The dataset's bytes (at least 256 MiB) as concurrent multipart uploads of 8 MiB
-    parts, 16 at once."""
-    fs = _s3fs(b.options["endpoint_url"], 16)
+    parts, 16 and 32 at once; the faster."""
+    best: Result | None = None
+    for conc in (16, 32):
+        r = _upload(b, conc)
+        if best is None or r.mbs > best.mbs:
+            best = r
+    assert best is not None
+    return best
+
+
+def _upload(b: Bench, conc: int) -> Result:
+    fs = _s3fs(b.options["endpoint_url"], conc)
     total = max(LIMIT_BYTES, b.n * b.size)
     data = np.random.default_rng(3).bytes(RANGE)
     objects = max(1, total // (64 * MiB))
     per = -(-total // objects)
 
     async def upload() -> None:
-        gate = asyncio.Semaphore(16)
+        gate = asyncio.Semaphore(conc)
 
         async def part(key: str, uid: str, k: int, size: int) -> dict[str, Any]:
             async with gate:
@@ -342,9 +354,11 @@ def upload_limit(b: Bench) -> Result:
     t = time.perf_counter()
     sync(fs.loop, upload)
     seconds = time.perf_counter() - t
+    log = b.proxy.log()
+    fs.rm(f"{BUCKET}/upload-limit", recursive=True)  # the server's disk stays bounded
     moved = objects * per
-    records = b.n * moved // (b.n * b.size)
-    return Result("upload limit", "", seconds, records, moved, None, b.proxy.log())
+    note = f"{conc} concurrent 8 MiB parts"
+    return Result("upload limit", "", seconds, moved // b.size, moved, None, log, note)
 
 
 RUNNERS: dict[str, Callable[[Bench, bool, float], Outcome | Result]] = {

@@ -43,6 +43,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -68,7 +69,7 @@ class Entry:
     bytes_out: int = 0
     """Response body bytes."""
     held: float = 0.0
-    """From the request's last byte to the response's first byte sent."""
+    """From the request's last byte until the response head was released (>= latency)."""
     paced: float = 0.0
     """Time spent waiting for the token buckets (both directions)."""
     span_in: float = 0.0
@@ -247,8 +248,6 @@ class ShapingProxy:
                 keep_up, keep = await self._exchange(
                     reader, writer, upstream, head, headers, entry, down, up
                 )
-                with self._lock:
-                    self._log.append(entry)
                 if not keep_up:
                     upstream[1].close()
                     upstream = None
@@ -283,7 +282,7 @@ class ShapingProxy:
             head = _without(head, b"expect")
         up_writer.write(head)
         entry.bytes_in, entry.paced, entry.span_in = await _relay_body(
-            reader, up_writer, headers, up, None
+            reader, up_writer, headers, up
         )
         sent = time.monotonic()
         rhead = await up_reader.readuntil(b"\r\n\r\n")
@@ -304,10 +303,15 @@ class ShapingProxy:
         up_keeps = "close" not in how and (status_line.startswith(b"HTTP/1.1") or "keep" in how)
         if framed and not up_keeps:  # an HTTP/1.0 server (moto): the client keeps its link
             rhead = b"HTTP/1.1" + _without(rhead, b"connection")[8:]
-        writer.write(rhead)
-        entry.first_byte = self._now()
-        out, paced, entry.span_out = await _relay_body(up_reader, writer, body, down, entry)
-        entry.bytes_out, entry.paced, entry.end = out, entry.paced + paced, self._now()
+
+        def log(out: int, paced: float, first: float, last: float) -> None:
+            entry.bytes_out, entry.paced, entry.span_out = out, entry.paced + paced, last - first
+            entry.end = self._now()
+            entry.first_byte = first - self._t0 if out else entry.end
+            with self._lock:
+                self._log.append(entry)
+
+        await _relay_body(up_reader, writer, body, down, rhead, log)
         return up_keeps and framed, framed
 
     async def _control(self, writer: asyncio.StreamWriter, method: str, path: str, q: str) -> None:
@@ -339,26 +343,44 @@ async def _relay_body(
     dst: asyncio.StreamWriter,
     headers: dict[str, str],
     bucket: _Bucket,
-    entry: Entry | None,
+    prefix: bytes = b"",
+    done: Callable[[int, float, float, float], None] | None = None,
 ) -> tuple[int, float, float]:
     """Copy one message body (Content-Length, chunked or to the end) through ``bucket``;
-    body bytes, seconds paced and the span from the first piece released to the last.
-    ``entry`` gets the time its first piece was released."""
+    body bytes, seconds paced, and the span from the first piece released to the last.
+
+    ``prefix`` (a response head) goes out with the first piece. ``done(bytes, paced,
+    first, last)`` is called before the last piece is written, so whoever has the whole
+    response can already read its log entry.
+    """
     total, paced = 0, 0.0
     first = last = 0.0
     piece = BURST if bucket.proxy.bandwidth > 0 else _READ
+    pending, finished = prefix, False
 
-    async def copy(data: bytes, payload: int) -> None:
-        nonlocal total, paced, first, last
+    def finish() -> None:
+        nonlocal pending, finished
+        finished = True
+        if done is not None:
+            done(total, paced, first, last)
+        if pending:
+            dst.write(pending)
+            pending = b""
+
+    async def copy(data: bytes, payload: int, final: bool = False) -> None:
+        nonlocal total, paced, first, last, pending
         for i in range(0, len(data), BURST):
             paced += await bucket.take(min(BURST, len(data) - i))
         if payload:
             last = bucket.stamp
             if not total:
                 first = bucket.stamp
-                if entry is not None:
-                    entry.first_byte = first - bucket.proxy._t0
         total += payload
+        if final:
+            finish()
+        elif pending:
+            dst.write(pending)
+            pending = b""
         dst.write(data)
         if dst.transport.get_write_buffer_size() > (2 << 20):
             await dst.drain()
@@ -371,7 +393,7 @@ async def _relay_body(
                 tail = b""
                 while (line := await src.readuntil(b"\r\n")) != b"\r\n":  # trailers
                     tail += line
-                await copy(size_line + tail + line, 0)
+                await copy(size_line + tail + line, 0, final=True)
                 break
             await copy(size_line, 0)
             left = size
@@ -389,10 +411,12 @@ async def _relay_body(
             if not data:
                 raise asyncio.IncompleteReadError(b"", left)
             left -= len(data)
-            await copy(data, len(data))
-    elif entry is not None:  # a response without framing ends with its connection
+            await copy(data, len(data), final=not left)
+    elif done is not None:  # a response without framing ends with its connection
         while data := await src.read(piece):
             await copy(data, len(data))
+    if not finished:  # an empty body (or one that ends with the connection)
+        finish()
     await dst.drain()
     return total, paced, last - first
 

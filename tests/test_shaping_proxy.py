@@ -9,9 +9,11 @@ read and reset over HTTP too; it stops by itself; it runs as a process.
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -184,3 +186,46 @@ def test_runs_as_a_process_printing_its_port(s3_server: S3Server, bucket: str) -
         assert proc.stdin is not None
         proc.stdin.close()  # the parent going away stops it
         assert proc.wait(timeout=60) == 0
+
+
+class _Chunked(http.server.BaseHTTPRequestHandler):
+    """An upstream that frames its bodies the other two ways HTTP/1.1 allows."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        if self.path == "/chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in (b"hello", b" world"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\nX-Trailer: 1\r\n\r\n")
+        else:  # no length: the body ends with the connection
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"until the end")
+            self.close_connection = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_chunked_and_unframed_bodies_are_relayed_and_counted() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Chunked)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        upstream = f"http://127.0.0.1:{server.server_address[1]}"
+        with ShapingProxy(upstream, latency=0.01, bandwidth=1e6, lifetime=120) as proxy:
+            with urllib.request.urlopen(proxy.url + "/chunked", timeout=30) as r:
+                assert r.read() == b"hello world"
+            with urllib.request.urlopen(proxy.url + "/plain", timeout=30) as r:
+                assert r.read() == b"until the end"
+            log = proxy.log()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(e.path, e.status, e.bytes_out) for e in log] == [
+        ("/chunked", 200, 11),
+        ("/plain", 200, 13),
+    ]
