@@ -36,7 +36,7 @@ Run (``benchmarks/requirements-s3.txt`` lists what it needs beyond splitdask)::
 
     pip install -r benchmarks/requirements-s3.txt
     python benchmarks/s3.py --quick            # about 4 minutes on 2 cores
-    python benchmarks/s3.py                    # the full sizes, about 40 minutes
+    python benchmarks/s3.py                    # the full sizes, about 20 minutes
     python benchmarks/s3.py --datasets large --latency 30 --paths limit,binwise
     python benchmarks/s3.py --server moto --quick
 
