@@ -146,7 +146,7 @@ class KeyReader:
                     if not look:
                         return
                     pids, local, need = look.popleft()
-                    if first and self._slow_to_hold(need):
+                    if first and self._slow_to_hold(pids):
                         yield self.reader.records_at(pids, local)  # by range
                     else:
                         later = {p for _, _, n in look for p in n}
@@ -165,16 +165,24 @@ class KeyReader:
                     load_parts, snap.store, [snap.parts[p]], snap.generation
                 )
 
-    def _slow_to_hold(self, need: list[int]) -> bool:
-        """Whether the parts ``need`` not in yet are more than a few chunks' worth (a
-        window's parts), so a first chunk is better read by range than waited for."""
+    def _slow_to_hold(self, pids: IntArray) -> bool:
+        """Whether a first chunk (records of parts ``pids``) is better read by range
+        than waited for: its parts not in yet hold more than four chunks, and reading
+        its records by range would fetch under a quarter of that (records far apart
+        in their parts; near ones merge into most of the part, as good as waiting)."""
         net, parts = self.reader.store.net, self.reader.snapshot.parts
-        missing = [
-            p
-            for p in need
-            if p not in self._held and not (p in self._pending and self._pending[p].done())
-        ]
-        return net is not None and sum(parts[p].size for p in missing) > 4 * net.chunk_bytes
+        if net is None:
+            return False
+        missing = ranged = 0
+        uniq, counts = np.unique(pids, return_counts=True)
+        for p, w in zip(uniq.tolist(), counts.tolist(), strict=True):
+            if p in self._held or (p in self._pending and self._pending[p].done()):
+                continue
+            part = parts[p]
+            missing += part.size
+            near = part.size < w * net.gap_bytes  # gaps under the merge threshold
+            ranged += part.size if near else w * (part.size // max(1, part.count) + 24)
+        return missing > 4 * net.chunk_bytes and 4 * ranged < missing
 
     def _bytes_in_hand(self) -> int:
         parts = self.reader.snapshot.parts
