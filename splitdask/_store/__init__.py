@@ -9,12 +9,11 @@ from typing import Any
 from splitdask._store._base import PartSink, Store, UrlPath
 from splitdask._store._fsspec import FsspecStore
 from splitdask._store._local import LocalStore
-from splitdask._store._resolve import S3_RETRIES, resolve
+from splitdask._store._resolve import resolve
 from splitdask._store._s3 import S3Store
 from splitdask._store._upload import UPLOAD_BLOCK
 
 __all__ = [
-    "S3_RETRIES",
     "UPLOAD_BLOCK",
     "FsspecStore",
     "LocalStore",

@@ -11,7 +11,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from splitdask._store._access import access, not_found, short_read, too_large
+from splitdask._store._access import (
+    access,
+    in_transit,
+    not_found,
+    retrying,
+    short_read,
+    too_large,
+)
 from splitdask._store._base import FileInfo, PartSink, Store
 from splitdask._store._resolve import resolve
 from splitdask._store._upload import SpoolSink, spool_prefix
@@ -87,10 +94,11 @@ class FsspecStore(Store):
     # -- reading ------------------------------------------------------------------
 
     def read_file(self, rel: str, limit: int | None = None) -> bytes:
-        with access(self.where(rel)):
-            # start=0 makes it one ranged GET; without it s3fs first asks for the size.
-            end = None if limit is None else limit + 1
-            data = bytes(self.direct.cat_file(self.full(rel), start=0, end=end))
+        # start=0 makes it one ranged GET; without it s3fs first asks for the size.
+        end = None if limit is None else limit + 1
+        data = retrying(
+            self.where(rel), lambda: bytes(self.direct.cat_file(self.full(rel), start=0, end=end))
+        )
         if limit is not None and len(data) > limit:
             raise too_large(self.where(rel), len(data), limit)
         return data
@@ -99,8 +107,10 @@ class FsspecStore(Store):
         if end <= start:
             return b""  # an empty HTTP range is invalid, and S3 answers it with everything
         try:
-            with access(self.where(rel)):
-                data = bytes(self.fs.cat_file(self.full(rel), start=start, end=end))
+            data = retrying(
+                self.where(rel),
+                lambda: bytes(self.fs.cat_file(self.full(rel), start=start, end=end)),
+            )
         except FileNotFoundError:
             raise not_found(rel) from None
         except OSError as exc:
@@ -122,13 +132,18 @@ class FsspecStore(Store):
         spans = _merge(rels, starts, ends)
         if not spans:
             return out
-        with access(self.where(spans[0][0])):
-            got = self.fs.cat_ranges(
-                [self.full(r) for r, _, _, _ in spans],
-                [lo for _, lo, _, _ in spans],
-                [hi for _, _, hi, _ in spans],
-                on_error="return",
-            )
+        # Damaged responses come back as values (on_error): raised, then retried.
+        got = retrying(
+            self.where(spans[0][0]),
+            lambda: _raise_in_transit(
+                self.fs.cat_ranges(
+                    [self.full(r) for r, _, _, _ in spans],
+                    [lo for _, lo, _, _ in spans],
+                    [hi for _, _, hi, _ in spans],
+                    on_error="return",
+                )
+            ),
+        )
         for (rel, lo, hi, items), data in zip(spans, got, strict=True):
             if isinstance(data, FileNotFoundError):
                 raise not_found(rel)
@@ -294,3 +309,11 @@ def _mtime(info: dict[str, Any]) -> float:
         with contextlib.suppress(TypeError, ValueError):
             return float(value)
     return 0.0
+
+
+def _raise_in_transit(got: list[Any]) -> list[Any]:
+    """``got``, unless one of its results is a response damaged in transit: then that."""
+    for item in got:
+        if isinstance(item, Exception) and in_transit(item):
+            raise item
+    return got
