@@ -4,14 +4,14 @@ It sits in front of the moto server and, counting requests and connections, drop
 every ``drop``-th connection, answers every ``slow``-th request with S3's 503
 SlowDown, delays every ``delay_every``-th, cuts every ``truncate``-th GET response
 mid-body (``truncate_fix_length`` also shortens its Content-Length, so the client
-cannot tell) and flips a byte in the body of every ``corrupt``-th GET (the first
-``corrupt_limit`` of them, if set). ``hang`` reads requests and never answers;
-``lose`` (``"PUT /splitdask.json"``: a method and a path suffix) forwards matching
-requests upstream, then closes the client's connection without relaying the answer,
-so the server acted on a request whose client never hears of it; ``fail`` answers
-matching requests with 503 SlowDown without forwarding them. Each request goes
-upstream on its own connection, so faults never leak between requests; ``log`` lists
-every request as ``(method, path, fault)``.
+cannot tell; ``cut_first`` cuts the first GET of every path) and flips a byte in the
+body of every ``corrupt``-th GET (the first ``corrupt_limit`` of them, if set).
+``hang`` reads requests and never answers; ``lose`` (``"PUT /splitdask.json"``: a
+method and a path suffix) forwards matching requests upstream, then closes the
+client's connection without relaying the answer, so the server acted on a request
+whose client never hears of it; ``fail`` answers matching requests with 503 SlowDown
+without forwarding them. Each request goes upstream on its own connection, so faults
+never leak between requests; ``log`` lists every request as ``(method, path, fault)``.
 
 Bounded: it serves at most ``lifetime`` seconds, then stops by itself; ``stop()``
 ends it sooner. Threads are daemons and every socket has a timeout.
@@ -38,6 +38,8 @@ class Faults:
     delay: float = 0.05
     truncate: int = 0
     truncate_fix_length: bool = False
+    cut_first: bool = False
+    """Cut the body of the first GET of every path (matching ``only``) mid-stream."""
     corrupt: int = 0
     corrupt_limit: int = 0
     hang: bool = False
@@ -47,6 +49,8 @@ class Faults:
     only: str = ""
     """Apply request faults only to paths containing this (e.g. ``/bins/``)."""
     counts: dict[str, int] = field(default_factory=dict)
+    seen: set[bytes] = field(default_factory=set)
+    """Paths GET so far (for ``cut_first``)."""
 
 
 def _every(n: int, k: int) -> bool:
@@ -175,7 +179,12 @@ class FaultyProxy:
         response = self._upstream(_close_upstream(head) + b"\r\n\r\n" + body)
         is_get = method == b"GET" and faulty
         resp_head, _, resp_body = response.partition(b"\r\n\r\n")
-        if is_get and _every(n, f.truncate) and len(resp_body) > 1:
+        first = False
+        if is_get and f.cut_first:
+            with self._lock:
+                first = path not in f.seen
+                f.seen.add(path)
+        if is_get and (first or _every(n, f.truncate)) and len(resp_body) > 1:
             self._count("truncated")
             cut = resp_body[: len(resp_body) // 2]
             if f.truncate_fix_length:

@@ -214,6 +214,22 @@ def test_a_checksum_failing_every_time_is_a_corrupt_dataset(
     assert str(e.value).startswith(f"{s3_url}/splitdask.json: ")
 
 
+def test_bodies_cut_short_are_read_again(
+    quick: None, proxy: FaultyProxy, s3_url: str, s3_storage_options: dict[str, Any]
+) -> None:
+    write_split_data(s3_url, RECORDS, splits=2, storage_options=s3_storage_options)
+    loader = SplitDataLoader(s3_url, storage_options=_via(proxy.url, s3_storage_options))
+    proxy.faults.only = "/bins/"
+    proxy.faults.cut_first = True  # the first GET of each part ends mid-body
+    report = loader.verify()  # streamed reads; raises on a damaged part
+    assert report.parts == 2
+    assert proxy.faults.counts["truncated"] == 2
+    proxy.faults.seen.clear()
+    assert sorted(loader.iterate_binwise()) == sorted(RECORDS)  # whole-part reads
+    assert proxy.faults.counts["truncated"] == 4
+    assert len(proxy.requests("GET", "/bins/")) == 8
+
+
 # -- a commit whose answer was lost --------------------------------------------------------
 
 

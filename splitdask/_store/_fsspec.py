@@ -184,6 +184,10 @@ class FsspecStore(Store):
             access(self.where(rel)),
             self.direct.open(self.full(rel), "rb", block_size=8 << 20, cache_type="none") as f,
         ):
+            # A read that fails leaves the position where it was: read again if the
+            # body was damaged in transit (s3fs itself no longer retries).
+            read = f.read
+            f.read = lambda n=-1: retrying(self.where(rel), lambda: read(n))
             yield f
 
     def list_dir(self, rel: str) -> list[str]:
