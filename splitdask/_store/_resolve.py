@@ -152,8 +152,12 @@ def with_s3_defaults(
     """``options`` with splitdask's S3 defaults filled in for an ``s3://`` URL: the
     connect and read timeouts of :func:`~splitdask._store._net.net_settings` and
     :data:`BOTOCORE_RETRIES`, each unless ``config_kwargs`` sets its own."""
-    if not url.startswith(("s3://", "s3a://")):
+    last = url.rsplit("::", 1)[-1]
+    if not last.startswith(("s3://", "s3a://")):
         return options
+    if last != url:  # a chained URL: the S3 layer's options are keyed by its protocol
+        proto = last.split("://", 1)[0]
+        return {**options, proto: with_s3_defaults(last, dict(options.get(proto) or {}), settings)}
     s = settings or net_settings()
     config = dict(options.get("config_kwargs") or {})
     config.setdefault("connect_timeout", s.connect_timeout)
@@ -204,6 +208,7 @@ def resolve(url: str, options: dict[str, Any]) -> tuple[Any, Any, str]:
         direct = direct.fs
     if "s3" in _protocols(direct) and hasattr(direct, "set_session"):  # s3fs
         direct.retries = 1  # s3fs's retries (class default 5) would multiply botocore's
-        if full.get("config_kwargs", {}).get("retries") == BOTOCORE_RETRIES:
+        layer = full.get(url.rsplit("::", 1)[-1].split("://", 1)[0], full) if "::" in url else full
+        if layer.get("config_kwargs", {}).get("retries") == BOTOCORE_RETRIES:
             _install(direct, settings)
     return fs, direct, root
