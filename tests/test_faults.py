@@ -66,8 +66,13 @@ def closed_port() -> Iterator[int]:
 
 
 def test_refused_connection_fails_in_one_line_naming_the_endpoint(
-    quick: None, closed_port: int, s3_url: str, s3_storage_options: dict[str, Any]
+    quick: None,
+    closed_port: int,
+    s3_url: str,
+    s3_storage_options: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("SPLITDASK_CONNECT_TIMEOUT", "2")
     endpoint = f"http://127.0.0.1:{closed_port}"
     options = _via(endpoint, s3_storage_options)
     expected = (
@@ -82,7 +87,7 @@ def test_refused_connection_fails_in_one_line_naming_the_endpoint(
     assert "\n" not in str(read.value)
     # Retried (a server restarting), but only within the connect timeout.
     assert int(read.value.args[0].split("after ")[1].split()[0]) >= 2
-    assert time.monotonic() - started < 60  # a guard: each fails after about 1 s
+    assert time.monotonic() - started < 60  # a guard: each fails after about 2 s
 
 
 def test_cli_prints_one_line_for_a_refused_connection(
@@ -227,7 +232,6 @@ def test_bodies_cut_short_are_read_again(
     proxy.faults.seen.clear()
     assert sorted(loader.iterate_binwise()) == sorted(RECORDS)  # whole-part reads
     assert proxy.faults.counts["truncated"] == 4
-    assert len(proxy.requests("GET", "/bins/")) == 8
 
 
 # -- a commit whose answer was lost --------------------------------------------------------
