@@ -110,7 +110,7 @@ def test_cli_prints_one_line_for_a_refused_connection(
     assert "connection refused" in lines[0]
 
 
-def test_refused_connection_is_retried_only_within_the_connect_timeout() -> None:
+def test_unreachable_endpoints_are_retried_only_within_the_connect_timeout() -> None:
     policy = RetryPolicy(NetSettings())  # the defaults: connect_timeout 5 s
     refused = EndpointConnectionError(
         endpoint_url="http://127.0.0.1:1/b/k", error=ConnectionRefusedError(111, "refused")
@@ -118,6 +118,11 @@ def test_refused_connection_is_retried_only_within_the_connect_timeout() -> None
     assert policy.needs_retry(1, _started(1.0), caught_exception=refused) is not None
     assert policy.needs_retry(5, _started(5.0), caught_exception=refused) is None
     assert refused.splitdask_attempts == 5  # type: ignore[attr-defined]
+    no_host = EndpointConnectionError(
+        endpoint_url="http://no-such-host:9000/b/k", error=socket.gaierror(-2, "unknown")
+    )
+    assert policy.needs_retry(1, _started(1.0), caught_exception=no_host) is not None
+    assert policy.needs_retry(5, _started(5.0), caught_exception=no_host) is None
 
 
 # -- an endpoint that accepts and never answers ----------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import random
+import socket
 import time
 from typing import Any
 
@@ -66,16 +67,31 @@ def refused(exc: BaseException) -> bool:
     return False
 
 
+def _unresolved(exc: BaseException) -> bool:
+    """Whether the endpoint's host name did not resolve (``socket.gaierror``)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, socket.gaierror):
+            return True
+        kwargs = getattr(seen, "kwargs", None)
+        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+        seen = inner if isinstance(inner, BaseException) else seen.__cause__ or seen.__context__
+    return False
+
+
 def _kind(exc: BaseException) -> str:
-    """``"connect"``, ``"read"`` (timeouts), ``"refused"``, ``"transient"`` or ``""``."""
+    """``"connect"``, ``"read"`` (timeouts), ``"unreachable"`` (refused, or no such
+    host), ``"transient"`` or ``""``."""
     # By class name: splitdask does not import the backends (botocore's classes).
     names = {c.__name__ for c in type(exc).__mro__}
     if "ConnectTimeoutError" in names:
         return "connect"
     if "ReadTimeoutError" in names:
         return "read"
-    if refused(exc):
-        return "refused"
+    if refused(exc) or _unresolved(exc):
+        return "unreachable"
     if names & {"ConnectionError", "HTTPClientError"}:
         return "transient"
     return ""
@@ -89,7 +105,8 @@ class RetryPolicy:
     passed since it was first sent. After a timed-out attempt another is started only
     if it could time out within that budget too, so a silent endpoint fails within it.
     A refused connection (nothing listening: a wrong ``endpoint_url``, or a server
-    that is down) is retried only within ``connect_timeout``.
+    that is down) or a host name that does not resolve is retried only within
+    ``connect_timeout``.
 
     When it gives up on an error it notes the attempts and seconds on the exception
     (``splitdask_attempts``, ``splitdask_seconds``) for the message.
@@ -117,7 +134,7 @@ class RetryPolicy:
     ) -> float | None:
         """Seconds to wait before the next attempt, or ``None``: no retry."""
         s = self.settings
-        context = request_dict["context"]
+        context = request_dict.get("context") or {}
         elapsed = time.monotonic() - context.get(_STARTED, time.monotonic())
         delay = random.uniform(0, min(_MAX_BACKOFF, _BASE * 2 ** (attempts - 1)))
         if caught_exception is not None:
@@ -128,7 +145,7 @@ class RetryPolicy:
             connect = float(getattr(config, "connect_timeout", s.connect_timeout))
             read = float(getattr(config, "read_timeout", s.read_timeout))
             wait = {"connect": connect, "read": read}.get(kind, 0.0)
-            budget = connect if kind == "refused" else s.retry_seconds
+            budget = connect if kind == "unreachable" else s.retry_seconds
             if kind and elapsed + delay + wait <= budget:
                 return delay
             if kind:
