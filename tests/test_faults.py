@@ -210,6 +210,26 @@ def test_a_response_failing_its_transfer_checksum_is_read_again(
     assert len(proxy.requests("GET", "/splitdask.json")) == 2
 
 
+def test_async_reads_are_read_again_too(
+    quick: None, proxy: FaultyProxy, s3_url: str, s3_storage_options: dict[str, Any]
+) -> None:
+    from fsspec.asyn import sync
+
+    from splitdask._store import open_store
+    from splitdask._store._access import aretrying
+
+    write_split_data(s3_url, RECORDS, splits=2, storage_options=s3_storage_options)
+    store = open_store(s3_url, _via(proxy.url, s3_storage_options))
+    expected = store.read_file("splitdask.json")
+    proxy.faults.only = "/splitdask.json"
+    proxy.faults.corrupt, proxy.faults.corrupt_limit = 1, 1
+    fs, path = store.direct, store.full("splitdask.json")
+    got = sync(fs.loop, aretrying, store.where("splitdask.json"), lambda: fs._cat_file(path))
+    assert got == expected
+    assert proxy.faults.counts["corrupted"] == 1
+    assert len(proxy.requests("GET", "/splitdask.json")) == 3  # one before, two here
+
+
 def test_a_checksum_failing_every_time_is_a_corrupt_dataset(
     quick: None, proxy: FaultyProxy, s3_url: str, s3_storage_options: dict[str, Any]
 ) -> None:

@@ -8,11 +8,12 @@ fails with the same message whichever code path touched it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from splitdask.errors import CorruptDatasetError
 
 __all__ = [
     "access",
+    "aretrying",
     "in_transit",
     "network_error",
     "not_found",
@@ -168,33 +170,57 @@ def retrying(where: str, fn: Callable[[], T]) -> T:
 
     Only a transfer checksum that keeps failing is a
     :class:`~splitdask.errors.CorruptDatasetError`: once, it is more likely a network
-    fault than a damaged object.
+    fault than a damaged object. :func:`aretrying` is the same for coroutines.
     """
-    settings = net_settings()
-    started = time.monotonic()
-    attempt = 0
+    again = _Again(where)
     while True:
-        attempt += 1
         try:
             with access(where):
                 return fn()
         except Exception as exc:
-            if not in_transit(exc):
-                raise
-            elapsed = time.monotonic() - started
-            delay = random.uniform(0, min(10.0, 0.25 * 2 ** (attempt - 1)))
-            # A stalled body may stall again: try again only if that ends in time.
-            stall = settings.read_timeout if "Timeout" in _names(exc) else 0.0
-            if elapsed + delay + stall <= settings.retry_seconds:
-                time.sleep(delay)
-                continue
-            if "checksum" in _names(exc).lower():
-                raise CorruptDatasetError(
-                    f"{where}: the response failed its transfer checksum on each of "
-                    f"{attempt} attempts over {elapsed:.0f} s ({exc}): the object is "
-                    "damaged, or something between here and the server alters it"
-                ) from exc
-            raise
+            time.sleep(again.delay(exc))
+
+
+async def aretrying(where: str, fn: Callable[[], Awaitable[T]]) -> T:
+    """:func:`retrying` for a coroutine function: ``await fn()``, again while its
+    response is damaged in transit, waiting with ``asyncio.sleep``."""
+    again = _Again(where)
+    while True:
+        try:
+            with access(where):
+                return await fn()
+        except Exception as exc:
+            await asyncio.sleep(again.delay(exc))
+
+
+class _Again:
+    """Whether and when to try one read again, for :func:`retrying`."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.settings = net_settings()
+        self.started = time.monotonic()
+        self.attempt = 0
+
+    def delay(self, exc: Exception) -> float:
+        """Seconds to wait before reading again; raises what ``exc`` should become
+        when it is not to be read again."""
+        self.attempt += 1
+        if not in_transit(exc):
+            raise exc
+        elapsed = time.monotonic() - self.started
+        delay = random.uniform(0, min(10.0, 0.25 * 2 ** (self.attempt - 1)))
+        # A stalled body may stall again: try again only if that ends in time.
+        stall = self.settings.read_timeout if "Timeout" in _names(exc) else 0.0
+        if elapsed + delay + stall <= self.settings.retry_seconds:
+            return delay
+        if "checksum" in _names(exc).lower():
+            raise CorruptDatasetError(
+                f"{self.where}: the response failed its transfer checksum on each of "
+                f"{self.attempt} attempts over {elapsed:.0f} s ({exc}): the object is "
+                "damaged, or something between here and the server alters it"
+            ) from exc
+        raise exc
 
 
 def _names(exc: BaseException) -> str:
