@@ -152,7 +152,6 @@ def test_silent_endpoint_with_the_defaults_fails_within_a_minute() -> None:
     # One silence of 20 s is tried again; after two, a third could not end by 60 s.
     assert policy.needs_retry(1, _started(s.read_timeout), caught_exception=timeout) is not None
     assert policy.needs_retry(2, _started(2 * s.read_timeout), caught_exception=timeout) is None
-    assert s.connect_timeout + 2 * s.read_timeout <= s.retry_seconds + s.connect_timeout
 
 
 # -- a full outage -------------------------------------------------------------------------
