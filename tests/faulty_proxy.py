@@ -4,8 +4,14 @@ It sits in front of the moto server and, counting requests and connections, drop
 every ``drop``-th connection, answers every ``slow``-th request with S3's 503
 SlowDown, delays every ``delay_every``-th, cuts every ``truncate``-th GET response
 mid-body (``truncate_fix_length`` also shortens its Content-Length, so the client
-cannot tell) and flips a byte in the body of every ``corrupt``-th GET. Each request
-goes upstream on its own connection, so faults never leak between requests.
+cannot tell; ``cut_first`` cuts the first GET of every path) and flips a byte in the
+body of every ``corrupt``-th GET (the first ``corrupt_limit`` of them, if set).
+``hang`` reads requests and never answers; ``lose`` (``"PUT /splitdask.json"``: a
+method and a path suffix) forwards matching requests upstream, then closes the
+client's connection without relaying the answer, so the server acted on a request
+whose client never hears of it; ``fail`` answers matching requests with 503 SlowDown
+without forwarding them. Each request goes upstream on its own connection, so faults
+never leak between requests; ``log`` lists every request as ``(method, path, fault)``.
 
 Bounded: it serves at most ``lifetime`` seconds, then stops by itself; ``stop()``
 ends it sooner. Threads are daemons and every socket has a timeout.
@@ -32,10 +38,19 @@ class Faults:
     delay: float = 0.05
     truncate: int = 0
     truncate_fix_length: bool = False
+    cut_first: bool = False
+    """Cut the body of the first GET of every path (matching ``only``) mid-stream."""
     corrupt: int = 0
+    corrupt_limit: int = 0
+    hang: bool = False
+    lose: str = ""
+    fail: str = ""
+    """Like ``lose``: matching requests are answered 503 SlowDown, never forwarded."""
     only: str = ""
     """Apply request faults only to paths containing this (e.g. ``/bins/``)."""
     counts: dict[str, int] = field(default_factory=dict)
+    seen: set[bytes] = field(default_factory=set)
+    """Paths GET so far (for ``cut_first``)."""
 
 
 def _every(n: int, k: int) -> bool:
@@ -56,6 +71,7 @@ class FaultyProxy:
         self._lock = threading.Lock()
         self._connections = 0
         self._requests = 0
+        self.log: list[tuple[str, str, str]] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -72,6 +88,12 @@ class FaultyProxy:
 
     def _count(self, what: str) -> None:
         self.faults.counts[what] = self.faults.counts.get(what, 0) + 1
+
+    def requests(self, method: str = "", contains: str = "") -> list[tuple[str, str, str]]:
+        """Logged requests of ``method`` (any if empty) whose path contains ``contains``."""
+        with self._lock:
+            log = list(self.log)
+        return [r for r in log if method in ("", r[0]) and contains in r[1]]
 
     def _serve(self) -> None:
         while not self._stop.is_set() and time.monotonic() < self._deadline:
@@ -127,8 +149,25 @@ class FaultyProxy:
                 self._requests += 1
             n = self._requests if faulty else -1
         f = self.faults
-        if faulty and _every(n, f.slow):
-            self._count("503 SlowDown")
+        fault = ""
+        if f.hang:
+            fault = "hung"
+        elif f.lose and _matches(f.lose, method, path):
+            fault = "response lost"
+        elif (f.fail and _matches(f.fail, method, path)) or (faulty and _every(n, f.slow)):
+            fault = "503 SlowDown"
+        with self._lock:
+            self.log.append((method.decode(), path.decode().split("?")[0], fault))
+        if fault == "hung":
+            self._count(fault)
+            self._stop.wait(self._deadline - time.monotonic())
+            return False
+        if fault == "response lost":
+            self._count(fault)
+            self._upstream(_close_upstream(head) + b"\r\n\r\n" + body)
+            return False  # the client's connection closes without an answer
+        if fault == "503 SlowDown":
+            self._count(fault)
             conn.sendall(
                 b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(_SLOWDOWN) + _SLOWDOWN
@@ -140,7 +179,12 @@ class FaultyProxy:
         response = self._upstream(_close_upstream(head) + b"\r\n\r\n" + body)
         is_get = method == b"GET" and faulty
         resp_head, _, resp_body = response.partition(b"\r\n\r\n")
-        if is_get and _every(n, f.truncate) and len(resp_body) > 1:
+        first = False
+        if is_get and f.cut_first:
+            with self._lock:
+                first = path not in f.seen
+                f.seen.add(path)
+        if is_get and (first or _every(n, f.truncate)) and len(resp_body) > 1:
             self._count("truncated")
             cut = resp_body[: len(resp_body) // 2]
             if f.truncate_fix_length:
@@ -148,7 +192,8 @@ class FaultyProxy:
                 return True
             conn.sendall(resp_head + b"\r\n\r\n" + cut)
             return False  # the client sees the connection end mid-body
-        if is_get and _every(n, f.corrupt) and resp_body:
+        limited = f.corrupt_limit and f.counts.get("corrupted", 0) >= f.corrupt_limit
+        if is_get and _every(n, f.corrupt) and resp_body and not limited:
             self._count("corrupted")
             resp_body = bytes([resp_body[0] ^ 0xFF]) + resp_body[1:]
         conn.sendall(resp_head + b"\r\n\r\n" + resp_body)
@@ -161,6 +206,11 @@ class FaultyProxy:
             while chunk := up.recv(1 << 20):
                 chunks.append(chunk)
         return _dechunk(b"".join(chunks))
+
+
+def _matches(spec: str, method: bytes, path: bytes) -> bool:
+    want_method, _, suffix = spec.partition(" ")
+    return method.decode() == want_method and path.split(b"?")[0].endswith(suffix.encode())
 
 
 def _content_length(head: bytes) -> int | None:

@@ -1,7 +1,7 @@
 """S3 through a fault-injecting proxy (tests/faulty_proxy.py) in front of moto.
 
 Transient faults (dropped connections, 503 SlowDown, delays, bodies cut mid-stream)
-are retried by botocore/s3fs within splitdask's retry settings, so a whole write,
+are retried within splitdask's retry policy (tests/test_faults.py), so a whole write,
 read and verify cycle passes; a read the transport cannot tell is wrong (a body cut
 with its length fixed up, a flipped byte) is caught by the checksums and never
 returned as a record.
@@ -53,8 +53,13 @@ def test_write_read_verify_survive_transient_faults(
 
 
 def test_undetectable_truncation_is_caught_by_the_checksums(
-    proxy: FaultyProxy, s3_url: str, s3_storage_options: dict[str, Any]
+    proxy: FaultyProxy,
+    s3_url: str,
+    s3_storage_options: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A failed transfer checksum is read again for this long before it counts.
+    monkeypatch.setenv("SPLITDASK_RETRY_SECONDS", "2")
     write_split_data(s3_url, RECORDS, splits=2, storage_options=s3_storage_options)
     options = _via(proxy, s3_storage_options)
     loader = SplitDataLoader(s3_url, storage_options=options)

@@ -18,7 +18,7 @@ from splitdask._format import DATA_START
 from splitdask._read._entries import SPARSE_MIN_FOOTER
 from splitdask._store import Store
 from splitdask._store._fetch import chunk_spans
-from splitdask._store._net import net_settings
+from splitdask._store._net import NetSettings, net_settings
 
 __all__ = [
     "GET_PRICE_PER_1000",
@@ -78,7 +78,8 @@ class EpochCost:
         in :data:`WHOLE_BIN_PATHS`.
     random_access
         ``loader[i]`` for every ``i`` once: one GET per record for its stored bytes
-        once its part's footer is known, plus :attr:`footers`.
+        once its part's footer is known (a record larger than a chunk: its chunks),
+        plus :attr:`footers`.
     footers
         The footers of all parts (part of :attr:`random_access`): one GET each, and
         before it two 8- and 16-byte GETs for a part whose footer is fetched by the
@@ -154,8 +155,20 @@ def epoch_cost(snapshot: Snapshot) -> EpochCost | None:
         chunk_bytes=chunk,
         num_records=n,
         whole_bins=PathCost(sum(len(chunk_spans(p.size, net)) for p in parts), size),
-        random_access=PathCost(n + footers.requests, records + footers.bytes),
+        random_access=PathCost(
+            _record_gets(parts, net) + footers.requests, records + footers.bytes
+        ),
         footers=footers,
         # a HEAD (the real size, billed as a GET) and the streamed reads, per part
         verify=PathCost(sum(1 - (-p.size // VERIFY_CHUNK) for p in parts), size),
     )
+
+
+def _record_gets(parts: Any, net: NetSettings) -> int:
+    """GETs of reading every record once at random: one each, or the engine's chunks
+    for records larger than a chunk (estimated from each part's mean record)."""
+    total = 0
+    for p in parts:
+        if p.count:
+            total += p.count * max(1, len(chunk_spans(p.payload // p.count, net)))
+    return total

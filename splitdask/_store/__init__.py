@@ -12,12 +12,11 @@ from splitdask._store._cache import CacheInfo, CacheStats, PartCache
 from splitdask._store._cachesettings import parse_bytes, resolve_cache
 from splitdask._store._fsspec import FsspecStore
 from splitdask._store._local import LocalStore
-from splitdask._store._resolve import S3_RETRIES, resolve
+from splitdask._store._resolve import resolve
 from splitdask._store._s3 import S3Store
 from splitdask._store._upload import UPLOAD_BLOCK
 
 __all__ = [
-    "S3_RETRIES",
     "UPLOAD_BLOCK",
     "CacheDir",
     "CacheInfo",

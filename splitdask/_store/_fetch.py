@@ -4,7 +4,7 @@ One :class:`Fetcher` per filesystem object, running its requests on the
 filesystem's event loop (fsspec keeps one loop thread per process, and a store
 re-resolves its filesystem after a fork), with at most
 :attr:`~splitdask._store._net.NetSettings.connections` requests in flight; the
-connection pool is sized to match (:func:`~splitdask._store._resolve.with_retries`).
+connection pool is sized to match (:func:`~splitdask._store._resolve.with_s3_defaults`).
 
 Planning is separate from fetching and does no I/O: :func:`plan_ranges` decides
 which wanted ranges of one file are fetched as one request, :func:`chunk_spans`
@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from splitdask._store._access import Again
 from splitdask._store._net import NetSettings
 
 __all__ = ["Fetcher", "Span", "chunk_spans", "plan_ranges"]
@@ -84,11 +85,20 @@ class Fetcher:
         self.net = net
         self._sem: asyncio.Semaphore | None = None
 
-    async def _get(self, path: str, start: int, end: int) -> bytes:
+    async def _get(self, path: str, start: int, end: int, where: str) -> bytes:
+        """One ranged GET, read again while its response is damaged in transit (a
+        failed transfer checksum, a body cut short: :class:`~._access.Again`);
+        failures of the request itself are retried below, by the policy on the
+        client (``_resolve.RetryPolicy``)."""
         if self._sem is None:  # made on the loop that runs it
             self._sem = asyncio.Semaphore(self.net.connections)
-        async with self._sem:
-            return bytes(await self.fs._cat_file(path, start=start, end=end))
+        again = Again(where)
+        while True:
+            try:
+                async with self._sem:
+                    return bytes(await self.fs._cat_file(path, start=start, end=end))
+            except Exception as exc:
+                await asyncio.sleep(again.delay(exc))
 
     def _run(self, coros: list[Any]) -> list[Any]:
         from fsspec.asyn import sync
@@ -98,18 +108,31 @@ class Fetcher:
 
         return list(sync(self.fs.loop, gather))
 
-    def ranges(self, paths: Sequence[str], starts: Sequence[int], ends: Sequence[int]) -> list[Any]:
-        """Bytes ``[start, end)`` of each path, all requests at once."""
-        return self._run([self._get(*r) for r in zip(paths, starts, ends, strict=True)])
+    def ranges(
+        self,
+        paths: Sequence[str],
+        starts: Sequence[int],
+        ends: Sequence[int],
+        wheres: Sequence[str],
+    ) -> list[Any]:
+        """Bytes ``[start, end)`` of each path, all requests at once (``wheres`` name
+        the files in errors)."""
+        return self._run([self._get(*r) for r in zip(paths, starts, ends, wheres, strict=True)])
 
-    def spans(self, paths: Sequence[str], los: Sequence[int], his: Sequence[int]) -> list[Any]:
+    def spans(
+        self,
+        paths: Sequence[str],
+        los: Sequence[int],
+        his: Sequence[int],
+        wheres: Sequence[str],
+    ) -> list[Any]:
         """Bytes ``[lo, hi)`` of each path, each cut into :func:`chunk_spans` requests,
         all at once; a range fetched in several pieces is joined into one
         ``bytearray`` (short pieces: joined as they came, so the caller sees it)."""
         jobs: list[tuple[int, int, int]] = []
         for k, (lo, hi) in enumerate(zip(los, his, strict=True)):
             jobs += [(k, lo + a, lo + b) for a, b in chunk_spans(hi - lo, self.net)]
-        got = self._run([self._get(paths[k], a, b) for k, a, b in jobs])
+        got = self._run([self._get(paths[k], a, b, wheres[k]) for k, a, b in jobs])
         out: list[Any] = [b"" for _ in los]
         pieces: dict[int, list[tuple[int, int, Any]]] = {}
         for (k, a, b), data in zip(jobs, got, strict=True):
@@ -130,6 +153,8 @@ class Fetcher:
                 out[k] = whole
         return out
 
-    def wholes(self, paths: Sequence[str], sizes: Sequence[int]) -> list[Any]:
+    def wholes(
+        self, paths: Sequence[str], sizes: Sequence[int], wheres: Sequence[str]
+    ) -> list[Any]:
         """Each file's first ``size`` bytes (:meth:`spans` from 0)."""
-        return self.spans(paths, [0] * len(sizes), sizes)
+        return self.spans(paths, [0] * len(sizes), sizes, wheres)

@@ -11,7 +11,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from splitdask._store._access import access, not_found, short_read, too_large
+from splitdask._store._access import (
+    access,
+    in_transit,
+    not_found,
+    retrying,
+    short_read,
+    too_large,
+)
 from splitdask._store._base import FileInfo, PartSink, Store
 from splitdask._store._fetch import Fetcher, plan_ranges
 from splitdask._store._net import NetSettings, net_settings
@@ -107,10 +114,11 @@ class FsspecStore(Store):
     # -- reading ------------------------------------------------------------------
 
     def read_file(self, rel: str, limit: int | None = None) -> bytes:
-        with access(self.where(rel)):
-            # start=0 makes it one ranged GET; without it s3fs first asks for the size.
-            end = None if limit is None else limit + 1
-            data = bytes(self.direct.cat_file(self.full(rel), start=0, end=end))
+        # start=0 makes it one ranged GET; without it s3fs first asks for the size.
+        end = None if limit is None else limit + 1
+        data = retrying(
+            self.where(rel), lambda: bytes(self.direct.cat_file(self.full(rel), start=0, end=end))
+        )
         if limit is not None and len(data) > limit:
             raise too_large(self.where(rel), len(data), limit)
         return data
@@ -118,21 +126,13 @@ class FsspecStore(Store):
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""  # an empty HTTP range is invalid, and S3 answers it with everything
-        if (
-            self.cache is not None
-            and (got := self.cache.cached_range(self.urlpath, rel, start, end)) is not None
-        ):
-            return got
+        if self.fetcher is not None or self.cache is not None:
+            return self.read_ranges([rel], [start], [end])[0]
         try:
-            with access(self.where(rel)):
-                fetcher = self.fetcher
-                if fetcher is not None:  # through the one semaphore of this process
-                    (got,) = fetcher.ranges([self.full(rel)], [start], [end])
-                    if isinstance(got, BaseException):
-                        raise got
-                    data = bytes(got)
-                else:
-                    data = bytes(self.fs.cat_file(self.full(rel), start=start, end=end))
+            data = retrying(
+                self.where(rel),
+                lambda: bytes(self.fs.cat_file(self.full(rel), start=start, end=end)),
+            )
         except FileNotFoundError:
             raise not_found(rel) from None
         except OSError as exc:
@@ -152,7 +152,7 @@ class FsspecStore(Store):
     ) -> list[bytes]:
         """Ranges of one file are grouped into requests by cost (:func:`plan_ranges`),
         and every request goes out at once."""
-        if len(rels) < 2:
+        if len(rels) < 2 and self.fetcher is None and self.cache is None:
             return super().read_ranges(rels, starts, ends, gap)
         out: list[bytes] = [b""] * len(rels)
         if self.cache is not None:  # ranges of cached parts are read locally
@@ -168,12 +168,15 @@ class FsspecStore(Store):
             return out
         paths = [self.full(r) for r, _, _, _ in spans]
         los, his = [lo for _, lo, _, _ in spans], [hi for _, _, hi, _ in spans]
-        with access(self.where(spans[0][0])):
-            fetcher = self.fetcher
-            if fetcher is not None:  # large spans in chunks, all at once
-                got = fetcher.spans(paths, los, his)
-            else:
-                got = self.fs.cat_ranges(paths, los, his, on_error="return")
+        fetcher = self.fetcher
+        if fetcher is not None:  # large spans in chunks, all at once, each retried
+            got = fetcher.spans(paths, los, his, [self.where(r) for r, _, _, _ in spans])
+        else:
+            # Damaged responses come back as values (on_error): raised, then retried.
+            got = retrying(
+                self.where(spans[0][0]),
+                lambda: _raise_in_transit(self.fs.cat_ranges(paths, los, his, on_error="return")),
+            )
         for (rel, lo, hi, items), data in zip(spans, got, strict=True):
             self._check_got(rel, lo, hi, data)
             for k in items:
@@ -205,8 +208,7 @@ class FsspecStore(Store):
         fetcher = self.fetcher
         if fetcher is None:
             return self.read_ranges(rels, [0] * len(rels), sizes, 0)
-        with access(self.where(rels[0]) if rels else self.urlpath):
-            got = fetcher.wholes([self.full(r) for r in rels], sizes)
+        got = fetcher.wholes([self.full(r) for r in rels], sizes, [self.where(r) for r in rels])
         for rel, size, data in zip(rels, sizes, got, strict=True):
             self._check_got(rel, 0, size, data)
         return got
@@ -247,6 +249,10 @@ class FsspecStore(Store):
             access(self.where(rel)),
             self.direct.open(self.full(rel), "rb", block_size=8 << 20, cache_type="none") as f,
         ):
+            # A read that fails leaves the position where it was: read again if the
+            # body was damaged in transit (s3fs itself no longer retries).
+            read = f.read
+            f.read = lambda n=-1: retrying(self.where(rel), lambda: read(n))
             yield f
 
     def list_dir(self, rel: str) -> list[str]:
@@ -341,3 +347,11 @@ def _mtime(info: dict[str, Any]) -> float:
         with contextlib.suppress(TypeError, ValueError):
             return float(value)
     return 0.0
+
+
+def _raise_in_transit(got: list[Any]) -> list[Any]:
+    """``got``, unless one of its results is a response damaged in transit: then that."""
+    for item in got:
+        if isinstance(item, Exception) and in_transit(item):
+            raise item
+    return got

@@ -40,8 +40,10 @@ class NetSettings:
     """Bytes per second of one connection, as an estimate (``SPLITDASK_BANDWIDTH``)."""
     connect_timeout: float = 5.0
     """Seconds to open a connection before the attempt fails (``SPLITDASK_CONNECT_TIMEOUT``)."""
-    read_timeout: float = 30.0
-    """Seconds a response may stay silent before the attempt fails (``SPLITDASK_READ_TIMEOUT``)."""
+    read_timeout: float = 20.0
+    """Seconds a response may stay silent before the attempt fails (``SPLITDASK_READ_TIMEOUT``):
+    short enough that a request which timed out is tried once more within
+    ``retry_seconds`` (two silences of 20 s fit in 60 s, two of 30 s do not)."""
     retry_seconds: float = 60.0
     """Seconds of retrying transient failures (throttling, 5xx, cut or corrupted
     bodies) before a request fails for good (``SPLITDASK_RETRY_SECONDS``)."""

@@ -1,32 +1,215 @@
 """From a URL and ``storage_options`` to fsspec filesystems: the storage itself, any
-caching layer in front of it, and the settings splitdask gives S3 by default."""
+caching layer in front of it, and the settings splitdask gives S3 by default.
+
+S3 requests are retried by one layer, :class:`RetryPolicy`, inside botocore's request
+loop (so every request of every code path is covered, request bodies included):
+botocore's own retries and s3fs's retries on top of them are turned off, because the
+two multiplied (a full outage of 503s took 218 s and 45 requests before a write
+failed). The policy bounds retrying by time, not by a count of attempts.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import random
+import socket
+import time
 from typing import Any
 
-from splitdask._store._net import net_settings
+from splitdask._store._net import NetSettings, net_settings
 
-__all__ = ["S3_RETRIES", "resolve", "with_retries"]
-
-
-S3_RETRIES = {"max_attempts": 8, "mode": "standard"}
-"""botocore's retry settings splitdask gives S3 unless ``storage_options`` set their
-own (``config_kwargs={"retries": ...}``): up to 8 attempts with exponential backoff
-and jitter on connection errors, 500/502/503/504 and throttling (SlowDown). s3fs
-adds its own ``retries`` (default 5) around each read, for bodies cut mid-stream."""
+__all__ = ["BOTOCORE_RETRIES", "RetryPolicy", "refused", "resolve", "with_s3_defaults"]
 
 
-def with_retries(url: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with :data:`S3_RETRIES` and a connection pool of
-    ``net_settings().connections`` filled in for an ``s3://`` URL."""
-    if not url.startswith(("s3://", "s3a://")):
+BOTOCORE_RETRIES = {"total_max_attempts": 1, "mode": "standard"}
+"""botocore's retry settings splitdask gives S3 unless ``storage_options`` set their own
+(``config_kwargs={"retries": ...}``): none, as :class:`RetryPolicy` retries instead."""
+
+_BASE = 0.25
+"""Seconds: the first retry waits up to this, each later one up to twice as long."""
+_MAX_BACKOFF = 10.0
+"""Seconds a retry waits at most (with full jitter: 5 s on average)."""
+
+# What S3 answers when it is busy or failing for a moment: worth another try.
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_RETRY_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+_STARTED = "splitdask_started"
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a refused TCP connection."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or getattr(seen, "errno", None) == (
+            errno.ECONNREFUSED
+        ):
+            return True
+        kwargs = getattr(seen, "kwargs", None)  # botocore keeps the cause in kwargs
+        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+        seen = inner if isinstance(inner, BaseException) else seen.__cause__ or seen.__context__
+    return False
+
+
+def _unresolved(exc: BaseException) -> bool:
+    """Whether the endpoint's host name did not resolve (``socket.gaierror``)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, socket.gaierror):
+            return True
+        kwargs = getattr(seen, "kwargs", None)
+        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+        seen = inner if isinstance(inner, BaseException) else seen.__cause__ or seen.__context__
+    return False
+
+
+def _kind(exc: BaseException) -> str:
+    """``"connect"``, ``"read"`` (timeouts), ``"unreachable"`` (refused, or no such
+    host), ``"transient"`` or ``""``."""
+    # By class name: splitdask does not import the backends (botocore's classes).
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "ConnectTimeoutError" in names:
+        return "connect"
+    if "ReadTimeoutError" in names:
+        return "read"
+    if refused(exc) or _unresolved(exc):
+        return "unreachable"
+    if names & {"ConnectionError", "HTTPClientError"}:
+        return "transient"
+    return ""
+
+
+class RetryPolicy:
+    """The one retry policy of S3 requests: a botocore ``needs-retry`` handler.
+
+    A request is retried on throttling, 5xx answers, dropped connections and timeouts,
+    with exponentially growing, fully jittered waits, until ``retry_seconds`` have
+    passed since it was first sent. After a timed-out attempt another is started only
+    if it could time out within that budget too, so a silent endpoint fails within it.
+    A refused connection (nothing listening: a wrong ``endpoint_url``, or a server
+    that is down) or a host name that does not resolve is retried only within
+    ``connect_timeout``.
+
+    When it gives up on an error it notes the attempts and seconds on the exception
+    (``splitdask_attempts``, ``splitdask_seconds``) for the message.
+    """
+
+    def __init__(self, settings: NetSettings) -> None:
+        self.settings = settings
+
+    def install(self, session: Any) -> None:
+        """Register on an aiobotocore session: every client it makes (s3fs makes a new
+        one when its connections were closed) carries the policy."""
+        session.register("before-call.s3", self.started, unique_id="splitdask-retry-start")
+        session.register("needs-retry.s3", self.needs_retry, unique_id="splitdask-retry")
+
+    def started(self, context: dict[str, Any], **_: Any) -> None:
+        context.setdefault(_STARTED, time.monotonic())
+
+    def needs_retry(
+        self,
+        attempts: int,
+        request_dict: dict[str, Any],
+        response: Any = None,
+        caught_exception: BaseException | None = None,
+        **_: Any,
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or ``None``: no retry."""
+        s = self.settings
+        context = request_dict.get("context") or {}
+        elapsed = time.monotonic() - context.get(_STARTED, time.monotonic())
+        delay = random.uniform(0, min(_MAX_BACKOFF, _BASE * 2 ** (attempts - 1)))
+        if caught_exception is not None:
+            kind = _kind(caught_exception)
+            # After a timeout the next attempt may time out too: start it only if it
+            # would still end within the budget.
+            config = context.get("client_config")  # the timeouts the client was given
+            connect = float(getattr(config, "connect_timeout", s.connect_timeout))
+            read = float(getattr(config, "read_timeout", s.read_timeout))
+            wait = {"connect": connect, "read": read}.get(kind, 0.0)
+            budget = connect if kind == "unreachable" else s.retry_seconds
+            if kind and elapsed + delay + wait <= budget:
+                return delay
+            if kind:
+                with contextlib.suppress(AttributeError):
+                    caught_exception.splitdask_attempts = attempts  # type: ignore[attr-defined]
+                    caught_exception.splitdask_seconds = elapsed  # type: ignore[attr-defined]
+            return None
+        if response is None or elapsed + delay > s.retry_seconds:
+            return None
+        parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else {}
+        status = parsed.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = parsed.get("Error", {}).get("Code")
+        if status in _RETRY_STATUS or code in _RETRY_CODES:
+            return delay
+        return None
+
+
+def with_s3_defaults(
+    url: str, options: dict[str, Any], settings: NetSettings | None = None
+) -> dict[str, Any]:
+    """``options`` with splitdask's S3 defaults filled in for an ``s3://`` URL: the
+    connect and read timeouts and the connection pool size of
+    :func:`~splitdask._store._net.net_settings` and :data:`BOTOCORE_RETRIES`, each
+    unless ``config_kwargs`` sets its own."""
+    last = url.rsplit("::", 1)[-1]
+    if not last.startswith(("s3://", "s3a://")):
         return options
+    if last != url:  # a chained URL: the S3 layer's options are keyed by its protocol
+        proto = last.split("://", 1)[0]
+        return {**options, proto: with_s3_defaults(last, dict(options.get(proto) or {}), settings)}
+    s = settings or net_settings()
     config = dict(options.get("config_kwargs") or {})
-    config.setdefault("retries", dict(S3_RETRIES))
+    config.setdefault("connect_timeout", s.connect_timeout)
+    config.setdefault("read_timeout", s.read_timeout)
+    config.setdefault("retries", dict(BOTOCORE_RETRIES))
     # botocore's pool holds 10 connections by default: too few to keep a link full.
-    config.setdefault("max_pool_connections", net_settings().connections)
+    config.setdefault("max_pool_connections", s.connections)
     return {**options, "config_kwargs": config}
+
+
+def _install(direct: Any, settings: NetSettings) -> None:
+    """Make :class:`RetryPolicy` the one retry layer of an s3fs filesystem."""
+    import importlib
+
+    policy = getattr(direct, "_splitdask_policy", None)
+    if policy is not None:
+        policy.settings = settings  # a cached instance: the settings may have changed
+        return
+    if getattr(direct, "session", None) is None:
+        # The session s3fs would make itself; made here so the policy is on it.
+        # s3fs keeps a session it does not own when it reconnects.
+        session = importlib.import_module("aiobotocore.session")
+        direct.session = session.AioSession(**direct.kwargs)
+        direct._session_is_owned = False
+    policy = RetryPolicy(settings)
+    policy.install(direct.session)
+    client = getattr(direct, "_s3", None)
+    if client is not None:  # made before: give it the policy too
+        policy.install(client.meta.events)
+    direct._splitdask_policy = policy
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    return fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
 
 
 def resolve(url: str, options: dict[str, Any]) -> tuple[Any, Any, str]:
@@ -35,10 +218,17 @@ def resolve(url: str, options: dict[str, Any]) -> tuple[Any, Any, str]:
     import fsspec
     from fsspec.implementations.cached import CachingFileSystem
 
-    fs, root = fsspec.core.url_to_fs(url, **with_retries(url, options))
+    settings = net_settings()
+    full = with_s3_defaults(url, options, settings)
+    fs, root = fsspec.core.url_to_fs(url, **full)
     # Parts are immutable (a new name for every write), so they may be read through a
     # caching layer; the manifest is not, so it and every write skip the cache.
     direct = fs
     while isinstance(direct, CachingFileSystem):
         direct = direct.fs
+    if "s3" in _protocols(direct) and hasattr(direct, "set_session"):  # s3fs
+        direct.retries = 1  # s3fs's retries (class default 5) would multiply botocore's
+        layer = full.get(url.rsplit("::", 1)[-1].split("://", 1)[0], full) if "::" in url else full
+        if layer.get("config_kwargs", {}).get("retries") == BOTOCORE_RETRIES:
+            _install(direct, settings)
     return fs, direct, root

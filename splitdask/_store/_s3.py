@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from splitdask._store._access import access
+from splitdask._store._access import access, retrying
 from splitdask._store._fsspec import FsspecStore
 
 __all__ = ["S3Store"]
@@ -34,8 +34,7 @@ class S3Store(FsspecStore):
             return bytes(data), str(resp["ETag"])
 
         try:
-            with access(self.where(rel)):
-                data, etag = sync(self.direct.loop, get)
+            data, etag = retrying(self.where(rel), lambda: sync(self.direct.loop, get))
         except FileNotFoundError:
             return None, None
         return data, etag

@@ -78,6 +78,28 @@ def read_current(store: Store) -> tuple[Manifest | None, str | None]:
     return hit, token
 
 
+def _names_ours(now: Manifest | None, tag: str, new_parts: Sequence[PartInfo]) -> bool:
+    """Whether ``now`` names a part of this write (its tag, or one of its new parts):
+    an earlier run of the commit got through."""
+    if now is None or not (tag or new_parts):
+        return False
+    paths = {p.path for p in now.parts()}
+    # Part names are bins/<bin>-<tag><random>.bin: a substring test is exact.
+    return any(p.path in paths for p in new_parts) or bool(
+        tag and any(f"-{tag}" in p for p in paths)
+    )
+
+
+def _reworded(exc: Exception, message: str) -> Exception:
+    """An error of ``exc``'s class saying ``message`` (an ``OSError`` if the class
+    cannot be made from a message alone)."""
+    try:
+        new = type(exc)(message)
+    except Exception:
+        return OSError(message)
+    return new if str(new) == message else OSError(message)
+
+
 @dataclass(frozen=True)
 class CommitInfo:
     """What a commit did.
@@ -209,8 +231,7 @@ class Transaction:
         self._check_parts_exist(new_parts)
         for attempt in range(self.retries + 1):
             now, token = read_current(store)
-            # Part names are bins/<bin>-<tag><random>.bin: a substring test is exact.
-            if tag and now is not None and any(f"-{tag}" in p.path for p in now.parts()):
+            if now is not None and _names_ours(now, tag, new_parts):
                 return now
             when = time.time()
             manifest = change.apply(now, when, where)
@@ -222,7 +243,15 @@ class Transaction:
                 kept = tuple(r for r in manifest.retired if r.since > cutoff)
                 manifest = replace(manifest, retired=kept)
             manifest.validate(where)
-            new_token = store.replace_if(MANIFEST_NAME, manifest.to_json(), token)
+            try:
+                new_token = store.replace_if(MANIFEST_NAME, manifest.to_json(), token)
+            except Exception as exc:
+                # No clean answer (the connection dropped, the response was lost, the
+                # retries ran out): the server may have committed it all the same.
+                landed = self._settle(exc, manifest, tag, new_parts)
+                if landed is manifest:
+                    self._after_commit(manifest, expired, when)
+                return landed  # (or a later manifest: another writer committed after it)
             if new_token is not None:
                 _remember(store, new_token, manifest)
                 self._after_commit(manifest, expired, when)
@@ -233,6 +262,32 @@ class Transaction:
             f"{where}: {self.retries + 1} commit attempts each lost the race to another "
             "writer; nothing was committed by this one (raise retries= to wait longer)"
         )
+
+    def _settle(
+        self, exc: Exception, manifest: Manifest, tag: str, new_parts: Sequence[PartInfo]
+    ) -> Manifest:
+        """After a commit request that failed without a clean answer: read the manifest
+        back and return it if the commit landed (``manifest`` itself, or a later one
+        naming this write's parts); raise, saying which, if it did not or if that
+        cannot be told."""
+        where = self.store.urlpath
+        try:
+            now, _ = read_current(self.store)
+        except Exception as again:
+            raise OSError(
+                f"{where}: the commit request failed ({exc}), and reading the manifest back "
+                f"to see whether it landed failed too ({again}); check the dataset (splitdask "
+                "info) before writing again: if the commit landed, a retry adds its records "
+                "twice"
+            ) from exc
+        if now is not None and now.uid == manifest.uid:
+            return manifest
+        if now is not None and _names_ours(now, tag, new_parts):
+            return now
+        raise _reworded(
+            exc,
+            f"{where}: the commit did not land ({exc}); nothing was committed; retrying is safe",
+        ) from exc
 
     def _check_parts_exist(self, parts: Sequence[PartInfo]) -> None:
         if not parts or time.time() - self.started < self.retention / 2:

@@ -62,6 +62,20 @@ def reporting_errors() -> Iterator[None]:
         if isinstance(exc, BrokenPipeError):
             raise
         fail(str(exc) or type(exc).__name__)
+    except Exception as exc:
+        # A storage backend's own error that no store call translated (botocore's
+        # derive from no builtin error): still one line, naming its kind.
+        if type(exc).__module__.split(".")[0] not in _BACKENDS:
+            raise
+        fail(_one_line(f"{type(exc).__name__}: {exc}"))
+
+
+_BACKENDS = {"botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "gcsfs", "adlfs", "urllib3"}
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line (a server's answer may span several)."""
+    return " ".join(message.split())
 
 
 def _parse_option(value: str) -> tuple[str, Any]:
