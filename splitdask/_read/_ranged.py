@@ -32,10 +32,15 @@ def read_grouped(
     slots: list[int] = []
     checks: list[tuple[OpenPart, Any, int]] = []
     groups = np.split(by_part, bounds)
-    wanted = [
-        (part_of(p), snapshot.parts[p].path, local[g]) for g in groups for p in [int(pids[g[0]])]
-    ]
-    fetch_entries(snapshot, wanted)
+    if not snapshot.store.is_local:  # locally parts open one group at a time, below
+        firsts = [int(pids[g[0]]) for g in groups]
+        fetch_entries(
+            snapshot,
+            [
+                (part_of(p), snapshot.parts[p].path, local[g])
+                for p, g in zip(firsts, groups, strict=True)
+            ],
+        )
     for group in groups:
         pid = int(pids[group[0]])
         part = part_of(pid)
