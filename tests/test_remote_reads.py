@@ -100,7 +100,9 @@ def test_a_large_part_arrives_in_concurrent_chunks(
     loader = SplitDataLoader(s3_url, storage_options=s3_storage_options)
     (part,) = loader.manifest.parts()  # type: ignore[union-attr]
     m = s3_requests.mark()
-    assert loader.read_bin(0) == records
+    got_records = loader.read_bin(0)
+    assert got_records == records
+    assert {type(r) for r in got_records} == {bytes}  # not views of a joined buffer
     got = s3_requests.since(m, contains="/bins/")
     spans = sorted(spans_of(got))
     assert len(spans) == len(chunk_spans(part.size, net_settings())) >= 4
