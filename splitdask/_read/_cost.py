@@ -73,9 +73,10 @@ class EpochCost:
     chunk_bytes
         Bytes of one ranged GET when a part is fetched whole (``SPLITDASK_CHUNK_BYTES``).
     whole_bins
-        Every part fetched once, in the engine's chunks (``_store._fetch.chunk_spans``:
-        at most ``chunk_bytes`` each, smaller for a part under 16 chunks): the paths
-        in :data:`WHOLE_BIN_PATHS`.
+        Every part fetched once, in the engine's chunks while it reads ahead
+        (``_store._fetch.chunk_spans``: at most ``chunk_bytes`` each, at least 4 MiB):
+        the paths in :data:`WHOLE_BIN_PATHS` (a lone bin, as a Dask task's, may be
+        cut finer).
     random_access
         ``loader[i]`` for every ``i`` once: one GET per record for its stored bytes
         once its part's footer is known (a record larger than a chunk: its chunks),
@@ -154,7 +155,7 @@ def epoch_cost(snapshot: Snapshot) -> EpochCost | None:
     return EpochCost(
         chunk_bytes=chunk,
         num_records=n,
-        whole_bins=PathCost(sum(len(chunk_spans(p.size, net)) for p in parts), size),
+        whole_bins=PathCost(sum(len(chunk_spans(p.size, net, busy=True)) for p in parts), size),
         random_access=PathCost(
             _record_gets(parts, net) + footers.requests, records + footers.bytes
         ),

@@ -26,22 +26,27 @@ Span = tuple[int, int, list[int]]
 """One request of a plan: ``(lo, hi, indices of the wanted ranges it serves)``."""
 
 _MIN_CHUNK = 1 << 20
+_BUSY_MIN_CHUNK = 4 << 20
 _WIDTH = 16
 """Requests one whole part is spread over at most: enough to fill a link of a few
 hundred MB/s at a few tens of MB/s per connection, few enough to leave
 connections to the parts fetched beside it."""
 
 
-def chunk_spans(size: int, net: NetSettings) -> list[tuple[int, int]]:
+def chunk_spans(size: int, net: NetSettings, busy: bool = False) -> list[tuple[int, int]]:
     """Byte ranges a part of ``size`` bytes is fetched in.
 
-    At most ``chunk_bytes`` each, and smaller (down to 1 MiB) for a part that would
-    otherwise keep fewer than :data:`_WIDTH` connections busy: a lone 16 MiB part
-    arrives in 16 concurrent requests, not 2.
+    At most ``chunk_bytes`` each, and smaller for a part that would otherwise keep
+    fewer than :data:`_WIDTH` connections busy: a lone 16 MiB part (a Dask task's,
+    ``read_bin``'s, the first bin of a pass) arrives in 16 concurrent requests of
+    1 MiB, not 2 of 8 MiB. When the link is ``busy`` already (a read-ahead has many
+    requests in flight) pieces stay at least 4 MiB: more of them would only cost
+    CPU (about 2 ms of botocore per request).
     """
     if size <= 0:
         return []
-    chunk = min(net.chunk_bytes, max(_MIN_CHUNK, -(-size // _WIDTH)))
+    least = _BUSY_MIN_CHUNK if busy else _MIN_CHUNK
+    chunk = min(net.chunk_bytes, max(least, -(-size // _WIDTH)))
     return [(lo, min(size, lo + chunk)) for lo in range(0, size, chunk)]
 
 
@@ -84,6 +89,7 @@ class Fetcher:
         self.fs = fs
         self.net = net
         self._sem: asyncio.Semaphore | None = None
+        self._active = 0  # requests issued and not answered (read without a lock: a hint)
 
     async def _get(self, path: str, start: int, end: int, where: str) -> bytes:
         """One ranged GET, read again while its response is damaged in transit (a
@@ -93,12 +99,16 @@ class Fetcher:
         if self._sem is None:  # made on the loop that runs it
             self._sem = asyncio.Semaphore(self.net.connections)
         again = Again(where)
-        while True:
-            try:
-                async with self._sem:
-                    return bytes(await self.fs._cat_file(path, start=start, end=end))
-            except Exception as exc:
-                await asyncio.sleep(again.delay(exc))
+        self._active += 1
+        try:
+            while True:
+                try:
+                    async with self._sem:
+                        return bytes(await self.fs._cat_file(path, start=start, end=end))
+                except Exception as exc:
+                    await asyncio.sleep(again.delay(exc))
+        finally:
+            self._active -= 1
 
     def _run(self, coros: list[Any]) -> list[Any]:
         from fsspec.asyn import sync
@@ -130,8 +140,9 @@ class Fetcher:
         all at once; a range fetched in several pieces is joined into one ``bytes``
         (records sliced from it are ``bytes`` too; a short piece shows in the length)."""
         jobs: list[tuple[int, int, int]] = []
+        busy = self._active >= self.net.connections // 4
         for k, (lo, hi) in enumerate(zip(los, his, strict=True)):
-            jobs += [(k, lo + a, lo + b) for a, b in chunk_spans(hi - lo, self.net)]
+            jobs += [(k, lo + a, lo + b) for a, b in chunk_spans(hi - lo, self.net, busy)]
         got = self._run([self._get(paths[k], a, b, wheres[k]) for k, a, b in jobs])
         out: list[Any] = [b"" for _ in los]
         pieces: dict[int, list[tuple[int, int, Any]]] = {}
