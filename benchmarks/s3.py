@@ -15,7 +15,9 @@ For each dataset (``small``: 1M x 256 B in 64 bins; ``large``: 2,000 x 512 KiB i
 - each read path (``--paths``): ``binwise`` = ``iterate_binwise(shuffle=True)``,
   ``batches`` = ``iterate_batches(1024, shuffle=True)``, ``read_bin`` over all bins,
   ``iter`` = ``iter(loader)``, ``verify``, ``dask`` = ``read_split_bins`` on a
-  ``LocalCluster`` of 2 processes x 4 threads (reads wait on the network: Dask users give such workers threads), ``ray`` = ``read_split_bins_ray`` (if Ray imports),
+  ``LocalCluster`` of 2 processes x 4 threads (remote reads wait on the network, so
+  Dask users give such workers threads), ``ray`` = ``read_split_bins_ray`` (if Ray
+  imports),
   ``torch0`` / ``torch2`` = ``SplitIterableDataset`` through a DataLoader with 0 / 2
   workers, ``read_batch`` = ``read_batch`` of 1,024 random indices (4 batches),
   ``getitem`` = ``loader[i]`` at random indices, ``write`` = ``write_split_data`` in

@@ -182,7 +182,8 @@ def path_dask(b: Bench, local: bool, t0: float) -> Outcome:
     url, opts = b.where(local)
     bag = read_split_bins(url, shuffle=True, storage_options=opts)
     parts = bag.map_partitions(_partition_stats).compute()
-    return sum(p[0] for p in parts), sum(p[1] for p in parts), None, "2 worker processes x 4 threads"
+    how = "2 worker processes x 4 threads"
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), None, how
 
 
 def path_ray(b: Bench, local: bool, t0: float) -> Outcome:
