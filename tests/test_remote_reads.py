@@ -239,3 +239,27 @@ def test_a_damaged_entry_is_refused(
     # Read whole, the footer's own hash catches both.
     with pytest.raises(CorruptDatasetError, match=part.path):
         fresh.read_bin(0)
+
+
+def test_read_bin_fetches_the_next_bin_meanwhile(
+    s3_url: str, s3_storage_options: dict[str, Any], s3_requests: RequestLog
+) -> None:
+    records = make_records(300, 8)
+    write_split_data(s3_url, records, splits=6, storage_options=s3_storage_options)
+    loader = SplitDataLoader(s3_url, storage_options=s3_storage_options)
+    by_bin = {p.path: int(p.path.split("/")[1][:5]) for p in loader.snapshot.parts}
+
+    def bins_since(m: int) -> list[int]:
+        return [by_bin[r.path.split("/ds/", 1)[1]] for r in s3_requests.since(m, contains="/bins/")]
+
+    m = s3_requests.mark()
+    first = loader.read_bin(0)
+    wait_for(lambda: 1 in bins_since(m), "the fetch of bin 1")
+    m = s3_requests.mark()
+    second = loader.read_bin(1)  # taken from the fetch started by read_bin(0)
+    assert 1 not in bins_since(m)
+    assert loader.read_bin(4) == loader.read_bin(4)  # out of order: fetched, still right
+    everything = first + second + [r for b in range(2, 6) for r in loader.read_bin(b)]
+    assert sorted(everything) == sorted(records)
+    loader.close()
+    assert loader.read_bin(5) == list(loader.iterate_binwise())[-len(loader.read_bin(5)) :]

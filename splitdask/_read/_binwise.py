@@ -20,7 +20,7 @@ from splitdask._format import Segment
 from splitdask._read._bins import BinData
 from splitdask._read._records import RecordReader
 
-__all__ = ["iterate_bins", "iterate_gathered", "iterate_write_order"]
+__all__ = ["NextBin", "iterate_bins", "iterate_gathered", "iterate_write_order"]
 
 T = TypeVar("T")
 Cut = Callable[[BinData, int | None, int], Iterator[T]]
@@ -166,3 +166,43 @@ def _gathered_ahead(reader: RecordReader, slices: list[Any]) -> Iterator[list[by
             got = nxt.result()
             nxt = pool.submit(reader.records, slices[t + 1]) if t + 1 < len(slices) else None
             yield got
+
+
+class NextBin:
+    """``read_bin`` of a remote dataset, for a caller walking bins in order: reading
+    bin ``b`` also starts fetching bin ``b + 1`` (one bin, in a thread), which the
+    next call takes if it asks for that bin and drops otherwise."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._guess: tuple[int, Future[BinData]] | None = None
+
+    def read(self, reader: RecordReader, b: int) -> list[bytes]:
+        guess, self._guess = self._guess, None
+        if guess is not None and guess[0] == b:
+            data = reader.adopt(b, guess[1].result())
+        else:
+            if guess is not None:
+                _drop(guess[1])
+            data = reader.bin_data(b)
+        if b + 1 < len(reader.snapshot.bin_parts):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1)
+            self._guess = (b + 1, self._pool.submit(reader.fetch_bin, b + 1))
+        with data:
+            return list(data.records(None, b))
+
+    def close(self) -> None:
+        guess, self._guess = self._guess, None
+        if guess is not None:
+            _drop(guess[1])
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+
+def _drop(fut: Future[BinData]) -> None:
+    """Forget a fetch nobody asked for (its errors too: a read would raise them)."""
+    if fut.cancel() or not fut.done() or fut.exception() is not None:
+        return
+    fut.result().release()

@@ -20,7 +20,7 @@ from splitdask._dataset._snapshot import Snapshot, open_snapshot
 from splitdask._format import Manifest
 from splitdask._read._batch import RecordBatch, rebatch
 from splitdask._read._bins import BinData
-from splitdask._read._binwise import iterate_bins, iterate_gathered, iterate_write_order
+from splitdask._read._binwise import NextBin, iterate_bins, iterate_gathered, iterate_write_order
 from splitdask._read._describe import Description, describe
 from splitdask._read._records import RecordReader
 from splitdask._read._verify import VerifyReport, verify
@@ -81,6 +81,7 @@ class Loader(Closing):
         )
         self._snap: Snapshot | None = None
         self._reader: RecordReader | None = None
+        self._next_bin = NextBin()  # a remote read_bin(b) fetches bin b + 1 meanwhile
         self._n = 0  # records, once a reader is open (0: the next read opens one)
         self._get: Any = None  # the open reader's record(i)
         self._open()
@@ -107,10 +108,12 @@ class Loader(Closing):
         self._store = store or open_store(state["urlpath"], state["storage_options"])
         self._snap = None  # opened on first use
         self._reader, self._n, self._get = None, 0, None
+        self._next_bin = NextBin()
 
     def close(self) -> None:
         """Release mapped files; the snapshot stays, and parts are mapped again on use."""
         reader, self._reader, self._n, self._get = self._reader, None, 0, None
+        self._next_bin.close()
         if reader is not None:
             reader.close()
 
@@ -263,7 +266,10 @@ class Loader(Closing):
         check_int(bin_index, "bin index", error=TypeError)
         if not 0 <= bin_index < self.num_bins:
             raise IndexError(f"bin {bin_index} is out of range for {self.num_bins} bins")
-        return list(iterate_bins(self._reader or self._open(), [bin_index], None, BinData.records))
+        reader = self._reader or self._open()
+        if reader.store.is_local:
+            return list(iterate_bins(reader, [bin_index], None, BinData.records))
+        return self._next_bin.read(reader, bin_index)
 
     def iterate_binwise(
         self, shuffle: bool = False, seed: int | None = None, copy: bool = True

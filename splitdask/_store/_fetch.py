@@ -140,7 +140,10 @@ class Fetcher:
         all at once; a range fetched in several pieces is joined into one ``bytes``
         (records sliced from it are ``bytes`` too; a short piece shows in the length)."""
         jobs: list[tuple[int, int, int]] = []
-        busy = self._active >= self.net.connections // 4
+        # Busy: a quarter of the connections in flight already, or this call alone
+        # fills them with pieces of the larger floor.
+        wide = self.net.connections // 4
+        busy = self._active >= wide or sum(his) - sum(los) >= wide * _BUSY_MIN_CHUNK
         for k, (lo, hi) in enumerate(zip(los, his, strict=True)):
             jobs += [(k, lo + a, lo + b) for a, b in chunk_spans(hi - lo, self.net, busy)]
         got = self._run([self._get(paths[k], a, b, wheres[k]) for k, a, b in jobs])
