@@ -146,12 +146,15 @@ GATHER_BYTES = 64 << 20
 
 def iterate_gathered(reader: RecordReader) -> Iterator[bytes]:
     """Every record in write order, gathered by index a slice at a time: where
-    :func:`iterate_write_order` does not apply. A slice holds at most
-    :data:`GATHER_RECORDS` records or about :data:`GATHER_BYTES`; from a remote store
-    the next slice is fetched while the caller consumes this one."""
+    :func:`iterate_write_order` does not apply. A slice holds about
+    :data:`GATHER_BYTES` of records (locally at most :data:`GATHER_RECORDS`); from a
+    remote store the next slice is fetched while the caller consumes this one."""
     n = reader.num_records
     average = max(1, reader.snapshot.nbytes // max(1, n))
-    step = max(1, min(GATHER_RECORDS, GATHER_BYTES // average))
+    # Remotely a slice is one request per part it touches, whatever its count: make
+    # it as large as the bytes allow (locally, small slices keep the maps few).
+    most = GATHER_RECORDS if reader.store.is_local else GATHER_BYTES
+    step = max(1, min(most, GATHER_BYTES // average))
     slices = [np.arange(lo, min(n, lo + step)) for lo in range(0, n, step)]
     if reader.store.is_local:
         return chain.from_iterable(map(reader.records, slices))
