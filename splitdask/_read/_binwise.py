@@ -172,33 +172,51 @@ def _gathered_ahead(reader: RecordReader, slices: list[Any]) -> Iterator[list[by
 
 
 class NextBin:
-    """``read_bin`` of a remote dataset, for a caller walking bins in order: reading
-    bin ``b`` also starts fetching bin ``b + 1`` (one bin, in a thread), which the
-    next call takes if it asks for that bin and drops otherwise."""
+    """``read_bin`` of a remote dataset, for a caller walking bins in order.
+
+    Reading bin ``b`` also fetches the bins after it, in threads, as the operating
+    system reads a file ahead: one bin at first, twice as many each time the caller
+    does ask for the next bin (up to 16 bins, within the in-flight budget), back to
+    one when it asks for another. Bins fetched and not asked for are dropped.
+    """
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
-        self._guess: tuple[int, Future[BinData]] | None = None
+        self._ahead: dict[int, Future[BinData]] = {}
+        self._depth = 1
 
     def read(self, reader: RecordReader, b: int) -> list[bytes]:
-        guess, self._guess = self._guess, None
-        if guess is not None and guess[0] == b:
-            data = reader.adopt(b, guess[1].result())
+        fut = self._ahead.pop(b, None)
+        if fut is not None:
+            data = reader.adopt(b, fut.result())
+            self._depth = min(2 * self._depth, _THREADS)
         else:
-            if guess is not None:
-                _drop(guess[1])
+            self._depth = 1
             data = reader.bin_data(b)
-        if b + 1 < len(reader.snapshot.bin_parts):
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1)
-            self._guess = (b + 1, self._pool.submit(reader.fetch_bin, b + 1))
+        for gone in [k for k in self._ahead if not b < k <= b + self._depth]:
+            _drop(self._ahead.pop(gone))
+        self._fetch_after(reader, b)
         with data:
             return list(data.records(None, b))
 
+    def _fetch_after(self, reader: RecordReader, b: int) -> None:
+        snap = reader.snapshot
+        net = reader.store.net
+        budget = net.inflight_bytes if net is not None else 0
+        held = 0
+        for k in range(b + 1, min(b + 1 + self._depth, len(snap.bin_parts))):
+            held += sum(snap.parts[p].size for p in snap.bin_parts[k])
+            if k > b + 1 and held > budget:
+                break
+            if k not in self._ahead:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(_THREADS)
+                self._ahead[k] = self._pool.submit(reader.fetch_bin, k)
+
     def close(self) -> None:
-        guess, self._guess = self._guess, None
-        if guess is not None:
-            _drop(guess[1])
+        ahead, self._ahead = self._ahead, {}
+        for fut in ahead.values():
+            _drop(fut)
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
