@@ -56,6 +56,18 @@ def _wait_http(url: str, proc: subprocess.Popen[Any], what: str, timeout: float 
             time.sleep(0.25)
 
 
+def _start(argv: list[str], what: str) -> tuple[subprocess.Popen[Any], str]:
+    """A server process that prints its ``host:port`` on its first line, and its URL."""
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line:
+        raise RuntimeError(f"{what} did not start")
+    return proc, f"http://{line}"
+
+
 class _Process:
     proc: subprocess.Popen[Any]
     endpoint: str
@@ -163,18 +175,7 @@ class Moto(_Process):
     version = "moto"
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _MOTO],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            preexec_fn=_die_with_parent,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line:
-            raise RuntimeError("the moto server did not start")
-        self.endpoint = f"http://{line}"
+        self.proc, self.endpoint = _start([sys.executable, "-c", _MOTO], "the moto server")
 
     def create_bucket(self, fs: Any, bucket: str) -> None:
         fs.call_s3("create_bucket", Bucket=bucket)
@@ -184,25 +185,9 @@ class Proxy(_Process):
     """``tests/shaping_proxy.py`` in its own process, reconfigured and read over HTTP."""
 
     def __init__(self, upstream: str, lifetime: float) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "tests" / "shaping_proxy.py"),
-                "--upstream",
-                upstream,
-                "--lifetime",
-                str(lifetime),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            preexec_fn=_die_with_parent,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line:
-            raise RuntimeError("the shaping proxy did not start")
-        self.endpoint = f"http://{line}"
+        script = str(ROOT / "tests" / "shaping_proxy.py")
+        argv = [sys.executable, script, "--upstream", upstream, "--lifetime", str(lifetime)]
+        self.proc, self.endpoint = _start(argv, "the shaping proxy")
 
     def _call(self, method: str, path: str) -> Any:
         req = urllib.request.Request(self.endpoint + path, method=method)

@@ -165,14 +165,24 @@ def big_footer_records(n: int = 6000) -> list[bytes]:
     return [i.to_bytes(4, "little") * 8 for i in range(n)]
 
 
-def test_first_read_of_a_part_fetches_its_entries_not_its_footer(
-    s3_url: str, s3_storage_options: dict[str, Any], s3_requests: RequestLog
-) -> None:
+@pytest.fixture
+def one_part(s3_url: str, s3_storage_options: dict[str, Any]) -> tuple[Any, ...]:
+    """A dataset of one part whose footer is read by the entry: its records, the
+    part, and where its offsets and checksums start."""
     records = big_footer_records()
     write_split_data(s3_url, records, splits=1, storage_options=s3_storage_options)
+    (part,) = SplitDataLoader(s3_url, storage_options=s3_storage_options).snapshot.parts
+    return records, part, *entry_tables(part.size, part.count)
+
+
+def test_first_read_of_a_part_fetches_its_entries_not_its_footer(
+    s3_url: str,
+    s3_storage_options: dict[str, Any],
+    s3_requests: RequestLog,
+    one_part: tuple[Any, ...],
+) -> None:
+    records, part, offsets, sums = one_part
     loader = SplitDataLoader(s3_url, storage_options=s3_storage_options)
-    (part,) = loader.manifest.parts()  # type: ignore[union-attr]
-    offsets, sums = entry_tables(part.size, part.count)
 
     m = s3_requests.mark()
     assert loader[1234] == records[1234]
@@ -215,13 +225,9 @@ def test_a_batch_reads_entries_of_parts_it_touches_once(
 
 
 def test_a_damaged_entry_is_refused(
-    s3_url: str, s3_storage_options: dict[str, Any], s3_endpoint: str
+    s3_url: str, s3_storage_options: dict[str, Any], s3_endpoint: str, one_part: tuple[Any, ...]
 ) -> None:
-    records = big_footer_records()
-    write_split_data(s3_url, records, splits=1, storage_options=s3_storage_options)
-    loader = SplitDataLoader(s3_url, storage_options=s3_storage_options)
-    (part,) = loader.manifest.parts()  # type: ignore[union-attr]
-    offsets, sums = entry_tables(part.size, part.count)
+    _, part, offsets, sums = one_part
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     bucket, _, prefix = s3_url.removeprefix("s3://").partition("/")
     key = f"{prefix}/{part.path}"
