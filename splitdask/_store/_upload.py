@@ -22,7 +22,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import xxhash
 
@@ -30,8 +30,20 @@ from splitdask._store._access import access
 from splitdask._store._base import Store
 from splitdask._store._net import NetSettings, net_settings
 
-if TYPE_CHECKING:
-    from splitdask._store._fsspec import FsspecStore
+
+class _Remote(Protocol):
+    """What an upload needs of its store (an ``FsspecStore``): the filesystem below
+    any cache layer, and paths as stored and as users name them."""
+
+    urlpath: str
+
+    @property
+    def direct(self) -> Any: ...
+
+    def full(self, rel: str) -> str: ...
+
+    def where(self, rel: str) -> str: ...
+
 
 __all__ = [
     "UPLOAD_BLOCK",
@@ -52,7 +64,7 @@ _GROW_EVERY = 900  # blocks double every this many: 10,000 hold S3's largest obj
 _READ = 1 << 20  # bytes per read of the generic path
 
 
-def spool_prefix(store: Store) -> str:
+def spool_prefix(store: Store | _Remote) -> str:
     """Name prefix of the temp files spooled for ``store``'s dataset, so a later write
     to the same dataset can find the ones a killed writer left."""
     return f"splitdask-{xxhash.xxh3_64_hexdigest(store.urlpath.encode())}-"
@@ -217,7 +229,7 @@ class SpoolSink:
     """A new part: spooled to a local temp file, and on S3 sent block by block while
     it is written (:class:`_S3Upload`); committed whole, or not at all."""
 
-    def __init__(self, store: FsspecStore, rel: str, buffer_size: int) -> None:
+    def __init__(self, store: _Remote, rel: str, buffer_size: int) -> None:
         self._store = store
         self._rel = rel
         fd, self._tmp = tempfile.mkstemp(prefix=spool_prefix(store), suffix=".part")
