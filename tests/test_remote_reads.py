@@ -36,6 +36,12 @@ def spans_of(got: list[Any]) -> list[tuple[int, int]]:
     return out
 
 
+def bins_requested(loader: SplitDataLoader, log: RequestLog, since: int) -> list[int]:
+    """The bin of each part request logged since ``since``, in order."""
+    bin_of = {p.path: int(p.path.split("/")[1][:5]) for p in loader.snapshot.parts}
+    return [bin_of[r.path.split("/ds/", 1)[1]] for r in log.since(since, contains="/bins/")]
+
+
 def fetched(got: list[Any]) -> int:
     return sum(hi - lo for lo, hi in spans_of(got))
 
@@ -123,12 +129,9 @@ def test_read_ahead_stays_within_its_budget(
     # A budget of three and a half bins, the one in hand included: two bins ahead.
     monkeypatch.setenv("SPLITDASK_INFLIGHT_BYTES", str(int(one_bin * 3.5)))
     loader = SplitDataLoader(s3_url, storage_options=s3_storage_options)
-    parts = {p.path: int(p.path.split("/")[1][:5]) for p in loader.manifest.parts()}  # type: ignore[union-attr]
 
     def bins_fetched(since: int) -> set[int]:
-        return {
-            parts[r.path.split("/ds/", 1)[1]] for r in s3_requests.since(since, contains="/bins/")
-        }
+        return set(bins_requested(loader, s3_requests, since))
 
     m = s3_requests.mark()
     it = loader.iterate_binwise()
@@ -253,10 +256,9 @@ def test_read_bin_fetches_the_next_bin_meanwhile(
     records = make_records(300, 8)
     write_split_data(s3_url, records, splits=6, storage_options=s3_storage_options)
     loader = SplitDataLoader(s3_url, storage_options=s3_storage_options)
-    by_bin = {p.path: int(p.path.split("/")[1][:5]) for p in loader.snapshot.parts}
 
     def bins_since(m: int) -> list[int]:
-        return [by_bin[r.path.split("/ds/", 1)[1]] for r in s3_requests.since(m, contains="/bins/")]
+        return bins_requested(loader, s3_requests, m)
 
     m = s3_requests.mark()
     first = loader.read_bin(0)

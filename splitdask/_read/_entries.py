@@ -149,7 +149,8 @@ class FooterEntries:
         if not todo:
             return
         if self.should_buy(todo):
-            (tail,) = self._fetch(*map(list, zip(self.tail_range(), strict=True)))
+            lo, hi = self.tail_range()
+            (tail,) = self._fetch([lo], [hi])
             self.buy(tail)
         else:
             self.fill(todo, self._fetch(*self.ranges(todo)))

@@ -118,17 +118,6 @@ class Fetcher:
 
         return list(sync(self.fs.loop, gather))
 
-    def ranges(
-        self,
-        paths: Sequence[str],
-        starts: Sequence[int],
-        ends: Sequence[int],
-        wheres: Sequence[str],
-    ) -> list[Any]:
-        """Bytes ``[start, end)`` of each path, all requests at once (``wheres`` name
-        the files in errors)."""
-        return self._run([self._get(*r) for r in zip(paths, starts, ends, wheres, strict=True)])
-
     def spans(
         self,
         paths: Sequence[str],
