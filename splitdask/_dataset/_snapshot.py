@@ -15,7 +15,8 @@ from typing import Any
 from splitdask._dataset import _legacy
 from splitdask._dataset._index import BinOrder, Locator
 from splitdask._dataset._parts import Part, part_of
-from splitdask._format import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
+from splitdask._dataset._versions import list_log, load_version, read_head, tagged_version
+from splitdask._format import MANIFEST_NAME, Manifest
 from splitdask._store import Store
 from splitdask.errors import (
     CorruptDatasetError,
@@ -65,8 +66,13 @@ class Snapshot:
 
     @property
     def generation(self) -> int | None:
-        """The manifest generation (``None`` for a splitdataloader dataset)."""
+        """The version (``None`` for a splitdataloader dataset)."""
         return self.manifest.generation if self.manifest else None
+
+    @property
+    def version(self) -> int | None:
+        """The version this snapshot is (``None`` for a splitdataloader dataset)."""
+        return self.generation
 
     def reading(self, rel: str | None = None) -> reading_parts:
         """Around reads of this snapshot's parts: :class:`reading_parts`."""
@@ -101,14 +107,30 @@ class Snapshot:
         return sum(p.payload for p in self.parts)
 
 
-def read_manifest(store: Store, *, retired: bool = True) -> Manifest | None:
-    """The committed manifest at ``store``, or ``None`` when there is none
-    (``retired=False``: without its retired parts, as readers need it)."""
-    try:
-        data = store.read_file(MANIFEST_NAME, MAX_MANIFEST_BYTES)
-    except FileNotFoundError:
-        return None
-    return Manifest.from_json(data, store.where(MANIFEST_NAME), retired=retired)
+def read_manifest(store: Store, version: int | str | None = None) -> Manifest | None:
+    """The manifest of ``version`` (``None``: the newest; a string: the newest version
+    with that tag) at ``store``, or ``None`` when nothing was committed there.
+
+    Raises
+    ------
+    SnapshotExpiredError
+        If ``version`` was removed by ``gc``.
+    ValueError
+        If there is no such version yet.
+    """
+    head = read_head(store)
+    if head.log:
+        if isinstance(version, str):
+            version = tagged_version(store, version)
+        return load_version(store, version)
+    if version is not None and head.manifest is not None and version != head.manifest.generation:
+        raise ValueError(
+            f"{store.urlpath} was written before versions: it has only version "
+            f"{head.manifest.generation}, not {version!r}"
+        )
+    if version is not None and head.manifest is None:
+        raise DatasetNotFoundError(f"no splitdask dataset at {store.urlpath}")
+    return head.manifest
 
 
 def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
@@ -118,8 +140,9 @@ def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
     return _assemble(store, parts, locator, manifest.num_records, manifest)
 
 
-def open_snapshot(store: Store) -> Snapshot:
-    """The dataset committed at ``store`` now (a splitdask manifest or a legacy index).
+def open_snapshot(store: Store, version: int | str | None = None) -> Snapshot:
+    """The dataset committed at ``store`` (a splitdask version or a legacy index):
+    ``version`` as :func:`read_manifest` takes it.
 
     Raises
     ------
@@ -128,7 +151,7 @@ def open_snapshot(store: Store) -> Snapshot:
     CorruptDatasetError, FormatVersionError
         If the manifest or legacy index is damaged or from an unknown version.
     """
-    manifest = read_manifest(store, retired=False)
+    manifest = read_manifest(store, version)
     if manifest is not None:
         return snapshot_of(store, manifest)
     if _legacy.is_legacy(store):
@@ -189,7 +212,7 @@ def missing_part(store: Store, rel: str, generation: int | None) -> SplitDaskErr
     (its parts outlived their retention); if it still names it, the dataset is damaged.
     """
     try:
-        now = read_manifest(store, retired=False)
+        now = read_manifest(store)
     except Exception:
         now = None
     if (
@@ -198,10 +221,14 @@ def missing_part(store: Store, rel: str, generation: int | None) -> SplitDaskErr
         and now.generation != generation
         and rel not in {p.path for p in now.parts()}
     ):
+        try:
+            oldest = f"; the oldest version kept is {list_log(store, at=0).oldest}"
+        except Exception:
+            oldest = ""
         return SnapshotExpiredError(
-            f"{store.where(rel)}: this reader's snapshot (generation {generation}) has "
-            f"expired: the dataset was overwritten or compacted since (it is at generation "
-            f"{now.generation}) and the replaced parts were removed after their retention "
-            "period; open a new loader (or build a new bag) to read the dataset as it is now"
+            f"{store.where(rel)}: this reader's version ({generation}) has expired: the "
+            f"dataset was overwritten or compacted since (it is at version {now.generation}) "
+            f"and the replaced parts were removed after their retention period{oldest}; open "
+            "a new loader (or build a new bag) to read the dataset as it is now"
         )
     return CorruptDatasetError(f"{store.where(rel)}: listed in the manifest but missing")

@@ -243,11 +243,7 @@ class Manifest:
             raise CorruptDatasetError(f"{where}: manifest is not valid JSON ({exc})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise CorruptDatasetError(f"{where}: not a splitdask manifest")
-        if doc.get("version") not in MANIFEST_VERSIONS or type(doc["version"]) is not int:
-            raise FormatVersionError(
-                f"{where}: manifest format version {doc.get('version')!r}, this library "
-                f"reads versions {', '.join(map(str, MANIFEST_VERSIONS))}"
-            )
+        cls.check_version(doc, where, MANIFEST_VERSIONS)
         try:
             bins = _list(doc["bins"])
             _limit(len(bins), MAX_BINS, "bins", "MAX_BINS", where)
@@ -276,6 +272,18 @@ class Manifest:
         if doc.get("num_records", manifest.num_records) != manifest.num_records:
             raise CorruptDatasetError(f"{where}: num_records disagrees with the order segments")
         return manifest
+
+    @staticmethod
+    def check_version(
+        doc: Mapping[str, Any], where: str, versions: Sequence[int] = (*MANIFEST_VERSIONS, 4)
+    ) -> None:
+        """Refuse a manifest (or a log's stub, version 4) of a version not in ``versions``."""
+        if doc.get("version") not in versions or type(doc["version"]) is not int:
+            known = ", ".join(map(str, (*MANIFEST_VERSIONS, 4)))
+            raise FormatVersionError(
+                f"{where}: manifest format version {doc.get('version')!r}, this library "
+                f"reads versions {known}"
+            )
 
     def validate(self, where: str) -> None:
         """Check that the order maps every record of every bin exactly once.
@@ -404,3 +412,8 @@ def _limit(value: int, limit: int, what: str, name: str, where: str) -> None:
         raise CorruptDatasetError(
             f"{where}: {value} {what}, more than this library allows ({name} = {limit})"
         )
+
+
+# The log (``_log``) parses part entries and segments exactly as the manifest does.
+parse_part = _part
+parse_segment = _segment

@@ -51,21 +51,29 @@ class Loader(Closing):
         The cache's limit (an int, or a string such as ``"20GiB"``); least recently
         used parts are evicted. Default: ``SPLITDASK_CACHE_BYTES``, else 10% of the
         free space or 50 GiB, whichever is less.
+    version
+        The version to read: its number, or the tag a writer gave it (the newest
+        version with that tag). ``None`` (default): the newest. See
+        :func:`splitdask.versions`.
 
     Raises
     ------
     DatasetNotFoundError
         If no dataset was ever committed at ``urlpath``.
+    SnapshotExpiredError
+        If ``version`` was removed by ``gc`` (the error names the oldest kept).
+    ValueError
+        If there is no such version yet.
     CorruptDatasetError, FormatVersionError
         If the manifest is damaged or from an unknown format version.
 
     Notes
     -----
-    The loader reads one snapshot of the dataset when it is opened and keeps it
+    The loader reads one version of the dataset when it is opened and keeps it
     until it is garbage: :meth:`close` releases mapped files, and the next use maps
-    them again from the same snapshot. It pickles as its location and opens a
-    snapshot on first use after unpickling, so it can be passed to Dask workers and
-    to spawned processes.
+    them again from the same version. It pickles as its location and that version
+    (:attr:`version`), so Dask workers and spawned processes read exactly what it
+    reads, whatever was committed since, for as long as the version is retained.
     """
 
     def __init__(
@@ -75,10 +83,18 @@ class Loader(Closing):
         *,
         cache_dir: CacheDir = None,
         cache_bytes: int | str | None = None,
+        version: int | str | None = None,
     ) -> None:
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int | str) or version == ""
+        ):
+            raise TypeError(f"version must be an int or a tag (str), not {version!r}")
+        if isinstance(version, int) and version < 1:
+            raise ValueError(f"version must be >= 1 (versions count commits), not {version}")
         self._store: Store = open_store(
             urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes
         )
+        self._version = version
         self._snap: Snapshot | None = None
         self._reader: RecordReader | None = None
         self._next_bin = NextBin()  # a remote read_bin(b) fetches bin b + 1 meanwhile
@@ -90,7 +106,8 @@ class Loader(Closing):
 
     def _open(self) -> RecordReader:
         if self._snap is None:
-            self._snap = open_snapshot(self._store)
+            self._snap = open_snapshot(self._store, self._version)
+            self._version = self._snap.version
         self._reader = RecordReader(self._snap)
         self._n, self._get = self._reader.num_records, self._reader.record
         return self._reader
@@ -100,12 +117,19 @@ class Loader(Closing):
         """The committed state this loader reads."""
         return (self._reader or self._open()).snapshot
 
+    @property
+    def version(self) -> int | None:
+        """The version this loader reads (``None`` for a splitdataloader dataset)."""
+        return self.snapshot.version
+
     def __getstate__(self) -> dict[str, Any]:
-        return {"store": self._store}  # pickles as its location and cache settings
+        # Its location, cache settings and version: an unpickled copy reads the same.
+        return {"store": self._store, "version": self._version}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         store = state.get("store")  # else a state pickled before the cache existed
         self._store = store or open_store(state["urlpath"], state["storage_options"])
+        self._version = state.get("version")
         self._snap = None  # opened on first use
         self._reader, self._n, self._get = None, 0, None
         self._next_bin = NextBin()

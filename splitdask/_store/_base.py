@@ -182,6 +182,10 @@ class Store(ABC):
     def list_dir(self, rel: str) -> list[str]:
         """Names (not paths) of the files in directory ``rel``; empty if there is none."""
 
+    def list_after(self, rel: str, start: str) -> list[str]:
+        """Names in directory ``rel`` that sort at or after ``start``, sorted."""
+        return [n for n in self.list_dir(rel) if n >= start]
+
     def missing_bucket(self) -> str | None:
         """The root's bucket, if the store has buckets and this one does not exist."""
         return None
@@ -225,6 +229,13 @@ class Store(ABC):
                 return None
             self.write_atomic(rel, data)
             return xxhash.xxh3_128_hexdigest(data)
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Create ``rel`` holding ``data`` only if it does not exist, in one atomic
+        step (a version's commit); whether this call created it. This default
+        compares and creates under :meth:`_commit_lock`; stores that can ask the
+        storage itself (S3's ``If-None-Match``, a local hard link) override it."""
+        return self.replace_if(rel, data, None) is not None
 
     @abstractmethod
     def _commit_lock(self) -> contextlib.AbstractContextManager[None]:

@@ -182,6 +182,31 @@ class LocalStore(Store):
             raise
         fsync_dir(os.path.dirname(path))
 
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """A durable temp file, hard-linked to ``rel``: ``link`` fails if ``rel``
+        exists, so the file appears whole or not at all, and only once."""
+        path = self.full(rel)
+        tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp-{secrets.token_hex(6)}"
+        try:
+            try:
+                f = open(tmp, "xb")  # noqa: SIM115
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                f = open(tmp, "xb")  # noqa: SIM115
+            with f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        fsync_dir(os.path.dirname(path))
+        return True
+
     @contextlib.contextmanager
     def _commit_lock(self) -> Iterator[None]:
         """An exclusive advisory lock on the dataset, held across processes (the

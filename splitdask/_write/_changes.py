@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from splitdask._format import Manifest, PartInfo, Retired, Segment
+from splitdask._format import Manifest, PartInfo, Segment
 from splitdask.errors import CommitConflictError
 
-__all__ = ["AddRecords", "Change", "Compaction", "Mode", "Prune", "successor"]
+__all__ = ["AddRecords", "Change", "Compaction", "Mode", "successor"]
 
 Mode = Literal["a", "w", "x"]
 
@@ -26,6 +26,11 @@ class Change(Protocol):
 
     def apply(self, now: Manifest | None, when: float, where: str) -> Manifest: ...
 
+    def op(self, now: Manifest | None) -> tuple[str, bool]:
+        """What the commit does to ``now``, as the log names it, and whether the new
+        version replaces ``now`` rather than changing it."""
+        ...
+
 
 def successor(
     now: Manifest | None,
@@ -33,21 +38,16 @@ def successor(
     order: Sequence[Segment],
     *,
     metadata: Mapping[str, Any],
-    retire: Sequence[PartInfo] = (),
-    when: float,
 ) -> Manifest:
-    """The manifest after ``now`` naming ``bins`` and ``order``; ``retire`` lists the
-    parts of ``now`` that it stops naming, kept as retired from ``when``."""
-    generation = (now.generation if now else 0) + 1
-    retiring = tuple(Retired(p.path, when, generation) for p in retire)
-    retired = (*(now.retired if now else ()), *retiring)
+    """The version after ``now``, naming ``bins`` and ``order``. The parts of ``now``
+    it no longer names stay in ``now``, which is kept for its readers until its
+    retention has passed (``_gc``)."""
     return Manifest(
-        bins=tuple(tuple(b) for b in bins),
+        bins=tuple(b if isinstance(b, tuple) else tuple(b) for b in bins),
         order=tuple(order),
-        generation=generation,
+        generation=(now.generation if now else 0) + 1,
         uid=secrets.token_hex(8),
         metadata=dict(metadata),
-        retired=retired,
     )
 
 
@@ -99,10 +99,20 @@ class AddRecords:
             start += count
         old = list(base.bins) if base else []
         old += [()] * (num_bins - len(old))
-        bins = [(*parts, *self.new_parts.get(b, ())) for b, parts in enumerate(old)]
+        # Untouched bins keep their tuple: the log entry compares bins by identity.
+        bins = [
+            (*parts, *self.new_parts[b]) if b in self.new_parts else parts
+            for b, parts in enumerate(old)
+        ]
         metadata = {**(base.metadata if base else {}), **self.metadata}
-        retire = now.parts() if now is not None and base is None else []
-        return successor(now, bins, order, metadata=metadata, retire=retire, when=when)
+        return successor(now, bins, order, metadata=metadata)
+
+    def op(self, now: Manifest | None) -> tuple[str, bool]:
+        if now is None or self.mode == "x":
+            return "create", True
+        if self.mode == "w":
+            return "overwrite", True
+        return ("append" if self.deals else "metadata"), False
 
 
 @dataclass(frozen=True)
@@ -120,30 +130,20 @@ class Compaction:
     def apply(self, now: Manifest | None, when: float, where: str) -> Manifest:
         if now is None:
             raise CommitConflictError(f"{where}: the dataset was removed while compacting")
-        bins = [list(parts) for parts in now.bins]
-        retire: list[PartInfo] = []
+        bins: list[Sequence[PartInfo]] = list(now.bins)
+        replaced = False
         for b, runs in self.runs.items():
             for run, new in runs if b < len(bins) else ():
-                paths = [p.path for p in bins[b]]
+                parts = list(bins[b])
+                paths = [p.path for p in parts]
                 for i in range(len(paths) - len(run) + 1):
                     if tuple(paths[i : i + len(run)]) == run:
-                        retire += bins[b][i : i + len(run)]
-                        bins[b][i : i + len(run)] = new
+                        parts[i : i + len(run)] = new
+                        bins[b], replaced = tuple(parts), True
                         break
-        if not retire:
+        if not replaced:
             return now  # nothing left to compact
-        return successor(now, bins, now.order, metadata=now.metadata, retire=retire, when=when)
+        return successor(now, bins, now.order, metadata=now.metadata)
 
-
-@dataclass(frozen=True)
-class Prune:
-    """Forget retired parts (after ``gc`` removed them, or before it removes them)."""
-
-    paths: frozenset[str]
-
-    def apply(self, now: Manifest | None, when: float, where: str) -> Manifest:
-        if now is None:
-            raise CommitConflictError(f"{where}: the dataset was removed during gc")
-        out = successor(now, now.bins, now.order, metadata=now.metadata, when=when)
-        kept = tuple(r for r in out.retired if r.path not in self.paths)
-        return Manifest(out.bins, out.order, out.generation, out.uid, out.metadata, kept)
+    def op(self, now: Manifest | None) -> tuple[str, bool]:
+        return "compact", False

@@ -1,93 +1,87 @@
-"""The commit protocol: the one code path that replaces a manifest.
+"""The commit protocol: the one code path that makes a new version of a dataset.
 
-Every writer (``SplitWriter``, ``write_split_data``, ``to_split_bins``, compaction,
-``gc``) writes new, uniquely named parts first, then hands a *change*
-(``_changes``) to :meth:`Transaction.commit`. The commit reads the manifest with a
-version token, applies the change to it, and replaces it only if the token still
-holds (a compare-and-swap: a conditional PUT on S3, an exclusive lock locally);
-when another writer got there first it applies the same change to the newer
-manifest and tries again, without rewriting data.
+Every writer (``SplitWriter``, ``write_split_data``, ``to_split_bins``, compaction)
+writes new, uniquely named parts first, then hands a *change* (``_changes``) to
+:meth:`Transaction.commit`. The commit builds the newest version's manifest, applies
+the change, and creates the next version's log entry (``_log/<N+1>.json``) only if
+it does not exist yet: a conditional create (S3 ``If-None-Match: *``, a local hard
+link), so no file is ever replaced. When another writer created it first, the same
+change is applied to that newer version and tried again, without rewriting data.
 
-Parts a commit stops naming are *retired*, not deleted: readers of older snapshots
-keep reading them until the retention period has passed. Files nothing names are
-removed by ``_cleanup.tidy``, the single cleanup rule. Engines that write in
-parallel tasks (Dask, Ray) commit through :func:`commit_results`.
+Versions and the parts they name are kept for their readers until their retention
+has passed; ``_gc`` removes the rest. Engines that write in parallel tasks (Dask,
+Ray) commit through :func:`commit_results`.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from splitdask._dataset import _legacy
 from splitdask._dataset._snapshot import read_manifest
+from splitdask._dataset._versions import (
+    HINT_NAME,
+    load_version,
+    read_entry,
+    read_head,
+    remember,
+)
 from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, PartInfo
+from splitdask._format._checkpoint import encode_checkpoint
+from splitdask._format._log import STUB, Entry, checkpoint_name, diff, entry_name
 from splitdask._store import Store
 from splitdask._write._changes import AddRecords, Change, Mode
-from splitdask._write._cleanup import orphans, tagged, tidy, warn_left
+from splitdask._write._cleanup import tagged, tidy, warn_left
 from splitdask.errors import CommitConflictError, SplitDaskError
 
 __all__ = [
+    "CHECKPOINT_EVERY",
+    "DEFAULT_KEEP_VERSIONS",
     "DEFAULT_RETENTION",
     "DEFAULT_RETRIES",
     "CommitInfo",
     "TaskBins",
     "Transaction",
+    "check_retention",
     "commit_results",
     "read_current",
+    "write_checkpoint",
 ]
 
 DEFAULT_RETENTION = 3600.0
-"""Seconds a replaced part stays readable for older snapshots, and the age below
+"""Seconds a version stays readable after a newer one replaced it, and the age below
 which an unnamed file is taken to belong to a write still running."""
+DEFAULT_KEEP_VERSIONS = 1
+"""Newest versions kept whatever their age."""
 DEFAULT_RETRIES = 20
 """Times a commit that lost a race re-bases and tries again."""
+CHECKPOINT_EVERY = 16
+"""A checkpoint is written at every version divisible by this: opening replays at
+most this many log entries."""
 
 
-# Manifests this process parsed or wrote, by (dataset, version token). A commit
-# re-reads the manifest to compare and swap and mostly finds a version it has seen
-# (its own begin, or the commit just before a compaction): parsing it again would
-# cost more than the rest of a small append.
-_PARSED: OrderedDict[tuple[str, str], Manifest] = OrderedDict()
-_PARSED_LOCK = threading.Lock()
+def read_current(store: Store) -> Manifest | None:
+    """The newest committed manifest (of a log, or of a dataset from before versions)."""
+    return read_manifest(store)
 
 
-def _remember(store: Store, token: str, manifest: Manifest) -> None:
-    with _PARSED_LOCK:
-        _PARSED[(store.urlpath, token)] = manifest
-        while len(_PARSED) > 8:
-            _PARSED.popitem(last=False)
+def write_checkpoint(store: Store, manifest: Manifest, info: Mapping[str, Any]) -> None:
+    """Write ``manifest``'s checkpoint (if no one has) and point the hint at it."""
+    v = manifest.generation
+    store.create_exclusive(checkpoint_name(v), encode_checkpoint(manifest, info))
+    store.write_atomic(HINT_NAME, b'{"version":%d}' % v)
 
 
-def read_current(store: Store) -> tuple[Manifest | None, str | None]:
-    """The committed manifest and its version token (tokens name content, so a
-    manifest parsed before under the same token is the same manifest)."""
-    data, token = store.read_versioned(MANIFEST_NAME)
-    if data is None or token is None:
-        return None, None
-    with _PARSED_LOCK:
-        hit = _PARSED.get((store.urlpath, token))
-    if hit is None:
-        hit = Manifest.from_json(data, store.where(MANIFEST_NAME))
-        _remember(store, token, hit)
-    return hit, token
-
-
-def _names_ours(now: Manifest | None, tag: str, new_parts: Sequence[PartInfo]) -> bool:
-    """Whether ``now`` names a part of this write (its tag, or one of its new parts):
-    an earlier run of the commit got through."""
-    if now is None or not (tag or new_parts):
-        return False
-    paths = {p.path for p in now.parts()}
-    # Part names are bins/<bin>-<tag><random>.bin: a substring test is exact.
-    return any(p.path in paths for p in new_parts) or bool(
-        tag and any(f"-{tag}" in p for p in paths)
-    )
+def check_retention(retention: float, keep_versions: int) -> None:
+    """Refuse a retention that is not a number of seconds >= 0, or ``keep_versions`` < 1."""
+    if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0:
+        raise ValueError(f"retention must be a non-negative number of seconds, not {retention!r}")
+    if isinstance(keep_versions, bool) or not isinstance(keep_versions, int) or keep_versions < 1:
+        raise ValueError(f"keep_versions must be an integer >= 1, not {keep_versions!r}")
 
 
 def _reworded(exc: Exception, message: str) -> Exception:
@@ -109,7 +103,8 @@ class CommitInfo:
     urlpath
         The dataset's location.
     generation
-        Manifest generation now committed (0 for a dataset that was never written).
+        The version now committed (0 for a dataset that was never written); also
+        :attr:`version`.
     records_written, bytes_written, parts_written
         Added by this commit (``bytes_written`` counts record bytes only).
     num_records, num_bins
@@ -123,6 +118,11 @@ class CommitInfo:
     parts_written: int
     num_records: int
     num_bins: int
+
+    @property
+    def version(self) -> int:
+        """The version this commit made (the same number as :attr:`generation`)."""
+        return self.generation
 
     @classmethod
     def of(cls, urlpath: str, manifest: Manifest, new_parts: Sequence[PartInfo]) -> CommitInfo:
@@ -153,6 +153,9 @@ class Transaction:
     retention: float = DEFAULT_RETENTION
     retries: int = DEFAULT_RETRIES
     started: float = field(default_factory=time.time)
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
+    tag: str | None = None
+    """The user's label for the version this write makes."""
 
     @classmethod
     def begin(
@@ -162,15 +165,16 @@ class Transaction:
         *,
         retention: float = DEFAULT_RETENTION,
         retries: int = DEFAULT_RETRIES,
+        keep_versions: int = DEFAULT_KEEP_VERSIONS,
+        tag: str | None = None,
     ) -> Transaction:
         """Check ``mode`` against what is at ``store``; raise before anything is written."""
         if mode not in ("a", "w", "x"):
             raise ValueError(f"mode must be 'a', 'w' or 'x', got {mode!r}")
-        if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0:
-            raise ValueError(
-                f"retention must be a non-negative number of seconds, not {retention!r}"
-            )
-        current, _ = read_current(store)
+        check_retention(retention, keep_versions)
+        if tag is not None and (not isinstance(tag, str) or not tag or tag.isdigit()):
+            raise ValueError(f"tag must be a non-empty string that is not a number, not {tag!r}")
+        current = read_current(store)
         has_legacy = current is None and _legacy.is_legacy(store)
         if mode == "x" and (current is not None or has_legacy):
             raise FileExistsError(f"a dataset already exists at {store.urlpath}")
@@ -181,7 +185,16 @@ class Transaction:
                 "start_clean=True)"
             )
         store.makedirs(BINS_DIR)
-        return cls(store, mode, current, has_legacy and mode == "w", float(retention), retries)
+        return cls(
+            store,
+            mode,
+            current,
+            has_legacy and mode == "w",
+            float(retention),
+            retries,
+            keep_versions=keep_versions,
+            tag=tag,
+        )
 
     @property
     def base(self) -> Manifest | None:
@@ -205,21 +218,27 @@ class Transaction:
 
     def commit(
         self, change: Change, *, tag: str = "", new_parts: Sequence[PartInfo] = ()
-    ) -> Manifest:
-        """Apply ``change`` to the committed manifest in one compare-and-swap.
+    ) -> tuple[Manifest, Entry | None]:
+        """Make the next version: ``change`` applied to the newest, in one conditional create.
 
         Parameters
         ----------
         change
-            What the commit does; applied again to a newer manifest after a lost race.
+            What the commit does; applied again to a newer version after a lost race.
         tag
-            The write's tag: if the manifest already names a part of it, an earlier
-            run of this very commit got through (its caller died before hearing of
-            it), and that manifest is returned instead of committing twice.
+            The write's tag: if a version since this write began was made by it, an
+            earlier run of this very commit got through (its caller died before
+            hearing of it), and that version is returned instead of committing twice.
         new_parts
             The parts the change names, checked to still exist when the write has
             run for longer than half the retention period (``gc`` may have taken
             them for a dead writer's leftovers).
+
+        Returns
+        -------
+        (manifest, entry)
+            The version committed and its log entry; ``entry`` is ``None`` when this
+            call committed nothing (nothing to change, or an earlier run committed).
 
         Raises
         ------
@@ -230,32 +249,36 @@ class Transaction:
         store, where = self.store, self.store.urlpath
         self._check_parts_exist(new_parts)
         for attempt in range(self.retries + 1):
-            now, token = read_current(store)
-            if now is not None and _names_ours(now, tag, new_parts):
-                return now
+            if not self._ensure_log():
+                continue  # another writer changed a dataset from before versions
+            now = load_version(store)
+            if (landed := self._landed(now, tag)) is not None:
+                return landed, None
             when = time.time()
             manifest = change.apply(now, when, where)
             if manifest is now:  # nothing to commit
-                return manifest
-            cutoff = when - self.retention
-            expired = [r.path for r in manifest.retired if r.since <= cutoff]
-            if expired:
-                kept = tuple(r for r in manifest.retired if r.since > cutoff)
-                manifest = replace(manifest, retired=kept)
+                return manifest, None
+            op, reset = change.op(now)
+            entry = diff(
+                now, manifest, op=op, reset=reset, write=tag, tag=self.tag, when=when,
+                written=new_parts,
+            )
             manifest.validate(where)
             try:
-                new_token = store.replace_if(MANIFEST_NAME, manifest.to_json(), token)
+                created = store.create_exclusive(entry_name(entry.version), entry.to_json())
             except Exception as exc:
                 # No clean answer (the connection dropped, the response was lost, the
-                # retries ran out): the server may have committed it all the same.
-                landed = self._settle(exc, manifest, tag, new_parts)
-                if landed is manifest:
-                    self._after_commit(manifest, expired, when)
-                return landed  # (or a later manifest: another writer committed after it)
-            if new_token is not None:
-                _remember(store, new_token, manifest)
-                self._after_commit(manifest, expired, when)
-                return manifest
+                # retries ran out): the server may have created it all the same.
+                landed = self._settle(exc, entry, tag)
+                if landed.uid == entry.uid:
+                    remember(store, manifest, entry)
+                    self._after_commit(manifest, entry)
+                    return manifest, entry
+                return landed, None  # a later version naming this write's parts
+            if created:
+                remember(store, manifest, entry)
+                self._after_commit(manifest, entry)
+                return manifest, entry
             # Lost the race: back off a little, at random, so writers interleave.
             time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
         raise CommitConflictError(
@@ -263,27 +286,61 @@ class Transaction:
             "writer; nothing was committed by this one (raise retries= to wait longer)"
         )
 
-    def _settle(
-        self, exc: Exception, manifest: Manifest, tag: str, new_parts: Sequence[PartInfo]
-    ) -> Manifest:
-        """After a commit request that failed without a clean answer: read the manifest
-        back and return it if the commit landed (``manifest`` itself, or a later one
-        naming this write's parts); raise, saying which, if it did not or if that
+    def _ensure_log(self) -> bool:
+        """Make the dataset a log if it is not one yet; whether it is one now.
+
+        A new dataset gets the stub. A dataset from before versions gets a checkpoint
+        of its manifest as the log's first version, then the stub replaces its
+        manifest in one compare-and-swap (older libraries then refuse it by version).
+        """
+        store = self.store
+        head = read_head(store)
+        if head.log:
+            return True
+        if head.manifest is None:
+            return store.create_exclusive(MANIFEST_NAME, STUB)
+        info = {"time": time.time(), "op": "convert", "tag": None, "written": [0, 0, 0]}
+        write_checkpoint(store, head.manifest, info)
+        data, token = store.read_versioned(MANIFEST_NAME)
+        if data != head.data:
+            return False
+        return store.replace_if(MANIFEST_NAME, STUB, token) is not None
+
+    def _landed(self, now: Manifest | None, tag: str) -> Manifest | None:
+        """``now`` if a version made since this write began is this write's own."""
+        since = self.current.generation if self.current is not None else 0
+        if now is None or not tag or now.generation <= since:
+            return None
+        for v in range(now.generation, since, -1):
+            try:
+                if read_entry(self.store, v).write == tag:
+                    return now
+            except FileNotFoundError:
+                break  # collected, or converted from before versions: not ours
+        return None
+
+    def _settle(self, exc: Exception, entry: Entry, tag: str) -> Manifest:
+        """After a commit request that failed without a clean answer: read the log back
+        and return the version if the commit landed (``entry``'s own, or a later one
+        after a version of this write); raise, saying which, if it did not or if that
         cannot be told."""
         where = self.store.urlpath
         try:
-            now, _ = read_current(self.store)
+            now = load_version(self.store)
+            mine = read_entry(self.store, entry.version) if now is not None else None
+        except FileNotFoundError:
+            mine = None
         except Exception as again:
             raise OSError(
-                f"{where}: the commit request failed ({exc}), and reading the manifest back "
+                f"{where}: the commit request failed ({exc}), and reading the log back "
                 f"to see whether it landed failed too ({again}); check the dataset (splitdask "
-                "info) before writing again: if the commit landed, a retry adds its records "
+                "log) before writing again: if the commit landed, a retry adds its records "
                 "twice"
             ) from exc
-        if now is not None and now.uid == manifest.uid:
-            return manifest
-        if now is not None and _names_ours(now, tag, new_parts):
-            return now
+        if now is not None and mine is not None and mine.uid == entry.uid:
+            return load_version(self.store, entry.version) or now
+        if (landed := self._landed(now, tag)) is not None:
+            return landed
         raise _reworded(
             exc,
             f"{where}: the commit did not land ({exc}); nothing was committed; retrying is safe",
@@ -301,24 +358,26 @@ class Transaction:
                     "write, with a longer retention= if it runs this long"
                 )
 
-    def _after_commit(self, manifest: Manifest, expired: Sequence[str], when: float) -> None:
-        """Remove what is past its retention: parts the commit stopped keeping, a
-        replaced splitdataloader dataset, and files killed writers left."""
-        tidy(self.store, expired, "replaced parts past their retention")
+    def _after_commit(self, manifest: Manifest, entry: Entry) -> None:
+        """Housekeeping after a commit, never an error: a checkpoint every
+        :data:`CHECKPOINT_EVERY` versions, a replaced splitdataloader dataset's
+        files, and versions (with their parts) past their retention."""
+        from splitdask._write._gc import collect_expired  # gc builds on commits
+
+        if manifest.generation % CHECKPOINT_EVERY == 0:
+            try:
+                write_checkpoint(self.store, manifest, entry.info())
+            except Exception as exc:
+                warn_left(self.store, f"a checkpoint of version {manifest.generation}", exc)
         if self.replaces_legacy:
             try:
                 _legacy.remove(self.store)
             except Exception as exc:
                 warn_left(self.store, "the replaced splitdataloader files", exc)
         try:
-            # orphans as this module's name: tests/test_crash.py replaces it here.
-            doomed = orphans(self.store, manifest, when - self.retention)
-            self.store.clean_spools(when - self.retention)
+            collect_expired(self.store, self.retention, self.keep_versions, entry)
         except Exception as exc:
-            warn_left(self.store, "leftovers of killed writers", exc)
-            return
-        # The expired retired parts are no longer named anywhere: not leftovers.
-        tidy(self.store, sorted(set(doomed) - set(expired)), "leftovers of killed writers")
+            warn_left(self.store, "versions past their retention", exc)
 
     def abandon(self, parts: Iterable[PartInfo]) -> None:
         """Remove parts that were written but will never be committed (any that the
@@ -435,7 +494,7 @@ def commit_results(
     written = [p for ps in new_parts.values() for p in ps]
     change = AddRecords(target.mode, num_bins, new_parts, deals, dict(metadata))
     try:
-        manifest = target.commit(change, tag=tag, new_parts=written)
+        manifest, _ = target.commit(change, tag=tag, new_parts=written)
     except BaseException:
         target.abandon(written)
         raise

@@ -94,7 +94,9 @@ def _compact_runs(
     retention: float,
     retries: int,
     part_max_bytes: int,
-) -> Manifest:
+) -> tuple[Manifest, list[PartInfo]]:
+    """Merge the picked runs and commit them; the version after, and the merged parts
+    it names (none when another writer changed every run first)."""
     tag = new_tag()
     runs: Runs = {}
     tx = Transaction(store, "a", manifest, retention=retention, retries=retries)
@@ -105,14 +107,15 @@ def _compact_runs(
                 runs.setdefault(b, []).append((tuple(p.path for p in run), new))
         store.sync_dir("bins")
         change = Compaction(runs)
-        committed = tx.commit(change, new_parts=change.merged())
+        committed, entry = tx.commit(change, tag=tag, new_parts=change.merged())
     except BaseException:
         tx.abandon(Compaction(runs).merged())
         raise
-    live = {p.path for p in committed.parts()}
-    # Runs another writer changed meanwhile were skipped: their merged parts go.
-    tx.abandon(p for p in change.merged() if p.path not in live)
-    return committed
+    # Only this commit's own entry says which merged parts went in: runs another
+    # writer changed meanwhile were skipped, and their merged parts go.
+    ours = {p.path for e in entry.edits for p in e.parts} if entry is not None else set()
+    tx.abandon(p for p in change.merged() if p.path not in ours)
+    return committed, [p for p in change.merged() if p.path in ours]
 
 
 def auto_compact(
@@ -136,7 +139,7 @@ def auto_compact(
         limit = SMALL_PART * AUTO_COMPACT_PARTS
         return _compact_runs(
             store, manifest, picked, retention=retention, retries=retries, part_max_bytes=limit
-        )
+        )[0]
     except Exception as exc:
         warnings.warn(
             f"{store.urlpath}: compacting the small parts of bins {sorted(picked)} failed "
@@ -177,9 +180,9 @@ def compact(
     picked = {b: runs for b, runs in found.items() if runs}
     if not picked:
         return CommitInfo.of(store.urlpath, manifest, [])
-    committed = _compact_runs(
+    committed, ours = _compact_runs(
         store, manifest, picked, retention=retention, retries=retries, part_max_bytes=part_max_bytes
     )
-    before = {p.path for p in manifest.parts()}
-    new = [p for p in committed.parts() if p.path not in before]
-    return CommitInfo.of(store.urlpath, committed, new)
+    if not ours:  # every run was changed by another writer first: nothing of ours went in
+        return CommitInfo.of(store.urlpath, manifest, [])
+    return CommitInfo.of(store.urlpath, committed, ours)

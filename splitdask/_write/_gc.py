@@ -1,11 +1,12 @@
-"""``gc``: remove the files no reader can need any more.
+"""``gc``: remove the versions no reader may still hold, and the files only they named.
 
-Two kinds of file qualify once they are older than the grace period: parts a
-commit *retired* (an overwrite or a compaction replaced them; readers of older
-snapshots kept reading them meanwhile), and *orphans* that no manifest ever named
-(the parts and temp files of writers that were killed or failed). Younger files
-are kept, so a write still running and a reader of the previous snapshot are
-never broken.
+A version is kept while it is one of the newest ``keep_versions``, or while the
+commit that replaced it is younger than the retention period (a loader opened on it
+may still be reading). The oldest kept version gets a checkpoint, so it opens
+without the log entries before it; those entries and checkpoints go, and so do the
+parts no kept version names once they are older than the retention period too (a
+younger unnamed file may belong to a write still running). Temp files of killed
+writers (``bins/.*.tmp``, ``_log/.*.tmp-*``, ``splitdask.json.tmp-*``) go by the same age.
 """
 
 from __future__ import annotations
@@ -15,14 +16,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from splitdask._dataset._snapshot import read_manifest
-from splitdask._format import BINS_DIR
-from splitdask._store import UrlPath, open_store
-from splitdask._write._changes import Prune
+from splitdask._dataset._versions import (
+    HINT_NAME,
+    Listing,
+    list_log,
+    load_version,
+    read_entry,
+    read_head,
+)
+from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, parse_part_name
+from splitdask._format._checkpoint import checkpoint_header
+from splitdask._format._log import LOG_DIR, Entry, checkpoint_name, entry_name
+from splitdask._store import Store, UrlPath, open_store
 from splitdask._write._cleanup import orphans
-from splitdask._write._commit import DEFAULT_RETENTION, Transaction
+from splitdask._write._commit import (
+    DEFAULT_KEEP_VERSIONS,
+    DEFAULT_RETENTION,
+    check_retention,
+    write_checkpoint,
+)
 
-__all__ = ["GcReport", "gc"]
+__all__ = ["GcReport", "collect_expired", "gc"]
 
 
 @dataclass(frozen=True)
@@ -32,15 +46,19 @@ class GcReport:
     Attributes
     ----------
     retired
-        Parts that earlier commits replaced, past the grace period.
+        Parts only versions past their retention named.
     orphans
-        Files no manifest names (leftovers of failed or killed writes).
+        Files no version names (leftovers of failed or killed writes, temp files).
     bytes
         Their total size.
     kept
-        Unnamed or retired files kept because they are younger than the grace period.
+        Unnamed files kept because they are younger than the grace period.
     dry_run
         Whether anything was actually removed.
+    versions
+        The versions removed (their log entries and checkpoints).
+    oldest_kept
+        The oldest version that can still be opened (0: no dataset).
     """
 
     retired: tuple[str, ...]
@@ -48,6 +66,8 @@ class GcReport:
     bytes: int
     kept: int
     dry_run: bool
+    versions: tuple[int, ...] = ()
+    oldest_kept: int = 0
 
     @property
     def removed(self) -> tuple[str, ...]:
@@ -59,56 +79,164 @@ def gc(
     storage_options: Mapping[str, Any] | None = None,
     *,
     older_than: float = DEFAULT_RETENTION,
+    keep_versions: int = DEFAULT_KEEP_VERSIONS,
     dry_run: bool = False,
 ) -> GcReport:
-    """Remove retired parts and orphaned files older than ``older_than`` seconds.
+    """Remove versions past their retention, the parts only they named, and leftovers.
 
     Parameters
     ----------
     urlpath, storage_options
         The dataset, as for :class:`~splitdask.SplitDataLoader`.
     older_than
-        Grace period in seconds (default one hour). A retired part is removed when
-        the commit that retired it is older; an orphan when it was last written
-        before then. ``0`` removes everything unreferenced now, which breaks
-        loaders still reading a replaced snapshot (they get
-        :class:`~splitdask.SnapshotExpiredError`) and can break a write still
-        running.
+        The retention in seconds (default one hour): a version is removed once the
+        commit that replaced it is older, unless it is one of the newest
+        ``keep_versions``; an unnamed file once it was last written before then.
+        ``0`` keeps only the newest ``keep_versions``, which breaks loaders still
+        reading an older one (they get :class:`~splitdask.SnapshotExpiredError`)
+        and can break a write still running.
+    keep_versions
+        The newest versions kept whatever their age (at least 1).
     dry_run
         Report what would be removed and remove nothing.
 
     Returns
     -------
     GcReport
-
-    Notes
-    -----
-    Forgetting the retired parts is a commit (the manifest lists them), made with
-    the same compare-and-swap as every write, so a concurrent write is re-based,
-    never lost. Files are removed only after that commit.
     """
-    if isinstance(older_than, bool) or not isinstance(older_than, int | float) or older_than < 0:
-        raise ValueError(f"older_than must be a number of seconds >= 0, not {older_than!r}")
+    check_retention(older_than, keep_versions)
     store = open_store(urlpath, storage_options)
-    cutoff = time.time() - older_than
-    manifest = read_manifest(store)
-    expired = [r.path for r in manifest.retired if r.since <= cutoff] if manifest else []
-    leftovers = orphans(store, manifest, cutoff)
-    sizes = {f"{BINS_DIR}/{i.name}": i.size for i in store.list_info(BINS_DIR)}
-    unnamed = set(sizes) - ({p.path for p in manifest.parts()} if manifest else set())
+    return _collect(store, time.time() - older_than, keep_versions, dry_run)
+
+
+def collect_expired(store: Store, retention: float, keep_versions: int, entry: Entry) -> None:
+    """After the commit of ``entry``: :func:`gc`, when it has something to remove.
+
+    Cheap to ask: the log's listing and one small entry, except every
+    ``CHECKPOINT_EVERY`` versions, when files of killed writers are looked for too.
+    """
+    from splitdask._write._commit import CHECKPOINT_EVERY
+
+    cutoff = time.time() - retention
+    listing = list_log(store, at=0)
+    due = entry.version % CHECKPOINT_EVERY == 0  # time to look for leftovers too
+    if not due and _oldest_kept(store, listing, cutoff, keep_versions) <= listing.oldest:
+        return  # no version has expired
+    _collect(store, cutoff, keep_versions, False, listing)
+
+
+def _superseded(store: Store, version: int, listing: Listing) -> float:
+    """When the version after ``version`` was committed (``inf``: there is none)."""
+    nxt = version + 1
+    if nxt in listing.entries:
+        return read_entry(store, nxt).time
+    if nxt in listing.checkpoints:
+        rel = checkpoint_name(nxt)
+        return float(checkpoint_header(store.read_file(rel), store.where(rel), nxt)["time"])
+    return float("inf")
+
+
+def _oldest_kept(store: Store, listing: Listing, cutoff: float, keep_versions: int) -> int:
+    versions = listing.versions
+    if not versions:
+        return 0
+    latest = versions[-1]
+    oldest = latest
+    for v in reversed(versions[:-1]):
+        if v <= latest - keep_versions and _superseded(store, v, listing) <= cutoff:
+            break
+        oldest = v
+    return oldest
+
+
+def _collect(
+    store: Store,
+    cutoff: float,
+    keep_versions: int,
+    dry_run: bool,
+    listing: Listing | None = None,
+) -> GcReport:
+    head = read_head(store)
+    if not head.log:
+        return _collect_unversioned(store, head.manifest, cutoff, dry_run)
+    listing = listing or list_log(store, at=0)
+    oldest = _oldest_kept(store, listing, cutoff, keep_versions)
+    doomed_versions = tuple(v for v in listing.versions if v < oldest)
+    named: set[str] = set()
+    if oldest:
+        base = load_version(store, oldest)
+        assert base is not None
+        named = {p.path for p in base.parts()}
+        for v in range(oldest + 1, listing.latest + 1):
+            if v in listing.entries:
+                named |= {p.path for e in read_entry(store, v).edits for p in e.parts}
+            elif (m := load_version(store, v)) is not None:
+                named |= {p.path for p in m.parts()}
+    infos = {f"{BINS_DIR}/{i.name}": i for i in store.list_info(BINS_DIR)}
+    retired, leftovers, kept = [], [], 0
+    for rel, info in infos.items():
+        parsed = parse_part_name(rel)
+        if parsed is None or rel in named:
+            continue
+        if info.mtime >= cutoff:
+            kept += 1
+        elif parsed[2]:
+            leftovers.append(rel)  # a temp file of a killed writer
+        else:
+            retired.append(rel)
+    leftovers += _stale_temps(store, cutoff)
     report = GcReport(
-        retired=tuple(expired),
-        orphans=tuple(leftovers),
-        bytes=sum(sizes.get(p, 0) for p in (*expired, *leftovers)),
-        kept=len(unnamed) - len(expired) - len(leftovers),
+        retired=tuple(sorted(retired)),
+        orphans=tuple(sorted(leftovers)),
+        bytes=sum(infos[r].size for r in (*retired, *leftovers) if r in infos),
+        kept=kept,
         dry_run=dry_run,
+        versions=doomed_versions,
+        oldest_kept=oldest,
     )
     if dry_run:
         return report
-    if expired:
-        # Keep-forever retention: this commit removes nothing itself; gc does below.
-        tx = Transaction(store, "a", manifest, retention=float("inf"))
-        tx.commit(Prune(frozenset(expired)))
+    if doomed_versions:
+        if oldest not in listing.checkpoints:
+            base = load_version(store, oldest)
+            assert base is not None
+            info = read_entry(store, oldest).info() if oldest in listing.entries else {}
+            write_checkpoint(store, base, info or {"time": time.time(), "op": "convert"})
+        else:
+            store.write_atomic(HINT_NAME, b'{"version":%d}' % oldest)
+        logs = [entry_name(v) for v in doomed_versions if v in listing.entries]
+        logs += [checkpoint_name(v) for v in doomed_versions if v in listing.checkpoints]
+        store.remove(logs)
     store.remove(report.removed)
     store.clean_spools(cutoff)
+    return report
+
+
+def _stale_temps(store: Store, cutoff: float) -> list[str]:
+    """Temp files of killed commits in the root and in ``_log/``, written before ``cutoff``."""
+    out = []
+    for where, prefix in (("", f"{MANIFEST_NAME}.tmp-"), (LOG_DIR, ".")):
+        for info in store.list_info(where):
+            if info.name.startswith(prefix) and ".tmp" in info.name and info.mtime < cutoff:
+                out.append(f"{where}/{info.name}" if where else info.name)
+    return out
+
+
+def _collect_unversioned(
+    store: Store, manifest: Manifest | None, cutoff: float, dry_run: bool
+) -> GcReport:
+    """A dataset from before versions (or none): only files nothing names."""
+    leftovers = orphans(store, manifest, cutoff) + _stale_temps(store, cutoff)
+    sizes = {f"{BINS_DIR}/{i.name}": i.size for i in store.list_info(BINS_DIR)}
+    report = GcReport(
+        retired=(),
+        orphans=tuple(leftovers),
+        bytes=sum(sizes.get(p, 0) for p in leftovers),
+        kept=0,
+        dry_run=dry_run,
+        oldest_kept=manifest.generation if manifest else 0,
+    )
+    if not dry_run:
+        store.remove(report.removed)
+        store.clean_spools(cutoff)
     return report

@@ -24,6 +24,7 @@ from splitdask._write._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWr
 from splitdask._write._changes import AddRecords, Mode
 from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import (
+    DEFAULT_KEEP_VERSIONS,
     DEFAULT_RETENTION,
     DEFAULT_RETRIES,
     CommitInfo,
@@ -85,9 +86,15 @@ class SplitWriter:
         size, the largest is closed and uploaded, so the temp disk a write uses
         stays under ``spool_bytes`` plus one batch, however many bins there are.
     retention
-        Seconds that parts this write replaces (``mode="w"``) stay readable for
-        loaders opened before it; files of killed writers older than this are
-        removed when this write commits. See :func:`splitdask.gc`.
+        Seconds that the version this write replaces (and every older one) stays
+        readable for loaders that hold it, after this write committed; files of
+        killed writers older than this are removed by the housekeeping after
+        commits. See :func:`splitdask.gc`.
+    keep_versions
+        The newest versions kept whatever their age (default 1: the newest only).
+    tag
+        A label for the version this write makes: ``splitdask log`` shows it and
+        ``SplitDataLoader(url, version=tag)`` opens it.
     retries
         Times the commit re-bases onto another writer's newer commit and tries
         again before raising :class:`~splitdask.CommitConflictError`.
@@ -129,6 +136,8 @@ class SplitWriter:
         num_bins: int | None = None,
         compression: str | None = None,
         compression_level: int | None = None,
+        keep_versions: int = DEFAULT_KEEP_VERSIONS,
+        tag: str | None = None,
     ) -> None:
         splits = resolve_bin_count(splits, num_bins)
         codec = check_compression(compression, compression_level)
@@ -137,7 +146,14 @@ class SplitWriter:
             splits = check_int(splits, "splits", minimum=1, maximum=MAX_BINS)
         self.store = open_store(urlpath, storage_options)
         retries = check_int(retries, "retries", minimum=0)
-        self._target = Transaction.begin(self.store, mode, retention=retention, retries=retries)
+        self._target = Transaction.begin(
+            self.store,
+            mode,
+            retention=retention,
+            retries=retries,
+            keep_versions=keep_versions,
+            tag=tag,
+        )
         self._tag = new_tag()
         base_bins = self._target.base.num_bins if self._target.base else 0
         nsplits = splits if splits is not None else (base_bins or 256)
@@ -296,7 +312,7 @@ class SplitWriter:
             deals,
             self._metadata,
         )
-        manifest = self._target.commit(change, tag=self._tag, new_parts=new_parts)
+        manifest, _ = self._target.commit(change, tag=self._tag, new_parts=new_parts)
         return manifest, CommitInfo.of(self.store.urlpath, manifest, new_parts)
 
 
@@ -317,6 +333,8 @@ def write_split_data(
     num_bins: int | None = None,
     compression: str | None = None,
     compression_level: int | None = None,
+    keep_versions: int = DEFAULT_KEEP_VERSIONS,
+    tag: str | None = None,
 ) -> CommitInfo:
     """Write ``input_sequence`` over ``splits`` bins, as ``splitdataloader`` did.
 
@@ -340,7 +358,8 @@ def write_split_data(
     mode
         As for :class:`SplitWriter`; default ``"a"`` (``"w"`` with ``start_clean``).
         ``start_clean=True`` with another mode raises ``TypeError``.
-    seed, storage_options, metadata, retention, retries, progress, compression, compression_level
+    seed, storage_options, metadata, retention, retries, progress, compression
+    compression_level, keep_versions, tag
         See :class:`SplitWriter` (with ``progress``, the bar shows an ETA when
         ``input_sequence`` has a length).
     num_bins
@@ -371,6 +390,8 @@ def write_split_data(
         num_bins=num_bins,
         compression=compression,
         compression_level=compression_level,
+        keep_versions=keep_versions,
+        tag=tag,
     ) as writer:
         if progress and isinstance(input_sequence, Sized):
             writer._progress.total(len(input_sequence))

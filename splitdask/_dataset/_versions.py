@@ -1,0 +1,318 @@
+"""Reading the version log: which versions exist, and the manifest of any of them.
+
+A v4 dataset keeps one immutable file per commit in ``_log/`` (``_format._log``) and,
+every few commits, a checkpoint of the whole manifest (``_format._checkpoint``).
+The manifest of version ``v`` is the newest checkpoint at or before ``v`` with the
+entries after it replayed. Versions never change once written, so this process
+keeps the few it built (:data:`_BUILT`) and reaches a newer one by replaying only
+the entries it has not seen. Datasets from before the log (one ``splitdask.json``)
+read as a single version, their generation.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from splitdask._format import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
+from splitdask._format._checkpoint import checkpoint_header, decode_checkpoint
+from splitdask._format._log import (
+    LOG_DIR,
+    Entry,
+    apply,
+    checkpoint_name,
+    entry_name,
+    is_stub,
+    parse_log_name,
+)
+from splitdask._store import Store
+from splitdask.errors import CorruptDatasetError, SnapshotExpiredError
+
+__all__ = [
+    "HINT_NAME",
+    "Head",
+    "Listing",
+    "VersionInfo",
+    "list_log",
+    "load_version",
+    "read_entry",
+    "read_head",
+    "remember",
+    "tagged_version",
+    "version_infos",
+]
+
+HINT_NAME = f"{LOG_DIR}/_last_checkpoint"
+"""A hint, never trusted: the version of a recent checkpoint (listing starts there)."""
+
+_BUILT: OrderedDict[tuple[str, int], Manifest] = OrderedDict()
+_ENTRIES: OrderedDict[tuple[str, int], Entry] = OrderedDict()
+_LOCK = threading.Lock()
+_KEEP = 8
+
+
+def remember(store: Store, manifest: Manifest, entry: Entry | None = None) -> None:
+    """Keep a version this process built or committed, for the next open or commit."""
+    with _LOCK:
+        _BUILT[(store.urlpath, manifest.generation)] = manifest
+        _BUILT.move_to_end((store.urlpath, manifest.generation))
+        while len(_BUILT) > _KEEP:
+            _BUILT.popitem(last=False)
+        if entry is not None:
+            _ENTRIES[(store.urlpath, entry.version)] = entry
+            while len(_ENTRIES) > 64:
+                _ENTRIES.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class Head:
+    """What ``splitdask.json`` holds: a log's stub, a whole manifest, or nothing."""
+
+    log: bool
+    manifest: Manifest | None
+    data: bytes | None
+
+
+def read_head(store: Store) -> Head:
+    """Read ``splitdask.json`` (a pre-log manifest is parsed, without retired parts)."""
+    try:
+        data = store.read_file(MANIFEST_NAME, MAX_MANIFEST_BYTES)
+    except FileNotFoundError:
+        return Head(False, None, None)
+    if is_stub(data):
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or doc.get("log") != LOG_DIR:
+            raise CorruptDatasetError(f"{store.where(MANIFEST_NAME)}: not a splitdask manifest")
+        # A version this library does not know is refused here, by its number.
+        Manifest.check_version(doc, store.where(MANIFEST_NAME))
+        return Head(True, None, data)
+    return Head(False, Manifest.from_json(data, store.where(MANIFEST_NAME), retired=False), data)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The versions in a log: those with an entry, and those with a checkpoint."""
+
+    entries: frozenset[int]
+    checkpoints: frozenset[int]
+
+    @property
+    def versions(self) -> list[int]:
+        """Every version that can be opened, oldest first."""
+        return sorted(self.entries | self.checkpoints)
+
+    @property
+    def latest(self) -> int:
+        return max(self.entries | self.checkpoints, default=0)
+
+    @property
+    def oldest(self) -> int:
+        return min(self.entries | self.checkpoints, default=0)
+
+
+def list_log(store: Store, *, at: int | None = None) -> Listing:
+    """The files in ``_log/``. ``at``: the version wanted (``None``: the newest);
+    when it is not older than the hinted checkpoint, the listing starts there."""
+    start = _hinted(store)
+    if at is not None and at < start:
+        start = 0
+    entries, checkpoints = set(), set()
+    for name in store.list_after(LOG_DIR, f"{start:020d}" if start else ""):
+        parsed = parse_log_name(name)
+        if parsed is not None:
+            (entries if parsed[1] == "json" else checkpoints).add(parsed[0])
+    if start and start not in checkpoints:
+        return list_log(store, at=0)  # a stale hint (its checkpoint is gone): list it all
+    return Listing(frozenset(entries), frozenset(checkpoints))
+
+
+def _hinted(store: Store) -> int:
+    try:
+        doc = json.loads(store.read_file(HINT_NAME, 4096))
+        v = doc["version"]
+        return v if type(v) is int and v >= 0 else 0
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def read_entry(store: Store, version: int) -> Entry:
+    """The log entry of ``version`` (this process keeps the ones it read)."""
+    key = (store.urlpath, version)
+    with _LOCK:
+        hit = _ENTRIES.get(key)
+    if hit is not None:
+        return hit
+    rel = entry_name(version)
+    entry = Entry.from_json(store.read_file(rel), store.where(rel), version)
+    with _LOCK:
+        _ENTRIES[key] = entry
+        while len(_ENTRIES) > 64:
+            _ENTRIES.popitem(last=False)
+    return entry
+
+
+def load_version(store: Store, version: int | None = None) -> Manifest | None:
+    """The manifest of ``version`` (``None``: the newest) of the log at ``store``;
+    ``None`` when the log holds no version yet.
+
+    Raises
+    ------
+    SnapshotExpiredError
+        If ``version`` was removed by ``gc`` (the error names the oldest kept).
+    ValueError
+        If ``version`` is newer than the newest.
+    """
+    listing = list_log(store, at=version)
+    if version is None:
+        latest = max(listing.entries | listing.checkpoints, default=0)
+        if latest == 0:
+            return None
+        version = latest
+    if version not in listing.entries and version not in listing.checkpoints:
+        full = list_log(store, at=0)
+        if version > full.latest:
+            raise ValueError(
+                f"{store.urlpath} has no version {version}: the newest is {full.latest}"
+            )
+        raise SnapshotExpiredError(
+            f"{store.urlpath}: version {version} is no longer kept (gc removed it after its "
+            f"retention period); the oldest version kept is {full.oldest}"
+        )
+    return _build(store, listing, version)
+
+
+def _build(store: Store, listing: Listing, version: int) -> Manifest:
+    """Checkpoint (or a version built before) plus the entries after it."""
+    with _LOCK:
+        cached = [
+            v
+            for (url, v) in _BUILT
+            if url == store.urlpath and v <= version and _replayable(listing, v, version)
+        ]
+    checkpoint = max((c for c in listing.checkpoints if c <= version), default=0)
+    manifest: Manifest | None = None
+    start = 0
+    if cached and max(cached) >= checkpoint:
+        start = max(cached)
+        with _LOCK:
+            manifest = _BUILT.get((store.urlpath, start))
+    if manifest is None and checkpoint:
+        start = checkpoint
+        rel = checkpoint_name(checkpoint)
+        manifest = decode_checkpoint(store.read_file(rel), store.where(rel), checkpoint)
+    elif manifest is None:
+        start = 0
+    if not _replayable(listing, start, version):
+        raise SnapshotExpiredError(
+            f"{store.urlpath}: version {version} cannot be rebuilt: log entries before it "
+            f"were removed (the oldest version kept is {listing.oldest})"
+        )
+    for v in range(start + 1, version + 1):
+        rel = entry_name(v)
+        try:
+            manifest = apply(manifest, read_entry(store, v), store.where(rel))
+        except CorruptDatasetError:
+            if start and manifest is not None and v == start + 1 and start != checkpoint:
+                # A version this process built belongs to a dataset since replaced
+                # at the same place: start again from the files.
+                with _LOCK:
+                    _BUILT.pop((store.urlpath, start), None)
+                return _build(store, listing, version)
+            raise
+    assert manifest is not None
+    if version > start:
+        manifest.validate(store.where(entry_name(version)))
+    remember(store, manifest)
+    return manifest
+
+
+def _replayable(listing: Listing, start: int, version: int) -> bool:
+    return all(v in listing.entries for v in range(start + 1, version + 1))
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version of a dataset, as :func:`splitdask.versions` lists it.
+
+    Attributes
+    ----------
+    version
+        Its number (commits count from 1).
+    time
+        POSIX time of its commit.
+    op
+        What the commit did: ``create``, ``append``, ``overwrite``, ``compact``,
+        ``convert`` (the first commit of a dataset written before versions), ``metadata``.
+    num_records, num_bins
+        Of the dataset at this version.
+    records_written, bytes_written, parts_written
+        By this commit.
+    tag
+        The label the writer gave it (``None``: none).
+    """
+
+    version: int
+    time: float
+    op: str
+    num_records: int
+    num_bins: int
+    records_written: int
+    bytes_written: int
+    parts_written: int
+    tag: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def version_infos(store: Store, listing: Listing) -> list[VersionInfo]:
+    """Every version in ``listing``, from its entry (or its checkpoint's header)."""
+    out = []
+    for v in listing.versions:
+        if v in listing.entries:
+            e = read_entry(store, v)
+            out.append(
+                VersionInfo(v, e.time, e.op, e.num_records, e.num_bins, *e.written, e.tag)
+            )
+        else:
+            out.append(_checkpoint_info(store, v))
+    return out
+
+
+def _checkpoint_info(store: Store, version: int) -> VersionInfo:
+    rel = checkpoint_name(version)
+    header = checkpoint_header(store.read_file(rel), store.where(rel), version)
+    w: Sequence[int] = header.get("written") or (0, 0, 0)
+    return VersionInfo(
+        version,
+        float(header["time"]),
+        str(header.get("op") or "convert"),
+        int(header["num_records"]),
+        int(header["num_bins"]),
+        int(w[0]),
+        int(w[1]),
+        int(w[2]),
+        header.get("tag"),
+    )
+
+
+def tagged_version(store: Store, tag: str) -> int:
+    """The newest kept version labelled ``tag``.
+
+    Raises
+    ------
+    ValueError
+        If no kept version has that tag.
+    """
+    listing = list_log(store, at=0)
+    for info in reversed(version_infos(store, listing)):
+        if info.tag == tag:
+            return info.version
+    raise ValueError(f"{store.urlpath} has no version tagged {tag!r} (splitdask log lists them)")
