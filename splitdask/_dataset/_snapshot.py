@@ -118,11 +118,16 @@ def read_manifest(store: Store, version: int | str | None = None) -> Manifest | 
     ValueError
         If there is no such version yet.
     """
-    head = read_head(store)
-    if head.log:
+    listing = list_log(store)
+    if listing.versions:  # a log: its stub need not be read
         if isinstance(version, str):
             version = tagged_version(store, version)
-        return load_version(store, version)
+        return load_version(store, version, listing)
+    head = read_head(store)
+    if head.log:
+        if version is not None:
+            raise ValueError(f"{store.urlpath} has no version {version!r} yet")
+        return None  # being created
     if version is not None and head.manifest is not None and version != head.manifest.generation:
         raise ValueError(
             f"{store.urlpath} was written before versions: it has only version "
@@ -222,7 +227,7 @@ def missing_part(store: Store, rel: str, generation: int | None) -> SplitDaskErr
         and rel not in {p.path for p in now.parts()}
     ):
         try:
-            oldest = f"; the oldest version kept is {list_log(store, at=0).oldest}"
+            oldest = f"; the oldest version kept is {list_log(store).oldest}"
         except Exception:
             oldest = ""
         return SnapshotExpiredError(

@@ -33,7 +33,6 @@ from splitdask._store import Store
 from splitdask.errors import CorruptDatasetError, SnapshotExpiredError
 
 __all__ = [
-    "HINT_NAME",
     "Head",
     "Listing",
     "VersionInfo",
@@ -45,9 +44,6 @@ __all__ = [
     "tagged_version",
     "version_infos",
 ]
-
-HINT_NAME = f"{LOG_DIR}/_last_checkpoint"
-"""A hint, never trusted: the version of a recent checkpoint (listing starts there)."""
 
 _BUILT: OrderedDict[tuple[str, int], Manifest] = OrderedDict()
 _ENTRIES: OrderedDict[tuple[str, int], Entry] = OrderedDict()
@@ -117,29 +113,15 @@ class Listing:
         return min(self.entries | self.checkpoints, default=0)
 
 
-def list_log(store: Store, *, at: int | None = None) -> Listing:
-    """The files in ``_log/``. ``at``: the version wanted (``None``: the newest);
-    when it is not older than the hinted checkpoint, the listing starts there."""
-    start = _hinted(store)
-    if at is not None and at < start:
-        start = 0
-    entries, checkpoints = set(), set()
-    for name in store.list_after(LOG_DIR, f"{start:020d}" if start else ""):
+def list_log(store: Store) -> Listing:
+    """The versions in ``_log/``: one listing (one request on an object store)."""
+    entries: set[int] = set()
+    checkpoints: set[int] = set()
+    for name in store.list_dir(LOG_DIR):
         parsed = parse_log_name(name)
         if parsed is not None:
             (entries if parsed[1] == "json" else checkpoints).add(parsed[0])
-    if start and start not in checkpoints:
-        return list_log(store, at=0)  # a stale hint (its checkpoint is gone): list it all
     return Listing(frozenset(entries), frozenset(checkpoints))
-
-
-def _hinted(store: Store) -> int:
-    try:
-        doc = json.loads(store.read_file(HINT_NAME, 4096))
-        v = doc["version"]
-        return v if type(v) is int and v >= 0 else 0
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return 0
 
 
 def read_entry(store: Store, version: int) -> Entry:
@@ -158,7 +140,9 @@ def read_entry(store: Store, version: int) -> Entry:
     return entry
 
 
-def load_version(store: Store, version: int | None = None) -> Manifest | None:
+def load_version(
+    store: Store, version: int | None = None, listing: Listing | None = None
+) -> Manifest | None:
     """The manifest of ``version`` (``None``: the newest) of the log at ``store``;
     ``None`` when the log holds no version yet.
 
@@ -169,14 +153,14 @@ def load_version(store: Store, version: int | None = None) -> Manifest | None:
     ValueError
         If ``version`` is newer than the newest.
     """
-    listing = list_log(store, at=version)
+    listing = listing or list_log(store)
     if version is None:
         latest = max(listing.entries | listing.checkpoints, default=0)
         if latest == 0:
             return None
         version = latest
     if version not in listing.entries and version not in listing.checkpoints:
-        full = list_log(store, at=0)
+        full = listing
         if version > full.latest:
             raise ValueError(
                 f"{store.urlpath} has no version {version}: the newest is {full.latest}"
@@ -278,9 +262,7 @@ def version_infos(store: Store, listing: Listing) -> list[VersionInfo]:
     for v in listing.versions:
         if v in listing.entries:
             e = read_entry(store, v)
-            out.append(
-                VersionInfo(v, e.time, e.op, e.num_records, e.num_bins, *e.written, e.tag)
-            )
+            out.append(VersionInfo(v, e.time, e.op, e.num_records, e.num_bins, *e.written, e.tag))
         else:
             out.append(_checkpoint_info(store, v))
     return out
@@ -311,7 +293,7 @@ def tagged_version(store: Store, tag: str) -> int:
     ValueError
         If no kept version has that tag.
     """
-    listing = list_log(store, at=0)
+    listing = list_log(store)
     for info in reversed(version_infos(store, listing)):
         if info.tag == tag:
             return info.version

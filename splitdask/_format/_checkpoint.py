@@ -160,7 +160,9 @@ def _open(data: Any, where: str, version: int) -> tuple[dict[str, Any], dict[str
         header = json.loads(head_bytes)
         counts = [header[k] for k in ("parts", "segments", "flat", "uid_bytes")]
         limits = (MAX_PARTS, MAX_SEGMENTS, _MAX_FLAT, _MAX_UID_BYTES)
-        if any(type(c) is not int or not 0 <= c <= lim for c, lim in zip(counts, limits)):
+        if any(
+            type(c) is not int or not 0 <= c <= lim for c, lim in zip(counts, limits, strict=True)
+        ):
             raise ValueError(f"array lengths {counts} out of range")
         if header["version"] != version or not 0 <= header["num_bins"] <= MAX_BINS:
             raise ValueError(f"version {header['version']!r} (expected {version})")
@@ -168,7 +170,9 @@ def _open(data: Any, where: str, version: int) -> tuple[dict[str, Any], dict[str
         raise CorruptDatasetError(f"{where}: malformed checkpoint header ({exc!r})") from None
     layout = _layout(*counts)
     pos = _HEAD.size + hlen + _pad(hlen)
-    need = pos + sum(n * np.dtype(dt).itemsize + _pad(n * np.dtype(dt).itemsize) for _, dt, n in layout)
+    need = pos + sum(
+        n * np.dtype(dt).itemsize + _pad(n * np.dtype(dt).itemsize) for _, dt, n in layout
+    )
     if need != len(body):
         raise CorruptDatasetError(f"{where}: {len(body)} bytes where the header implies {need}")
     cols: dict[str, Any] = {}
@@ -217,7 +221,8 @@ def _manifest(cols: dict[str, Any], header: dict[str, Any]) -> Manifest:
     flat_bins, flat_first = cols["flat_bins"].tolist(), cols["flat_first"].tolist()
     order = []
     lo = 0
-    for start, count, hi in zip(cols["seg_start"].tolist(), cols["seg_count"].tolist(), seg_end):
+    starts, counts = cols["seg_start"].tolist(), cols["seg_count"].tolist()
+    for start, count, hi in zip(starts, counts, seg_end, strict=True):
         if not lo <= hi <= len(flat_bins):
             raise ValueError("segment bins out of range")
         order.append(Segment(start, count, tuple(flat_bins[lo:hi]), tuple(flat_first[lo:hi])))

@@ -170,13 +170,9 @@ class Entry:
             "reset": self.reset,
             "num_bins": self.num_bins,
             "num_records": self.num_records,
-            "edits": [
-                [e.bin, e.start, e.stop, [p.to_doc() for p in e.parts]] for e in self.edits
-            ],
+            "edits": [[e.bin, e.start, e.stop, [p.to_doc() for p in e.parts]] for e in self.edits],
             "keep_segments": self.keep_segments,
-            "segments": [
-                [s.start, s.count, list(s.bins), list(s.first)] for s in self.segments
-            ],
+            "segments": [[s.start, s.count, list(s.bins), list(s.first)] for s in self.segments],
             "written": list(self.written),
         }
         if self.metadata is not None:

@@ -54,8 +54,6 @@ class S3Store(FsspecStore):
         return str(out["ETag"])
 
 
-
-
 def _precondition_failed(exc: BaseException) -> bool:
     """Whether S3 refused a conditional write (412, or 409 for a concurrent one)."""
     seen: BaseException | None = exc

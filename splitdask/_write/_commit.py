@@ -24,7 +24,7 @@ from typing import Any
 from splitdask._dataset import _legacy
 from splitdask._dataset._snapshot import read_manifest
 from splitdask._dataset._versions import (
-    HINT_NAME,
+    list_log,
     load_version,
     read_entry,
     read_head,
@@ -70,10 +70,8 @@ def read_current(store: Store) -> Manifest | None:
 
 
 def write_checkpoint(store: Store, manifest: Manifest, info: Mapping[str, Any]) -> None:
-    """Write ``manifest``'s checkpoint (if no one has) and point the hint at it."""
-    v = manifest.generation
-    store.create_exclusive(checkpoint_name(v), encode_checkpoint(manifest, info))
-    store.write_atomic(HINT_NAME, b'{"version":%d}' % v)
+    """Write ``manifest``'s checkpoint, unless someone has."""
+    store.create_exclusive(checkpoint_name(manifest.generation), encode_checkpoint(manifest, info))
 
 
 def check_retention(retention: float, keep_versions: int) -> None:
@@ -249,9 +247,10 @@ class Transaction:
         store, where = self.store, self.store.urlpath
         self._check_parts_exist(new_parts)
         for attempt in range(self.retries + 1):
-            if not self._ensure_log():
+            listing = list_log(store)
+            if not listing.versions and not self._ensure_log():
                 continue  # another writer changed a dataset from before versions
-            now = load_version(store)
+            now = load_version(store, None, listing if listing.versions else None)
             if (landed := self._landed(now, tag)) is not None:
                 return landed, None
             when = time.time()
@@ -260,7 +259,13 @@ class Transaction:
                 return manifest, None
             op, reset = change.op(now)
             entry = diff(
-                now, manifest, op=op, reset=reset, write=tag, tag=self.tag, when=when,
+                now,
+                manifest,
+                op=op,
+                reset=reset,
+                write=tag,
+                tag=self.tag,
+                when=when,
                 written=new_parts,
             )
             manifest.validate(where)
@@ -302,9 +307,11 @@ class Transaction:
         info = {"time": time.time(), "op": "convert", "tag": None, "written": [0, 0, 0]}
         write_checkpoint(store, head.manifest, info)
         data, token = store.read_versioned(MANIFEST_NAME)
-        if data != head.data:
-            return False
-        return store.replace_if(MANIFEST_NAME, STUB, token) is not None
+        if data == head.data and store.replace_if(MANIFEST_NAME, STUB, token) is not None:
+            return True
+        # A writer that predates versions committed meanwhile: convert its state instead.
+        tidy(store, [checkpoint_name(head.manifest.generation)], "a stale checkpoint")
+        return False
 
     def _landed(self, now: Manifest | None, tag: str) -> Manifest | None:
         """``now`` if a version made since this write began is this write's own."""

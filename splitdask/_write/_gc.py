@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from splitdask._dataset._versions import (
-    HINT_NAME,
     Listing,
     list_log,
     load_version,
@@ -118,7 +117,7 @@ def collect_expired(store: Store, retention: float, keep_versions: int, entry: E
     from splitdask._write._commit import CHECKPOINT_EVERY
 
     cutoff = time.time() - retention
-    listing = list_log(store, at=0)
+    listing = list_log(store)
     due = entry.version % CHECKPOINT_EVERY == 0  # time to look for leftovers too
     if not due and _oldest_kept(store, listing, cutoff, keep_versions) <= listing.oldest:
         return  # no version has expired
@@ -159,7 +158,7 @@ def _collect(
     head = read_head(store)
     if not head.log:
         return _collect_unversioned(store, head.manifest, cutoff, dry_run)
-    listing = listing or list_log(store, at=0)
+    listing = listing or list_log(store)
     oldest = _oldest_kept(store, listing, cutoff, keep_versions)
     doomed_versions = tuple(v for v in listing.versions if v < oldest)
     named: set[str] = set()
@@ -200,10 +199,8 @@ def _collect(
         if oldest not in listing.checkpoints:
             base = load_version(store, oldest)
             assert base is not None
-            info = read_entry(store, oldest).info() if oldest in listing.entries else {}
-            write_checkpoint(store, base, info or {"time": time.time(), "op": "convert"})
-        else:
-            store.write_atomic(HINT_NAME, b'{"version":%d}' % oldest)
+            how = read_entry(store, oldest).info() if oldest in listing.entries else {}
+            write_checkpoint(store, base, how or {"time": time.time(), "op": "convert"})
         logs = [entry_name(v) for v in doomed_versions if v in listing.entries]
         logs += [checkpoint_name(v) for v in doomed_versions if v in listing.checkpoints]
         store.remove(logs)
