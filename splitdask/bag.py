@@ -34,14 +34,9 @@ from splitdask._util._validate import check_int, check_metadata
 from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
 from splitdask._write._cleanup import new_tag
-from splitdask._write._commit import (
-    DEFAULT_RETENTION,
-    CommitInfo,
-    TaskBins,
-    Transaction,
-    commit_results,
-)
+from splitdask._write._commit import DEFAULT_RETENTION, CommitInfo, Transaction
 from splitdask._write._options import resolve_mode, resolve_retries
+from splitdask._write._parallel import TaskBins, commit_results
 
 __all__ = ["read_split_bins", "snapshot_bag", "to_split_bins"]
 

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from splitdask._dataset import _legacy
 from splitdask._dataset._snapshot import read_manifest
@@ -31,11 +30,18 @@ from splitdask._dataset._versions import (
     remember,
 )
 from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, PartInfo
-from splitdask._format._checkpoint import encode_checkpoint
 from splitdask._format._log import STUB, Entry, checkpoint_name, diff, entry_name
 from splitdask._store import Store
-from splitdask._write._changes import AddRecords, Change, Mode
+from splitdask._write._changes import Change, Mode
 from splitdask._write._cleanup import tagged, tidy, warn_left
+from splitdask._write._gc import collect_expired
+from splitdask._write._retention import (
+    CHECKPOINT_EVERY,
+    DEFAULT_KEEP_VERSIONS,
+    DEFAULT_RETENTION,
+    check_retention,
+    write_checkpoint,
+)
 from splitdask.errors import CommitConflictError, SplitDaskError
 
 __all__ = [
@@ -44,42 +50,18 @@ __all__ = [
     "DEFAULT_RETENTION",
     "DEFAULT_RETRIES",
     "CommitInfo",
-    "TaskBins",
     "Transaction",
     "check_retention",
-    "commit_results",
     "read_current",
-    "write_checkpoint",
 ]
 
-DEFAULT_RETENTION = 3600.0
-"""Seconds a version stays readable after a newer one replaced it, and the age below
-which an unnamed file is taken to belong to a write still running."""
-DEFAULT_KEEP_VERSIONS = 1
-"""Newest versions kept whatever their age."""
 DEFAULT_RETRIES = 20
 """Times a commit that lost a race re-bases and tries again."""
-CHECKPOINT_EVERY = 16
-"""A checkpoint is written at every version divisible by this: opening replays at
-most this many log entries."""
 
 
 def read_current(store: Store) -> Manifest | None:
     """The newest committed manifest (of a log, or of a dataset from before versions)."""
     return read_manifest(store)
-
-
-def write_checkpoint(store: Store, manifest: Manifest, info: Mapping[str, Any]) -> None:
-    """Write ``manifest``'s checkpoint, unless someone has."""
-    store.create_exclusive(checkpoint_name(manifest.generation), encode_checkpoint(manifest, info))
-
-
-def check_retention(retention: float, keep_versions: int) -> None:
-    """Refuse a retention that is not a number of seconds >= 0, or ``keep_versions`` < 1."""
-    if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0:
-        raise ValueError(f"retention must be a non-negative number of seconds, not {retention!r}")
-    if isinstance(keep_versions, bool) or not isinstance(keep_versions, int) or keep_versions < 1:
-        raise ValueError(f"keep_versions must be an integer >= 1, not {keep_versions!r}")
 
 
 def _reworded(exc: Exception, message: str) -> Exception:
@@ -369,8 +351,6 @@ class Transaction:
         """Housekeeping after a commit, never an error: a checkpoint every
         :data:`CHECKPOINT_EVERY` versions, a replaced splitdataloader dataset's
         files, and versions (with their parts) past their retention."""
-        from splitdask._write._gc import collect_expired  # gc builds on commits
-
         if manifest.generation % CHECKPOINT_EVERY == 0:
             try:
                 write_checkpoint(self.store, manifest, entry.info())
@@ -420,91 +400,3 @@ class Transaction:
         except Exception:
             return  # cannot tell what is committed: gc removes the leftovers later
         self.collect(manifest, tag)
-
-
-@dataclass(frozen=True)
-class TaskBins:
-    """The bin each task of a parallel write (a Dask partition, a Ray write task) fills.
-
-    Appending to a dataset with bins keeps its bin count: task ``t`` fills the
-    ``t % num_bins``-th least-filled bin, so appends stay balanced. Otherwise task
-    ``t`` fills bin ``t % num_bins``, or bin ``t`` when ``num_bins`` is ``None`` (one
-    bin per task, counted at the commit). The same on every run of a task; it
-    pickles, so tasks can carry it.
-    """
-
-    num_bins: int | None
-    by_fill: tuple[int, ...] | None = None
-
-    @classmethod
-    def plan(cls, target: Transaction, num_bins: int | None) -> TaskBins:
-        """The bins of a write to ``target``; ``num_bins`` is a new dataset's count."""
-        base = target.base
-        if base is not None and base.num_bins:
-            return cls(base.num_bins, tuple(target.bins_by_fill(base.num_bins)))
-        return cls(num_bins)
-
-    def bin_of(self, task: int) -> int:
-        """The bin task ``task`` fills."""
-        if self.num_bins is None:
-            return task
-        return (self.by_fill or range(self.num_bins))[task % self.num_bins]
-
-
-def commit_results(
-    target: Transaction,
-    bins: TaskBins,
-    results: Iterable[tuple[int, Sequence[PartInfo]]],
-    *,
-    tag: str,
-    metadata: Mapping[str, Any],
-) -> CommitInfo:
-    """Name the parts of a parallel write's tasks in one commit, then tidy up.
-
-    Parameters
-    ----------
-    target
-        The write's transaction.
-    bins
-        Which bin each task filled.
-    results
-        ``(task, parts)`` for every task whose run the engine kept (a task's other,
-        killed or repeated, runs are not listed). Task order is the global order,
-        and each task's records are one contiguous run of its bin.
-    tag
-        The write's tag, which starts the name of every part its tasks made.
-    metadata
-        Merged into the manifest's metadata.
-
-    Returns
-    -------
-    CommitInfo
-        For the parts of write ``tag`` the manifest names: this commit's, or those of
-        an earlier run of it that got through (a retried commit task).
-
-    Notes
-    -----
-    If the commit fails, the listed parts are removed (unless a commit named them
-    after all). After it, every other file of write ``tag`` is removed: parts of
-    task runs the engine did not keep.
-    """
-    done = sorted(results, key=lambda r: r[0])
-    num_bins = bins.num_bins if bins.num_bins is not None else max(t for t, _ in done) + 1
-    new_parts: dict[int, list[PartInfo]] = {}
-    deals: list[tuple[int, tuple[int, ...]]] = []
-    for task, parts in done:
-        count = sum(p.count for p in parts)
-        if count:
-            b = bins.bin_of(task)
-            deals.append((count, (b,)))
-            new_parts.setdefault(b, []).extend(parts)
-    written = [p for ps in new_parts.values() for p in ps]
-    change = AddRecords(target.mode, num_bins, new_parts, deals, dict(metadata))
-    try:
-        manifest, _ = target.commit(change, tag=tag, new_parts=written)
-    except BaseException:
-        target.abandon(written)
-        raise
-    target.collect(manifest, tag)
-    ours = [p for p in manifest.parts() if tagged(p.path, tag)]
-    return CommitInfo.of(target.store.urlpath, manifest, ours)

@@ -28,7 +28,8 @@ from splitdask._format._checkpoint import checkpoint_header
 from splitdask._format._log import LOG_DIR, Entry, checkpoint_name, entry_name
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._write._cleanup import orphans
-from splitdask._write._commit import (
+from splitdask._write._retention import (
+    CHECKPOINT_EVERY,
     DEFAULT_KEEP_VERSIONS,
     DEFAULT_RETENTION,
     check_retention,
@@ -114,8 +115,6 @@ def collect_expired(store: Store, retention: float, keep_versions: int, entry: E
     Cheap to ask: the log's listing and one small entry, except every
     ``CHECKPOINT_EVERY`` versions, when files of killed writers are looked for too.
     """
-    from splitdask._write._commit import CHECKPOINT_EVERY
-
     cutoff = time.time() - retention
     listing = list_log(store)
     due = entry.version % CHECKPOINT_EVERY == 0  # time to look for leftovers too
