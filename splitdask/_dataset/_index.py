@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from splitdask._format import Segment
+from splitdask._format._segtable import order_arrays
 
 __all__ = [
     "BinOrder",
@@ -49,22 +50,49 @@ class Locator:
     """
 
     def __init__(self, order: Order, part_counts: Sequence[Sequence[int]]) -> None:
+        counts = [c for cs in part_counts for c in cs]
+        part_bin = [b for b, cs in enumerate(part_counts) for _ in cs]
+        first = np.cumsum([0, *map(len, part_counts)], dtype=np.int64)
+        self._init(order, np.asarray(counts, np.int64), np.asarray(part_bin, np.int64), first)
+
+    @classmethod
+    def of_arrays(
+        cls, order: Order, counts: IntArray, part_bin: IntArray, bin_first: IntArray
+    ) -> Locator:
+        """From columns: each part's record count and bin (parts bin by bin), and the
+        first part of each bin (one more entry than bins)."""
+        self = cls.__new__(cls)
+        self._init(order, counts, part_bin, bin_first)
+        return self
+
+    def _init(
+        self, order: Order, counts: IntArray, part_bin: IntArray, bin_first: IntArray
+    ) -> None:
         self.order = order
         # Every part gets a start in one "bins laid end to end" space, so a single
         # searchsorted finds the part of any (bin, local index) pair.
-        self.bin_base: list[int] = []
-        starts: list[int] = []
-        self.part_bin: list[int] = []
-        pos = 0
-        for b, counts in enumerate(part_counts):
-            self.bin_base.append(pos)
-            for c in counts:
-                starts.append(pos)
-                self.part_bin.append(b)
-                pos += c
-        self.part_start = starts
-        self._part_start_np = np.asarray(starts, dtype=np.int64)
-        self._bin_base_np = np.asarray(self.bin_base, dtype=np.int64)
+        starts = np.concatenate([np.zeros(1, np.int64), np.cumsum(counts, dtype=np.int64)])
+        self._part_start_np = starts[:-1]
+        self._bin_base_np = starts[bin_first[:-1]]
+        self._part_bin_np = part_bin
+
+    # Python lists for the scalar paths (bisect, list indexing), made on first use: a
+    # large dataset opens and answers len() without an object per part.
+    @functools.cached_property
+    def part_start(self) -> list[int]:
+        return self._part_start_np.tolist()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def bin_base(self) -> list[int]:
+        return self._bin_base_np.tolist()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def part_bin(self) -> list[int]:
+        return np.asarray(self._part_bin_np, np.int64).tolist()  # type: ignore[no-any-return]
+
+    @property
+    def num_parts(self) -> int:
+        return len(self._part_start_np)
 
     def locate(self, i: int) -> tuple[int, int]:
         """``(part, record within part)`` of global index ``0 <= i < len``."""
@@ -80,10 +108,10 @@ class Locator:
         ``bins[k % m]``), else ``None``: the layout of a dataset written in one go,
         where a record's place is two integer operations and two list lookups."""
         order = self.order
-        if not (isinstance(order, BinOrder) and len(order.segments) == 1):
+        if not (isinstance(order, BinOrder) and order.num_segments == 1):
             return None
-        if len(self.part_start) != len(self.bin_base) or any(
-            b != p for p, b in enumerate(self.part_bin)
+        if self.num_parts != len(self._bin_base_np) or not np.array_equal(
+            self._part_bin_np, np.arange(self.num_parts)
         ):
             return None
         seg = order.segments[0]
@@ -94,7 +122,7 @@ class Locator:
         binary search instead of two and no method calls. Callers inline the
         :attr:`round_robin` layout themselves."""
         order = self.order
-        if not (isinstance(order, BinOrder) and len(order.segments) == 1):
+        if not (isinstance(order, BinOrder) and order.num_segments == 1):
             return self.locate
         seg = order.segments[0]
         s0, m, bins, first = seg.start, len(seg.bins), list(seg.bins), list(seg.first)
@@ -139,20 +167,26 @@ class BinOrder:
     """Global index -> ``(bin, local index)`` through round-robin segments."""
 
     def __init__(self, segments: Sequence[Segment]) -> None:
-        self.starts = [s.start for s in segments]
-        self.segments = list(segments)
-        flat_bins: list[int] = []
-        flat_first: list[int] = []
-        base: list[int] = []
-        for s in segments:
-            base.append(len(flat_bins))
-            flat_bins.extend(s.bins)
-            flat_first.extend(s.first)
-        self._starts_np = np.asarray(self.starts, dtype=np.int64)
-        self._m_np = np.asarray([len(s.bins) for s in segments], dtype=np.int64)
-        self._base_np = np.asarray(base, dtype=np.int64)
-        self._bins_np = np.asarray(flat_bins, dtype=np.int64)
-        self._first_np = np.asarray(flat_first, dtype=np.int64)
+        self._order = segments
+        a = order_arrays(segments)
+        self._starts_np = a.starts
+        self._m_np = a.width
+        self._base_np = a.ends - a.width
+        self._bins_np = a.bins
+        self._first_np = a.firsts
+
+    # Objects for the scalar path, made on first use (a large order opens without them).
+    @functools.cached_property
+    def segments(self) -> list[Segment]:
+        return list(self._order)
+
+    @property
+    def num_segments(self) -> int:
+        return len(self._starts_np)
+
+    @functools.cached_property
+    def starts(self) -> list[int]:
+        return self._starts_np.tolist()  # type: ignore[no-any-return]
 
     def locate(self, i: int) -> tuple[int, int]:
         seg = self.segments[bisect.bisect_right(self.starts, i) - 1]

@@ -8,15 +8,20 @@ same dataset and report a missing part with the same words.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
+
+import numpy as np
 
 from splitdask._dataset import _legacy
 from splitdask._dataset._index import BinOrder, Locator
 from splitdask._dataset._parts import Part, part_of
 from splitdask._dataset._versions import list_log, load_version, read_head, tagged_version
 from splitdask._format import MANIFEST_NAME, Manifest
+from splitdask._format._parttable import EditedBins, PartTable, as_table
 from splitdask._store import Store
 from splitdask.errors import (
     CorruptDatasetError,
@@ -54,8 +59,8 @@ class Snapshot:
     """
 
     store: Store
-    parts: tuple[Part, ...]
-    bin_parts: tuple[tuple[int, ...], ...]
+    parts: Sequence[Part]
+    bin_parts: Sequence[Sequence[int]]
     locator: Locator
     num_records: int
     manifest: Manifest | None = None
@@ -95,6 +100,8 @@ class Snapshot:
 
     def bin_counts(self) -> list[int]:
         """Number of records in each bin."""
+        if self.manifest is not None:
+            return self.manifest.bin_counts()
         return [sum(self.parts[p].count for p in pids) for pids in self.bin_parts]
 
     def bin(self, bin_index: int) -> tuple[Part, ...]:
@@ -140,9 +147,50 @@ def read_manifest(store: Store, version: int | str | None = None) -> Manifest | 
 
 def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
     """The snapshot of an already parsed manifest."""
+    if isinstance(manifest.bins, PartTable | EditedBins):
+        # A checkpoint's columns: parts become objects only when they are read.
+        table = as_table(manifest.bins)
+        first = table.bin_start
+        locator = Locator.of_arrays(
+            BinOrder(manifest.order), table.counts, table.cols["bin"].astype(np.int64), first
+        )
+        bin_parts = tuple(range(int(a), int(b)) for a, b in itertools.pairwise(first.tolist()))
+        return Snapshot(store, LazyParts(table), bin_parts, locator, manifest.num_records, manifest)
     parts = tuple(map(part_of, manifest.parts()))
     locator = Locator(BinOrder(manifest.order), [[p.count for p in b] for b in manifest.bins])
     return _assemble(store, parts, locator, manifest.num_records, manifest)
+
+
+class LazyParts(Sequence[Part]):
+    """A part table's parts, each made (and kept) when first asked for."""
+
+    def __init__(self, table: PartTable) -> None:
+        self._table = table
+        self._made: dict[int, Part] = {}
+
+    def __len__(self) -> int:
+        return self._table.num_parts
+
+    @overload
+    def __getitem__(self, pid: int) -> Part: ...
+
+    @overload
+    def __getitem__(self, pid: slice) -> Sequence[Part]: ...
+
+    def __getitem__(self, pid: int | slice) -> Part | Sequence[Part]:
+        if isinstance(pid, slice):
+            return [self[i] for i in range(*pid.indices(len(self)))]
+        hit = self._made.get(pid)
+        if hit is None:
+            if pid < 0:
+                pid += len(self)
+            if not 0 <= pid < len(self):
+                raise IndexError(f"part {pid} out of range")
+            hit = self._made[pid] = part_of(self._table.part(pid))
+        return hit
+
+    def __iter__(self) -> Iterator[Part]:
+        return (self[i] for i in range(len(self)))
 
 
 def open_snapshot(store: Store, version: int | str | None = None) -> Snapshot:

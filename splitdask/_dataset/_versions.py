@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from splitdask._format import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
-from splitdask._format._checkpoint import checkpoint_header, decode_checkpoint
+from splitdask._format._checkpoint import (
+    MAX_CHECKPOINT_BYTES,
+    checkpoint_header,
+    decode_checkpoint,
+)
 from splitdask._format._log import (
     LOG_DIR,
     Entry,
@@ -190,7 +194,8 @@ def _build(store: Store, listing: Listing, version: int) -> Manifest:
     if manifest is None and checkpoint:
         start = checkpoint
         rel = checkpoint_name(checkpoint)
-        manifest = decode_checkpoint(store.read_file(rel), store.where(rel), checkpoint)
+        data = store.map_file(rel, MAX_CHECKPOINT_BYTES)
+        manifest = decode_checkpoint(data, store.where(rel), checkpoint)
     elif manifest is None:
         start = 0
     if not _replayable(listing, start, version):
@@ -211,7 +216,7 @@ def _build(store: Store, listing: Listing, version: int) -> Manifest:
                 return _build(store, listing, version)
             raise
     assert manifest is not None
-    if version > start:
+    if version > start or start == checkpoint:  # (a version built before was checked)
         manifest.validate(store.where(entry_name(version)))
     remember(store, manifest)
     return manifest

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from splitdask._format._footer import COMPRESSED_PART_VERSION
 from splitdask._format._jsonbound import check_json_bounds
 from splitdask._format._manifest import (
     MAX_BINS,
@@ -25,35 +24,30 @@ from splitdask._format._manifest import (
     MAX_PARTS,
     MAX_SEGMENTS,
     Manifest,
-    PartInfo,
-    Segment,
-    parse_part,
 )
+from splitdask._format._parttable import COLUMNS, PartTable, as_table, check_table
+from splitdask._format._segtable import OrderArrays, SegmentTable, order_arrays
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
-__all__ = ["CHECKPOINT_MAGIC", "checkpoint_header", "decode_checkpoint", "encode_checkpoint"]
+__all__ = [
+    "CHECKPOINT_MAGIC",
+    "MAX_CHECKPOINT_BYTES",
+    "checkpoint_header",
+    "decode_checkpoint",
+    "encode_checkpoint",
+]
 
 CHECKPOINT_MAGIC = b"SPLTCKPT"
 _VERSION = 1
 _HEAD = struct.Struct("<8sII")  # magic, checkpoint version, header length
 _TAIL = struct.Struct("<Q8s")  # XXH3-64 of everything before it, magic
 _MAX_FLAT = MAX_SEGMENTS * 64
+MAX_CHECKPOINT_BYTES = 1 << 30
+"""Largest checkpoint read (``MAX_PARTS`` parts of 64-digit uids fit in half of it)."""
 _MAX_UID_BYTES = MAX_PARTS * 64
 
-# (name, dtype, length key): the arrays, in file order, each padded to 8 bytes.
-_PART_COLUMNS = (
-    ("bin", "<u4"),
-    ("count", "<u8"),
-    ("size", "<u8"),
-    ("checksum", "<u8"),
-    ("footer_sum", "<u8"),
-    ("footer", "<u8"),
-    ("raw", "<u8"),
-    ("level", "<i4"),
-    ("version", "u1"),
-    ("codec", "u1"),
-)
-_COMPRESSIONS = (None, "zstd")
+
+_ORDER_COLUMNS = ("seg_start", "seg_count", "seg_end", "flat_bins", "flat_first")
 
 
 def _pad(n: int) -> int:
@@ -61,7 +55,8 @@ def _pad(n: int) -> int:
 
 
 def _layout(parts: int, segments: int, flat: int, uid_bytes: int) -> list[tuple[str, str, int]]:
-    cols = [(name, dt, parts) for name, dt in _PART_COLUMNS]
+    # The arrays, in file order, each padded to 8 bytes.
+    cols = [(name, dt, parts) for name, dt in COLUMNS]
     cols += [("uid_end", "<u4", parts), ("uids", "u1", uid_bytes)]
     cols += [("seg_start", "<u8", segments), ("seg_count", "<u8", segments)]
     cols += [("seg_end", "<u8", segments), ("flat_bins", "<u4", flat), ("flat_first", "<u8", flat)]
@@ -71,36 +66,30 @@ def _layout(parts: int, segments: int, flat: int, uid_bytes: int) -> list[tuple[
 def encode_checkpoint(manifest: Manifest, info: Mapping[str, Any]) -> bytes:
     """The checkpoint of ``manifest``; ``info`` says how its commit came about (its
     ``time``, ``op``, ``tag``, ``written``: as the log entry has them)."""
-    parts = manifest.parts()
-    bins = [b for b, ps in enumerate(manifest.bins) for _ in ps]
-    uids = "".join(p.uid for p in parts).encode("ascii")
-    flat_bins = [b for s in manifest.order for b in s.bins]
-    arrays: dict[str, Any] = {
-        "bin": bins,
-        "count": [p.count for p in parts],
-        "size": [p.size for p in parts],
-        "checksum": [int(p.checksum[8:], 16) for p in parts],
-        "footer_sum": [getattr(p, "footer_sum", 0) for p in parts],
-        "footer": [p.footer for p in parts],
-        "raw": [p.raw for p in parts],
-        "level": [p.level for p in parts],
-        "version": [p.version for p in parts],
-        "codec": [_COMPRESSIONS.index(p.compression) for p in parts],
-        "uid_end": np.cumsum([len(p.uid) for p in parts], dtype=np.int64),
-        "uids": np.frombuffer(uids, np.uint8),
-        "seg_start": [s.start for s in manifest.order],
-        "seg_count": [s.count for s in manifest.order],
-        "seg_end": np.cumsum([len(s.bins) for s in manifest.order], dtype=np.int64),
-        "flat_bins": flat_bins,
-        "flat_first": [f for s in manifest.order for f in s.first],
-    }
+    table = as_table(manifest.bins)
+    # The uids back to back, in row order (a spliced table's blob may hold others).
+    lo, hi = table.cols["uid_lo"].tolist(), table.cols["uid_hi"].tolist()
+    uids = b"".join(table.blob[a:b] for a, b in zip(lo, hi, strict=True))
+    order = order_arrays(manifest.order)
+    flat_bins = order.bins
+    arrays: dict[str, Any] = {name: table.cols[name] for name, _ in COLUMNS}
+    arrays.update(
+        uid_end=np.cumsum(table.cols["uid_hi"] - table.cols["uid_lo"], dtype=np.int64),
+        uids=np.frombuffer(uids, np.uint8),
+        seg_start=order.starts,
+        seg_count=order.counts,
+        seg_end=order.ends,
+        flat_bins=flat_bins,
+        flat_first=order.firsts,
+    )
+    parts = table.num_parts
     header = {
+        **info,
         "version": manifest.generation,
         "uid": manifest.uid,
-        **info,
         "num_records": manifest.num_records,
         "num_bins": manifest.num_bins,
-        "parts": len(parts),
+        "parts": parts,
         "segments": len(manifest.order),
         "flat": len(flat_bins),
         "uid_bytes": len(uids),
@@ -108,24 +97,28 @@ def encode_checkpoint(manifest: Manifest, info: Mapping[str, Any]) -> bytes:
     }
     head = json.dumps(header, separators=(",", ":")).encode()
     chunks = [_HEAD.pack(CHECKPOINT_MAGIC, _VERSION, len(head)), head, b"\0" * _pad(len(head))]
-    for name, dtype, n in _layout(len(parts), len(manifest.order), len(flat_bins), len(uids)):
-        raw = np.asarray(arrays[name], dtype=dtype).tobytes()
-        assert len(raw) == n * np.dtype(dtype).itemsize
+    for name, dtype, n in _layout(parts, len(manifest.order), len(flat_bins), len(uids)):
+        raw = np.ascontiguousarray(arrays[name], dtype=dtype).tobytes()
+        if len(raw) != n * np.dtype(dtype).itemsize:
+            raise ValueError(f"checkpoint column {name}: {len(raw)} bytes for {n} rows")
         chunks += [raw, b"\0" * _pad(len(raw))]
     body = b"".join(chunks)
     return body + _TAIL.pack(xxhash.xxh3_64_intdigest(body), CHECKPOINT_MAGIC)
 
 
 def decode_checkpoint(data: Any, where: str, version: int) -> Manifest:
-    """The manifest in the checkpoint of ``version`` (``data``: its bytes or map)."""
+    """The manifest in the checkpoint of ``version`` (``data``: its bytes or map).
+
+    Its columns are checked here; its order against its parts by the caller's
+    ``Manifest.validate``, once the log entries after it have been replayed.
+    """
     header, cols = _open(data, where, version)
     try:
-        manifest = _manifest(cols, header)
+        manifest = _manifest(cols, header, where)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         if isinstance(exc, CorruptDatasetError):
             raise
         raise CorruptDatasetError(f"{where}: malformed checkpoint ({exc!r})") from None
-    manifest.validate(where)
     return manifest
 
 
@@ -183,56 +176,21 @@ def _open(data: Any, where: str, version: int) -> tuple[dict[str, Any], dict[str
     return header, cols
 
 
-def _manifest(cols: dict[str, Any], header: dict[str, Any]) -> Manifest:
+def _manifest(cols: dict[str, Any], header: dict[str, Any], where: str) -> Manifest:
     num_bins = int(header["num_bins"])
-    uid_end = cols["uid_end"].tolist()
-    uids = bytes(cols["uids"]).decode("ascii")
-    bins: list[list[PartInfo]] = [[] for _ in range(num_bins)]
-    starts = [0, *uid_end[:-1]]
-    rows = zip(
-        cols["bin"].tolist(),
-        cols["count"].tolist(),
-        cols["size"].tolist(),
-        cols["checksum"].tolist(),
-        cols["footer_sum"].tolist(),
-        cols["footer"].tolist(),
-        cols["raw"].tolist(),
-        cols["level"].tolist(),
-        cols["version"].tolist(),
-        cols["codec"].tolist(),
-        starts,
-        uid_end,
-        strict=True,
-    )
-    for b, count, size, checksum, fsum, footer, raw, level, version, codec, lo, hi in rows:
-        doc: dict[str, Any] = {
-            "path": f"bins/{b:05d}-{uids[lo:hi]}.bin",
-            "count": count,
-            "size": size,
-            "checksum": f"xxh3_64:{checksum:016x}",
-            "version": version,
-        }
-        if fsum:
-            doc["footer_sum"] = f"{fsum:016x}"
-        if version >= COMPRESSED_PART_VERSION:
-            doc.update(compression=_COMPRESSIONS[codec], level=level, footer=footer, raw=raw)
-        bins[b].append(parse_part(doc))
-    seg_end = cols["seg_end"].tolist()
-    flat_bins, flat_first = cols["flat_bins"].tolist(), cols["flat_first"].tolist()
-    order = []
-    lo = 0
-    starts, counts = cols["seg_start"].tolist(), cols["seg_count"].tolist()
-    for start, count, hi in zip(starts, counts, seg_end, strict=True):
-        if not lo <= hi <= len(flat_bins):
-            raise ValueError("segment bins out of range")
-        order.append(Segment(start, count, tuple(flat_bins[lo:hi]), tuple(flat_first[lo:hi])))
-        lo = hi
+    uid_hi = cols["uid_end"].astype(np.int64)
+    uid_lo = np.concatenate([np.zeros(1, np.int64), uid_hi[:-1]])
+    table_cols = {name: cols[name] for name, _ in COLUMNS}
+    table_cols.update(uid_lo=uid_lo, uid_hi=uid_hi)
+    table = PartTable(table_cols, memoryview(cols["uids"]), num_bins)
+    check_table(table, where)
+    order = SegmentTable(OrderArrays(*(cols[k].astype(np.int64) for k in _ORDER_COLUMNS)))
     metadata = header["metadata"]
     if not isinstance(metadata, dict):
         raise TypeError("metadata is not an object")
     return Manifest(
-        bins=tuple(map(tuple, bins)),
-        order=tuple(order),
+        bins=table,
+        order=order,
         generation=int(header["version"]),
         uid=str(header["uid"]),
         metadata=metadata,

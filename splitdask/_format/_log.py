@@ -28,6 +28,8 @@ from splitdask._format._manifest import (
     parse_part,
     parse_segment,
 )
+from splitdask._format._parttable import EditedBins, edit_bins
+from splitdask._format._segtable import common_prefix, extend_order
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
 __all__ = [
@@ -245,25 +247,26 @@ def apply(before: Manifest | None, entry: Entry, where: str) -> Manifest:
         raise CorruptDatasetError(
             f"{where}: version {entry.version} does not follow the version before it"
         )
-    bins = list(base.bins) if base is not None else []
+    bins: Sequence[tuple[PartInfo, ...]] = base.bins if base is not None else ()
     if entry.num_bins < len(bins):
         raise CorruptDatasetError(f"{where}: version {entry.version} drops bins")
-    bins += [()] * (entry.num_bins - len(bins))
+    edited = {}
     for e in entry.edits:
-        old = bins[e.bin]
+        old = bins[e.bin] if e.bin < len(bins) else ()
         if not 0 <= e.start <= e.stop <= len(old):
             raise CorruptDatasetError(
                 f"{where}: version {entry.version} edits parts {e.start}:{e.stop} of bin "
                 f"{e.bin}, which has {len(old)}"
             )
-        bins[e.bin] = (*old[: e.start], *e.parts, *old[e.stop :])
-    order = base.order if base is not None else ()
+        edited[e.bin] = (*old[: e.start], *e.parts, *old[e.stop :])
+    bins = edit_bins(bins, edited, entry.num_bins)
+    order: Sequence[Segment] = base.order if base is not None else ()
     if entry.keep_segments > len(order):
         raise CorruptDatasetError(f"{where}: version {entry.version} keeps missing segments")
     metadata = entry.metadata if entry.metadata is not None else (base.metadata if base else {})
     manifest = Manifest(
-        bins=tuple(bins),
-        order=(*order[: entry.keep_segments], *entry.segments),
+        bins=bins,
+        order=extend_order(order, entry.keep_segments, entry.segments),
         generation=entry.version,
         uid=entry.uid,
         metadata=metadata,
@@ -293,8 +296,10 @@ def diff(
     touched, not to the dataset."""
     reset = reset or before is None
     edits: list[Edit] = []
-    old_bins = () if reset or before is None else before.bins
-    for b, new in enumerate(after.bins):
+    old_bins: Sequence[tuple[PartInfo, ...]] = () if reset or before is None else before.bins
+    changed = after.bins.changed_since(old_bins) if isinstance(after.bins, EditedBins) else None
+    for b in range(len(after.bins)) if changed is None else changed:
+        new = after.bins[b]
         old = old_bins[b] if b < len(old_bins) else ()
         if new is old or new == old:
             continue
@@ -306,10 +311,8 @@ def diff(
         while k < limit - i and new[len(new) - 1 - k] == old[len(old) - 1 - k]:
             k += 1
         edits.append(Edit(b, i, len(old) - k, tuple(new[i : len(new) - k])))
-    old_order = () if reset or before is None else before.order
-    keep = 0
-    while keep < min(len(old_order), len(after.order)) and after.order[keep] == old_order[keep]:
-        keep += 1
+    old_order: Sequence[Segment] = () if reset or before is None else before.order
+    keep = common_prefix(old_order, after.order)
     same_meta = before is not None and not reset and dict(before.metadata) == dict(after.metadata)
     return Entry(
         version=after.generation,

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from splitdask._format._footer import (
     COMPRESSED_PART_VERSION,
     DATA_START,
@@ -26,6 +28,7 @@ from splitdask._format._footer import (
 )
 from splitdask._format._jsonbound import check_json_bounds
 from splitdask._format._names import BINS_DIR
+from splitdask._format._segtable import Segment, check_order, order_arrays
 from splitdask.errors import CorruptDatasetError, FormatVersionError
 
 __all__ = [
@@ -138,31 +141,15 @@ class Retired:
 
 
 @dataclass(frozen=True)
-class Segment:
-    """A run of consecutive global indices dealt round-robin over some bins.
-
-    Record ``start + k`` lives in bin ``bins[k % m]`` at local index
-    ``first[k % m] + k // m`` with ``m = len(bins)``. A single bin (``m == 1``) is a
-    contiguous run, which is how a Dask partition written as one part is recorded.
-    """
-
-    start: int
-    count: int
-    bins: tuple[int, ...]
-    first: tuple[int, ...]
-
-    def share(self, j: int) -> int:
-        """How many of the segment's records go to its ``j``-th bin."""
-        m = len(self.bins)
-        return (self.count - j + m - 1) // m
-
-
-@dataclass(frozen=True)
 class Manifest:
     """The committed state of a dataset: its bins' parts and the global order."""
 
-    bins: tuple[tuple[PartInfo, ...], ...]
-    order: tuple[Segment, ...] = ()
+    bins: Sequence[tuple[PartInfo, ...]]
+    """Each bin's parts: a tuple of tuples, or (opened from a checkpoint) a
+    ``_parttable.PartTable`` that makes a bin's tuple when it is asked for."""
+    order: Sequence[Segment] = ()
+    """The global order's segments: a tuple, or (opened from a checkpoint) a
+    ``_segtable.SegmentTable`` that makes a segment when it is asked for."""
     generation: int = 0
     uid: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
@@ -180,10 +167,13 @@ class Manifest:
 
     def bin_counts(self) -> list[int]:
         """Record count of every bin."""
+        fast = getattr(self.bins, "bin_counts", None)  # a part table's columns
+        if fast is not None:
+            return fast()  # type: ignore[no-any-return]
         return [sum(p.count for p in parts) if parts else 0 for parts in self.bins]
 
     def parts(self) -> list[PartInfo]:
-        """Every part, bin by bin."""
+        """Every part, bin by bin (an object per part: not for hot paths)."""
         return [p for parts in self.bins for p in parts]
 
     @property
@@ -286,43 +276,23 @@ class Manifest:
             )
 
     def validate(self, where: str) -> None:
-        """Check that the order maps every record of every bin exactly once.
+        """Check that the order maps every record of every bin exactly once, and that
+        every part is in its bin's folder and named once.
 
-        The work is proportional to the parts and the segments' bins: empty bins
-        cost nothing beyond a test each.
+        The order check runs in NumPy over the segments' bins; parts are checked one
+        by one only where they are objects (a part table checks its columns itself).
         """
-        counts = {b: sum(p.count for p in parts) for b, parts in enumerate(self.bins) if parts}
-        claimed: dict[int, list[tuple[int, int]]] = {}
-        expected_start = 0
-        num_bins = len(self.bins)
-        for seg in self.order:
-            if seg.start != expected_start or seg.count < 1:
-                raise CorruptDatasetError(f"{where}: order segments are not contiguous")
-            if not seg.bins or len(seg.bins) != len(seg.first):
-                raise CorruptDatasetError(f"{where}: segment at {seg.start} has no bins")
-            for j, (b, first) in enumerate(zip(seg.bins, seg.first, strict=True)):
-                if not 0 <= b < num_bins:
-                    raise CorruptDatasetError(f"{where}: segment names bin {b}, out of range")
-                claimed.setdefault(b, []).append((first, first + seg.share(j)))
-            expected_start += seg.count
-        for b in sorted(counts.keys() | claimed.keys()):
-            ranges = sorted(claimed.get(b, ()))
-            pos = 0
-            for lo, hi in ranges:
-                if lo != pos:
-                    break
-                pos = hi
-            if pos != counts.get(b, 0) or any(lo == hi for lo, hi in ranges):
-                raise CorruptDatasetError(
-                    f"{where}: the order does not cover bin {b}'s {counts.get(b, 0)} records "
-                    "exactly once"
-                )
+        check_order(order_arrays(self.order), np.asarray(self.bin_counts(), np.int64), where)
         seen: set[str] = set()
-        for b, parts in enumerate(self.bins):
-            for p in parts:
-                if p.path in seen or not p.path.startswith(f"{BINS_DIR}/{b:05d}-"):
-                    raise CorruptDatasetError(f"{where}: part {p.path!r} misplaced or repeated")
-                seen.add(p.path)
+        check_parts = getattr(self.bins, "check_edits", None)
+        if check_parts is not None:
+            check_parts(where)
+        elif not hasattr(self.bins, "cols"):
+            for b, parts in enumerate(self.bins):
+                for p in parts:
+                    if p.path in seen or not p.path.startswith(f"{BINS_DIR}/{b:05d}-"):
+                        raise CorruptDatasetError(f"{where}: part {p.path!r} misplaced or repeated")
+                    seen.add(p.path)
         for r in self.retired:
             if r.path in seen:
                 raise CorruptDatasetError(f"{where}: part {r.path!r} is both live and retired")

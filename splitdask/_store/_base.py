@@ -123,6 +123,11 @@ class Store(ABC):
             If it is larger than ``limit`` bytes (nothing past the limit is read).
         """
 
+    def map_file(self, rel: str, limit: int | None = None) -> Any:
+        """An immutable file whole, as a buffer: a read-only map where the store has
+        maps (processes on one machine then share its pages), else its bytes."""
+        return self.read_file(rel, limit)
+
     @abstractmethod
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of ``rel``.

@@ -104,6 +104,16 @@ class LocalStore(Store):
                 raise too_large(self.where(rel), os.fstat(fd).st_size, limit)
             return f.read()
 
+    def map_file(self, rel: str, limit: int | None = None) -> Any:
+        fd = self.open_regular(rel)
+        try:
+            size = os.fstat(fd).st_size
+            if limit is not None and size > limit:
+                raise too_large(self.where(rel), size, limit)
+            return mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else b""
+        finally:
+            os.close(fd)
+
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from splitdask._format import Manifest, PartInfo, Segment
+from splitdask._format._parttable import edit_bins
+from splitdask._format._segtable import extend_order
 from splitdask.errors import CommitConflictError
 
 __all__ = ["AddRecords", "Change", "Compaction", "Mode", "successor"]
@@ -34,7 +36,7 @@ class Change(Protocol):
 
 def successor(
     now: Manifest | None,
-    bins: Sequence[Sequence[PartInfo]],
+    bins: Sequence[tuple[PartInfo, ...]],
     order: Sequence[Segment],
     *,
     metadata: Mapping[str, Any],
@@ -43,8 +45,8 @@ def successor(
     it no longer names stay in ``now``, which is kept for its readers until its
     retention has passed (``_gc``)."""
     return Manifest(
-        bins=tuple(b if isinstance(b, tuple) else tuple(b) for b in bins),
-        order=tuple(order),
+        bins=bins,
+        order=order,
         generation=(now.generation if now else 0) + 1,
         uid=secrets.token_hex(8),
         metadata=dict(metadata),
@@ -79,10 +81,12 @@ class AddRecords:
         num_bins = max(self.num_bins, base.num_bins if base else 0)
         counts = (base.bin_counts() if base else []) + [0] * num_bins
         start = base.num_records if base else 0
-        order = list(base.order) if base else []
+        prior: Sequence[Segment] = base.order if base else ()
+        keep = len(prior)  # the segments of ``prior`` kept; ``order`` follows them
+        order: list[Segment] = []
         for count, dealt in self.deals:
             seg = Segment(start, count, dealt, tuple(counts[b] for b in dealt))
-            last = order[-1] if order else None
+            last = order[-1] if order else (prior[-1] if keep else None)
             if (
                 last is not None
                 and len(dealt) == 1
@@ -91,21 +95,25 @@ class AddRecords:
             ):
                 # Records that continue the last run of the same bin extend its segment.
                 seg = Segment(last.start, last.count + count, dealt, last.first)
-                order.pop()
+                if order:
+                    order.pop()
+                else:
+                    keep -= 1
             order.append(seg)
             m = len(dealt)
             for j, b in enumerate(dealt):
                 counts[b] += (count - j + m - 1) // m  # this deal's share of bin b
             start += count
-        old = list(base.bins) if base else []
-        old += [()] * (num_bins - len(old))
-        # Untouched bins keep their tuple: the log entry compares bins by identity.
-        bins = [
-            (*parts, *self.new_parts[b]) if b in self.new_parts else parts
-            for b, parts in enumerate(old)
-        ]
+        old = base.bins if base else ()
+        # Only the bins written to change: a large dataset's other bins are not touched.
+        grown = {
+            b: (*(old[b] if b < len(old) else ()), *parts)
+            for b, parts in self.new_parts.items()
+            if parts
+        }
+        bins = edit_bins(old, grown, num_bins)
         metadata = {**(base.metadata if base else {}), **self.metadata}
-        return successor(now, bins, order, metadata=metadata)
+        return successor(now, bins, extend_order(prior, keep, order), metadata=metadata)
 
     def op(self, now: Manifest | None) -> tuple[str, bool]:
         if now is None or self.mode == "x":
@@ -130,19 +138,19 @@ class Compaction:
     def apply(self, now: Manifest | None, when: float, where: str) -> Manifest:
         if now is None:
             raise CommitConflictError(f"{where}: the dataset was removed while compacting")
-        bins: list[Sequence[PartInfo]] = list(now.bins)
-        replaced = False
+        edited: dict[int, tuple[PartInfo, ...]] = {}
         for b, runs in self.runs.items():
-            for run, new in runs if b < len(bins) else ():
-                parts = list(bins[b])
+            for run, new in runs if b < now.num_bins else ():
+                parts = list(edited.get(b, now.bins[b]))
                 paths = [p.path for p in parts]
                 for i in range(len(paths) - len(run) + 1):
                     if tuple(paths[i : i + len(run)]) == run:
                         parts[i : i + len(run)] = new
-                        bins[b], replaced = tuple(parts), True
+                        edited[b] = tuple(parts)
                         break
-        if not replaced:
+        if not edited:
             return now  # nothing left to compact
+        bins = edit_bins(now.bins, edited, now.num_bins)
         return successor(now, bins, now.order, metadata=now.metadata)
 
     def op(self, now: Manifest | None) -> tuple[str, bool]:
