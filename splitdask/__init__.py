@@ -34,9 +34,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from splitdask._dataset._versions import VersionInfo as VersionInfo
     from splitdask._front import SplitDataLoader as SplitDataLoader
     from splitdask._read._batch import RecordBatch as RecordBatch
     from splitdask._read._describe import Description as Description
+    from splitdask._read._history import versions as versions
     from splitdask._read._verify import VerifyReport as VerifyReport
     from splitdask._transfer._export import export_records as export_records
     from splitdask._transfer._sources import Source as Source
@@ -84,6 +86,9 @@ _API: dict[str, str] = {
     "gc": "splitdask._write._gc",
     "GcReport": "splitdask._write._gc",
     "Description": "splitdask._read._describe",
+    # versions: every commit makes one; readers pin one
+    "versions": "splitdask._read._history",
+    "VersionInfo": "splitdask._dataset._versions",
     # import and export (the `splitdask` command's sources and formats)
     "open_source": "splitdask._transfer._sources",
     "Source": "splitdask._transfer._sources",

@@ -8,13 +8,13 @@ same dataset and report a missing part with the same words.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from splitdask._dataset import _legacy
 from splitdask._dataset._index import BinOrder, Locator
@@ -154,11 +154,39 @@ def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
         locator = Locator.of_arrays(
             BinOrder(manifest.order), table.counts, table.cols["bin"].astype(np.int64), first
         )
-        bin_parts = tuple(range(int(a), int(b)) for a, b in itertools.pairwise(first.tolist()))
+        bin_parts = BinRanges(first)
         return Snapshot(store, LazyParts(table), bin_parts, locator, manifest.num_records, manifest)
     parts = tuple(map(part_of, manifest.parts()))
     locator = Locator(BinOrder(manifest.order), [[p.count for p in b] for b in manifest.bins])
     return _assemble(store, parts, locator, manifest.num_records, manifest)
+
+
+class BinRanges(Sequence[range]):
+    """Part ids of each bin, for parts numbered bin by bin: ``first[b]`` to ``first[b + 1]``."""
+
+    def __init__(self, first: npt.NDArray[np.int64]) -> None:
+        self._first = first
+
+    def __len__(self) -> int:
+        return len(self._first) - 1
+
+    @overload
+    def __getitem__(self, b: int) -> range: ...
+
+    @overload
+    def __getitem__(self, b: slice) -> Sequence[range]: ...
+
+    def __getitem__(self, b: int | slice) -> range | Sequence[range]:
+        if isinstance(b, slice):
+            return [self[i] for i in range(*b.indices(len(self)))]
+        if b < 0:
+            b += len(self)
+        if not 0 <= b < len(self):
+            raise IndexError(f"bin {b} out of range")
+        return range(int(self._first[b]), int(self._first[b + 1]))
+
+    def __iter__(self) -> Iterator[range]:
+        return (self[b] for b in range(len(self)))
 
 
 class LazyParts(Sequence[Part]):

@@ -123,6 +123,11 @@ class Store(ABC):
             If it is larger than ``limit`` bytes (nothing past the limit is read).
         """
 
+    def read_files(self, rels: Sequence[str], limit: int | None = None) -> list[bytes]:
+        """Several small files whole (:meth:`read_file` each; concurrently on a
+        remote store, where each would otherwise cost a round trip)."""
+        return [self.read_file(rel, limit) for rel in rels]
+
     def map_file(self, rel: str, limit: int | None = None) -> Any:
         """An immutable file whole, as a buffer: a read-only map where the store has
         maps (processes on one machine then share its pages), else its bytes."""

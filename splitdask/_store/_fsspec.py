@@ -123,6 +123,15 @@ class FsspecStore(Store):
             raise too_large(self.where(rel), len(data), limit)
         return data
 
+    def read_files(self, rels: Sequence[str], limit: int | None = None) -> list[bytes]:
+        if len(rels) <= 1:
+            return [self.read_file(rel, limit) for rel in rels]
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Each read keeps its own retries and errors; threads wait on the store's loop.
+        with ThreadPoolExecutor(min(len(rels), 16)) as pool:
+            return list(pool.map(lambda rel: self.read_file(rel, limit), rels))
+
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""  # an empty HTTP range is invalid, and S3 answers it with everything

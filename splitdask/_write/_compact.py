@@ -29,6 +29,7 @@ from splitdask._write._commit import (
     CommitInfo,
     Transaction,
 )
+from splitdask._write._retention import DEFAULT_KEEP_VERSIONS
 from splitdask.errors import CompactionWarning, DatasetNotFoundError
 
 __all__ = ["AUTO_COMPACT_PARTS", "SMALL_PART", "auto_compact", "compact"]
@@ -94,12 +95,15 @@ def _compact_runs(
     retention: float,
     retries: int,
     part_max_bytes: int,
+    keep_versions: int = DEFAULT_KEEP_VERSIONS,
 ) -> tuple[Manifest, list[PartInfo]]:
     """Merge the picked runs and commit them; the version after, and the merged parts
     it names (none when another writer changed every run first)."""
     tag = new_tag()
     runs: Runs = {}
-    tx = Transaction(store, "a", manifest, retention=retention, retries=retries)
+    tx = Transaction(
+        store, "a", manifest, retention=retention, retries=retries, keep_versions=keep_versions
+    )
     try:
         for b, bin_runs in picked.items():
             for run in bin_runs:
@@ -125,6 +129,7 @@ def auto_compact(
     *,
     retention: float = DEFAULT_RETENTION,
     retries: int = DEFAULT_RETRIES,
+    keep_versions: int = DEFAULT_KEEP_VERSIONS,
 ) -> Manifest | None:
     """After an append to ``bins``: merge each one's trailing run of small parts once
     it is :data:`AUTO_COMPACT_PARTS` long. Housekeeping: a failure only warns."""
@@ -138,7 +143,13 @@ def auto_compact(
     try:
         limit = SMALL_PART * AUTO_COMPACT_PARTS
         return _compact_runs(
-            store, manifest, picked, retention=retention, retries=retries, part_max_bytes=limit
+            store,
+            manifest,
+            picked,
+            retention=retention,
+            retries=retries,
+            part_max_bytes=limit,
+            keep_versions=keep_versions,
         )[0]
     except Exception as exc:
         warnings.warn(
@@ -158,13 +169,15 @@ def compact(
     part_max_bytes: int = 256 << 20,
     retention: float = DEFAULT_RETENTION,
     retries: int = DEFAULT_RETRIES,
+    keep_versions: int = DEFAULT_KEEP_VERSIONS,
 ) -> CommitInfo:
     """Rewrite each bin's consecutive parts smaller than ``part_max_bytes`` as one part.
 
     The records, ``loader[i]`` for every ``i`` and the global order stay the same; the
     dataset opens and commits faster afterwards. One atomic commit; the replaced parts
-    are retired (readers of older snapshots keep reading them) and removed by
-    :func:`~splitdask.gc` or a later write after ``retention`` seconds.
+    stay in the version before (readers holding it keep reading them) until
+    :func:`~splitdask.gc` or a later write removes that version, ``retention``
+    seconds after this commit unless it is one of the newest ``keep_versions``.
 
     Returns
     -------
@@ -181,7 +194,13 @@ def compact(
     if not picked:
         return CommitInfo.of(store.urlpath, manifest, [])
     committed, ours = _compact_runs(
-        store, manifest, picked, retention=retention, retries=retries, part_max_bytes=part_max_bytes
+        store,
+        manifest,
+        picked,
+        retention=retention,
+        retries=retries,
+        part_max_bytes=part_max_bytes,
+        keep_versions=keep_versions,
     )
     if not ours:  # every run was changed by another writer first: nothing of ours went in
         return CommitInfo.of(store.urlpath, manifest, [])

@@ -239,7 +239,14 @@ class SplitWriter:
         if base is not None and base.num_records and info.records_written:
             # An append to existing data: its bins may have grown small parts.
             t, grown = self._target, [w.bin_index for w in self._writers if w.parts]
-            auto_compact(self.store, manifest, grown, retention=t.retention, retries=t.retries)
+            auto_compact(
+                self.store,
+                manifest,
+                grown,
+                retention=t.retention,
+                retries=t.retries,
+                keep_versions=t.keep_versions,
+            )
         return info
 
     def _narrow_small_append(self) -> None:

@@ -1,7 +1,7 @@
 """The ``splitdask`` command (also ``python -m splitdask``), built on click.
 
 One module per group of commands: ``_inspect`` (info, verify, head, cat, sample),
-``_transfer`` (import, export), ``_maintain`` (gc, compact), ``_cache`` (cache info,
+``_transfer`` (import, export), ``_maintain`` (log, gc, compact), ``_cache`` (cache info,
 clear). Each command is a thin
 layer over a library function, so everything it does can be done from Python too.
 """
