@@ -6,7 +6,11 @@
   records are checked (one :class:`PartCodec` class per kind).
 * ``_compression``: per-record zstd frames with a dictionary per part (its codec).
 * ``_footer``: bin-part footers, versions 1 to 3.
+* ``_segtable``: the global order's segments, and as NumPy columns (:class:`SegmentTable`).
 * ``_manifest``: the manifest's schema and limits.
+* ``_parttable``: a manifest's parts as NumPy columns (:class:`PartTable`).
+* ``_checkpoint``: a version's whole manifest in one binary file.
+* ``_log``: the version log's entries (the change each commit made) and their replay.
 
 Each module imports only those listed before it. ``docs/format.md`` is the prose
 specification; this package re-exports the names its users need.

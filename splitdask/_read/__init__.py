@@ -11,6 +11,7 @@
 * ``_binwise``: passes over a reader's bins, one after another or in write order.
 * ``_verify``: every part read whole and checked.
 * ``_describe``, ``_html``: what a dataset holds, as numbers, text and a notebook view.
+* ``_history``: :func:`versions`, a dataset's kept versions.
 * ``_epochs``: the epoch clock and key reader the training adapters share.
 * ``_loader``: :class:`Loader`, the front of all the above (the public
   ``SplitDataLoader`` adds the engines' shortcuts, in ``splitdask._front``).
