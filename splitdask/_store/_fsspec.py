@@ -9,6 +9,7 @@ import errno
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from splitdask._store._access import (
@@ -124,12 +125,8 @@ class FsspecStore(Store):
         return data
 
     def read_files(self, rels: Sequence[str], limit: int | None = None) -> list[bytes]:
-        if len(rels) <= 1:
-            return [self.read_file(rel, limit) for rel in rels]
-        from concurrent.futures import ThreadPoolExecutor
-
         # Each read keeps its own retries and errors; threads wait on the store's loop.
-        with ThreadPoolExecutor(min(len(rels), 16)) as pool:
+        with ThreadPoolExecutor(max(1, min(len(rels), 16))) as pool:
             return list(pool.map(lambda rel: self.read_file(rel, limit), rels))
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
