@@ -379,10 +379,9 @@ class Transaction:
         keep = {p.path for p in named.parts()} if named else set()
         tidy(self.store, [r for r in rels if r not in keep], "uncommitted parts")
 
-    def collect(self, manifest: Manifest | None, tag: str) -> None:
-        """Remove the files of write ``tag`` that ``manifest`` does not name: the
-        parts and temp files of killed or repeated task runs of that write."""
-        keep = {p.path for p in manifest.parts()} if manifest else set()
+    def collect(self, keep: set[str], tag: str) -> None:
+        """Remove the files of write ``tag`` other than the parts ``keep`` names (those
+        its commit named): the parts and temp files of killed or repeated task runs."""
         try:
             names = self.store.list_dir(BINS_DIR)
         except Exception as exc:
@@ -399,4 +398,5 @@ class Transaction:
             manifest = read_manifest(self.store)
         except Exception:
             return  # cannot tell what is committed: gc removes the leftovers later
-        self.collect(manifest, tag)
+        named = manifest.parts() if manifest is not None else []
+        self.collect({p.path for p in named if tagged(p.path, tag)}, tag)

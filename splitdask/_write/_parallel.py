@@ -94,10 +94,12 @@ def commit_results(
     written = [p for ps in new_parts.values() for p in ps]
     change = AddRecords(target.mode, num_bins, new_parts, deals, dict(metadata))
     try:
-        manifest, _ = target.commit(change, tag=tag, new_parts=written)
+        manifest, entry = target.commit(change, tag=tag, new_parts=written)
     except BaseException:
         target.abandon(written)
         raise
-    target.collect(manifest, tag)
-    ours = [p for p in manifest.parts() if tagged(p.path, tag)]
+    # This commit's parts, or (a retried commit task) those of the earlier run of it
+    # that got through: only then is the whole manifest searched for them.
+    ours = written if entry is not None else [p for p in manifest.parts() if tagged(p.path, tag)]
+    target.collect({p.path for p in ours}, tag)
     return CommitInfo.of(target.store.urlpath, manifest, ours)
