@@ -393,3 +393,46 @@ VersionedDataset.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_versioned_dataset = VersionedDataset.TestCase
+
+
+def _everything(ds: str) -> tuple[Any, ...]:
+    loader = SplitDataLoader(ds)
+    n = len(loader)
+    idx = [n - 1, 0, n // 2, 3]
+    return (
+        n,
+        loader.num_bins,
+        loader.bin_counts,
+        [loader[i] for i in range(n)],
+        loader[idx],
+        list(loader.read_batch(idx)),
+        list(loader.iterate_binwise(shuffle=True, seed=3)),
+        [loader.read_bin(b) for b in range(loader.num_bins)],
+        loader.describe().num_parts,
+        loader.verify().parts,
+    )
+
+
+def test_a_checkpoint_reads_exactly_as_the_manifest_it_holds(tmp_path: Path) -> None:
+    ds = str(tmp_path / "ds")
+    write_split_data(ds, recs("a", 50), splits=4)
+    write_split_data(ds, recs("z", 30), splits=3, compression="zstd")
+    for k in range(9):  # small appends: new parts, then an automatic compaction
+        write_split_data(ds, recs(f"s{k}-", 3))
+    write_split_data(ds, recs("w", 7), splits=6)  # more bins than before
+    from splitdask._dataset import _versions
+
+    before = _everything(ds)
+    assert not any(n.endswith(".ckpt") for n in os.listdir(f"{ds}/{LOG_DIR}"))
+    gc(ds, older_than=0)  # leaves one version, as a checkpoint
+    _versions._BUILT.clear()
+    assert [n for n in os.listdir(f"{ds}/{LOG_DIR}") if n.endswith(".ckpt")]
+    manifest = read_manifest(open_store(ds))
+    assert manifest is not None and type(manifest.bins).__name__ == "PartTable"
+    assert _everything(ds) == before
+    # And after entries replayed on the checkpoint: edited bins over the table.
+    write_split_data(ds, recs("after", 5), splits=2)
+    _versions._BUILT.clear()
+    manifest = read_manifest(open_store(ds))
+    assert manifest is not None and type(manifest.bins).__name__ == "EditedBins"
+    assert _everything(ds)[3] == before[3] + recs("after", 5)

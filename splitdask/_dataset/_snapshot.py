@@ -21,7 +21,7 @@ from splitdask._dataset._index import BinOrder, Locator
 from splitdask._dataset._parts import Part, part_of
 from splitdask._dataset._versions import list_log, load_version, read_head, tagged_version
 from splitdask._format import MANIFEST_NAME, Manifest
-from splitdask._format._parttable import EditedBins, PartTable, as_table
+from splitdask._format._parttable import EditedBins, PartTable
 from splitdask._store import Store
 from splitdask.errors import (
     CorruptDatasetError,
@@ -149,16 +149,13 @@ def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
     """The snapshot of an already parsed manifest."""
     if isinstance(manifest.bins, PartTable | EditedBins):
         # A checkpoint's columns: parts become objects only when they are read.
-        table = as_table(manifest.bins)
-        first = table.bin_start
-        locator = Locator.of_arrays(
-            BinOrder(manifest.order), table.counts, table.cols["bin"].astype(np.int64), first
-        )
-        bin_parts = BinRanges(first)
-        return Snapshot(store, LazyParts(table), bin_parts, locator, manifest.num_records, manifest)
-    parts = tuple(map(part_of, manifest.parts()))
+        counts, part_bin, first = manifest.bins.layout
+        locator = Locator.of_arrays(BinOrder(manifest.order), counts, part_bin, first)
+        parts = LazyParts(manifest.bins, len(counts))
+        return Snapshot(store, parts, BinRanges(first), locator, manifest.num_records, manifest)
+    made = tuple(map(part_of, manifest.parts()))
     locator = Locator(BinOrder(manifest.order), [[p.count for p in b] for b in manifest.bins])
-    return _assemble(store, parts, locator, manifest.num_records, manifest)
+    return _assemble(store, made, locator, manifest.num_records, manifest)
 
 
 class BinRanges(Sequence[range]):
@@ -192,12 +189,13 @@ class BinRanges(Sequence[range]):
 class LazyParts(Sequence[Part]):
     """A part table's parts, each made (and kept) when first asked for."""
 
-    def __init__(self, table: PartTable) -> None:
+    def __init__(self, table: PartTable | EditedBins, num_parts: int) -> None:
         self._table = table
+        self._len = num_parts
         self._made: dict[int, Part] = {}
 
     def __len__(self) -> int:
-        return self._table.num_parts
+        return self._len
 
     @overload
     def __getitem__(self, pid: int) -> Part: ...

@@ -56,6 +56,11 @@ class PartTable(Sequence[Bins]):
         self._bins: dict[int, Bins] = {}
         self._parts: dict[int, PartInfo] = {}
 
+    @property
+    def layout(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """``(records of each part, bin of each part, first part of each bin)``."""
+        return self.counts, self.cols["bin"].astype(np.int64), self.bin_start
+
     @functools.cached_property
     def bin_start(self) -> npt.NDArray[np.int64]:
         """Row of each bin's first part (``num_bins + 1`` entries)."""
@@ -206,7 +211,38 @@ class EditedBins(Sequence[Bins]):
 
     @property
     def num_parts(self) -> int:
-        return self.table.num_parts
+        return int(self.layout[2][-1])
+
+    @functools.cached_property
+    def layout(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """``(records of each part, bin of each part, first part of each bin)`` with parts
+        numbered bin by bin, as :attr:`table` would have them, from two columns of the
+        base and the edits: no table is built."""
+        base = self.base
+        start = np.concatenate(
+            [base.bin_start, np.full(self.num_bins - base.num_bins, base.num_parts)]
+        )
+        per_bin = np.diff(start)
+        counts, bins, pos = [], [], 0
+        for b in sorted(self.edits):
+            cut = int(start[b])
+            counts.append(base.cols["count"][pos:cut].astype(np.int64))
+            bins.append(base.cols["bin"][pos:cut].astype(np.int64))
+            edit = self.edits[b]
+            counts.append(np.array([p.count for p in edit], np.int64))
+            bins.append(np.full(len(edit), b, np.int64))
+            per_bin[b] = len(edit)
+            pos = int(start[b + 1])
+        counts.append(base.cols["count"][pos:].astype(np.int64))
+        bins.append(base.cols["bin"][pos:].astype(np.int64))
+        first = np.concatenate([[0], np.cumsum(per_bin)]).astype(np.int64)
+        return np.concatenate(counts), np.concatenate(bins), first
+
+    def part(self, pid: int) -> PartInfo:
+        """Part ``pid`` in the numbering of :attr:`layout`."""
+        first = self.layout[2]
+        b = int(np.searchsorted(first, pid, side="right")) - 1
+        return self[b][pid - int(first[b])]
 
     def bin_counts(self) -> list[int]:
         counts = self.base.bin_counts() + [0] * (self.num_bins - self.base.num_bins)
