@@ -428,11 +428,13 @@ def test_a_checkpoint_reads_exactly_as_the_manifest_it_holds(tmp_path: Path) -> 
     _versions._BUILT.clear()
     assert [n for n in os.listdir(f"{ds}/{LOG_DIR}") if n.endswith(".ckpt")]
     manifest = read_manifest(open_store(ds))
-    assert manifest is not None and type(manifest.bins).__name__ == "PartTable"
+    assert manifest is not None
+    assert type(manifest.bins).__name__ == "PartTable"
     assert _everything(ds) == before
     # And after entries replayed on the checkpoint: edited bins over the table.
     write_split_data(ds, recs("after", 5), splits=2)
     _versions._BUILT.clear()
     manifest = read_manifest(open_store(ds))
-    assert manifest is not None and type(manifest.bins).__name__ == "EditedBins"
+    assert manifest is not None
+    assert type(manifest.bins).__name__ == "EditedBins"
     assert _everything(ds)[3] == before[3] + recs("after", 5)
