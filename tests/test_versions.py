@@ -438,3 +438,25 @@ def test_a_checkpoint_reads_exactly_as_the_manifest_it_holds(tmp_path: Path) -> 
     assert manifest is not None
     assert type(manifest.bins).__name__ == "EditedBins"
     assert _everything(ds)[3] == before[3] + recs("after", 5)
+
+
+def test_opening_on_s3_fetches_a_checkpoint_and_the_newest_entries(
+    s3_url: str, s3_storage_options: dict[str, Any], s3_requests: Any
+) -> None:
+    from splitdask._dataset import _versions
+
+    for k in range(CHECKPOINT_EVERY + 4):
+        write_split_data(s3_url, [f"r{k}".encode()], splits=1, storage_options=s3_storage_options)
+    latest = splitdask.versions(s3_url, s3_storage_options)[-1].version  # with compactions
+    checkpoint = latest // CHECKPOINT_EVERY * CHECKPOINT_EVERY
+    _versions._BUILT.clear()
+    _versions._ENTRIES.clear()
+    m = s3_requests.mark()
+    assert len(SplitDataLoader(s3_url, storage_options=s3_storage_options)) == CHECKPOINT_EVERY + 4
+    got = [(r.method, r.path.rsplit("/", 1)[-1]) for r in s3_requests.since(m)]
+    assert got[0] == ("GET", s3_url.split("/")[2])  # one LIST of _log/, first
+    assert sorted(got[1:]) == sorted(
+        ("GET", Path(name).name)
+        for name in [checkpoint_name(checkpoint)]
+        + [entry_name(v) for v in range(checkpoint + 1, latest + 1)]
+    )
