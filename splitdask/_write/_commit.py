@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from splitdask._dataset import _legacy
 from splitdask._dataset._snapshot import read_manifest
 from splitdask._dataset._versions import (
+    Listing,
     list_log,
     load_version,
     read_entry,
@@ -259,12 +260,12 @@ class Transaction:
                 landed = self._settle(exc, entry, tag)
                 if landed.uid == entry.uid:
                     remember(store, manifest, entry)
-                    self._after_commit(manifest, entry)
+                    self._after_commit(manifest, entry, listing)
                     return manifest, entry
                 return landed, None  # a later version naming this write's parts
             if created:
                 remember(store, manifest, entry)
-                self._after_commit(manifest, entry)
+                self._after_commit(manifest, entry, listing)
                 return manifest, entry
             # Lost the race: back off a little, at random, so writers interleave.
             time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
@@ -347,7 +348,7 @@ class Transaction:
                     "write, with a longer retention= if it runs this long"
                 )
 
-    def _after_commit(self, manifest: Manifest, entry: Entry) -> None:
+    def _after_commit(self, manifest: Manifest, entry: Entry, listing: Listing) -> None:
         """Housekeeping after a commit, never an error: a checkpoint every
         :data:`CHECKPOINT_EVERY` versions, a replaced splitdataloader dataset's
         files, and versions (with their parts) past their retention."""
@@ -362,7 +363,8 @@ class Transaction:
             except Exception as exc:
                 warn_left(self.store, "the replaced splitdataloader files", exc)
         try:
-            collect_expired(self.store, self.retention, self.keep_versions, entry)
+            listed = Listing(listing.entries | {entry.version}, listing.checkpoints)
+            collect_expired(self.store, self.retention, self.keep_versions, entry, listed)
         except Exception as exc:
             warn_left(self.store, "versions past their retention", exc)
 

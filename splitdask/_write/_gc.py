@@ -109,18 +109,20 @@ def gc(
     return _collect(store, time.time() - older_than, keep_versions, dry_run)
 
 
-def collect_expired(store: Store, retention: float, keep_versions: int, entry: Entry) -> None:
+def collect_expired(
+    store: Store, retention: float, keep_versions: int, entry: Entry, listing: Listing
+) -> None:
     """After the commit of ``entry``: :func:`gc`, when it has something to remove.
 
-    Cheap to ask: the log's listing and one small entry, except every
-    ``CHECKPOINT_EVERY`` versions, when files of killed writers are looked for too.
+    Cheap to ask: ``listing`` (the commit's, with its own version) and at most one
+    small entry, except every ``CHECKPOINT_EVERY`` versions, when files of killed
+    writers are looked for too. Collecting lists the log afresh.
     """
     cutoff = time.time() - retention
-    listing = list_log(store)
     due = entry.version % CHECKPOINT_EVERY == 0  # time to look for leftovers too
     if not due and _oldest_kept(store, listing, cutoff, keep_versions) <= listing.oldest:
         return  # no version has expired
-    _collect(store, cutoff, keep_versions, False, listing)
+    _collect(store, cutoff, keep_versions, False)
 
 
 def _superseded(store: Store, version: int, listing: Listing) -> float:
