@@ -178,8 +178,13 @@ class Manifest:
 
     @property
     def version(self) -> int:
-        """The manifest version this state is written as (3 once a part is compressed)."""
-        v3 = any(p.compression for parts in self.bins for p in parts)
+        """The manifest version this state is written as in JSON (3 once a part is
+        compressed; a part table answers from its codec column)."""
+        table = getattr(self.bins, "cols", None)
+        if table is not None:
+            v3 = bool(table["codec"].any())
+        else:
+            v3 = any(p.compression for parts in self.bins for p in parts)
         return COMPRESSED_MANIFEST_VERSION if v3 else FORMAT_VERSION
 
     def to_json(self) -> bytes:

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from splitdask._dataset._snapshot import Snapshot
+from splitdask._dataset._versions import list_log
+from splitdask._format._log import LOG_FORMAT_VERSION
 from splitdask._read._cost import (
     GET_PRICE_PER_1000,
     WHOLE_BIN_PATHS,
@@ -36,9 +38,11 @@ class Description:
     format
         ``"splitdask"`` or ``"splitdataloader"`` (a 0.0.1 directory, read only).
     format_version
-        Manifest format version (``None`` for splitdataloader datasets).
+        Manifest format version: 4 for a version log (``None`` for splitdataloader
+        datasets).
     generation
-        Commits so far (``None`` for splitdataloader datasets).
+        The version this describes, which counts commits (``None`` for
+        splitdataloader datasets); also :attr:`version`.
     num_records, num_bins, num_parts
         Counts.
     payload_bytes
@@ -98,6 +102,10 @@ class Description:
         }
         return out
 
+    @property
+    def version(self) -> int | None:
+        return self.generation
+
     def summary(self) -> str:
         """The facts in one line (the loader's ``repr`` after its location)."""
         gen = (
@@ -119,7 +127,7 @@ def describe(snapshot: Snapshot) -> Description:
     return Description(
         urlpath=snapshot.store.urlpath,
         format="splitdataloader" if legacy else "splitdask",
-        format_version=None if snapshot.manifest is None else snapshot.manifest.version,
+        format_version=_format_version(snapshot),
         generation=snapshot.generation,
         num_records=snapshot.num_records,
         num_bins=snapshot.num_bins,
@@ -179,3 +187,12 @@ def preview(record: bytes, width: int = PREVIEW_WIDTH) -> tuple[str, str]:
     except UnicodeDecodeError:
         text, kind = bytes(record[: width // 3 + 1]).hex(" "), "hex"
     return kind, text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _format_version(snapshot: Snapshot) -> int | None:
+    """4 for a version log, else the JSON manifest's version (``None``: splitdataloader)."""
+    if snapshot.manifest is None:
+        return None
+    if list_log(snapshot.store).versions:
+        return LOG_FORMAT_VERSION
+    return snapshot.manifest.version
