@@ -211,6 +211,11 @@ class LocalStore(Store):
                 os.link(tmp, path)
             except FileExistsError:
                 return False
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                # A file system without hard links: compare and rename under the lock.
+                return super().create_exclusive(rel, data)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
