@@ -22,6 +22,7 @@ from splitdask._format._jsonbound import json_depth
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fuzz_parsers
+from _manifests import manifest_doc
 
 FUZZ = Path(__file__).parent / "fuzz_parsers.py"
 MANIFEST = json.dumps(
@@ -161,7 +162,8 @@ def test_atheris_smoke_run(tmp_path: Path) -> None:
         (corpus / f"seed{k}").write_bytes(seed)
     # A real dataset's manifest and part as seeds too.
     write_split_data(tmp_path / "ds", [b"x" * k for k in range(9)], splits=2)
-    (corpus / "real").write_bytes(b"\0" + (tmp_path / "ds" / "splitdask.json").read_bytes())
+    real = json.dumps(manifest_doc(tmp_path / "ds")).encode()  # the manifest parser's input
+    (corpus / "real").write_bytes(b"\0" + real)
     proc = subprocess.run(
         [
             sys.executable,
