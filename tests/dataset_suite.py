@@ -22,6 +22,7 @@ from splitdask import (
     CorruptDatasetError,
     DatasetNotFoundError,
     FormatVersionError,
+    SnapshotExpiredError,
     SplitDataLoader,
     SplitWriter,
     gc,
@@ -217,17 +218,26 @@ class DatasetSuite:
         loader = self.open(url, storage_options)
         assert list(loader) == make_records(20, 2)
         assert loader.num_bins == 3
-        # A loader of the replaced snapshot keeps reading it: its parts are retired.
+        # A loader of the replaced version keeps reading it, and so does a new one
+        # opened on it: its parts are kept until its retention has passed.
         assert list(before.iterate_binwise()) == sorted(
             make_records(50, 1), key=lambda r: int.from_bytes(r[:4], "little") % 4
         )
+        old = before.version
+        assert old is not None
+        assert loader.version == old + 1
+        again = SplitDataLoader(url, storage_options=storage_options, version=old)
+        assert list(again) == make_records(50, 1)
         assert gc(url, storage_options).removed == ()  # younger than the grace period
         report = gc(url, storage_options, older_than=0)
         assert set(report.retired) == set(old_parts)
+        assert report.versions == (old,)
         for rel in old_parts:
             fs, path = self.fs_path(url, storage_options, rel)
             assert not fs.exists(path)
         assert list(self.open(url, storage_options)) == make_records(20, 2)
+        with pytest.raises(SnapshotExpiredError, match=f"version {old} is no longer kept"):
+            SplitDataLoader(url, storage_options=storage_options, version=old)
 
     def test_mode_x_refuses_existing(self, url: str, storage_options: dict[str, Any]) -> None:
         self.write(url, storage_options, [b"a"], splits=1)
