@@ -275,3 +275,25 @@ def test_plain_numeric_buffers_are_stored_as_their_bytes(tmp_path: Path) -> None
     write_split_data(tmp_path / "ds", arrays, splits=1)
     loader = SplitDataLoader(tmp_path / "ds")
     assert [loader[i] for i in range(3)] == [a.tobytes() for a in arrays]
+
+
+@pytest.mark.parametrize("where", ["manifest", "entry"])
+def test_segment_naming_a_bin_twice_is_refused(tmp_path: Path, where: str) -> None:
+    # Bin 0 twice in one segment: each of its records would be read twice (found by
+    # fuzzing the log entry's parser; a pre-version manifest had the same gap).
+    ds = _dataset(tmp_path / "ds", [b"a", b"b", b"c", b"d"], splits=2)
+    twice = [[0, 4, [0, 0], [0, 0]], [4, 2, [1], [0]]]
+    keys = ("start", "count", "bins", "first")
+    if where == "manifest":
+        doc = manifest_doc(ds)
+        doc["order"] = [dict(zip(keys, s, strict=True)) for s in twice]
+        doc["num_records"] = 6
+        write_manifest_doc(ds, doc)
+    else:
+        path = Path(entry_path(ds))
+        entry = json.loads(path.read_bytes())
+        entry["segments"], entry["num_records"] = twice, 6
+        path.write_text(json.dumps(entry))
+        forget_versions()
+    with pytest.raises(CorruptDatasetError, match="does not cover bin 0's 2 records exactly once"):
+        SplitDataLoader(ds)

@@ -310,6 +310,7 @@ class Manifest:
             pos = 0
             for lo, hi in ranges:
                 if lo != pos:
+                    pos = -1  # a gap or an overlap: not covered exactly once
                     break
                 pos = hi
             if pos != counts.get(b, 0) or any(lo == hi for lo, hi in ranges):
