@@ -16,17 +16,20 @@ from typing import Any
 import fsspec
 import numpy as np
 import pytest
+from _manifests import forget_versions, manifest_doc, write_manifest_doc
 
 from splitdask import (
     CorruptDatasetError,
     DatasetNotFoundError,
     FormatVersionError,
+    SnapshotExpiredError,
     SplitDataLoader,
     SplitWriter,
     gc,
     write_split_data,
 )
 from splitdask._format import MANIFEST_NAME
+from splitdask._store import open_store
 
 
 def make_records(n: int, seed: int = 0, max_len: int = 300) -> list[bytes]:
@@ -215,17 +218,26 @@ class DatasetSuite:
         loader = self.open(url, storage_options)
         assert list(loader) == make_records(20, 2)
         assert loader.num_bins == 3
-        # A loader of the replaced snapshot keeps reading it: its parts are retired.
+        # A loader of the replaced version keeps reading it, and so does a new one
+        # opened on it: its parts are kept until its retention has passed.
         assert list(before.iterate_binwise()) == sorted(
             make_records(50, 1), key=lambda r: int.from_bytes(r[:4], "little") % 4
         )
+        old = before.version
+        assert old is not None
+        assert loader.version == old + 1
+        again = SplitDataLoader(url, storage_options=storage_options, version=old)
+        assert list(again) == make_records(50, 1)
         assert gc(url, storage_options).removed == ()  # younger than the grace period
         report = gc(url, storage_options, older_than=0)
         assert set(report.retired) == set(old_parts)
+        assert report.versions == (old,)
         for rel in old_parts:
             fs, path = self.fs_path(url, storage_options, rel)
             assert not fs.exists(path)
         assert list(self.open(url, storage_options)) == make_records(20, 2)
+        with pytest.raises(SnapshotExpiredError, match=f"version {old} is no longer kept"):
+            SplitDataLoader(url, storage_options=storage_options, version=old)
 
     def test_mode_x_refuses_existing(self, url: str, storage_options: dict[str, Any]) -> None:
         self.write(url, storage_options, [b"a"], splits=1)
@@ -403,7 +415,25 @@ class DatasetSuite:
 
     def test_unknown_manifest_version(self, url: str, storage_options: dict[str, Any]) -> None:
         self.write(url, storage_options, [b"x"], splits=1)
-        fs, path = self.fs_path(url, storage_options, MANIFEST_NAME)
-        fs.pipe_file(path, fs.cat_file(path).replace(b'"version":2', b'"version":7', 1))
+        # The newest version's log entry, of a later format (read afresh: this process
+        # keeps the versions it wrote).
+        store = open_store(url, storage_options)
+        (name,) = [n for n in store.list_dir("_log") if n.endswith(".json")]
+        entry = store.read_file(f"_log/{name}")
+        store.write_atomic(f"_log/{name}", entry.replace(b'"version":4', b'"version":7', 1))
+        forget_versions()
+        with pytest.raises(FormatVersionError, match=r"log entry format version 7"):
+            self.open(url, storage_options)
+        # A manifest from before versions, of a version this library does not know.
+        store.write_atomic(f"_log/{name}", entry)
+        forget_versions()
+        doc = manifest_doc(url, storage_options)
+        doc["version"] = 7
+        write_manifest_doc(url, doc, storage_options)
         with pytest.raises(FormatVersionError, match=r"version 7.*reads versions 1, 2"):
+            self.open(url, storage_options)
+        # A log's stub of a later version (no entry yet): refused by its number.
+        fs, path = self.fs_path(url, storage_options, MANIFEST_NAME)
+        fs.pipe_file(path, b'{"format":"splitdask","version":7,"log":"_log7"}')
+        with pytest.raises(FormatVersionError, match=r"version 7.*reads versions 1, 2, 3, 4"):
             self.open(url, storage_options)

@@ -6,8 +6,8 @@ SlowDown, delays every ``delay_every``-th, cuts every ``truncate``-th GET respon
 mid-body (``truncate_fix_length`` also shortens its Content-Length, so the client
 cannot tell; ``cut_first`` cuts the first GET of every path) and flips a byte in the
 body of every ``corrupt``-th GET (the first ``corrupt_limit`` of them, if set).
-``hang`` reads requests and never answers; ``lose`` (``"PUT /splitdask.json"``: a
-method and a path suffix) forwards matching requests upstream, then closes the
+``hang`` reads requests and never answers; ``lose`` (``"PUT /_log/"``: a method and
+a part of the path) forwards matching requests upstream, then closes the
 client's connection without relaying the answer, so the server acted on a request
 whose client never hears of it; ``fail`` answers matching requests with 503 SlowDown
 without forwarding them. Each request goes upstream on its own connection, so faults
@@ -209,8 +209,8 @@ class FaultyProxy:
 
 
 def _matches(spec: str, method: bytes, path: bytes) -> bool:
-    want_method, _, suffix = spec.partition(" ")
-    return method.decode() == want_method and path.split(b"?")[0].endswith(suffix.encode())
+    want_method, _, part = spec.partition(" ")
+    return method.decode() == want_method and part.encode() in path.split(b"?")[0]
 
 
 def _content_length(head: bytes) -> int | None:

@@ -1,4 +1,5 @@
-"""Fuzz targets for the parsers of untrusted bytes: manifest, part footers, legacy index.
+"""Fuzz targets for the parsers of untrusted bytes: manifest, part footers, legacy index,
+version log entry and checkpoint.
 
 Each target feeds bytes to one parser and accepts only splitdask's own errors; any
 other exception is a bug (atheris reports it and exits non-zero). Run by
@@ -23,6 +24,8 @@ with atheris.instrument_imports(include=["splitdask"]):
         decode_footer_v2,
         footer_size,
     )
+    from splitdask._format._checkpoint import decode_checkpoint
+    from splitdask._format._log import Entry, apply
     from splitdask._store import open_store
     from splitdask.errors import SplitDaskError
 
@@ -48,6 +51,19 @@ def footer(body: bytes, version: int) -> None:
     assert int(offsets[-1]) == len(part) - footer_size(count, version)
 
 
+def entry(body: bytes) -> None:
+    """A log entry of version 1, replayed on nothing (as the first of a log)."""
+    e = Entry.from_json(body, "e", 1)
+    m = apply(None, e, "e")
+    m.validate("e")
+    assert sum(m.bin_counts()) == m.num_records == e.num_records
+
+
+def checkpoint(body: bytes) -> None:
+    m = decode_checkpoint(body, "c", 1)
+    assert sum(m.bin_counts()) == m.num_records
+
+
 def legacy(body: bytes) -> None:
     store = open_store(f"memory://fuzz-{uuid.uuid4().hex}")
     cut = int.from_bytes(body[:2], "little") % (len(body) + 1)
@@ -65,14 +81,18 @@ def legacy(body: bytes) -> None:
 def one_input(data: bytes) -> None:
     if not data:
         return
-    kind, body = data[0] % 4, data[1:]
+    kind, body = data[0] % 6, data[1:]
     try:
         if kind == 0:
             manifest(body)
         elif kind in (1, 2):
             footer(body, kind)
-        else:
+        elif kind == 3:
             legacy(body)
+        elif kind == 4:
+            entry(body)
+        else:
+            checkpoint(body)
     except SplitDaskError:
         pass
 

@@ -90,14 +90,14 @@ def files_in_bins(root: Path) -> set[str]:
     return {f"bins/{name}" for name in os.listdir(root / "bins")}
 
 
-def retired_parts(urlpath: str | Path, **kw: Any) -> set[str]:
+def current_version(urlpath: str | Path, **kw: Any) -> int:
     manifest = read_manifest(open_store(urlpath, kw.get("storage_options")))
     assert manifest is not None
-    return {r.path for r in manifest.retired}
+    return manifest.generation
 
 
-def manifest_parts(urlpath: str | Path, **kw: Any) -> set[str]:
-    manifest = read_manifest(open_store(urlpath, kw.get("storage_options")))
+def manifest_parts(urlpath: str | Path, version: int | None = None, **kw: Any) -> set[str]:
+    manifest = read_manifest(open_store(urlpath, kw.get("storage_options")), version)
     assert manifest is not None
     return {p.path for p in manifest.parts()}
 
@@ -268,6 +268,7 @@ def test_overwrite_keeps_old_data_readable_until_commit(tmp_path: Path) -> None:
     old = records(30, seed=5)
     write_split_data(ds, old, splits=3)
     old_parts = manifest_parts(ds)
+    old_version = current_version(ds)
     started, release = threading.Event(), threading.Event()
 
     def slow(part: list[bytes]) -> Iterator[bytes]:
@@ -295,13 +296,16 @@ def test_overwrite_keeps_old_data_readable_until_commit(tmp_path: Path) -> None:
         writer.join(30)
     assert result["info"].num_bins == 2
     assert all_records(ds) == new
-    # Old parts are retired by the commit (readers of the old snapshot keep them),
-    # and gone after gc past their retention.
-    assert retired_parts(ds) == old_parts
+    # The replaced version stays readable (its parts are kept for its readers),
+    # and is gone, with its parts, after gc past its retention.
+    assert manifest_parts(ds, old_version) == old_parts
+    assert all_records(ds, version=old_version) == old
     assert files_in_bins(ds) == manifest_parts(ds) | old_parts
     gc(ds, older_than=0)
     assert files_in_bins(ds) == manifest_parts(ds)
     assert not old_parts & files_in_bins(ds)
+    with pytest.raises(SnapshotExpiredError, match=f"version {old_version} "):
+        SplitDataLoader(ds, version=old_version)
 
 
 @pytest.mark.timeout(60)
@@ -338,6 +342,7 @@ def test_rerun_commit_finishes_an_interrupted_overwrite(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     write_split_data(ds, records(20), splits=2)
     saved = {rel: (ds / rel).read_bytes() for rel in manifest_parts(ds)}
+    old_version = current_version(ds)
     out = to_split_bins(
         db.from_sequence([b"new"] * 4, npartitions=2), ds, overwrite=True, compute=False
     )
@@ -346,7 +351,11 @@ def test_rerun_commit_finishes_an_interrupted_overwrite(tmp_path: Path) -> None:
     # commit task again, which reports that commit instead of committing twice.
     assert out.compute() == info
     assert all_records(ds) == [b"new"] * 4
-    assert retired_parts(ds) == set(saved)
+    # One overwrite, not two: the version before it is the one right before, still
+    # readable, and its parts are kept.
+    assert info.generation == old_version + 1
+    assert manifest_parts(ds, old_version) == set(saved)
+    assert all_records(ds, version=old_version) == records(20)
     assert files_in_bins(ds) == manifest_parts(ds) | set(saved)
 
 
@@ -598,7 +607,7 @@ def test_read_is_a_snapshot(client: Client, tmp_path: Path) -> None:
     assert bag.compute(scheduler=client) == before
     # until gc removes them; then the bag says its snapshot expired.
     gc(ds, older_than=0)
-    with pytest.raises(SnapshotExpiredError, match="snapshot .generation 1. has expired"):
+    with pytest.raises(SnapshotExpiredError, match=r"this reader.s version \(1\) has expired"):
         bag.compute(scheduler=client)
 
 

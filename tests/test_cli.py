@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import splitdataloader
 from _cli_helpers import ENV, ok, options, run
+from _manifests import log_files, manifest_doc
 
-from splitdask import SplitDataLoader, write_split_data
-from splitdask._format import FORMAT_VERSION, MANIFEST_NAME, part_name
+from splitdask import SnapshotExpiredError, SplitDataLoader, write_split_data
+from splitdask._format import FORMAT_VERSION, part_name
 
 RECORDS = [b"rec %d " % i + bytes([i % 256]) * (i % 7) for i in range(300)]
 
@@ -193,7 +194,7 @@ def test_gc_removes_exactly_the_unreferenced_parts_past_the_grace_period(tmp_pat
     path = tmp_path / "ds"
     write_split_data(path, RECORDS[:100], splits=2)
     replaced = {p.path for p in SplitDataLoader(path).snapshot.parts}
-    write_split_data(path, RECORDS, splits=3, start_clean=True)  # retires the first parts
+    write_split_data(path, RECORDS, splits=3, start_clean=True)  # version 1 is replaced
     live = {p.path for p in SplitDataLoader(path).snapshot.parts}
     old = _orphan(path, 0, "aa" * 8, age=2 * 3600)
     young = _orphan(path, 1, "bb" * 8, age=60)
@@ -207,18 +208,24 @@ def test_gc_removes_exactly_the_unreferenced_parts_past_the_grace_period(tmp_pat
     report = json.loads(ok("gc", str(path), "--older-than", "1h", "--json"))
     assert report["orphans"] == [old]
     assert report["retired"] == []
-    assert report["kept"] == len(replaced) + 1
+    # Kept: the young orphan (unnamed, younger than the grace period); the replaced
+    # parts stay too, as version 1, replaced seconds ago, is kept and names them.
+    assert report["kept"] == 1
     assert {f"bins/{n}" for n in os.listdir(path / "bins")} == before - {old}
+    assert list(SplitDataLoader(path, version=1)) == RECORDS[:100]
 
     text = ok("gc", str(path), "--older-than", "30s").decode()  # young orphan: 60 s old
     assert f"removed {young}" in text
     assert sorted(report["orphans"]) != sorted(replaced)
     remaining = {f"bins/{n}" for n in os.listdir(path / "bins")}
-    assert remaining == live | replaced  # retired 'since' the commit, seconds ago
+    assert remaining == live | replaced  # version 1 was replaced seconds ago: kept
 
-    ok("gc", str(path), "--older-than", "0")
+    report = json.loads(ok("gc", str(path), "--older-than", "0", "--json"))
+    assert (report["retired"], report["orphans"]) == (sorted(replaced), [])
     assert {f"bins/{n}" for n in os.listdir(path / "bins")} == live
     assert list(SplitDataLoader(path)) == RECORDS
+    with pytest.raises(SnapshotExpiredError, match="version 1 "):
+        SplitDataLoader(path, version=1)
 
 
 def test_compact_keeps_every_record_and_shrinks_the_manifest(tmp_path: Path) -> None:
@@ -226,15 +233,20 @@ def test_compact_keeps_every_record_and_shrinks_the_manifest(tmp_path: Path) -> 
     for k in range(0, 300, 43):  # 7 appends: 7 small parts per bin (auto-compaction: 8)
         write_split_data(path, RECORDS[k : k + 43], splits=4)
     before = SplitDataLoader(path)
-    manifest_before = (path / MANIFEST_NAME).stat().st_size
+    manifest_before = len(json.dumps(manifest_doc(path)))
     assert len(before.snapshot.parts) == 28
     out = ok("compact", str(path)).decode()
     assert "compacted" in out
     after = SplitDataLoader(path)
     assert len(after.snapshot.parts) <= after.num_bins == 4
     assert [after[i] for i in range(len(after))] == RECORDS
-    assert list(before) == RECORDS  # the old snapshot still reads: its parts are retired
+    assert list(before) == RECORDS  # the old version still reads: its parts are kept
     assert b"intact" in ok("verify", str(path))
-    ok("gc", str(path), "--older-than", "0")  # the manifest forgets the retired parts
-    assert (path / MANIFEST_NAME).stat().st_size < manifest_before * 0.6
+    # The compacted version's manifest names far fewer parts,
+    assert len(json.dumps(manifest_doc(path))) < manifest_before * 0.6
+    ok("gc", str(path), "--older-than", "0")
+    # and gc leaves only it in the log (its entry, and a checkpoint to open it from).
+    newest = after.version
+    assert newest is not None
+    assert {int(n.split(".")[0]) for n in log_files(path)} == {newest}
     assert list(SplitDataLoader(path)) == RECORDS

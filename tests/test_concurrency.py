@@ -217,7 +217,7 @@ def test_reader_outlives_an_overwrite(
     fresh = SplitDataLoader(url, storage_options=so)
     assert list(fresh) == [b"new"] * 5
     loader.close()  # drop the maps: the next read must open the (now removed) parts
-    with pytest.raises(SnapshotExpiredError, match=r"snapshot \(generation 1\) has expired"):
+    with pytest.raises(SnapshotExpiredError, match=r"this reader.s version \(1\) has expired"):
         list(loader.iterate_binwise())
 
 
@@ -313,7 +313,11 @@ def test_gc_removes_exactly_the_old_unreferenced_files(tmp_path: Path) -> None:
     live = {p.path for p in manifest.parts()}
     on_disk = {f"bins/{n}" for n in os.listdir(tmp_path / "ds" / "bins")}
     dry = gc(url, older_than=0, dry_run=True)
+    # Retired: what only the expired version 1 named; the killed write's parts,
+    # which no version ever named, are orphans.
     assert set(dry.retired) == first
+    assert set(dry.orphans) == on_disk - live - first
+    assert dry.versions == (1,)
     assert set(dry.removed) == on_disk - live
     assert {f"bins/{n}" for n in os.listdir(tmp_path / "ds" / "bins")} == on_disk  # dry run
     report = gc(url, older_than=0)

@@ -13,10 +13,10 @@ from typing import Any
 import _cli_helpers
 import pytest
 from _cli_helpers import ok, options
+from _manifests import manifest_doc
 from conftest import RequestLog
 
 from splitdask import SplitDataLoader, write_split_data
-from splitdask._format import MANIFEST_NAME
 from splitdask._read._cost import dollars
 
 CHUNK = 16 << 10
@@ -43,9 +43,9 @@ def remote(s3_url: str, s3_storage_options: dict[str, Any]) -> tuple[str, list[b
     return s3_url, small + big
 
 
-def expected(s3_fs: Any, url: str, records: list[bytes]) -> dict[str, Any]:
+def expected(so: dict[str, Any], url: str, records: list[bytes]) -> dict[str, Any]:
     """The figures from the stored manifest and the records, by the documented rules."""
-    manifest = json.loads(s3_fs.cat_file(f"{url.removeprefix('s3://')}/{MANIFEST_NAME}"))
+    manifest = manifest_doc(url, so)
     sizes = [p["size"] for b in manifest["bins"] for p in b]
     stored = sum(sizes)
     payload = sum(map(len, records))
@@ -69,7 +69,7 @@ def test_describe_states_each_read_path(
     remote: tuple[str, list[bytes]], s3_storage_options: dict[str, Any], s3_fs: Any
 ) -> None:
     url, records = remote
-    want = expected(s3_fs, url, records)
+    want = expected(s3_storage_options, url, records)
     epoch = SplitDataLoader(url, storage_options=s3_storage_options).describe().epoch
     assert epoch is not None
     assert epoch.chunk_bytes == CHUNK
@@ -91,7 +91,7 @@ def test_info_shows_the_costs(
     remote: tuple[str, list[bytes]], s3_storage_options: dict[str, Any], s3_fs: Any
 ) -> None:
     url, records = remote
-    want = expected(s3_fs, url, records)
+    want = expected(s3_storage_options, url, records)
     opts = options(s3_storage_options)
     doc = json.loads(ok("info", url, *opts, "--json"))["epoch"]
     assert doc["get_price_per_1000"] == 0.0004
@@ -132,7 +132,7 @@ def test_notebook_view_shows_the_costs(
     remote: tuple[str, list[bytes]], s3_storage_options: dict[str, Any], s3_fs: Any
 ) -> None:
     url, records = remote
-    want = expected(s3_fs, url, records)
+    want = expected(s3_storage_options, url, records)
     html = SplitDataLoader(url, storage_options=s3_storage_options)._repr_html_()
     assert f"{want['whole'][0]:,} GETs" in html
     assert f"{want['verify'][0]:,} GETs" in html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from dataset_suite import make_records
 
-from splitdask import SplitDataLoader, write_split_data
+from splitdask import SplitDataLoader, gc, write_split_data
 
 # The child appends (or overwrites), announces the chosen stage on stdout, then
 # blocks on stdin until the parent kills it: the kill lands exactly at that stage.
@@ -33,28 +34,35 @@ _CHILD = textwrap.dedent(
                 stop_here()
             yield i.to_bytes(4, "little") * 50
 
-    if stage == "parts-renamed":
-        original = LocalStore.write_atomic
-        def write_atomic(self, rel, data):
-            stop_here()
-        LocalStore.write_atomic = write_atomic
-    if stage == "manifest-tmp-written":
-        real_replace = os.replace
-        def replace(src, dst):
-            if dst.endswith("splitdask.json"):
+    # The commit point is the creation of the next version's log entry,
+    # _log/<N>.json: a durable temp file _log/.<name>.tmp-*, then os.link to the name.
+    if stage == "parts-renamed":  # every part in place, the entry not yet written
+        original = LocalStore.create_exclusive
+        def create_exclusive(self, rel, data):
+            if rel.startswith("_log/"):
                 stop_here()
-            real_replace(src, dst)
-        os.replace = replace
+            return original(self, rel, data)
+        LocalStore.create_exclusive = create_exclusive
+    if stage in ("entry-tmp-written", "entry-linked"):
+        real_link = os.link
+        def link(src, dst):
+            if "/_log/" in dst and dst.endswith(".json"):
+                assert os.path.getsize(src) > 0  # the temp entry is whole
+                if stage == "entry-linked":
+                    real_link(src, dst)  # committed; its temp file not yet removed
+                stop_here()
+            real_link(src, dst)
+        os.link = link
     if stage == "after-commit":
         import splitdask._write._commit as commit
-        def orphans(*args):
+        def collect_expired(*args):
             stop_here()
-        commit.orphans = orphans
+        commit.collect_expired = collect_expired
     write_split_data(url, records(), splits=16, start_clean=start_clean)
     """
 )
 
-STAGES = ["records", "parts-renamed", "manifest-tmp-written", "after-commit"]
+STAGES = ["records", "parts-renamed", "entry-tmp-written", "entry-linked", "after-commit"]
 
 
 def _kill_at(url: str, stage: str, start_clean: bool) -> None:
@@ -87,15 +95,20 @@ def test_sigkill_leaves_last_commit(tmp_path: Path, stage: str, start_clean: boo
     _kill_at(url, stage, start_clean)
 
     loader = SplitDataLoader(url)
-    if stage == "after-commit":
+    if stage in ("entry-linked", "after-commit"):
         # Killed after the commit point: the new data is the dataset.
         assert len(loader) == 20000 + (0 if start_clean else 333)
         assert loader[len(loader) - 20000 + 7] == (7).to_bytes(4, "little") * 50
     else:
         assert list(loader) == before
     loader.verify()
-    # Leftovers of the killed write don't get in the way of the next one.
+    # Leftovers of the killed write don't get in the way of the next one,
     write_split_data(url, [b"after"], splits=16)
+    assert SplitDataLoader(url)[-1] == b"after"
+    # and gc past their age removes them all: no temp file stays in the log.
+    gc(url, older_than=0)
+    assert not [n for n in os.listdir(tmp_path / "ds" / "_log") if ".tmp" in n]
+    assert not [n for n in os.listdir(tmp_path / "ds") if ".tmp" in n]
     assert SplitDataLoader(url)[-1] == b"after"
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _manifests import forget_versions
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from faulty_proxy import Faults, FaultyProxy
 
@@ -29,6 +30,7 @@ from splitdask import (
     compact,
     write_split_data,
 )
+from splitdask._format._log import entry_name
 from splitdask._store._net import NetSettings
 from splitdask._store._resolve import RetryPolicy
 
@@ -76,7 +78,7 @@ def test_refused_connection_fails_in_one_line_naming_the_endpoint(
     endpoint = f"http://127.0.0.1:{closed_port}"
     options = _via(endpoint, s3_storage_options)
     expected = (
-        rf"^cannot connect to {endpoint} for {s3_url}/splitdask.json: connection refused "
+        rf"^cannot connect to {endpoint} for {s3_url}/_log: connection refused "
         r"\(gave up after (\d+) attempts over \d+ s\); check endpoint_url"
     )
     started = time.monotonic()
@@ -135,10 +137,12 @@ def test_silent_endpoint_fails_with_a_timeout_naming_it(
     with pytest.raises(TimeoutError) as err:
         SplitDataLoader(s3_url, storage_options=_via(proxy.url, s3_storage_options))
     message = str(err.value)
-    assert message.startswith(f"{s3_url}/splitdask.json: {proxy.url} did not answer")
+    # The first request of an open: the listing of the log.
+    assert message.startswith(f"{s3_url}/_log: {proxy.url} did not answer")
     assert "read timeout" in message
     assert "SPLITDASK_READ_TIMEOUT" in message
-    sent = proxy.requests("GET", "/splitdask.json")
+    sent = proxy.requests("GET")
+    assert {path for _, path, _ in sent} == {_bucket_path(s3_url)}  # a listing, each time
     # read timeout 1 s, retry time 4 s: an attempt is started only if it could time
     # out within the 4 s, so at most 4, and a timed-out request is tried again.
     assert 2 <= len(sent) <= 4, proxy.log
@@ -166,10 +170,11 @@ def test_an_outage_is_retried_by_one_layer_then_fails_naming_the_object(
             s3_url, RECORDS, splits=2, storage_options=_via(proxy.url, s3_storage_options)
         )
     message = str(err.value)
-    assert f"{s3_url}/splitdask.json" in message
-    # The first request of the write, and only it, was tried: as often as the one
-    # retry layer says (s3fs retrying on top would multiply the count).
-    assert {(m, p) for m, p, _ in proxy.log} == {("GET", s3_url[4:] + "/splitdask.json")}
+    assert f"{s3_url}/_log:" in message
+    # The first request of the write (the listing of the log), and only it, was
+    # tried: as often as the one retry layer says (s3fs retrying on top would
+    # multiply the count).
+    assert {(m, p) for m, p, _ in proxy.log} == {("GET", _bucket_path(s3_url))}
     assert f"gave up after {len(proxy.log)} attempts" in message
     assert len(proxy.log) >= 2
 
@@ -189,6 +194,11 @@ def test_an_outage_is_retried_for_the_retry_time_only() -> None:
     assert policy.needs_retry(1, _started(0.0), response=not_found) is None
 
 
+def _bucket_path(url: str) -> str:
+    """The request path of a listing of ``url``'s bucket (its query names the prefix)."""
+    return "/" + url.removeprefix("s3://").split("/")[0]
+
+
 def _started(seconds_ago: float) -> dict[str, Any]:
     """A request_dict whose request was first sent ``seconds_ago``."""
     return {"context": {"splitdask_started": time.monotonic() - seconds_ago}}
@@ -201,12 +211,13 @@ def test_a_response_failing_its_transfer_checksum_is_read_again(
     quick: None, proxy: FaultyProxy, s3_url: str, s3_storage_options: dict[str, Any]
 ) -> None:
     write_split_data(s3_url, RECORDS, splits=2, storage_options=s3_storage_options)
-    proxy.faults.only = "/splitdask.json"
-    proxy.faults.corrupt, proxy.faults.corrupt_limit = 1, 1  # the first manifest GET only
+    forget_versions()  # as a new process: the log entry is read
+    proxy.faults.only = "/_log/0"  # the log entry (not the listing)
+    proxy.faults.corrupt, proxy.faults.corrupt_limit = 1, 1  # its first GET only
     loader = SplitDataLoader(s3_url, storage_options=_via(proxy.url, s3_storage_options))
     assert list(loader) == RECORDS
     assert proxy.faults.counts["corrupted"] == 1
-    assert len(proxy.requests("GET", "/splitdask.json")) == 2
+    assert len(proxy.requests("GET", "/_log/0")) == 2
 
 
 def test_async_reads_are_read_again_too(
@@ -233,14 +244,15 @@ def test_a_checksum_failing_every_time_is_a_corrupt_dataset(
     quick: None, proxy: FaultyProxy, s3_url: str, s3_storage_options: dict[str, Any]
 ) -> None:
     write_split_data(s3_url, RECORDS, splits=2, storage_options=s3_storage_options)
-    proxy.faults.only = "/splitdask.json"
-    proxy.faults.corrupt = 1  # every manifest GET
+    forget_versions()  # as a new process: the log entry is read
+    proxy.faults.only = "/_log/0"
+    proxy.faults.corrupt = 1  # every GET of the log entry
     with pytest.raises(CorruptDatasetError, match="failed its transfer checksum on each of") as e:
         SplitDataLoader(s3_url, storage_options=_via(proxy.url, s3_storage_options))
-    tries = len(proxy.requests("GET", "/splitdask.json"))
+    tries = len(proxy.requests("GET", "/_log/0"))
     assert tries >= 2
     assert f"on each of {tries} attempts" in str(e.value)
-    assert str(e.value).startswith(f"{s3_url}/splitdask.json: ")
+    assert str(e.value).startswith(f"{s3_url}/{entry_name(1)}: ")
 
 
 def test_bodies_cut_short_are_read_again(
@@ -268,8 +280,9 @@ def _records(url: str, options: dict[str, Any]) -> list[bytes]:
 def test_writes_whose_commit_answer_was_lost_succeed_once(
     quick: None, proxy: FaultyProxy, s3_url: str, s3_storage_options: dict[str, Any]
 ) -> None:
-    # The server commits every manifest PUT; its answer never reaches the writer.
-    proxy.faults.lose = "PUT /splitdask.json"
+    # The server commits every log entry PUT (the commit); its answer never reaches
+    # the writer.
+    proxy.faults.lose = "PUT /_log/"
     options = _via(proxy.url, s3_storage_options)
     a, b, c = RECORDS[:40], RECORDS[40:80], RECORDS[80:]
     info = write_split_data(s3_url, a, splits=2, storage_options=options)
@@ -302,7 +315,7 @@ def test_a_commit_that_did_not_land_says_so_and_a_retry_is_safe(
     quick: None, proxy: FaultyProxy, s3_url: str, s3_storage_options: dict[str, Any]
 ) -> None:
     write_split_data(s3_url, RECORDS[:40], splits=2, storage_options=s3_storage_options)
-    proxy.faults.fail = "PUT /splitdask.json"  # answered 503, never forwarded
+    proxy.faults.fail = "PUT /_log/"  # the commit: answered 503, never forwarded
     options = _via(proxy.url, s3_storage_options)
     with pytest.raises(OSError, match="the commit did not land") as err:
         write_split_data(s3_url, RECORDS[40:], storage_options=options)

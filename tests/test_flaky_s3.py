@@ -90,3 +90,4 @@ def test_persistent_fault_fails_naming_the_object_and_commits_nothing(
         write_split_data(s3_url, RECORDS, splits=2, storage_options=options)
     s3_fs.invalidate_cache()
     assert not s3_fs.exists(f"{s3_url}/splitdask.json")
+    assert not s3_fs.exists(f"{s3_url}/_log")

@@ -17,11 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splitdask import write_split_data
-from splitdask._format import encode_footer, encode_footer_v2, record_sum
+from splitdask._format import Manifest, encode_footer, encode_footer_v2, record_sum
+from splitdask._format._checkpoint import encode_checkpoint
 from splitdask._format._jsonbound import json_depth
+from splitdask._format._log import diff, entry_name
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fuzz_parsers
+from _manifests import manifest_doc
 
 FUZZ = Path(__file__).parent / "fuzz_parsers.py"
 MANIFEST = json.dumps(
@@ -62,11 +65,17 @@ PART_V2 = (
     + b"".join(RECS)
     + encode_footer_v2(OFFSETS, [record_sum(r) for r in RECS], fuzz_parsers.UID)
 )
+# The same state as a log's first version (a commit's uid is 8 to 64 hex digits).
+_SEED_MANIFEST = Manifest.from_json(MANIFEST.replace(b'"uid": "ab"', b'"uid": "00ab00ab"'), "seed")
+ENTRY = diff(None, _SEED_MANIFEST, op="create", reset=True, when=1.0).to_json()
+CHECKPOINT = encode_checkpoint(_SEED_MANIFEST, {"time": 1.0, "op": "create", "tag": None})
 SEEDS = [
     b"\0" + MANIFEST,
     b"\1" + (2).to_bytes(3, "little") + PART_V1,
     b"\2" + (2).to_bytes(3, "little") + PART_V2,
     b"\3" + (12).to_bytes(2, "little") + np.array([0, 0, 2], "<u4").tobytes() + b"\2\0\0\0ab",
+    b"\4" + ENTRY,
+    b"\5" + CHECKPOINT,
 ]
 
 
@@ -110,7 +119,7 @@ def test_mutated_inputs_raise_only_splitdask_errors(data: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(0, 3), st.binary(max_size=400))
+@given(st.integers(0, 5), st.binary(max_size=400))
 def test_random_inputs_raise_only_splitdask_errors(kind: int, body: bytes) -> None:
     _run_bounded(bytes([kind]) + body)
 
@@ -121,6 +130,8 @@ def test_seeds_parse() -> None:
         fuzz_parsers.one_input(seed)
     fuzz_parsers.manifest(MANIFEST)
     fuzz_parsers.footer(SEEDS[2][1:], 2)
+    fuzz_parsers.entry(ENTRY)
+    fuzz_parsers.checkpoint(CHECKPOINT)
 
 
 _JSON = st.recursive(
@@ -161,7 +172,9 @@ def test_atheris_smoke_run(tmp_path: Path) -> None:
         (corpus / f"seed{k}").write_bytes(seed)
     # A real dataset's manifest and part as seeds too.
     write_split_data(tmp_path / "ds", [b"x" * k for k in range(9)], splits=2)
-    (corpus / "real").write_bytes(b"\0" + (tmp_path / "ds" / "splitdask.json").read_bytes())
+    real = json.dumps(manifest_doc(tmp_path / "ds")).encode()  # the manifest parser's input
+    (corpus / "real").write_bytes(b"\0" + real)
+    (corpus / "real-entry").write_bytes(b"\4" + (tmp_path / "ds" / entry_name(1)).read_bytes())
     proc = subprocess.run(
         [
             sys.executable,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _manifests import entry_path, forget_versions, manifest_doc, write_manifest_doc
 
 from splitdask import CorruptDatasetError, SplitDataLoader, write_split_data
 
@@ -29,7 +30,7 @@ def _dataset(path: Path, records: list[bytes] = RECORDS, splits: int = 4) -> Pat
 
 
 def _parts(ds: Path) -> list[Path]:
-    doc = json.loads((ds / "splitdask.json").read_bytes())
+    doc = manifest_doc(ds)
     return [ds / p["path"] for b in doc["bins"] for p in b]
 
 
@@ -69,7 +70,7 @@ def test_shifted_offset_is_refused(tmp_path: Path) -> None:
 
 
 def _footer_len(ds: Path, part: Path) -> int:
-    doc = json.loads((ds / "splitdask.json").read_bytes())
+    doc = manifest_doc(ds)
     (info,) = [p for b in doc["bins"] for p in b if ds / p["path"] == part]
     n = info["count"]
     return 8 * (n + 1) + 8 * n + 72 + 24 if info.get("version", 1) == 2 else 8 * (n + 1) + 24
@@ -141,6 +142,16 @@ def test_fifo_as_part_or_manifest_does_not_block(tmp_path: Path) -> None:
     _all_refused(ds, "not a regular file \\(a FIFO\\)")
     with pytest.raises(CorruptDatasetError, match="FIFO"):
         SplitDataLoader(ds).verify()
+    # The newest version's log entry as a FIFO (read afresh, not from this
+    # process's cache of versions),
+    entry = Path(entry_path(ds))
+    entry.unlink()
+    os.mkfifo(entry)
+    forget_versions()
+    with pytest.raises(CorruptDatasetError, match=f"{entry.name}: not a regular file"):
+        SplitDataLoader(ds)
+    # and the manifest of a dataset from before versions.
+    write_manifest_doc(ds, b"{}")
     manifest = ds / "splitdask.json"
     manifest.unlink()
     os.mkfifo(manifest)
@@ -158,16 +169,18 @@ def test_directory_as_part_is_refused(tmp_path: Path) -> None:
         SplitDataLoader(ds).verify()
 
 
-@pytest.mark.parametrize("where", ["top", "metadata"])
+@pytest.mark.parametrize("where", ["top", "metadata", "entry"])
 def test_deeply_nested_manifest_is_corrupt_not_recursion(tmp_path: Path, where: str) -> None:
     ds = _dataset(tmp_path / "ds")
-    manifest = ds / "splitdask.json"
     deep = "[" * 100_000 + "]" * 100_000
-    if where == "top":
-        manifest.write_text(deep)
-    else:
-        doc = manifest.read_text()
-        manifest.write_text(doc.replace('"metadata":{}', f'"metadata":{{"x":{deep}}}'))
+    if where == "top":  # the manifest of a dataset from before versions
+        write_manifest_doc(ds, deep.encode())
+    elif where == "metadata":
+        doc = json.dumps(manifest_doc(ds), separators=(",", ":"))
+        write_manifest_doc(ds, doc.replace('"metadata":{}', f'"metadata":{{"x":{deep}}}').encode())
+    else:  # the newest version's log entry: the log's own parser
+        Path(entry_path(ds)).write_text(deep)
+        forget_versions()
     with pytest.raises(CorruptDatasetError, match=r"JSON nested 1000\d\d levels deep"):
         SplitDataLoader(ds)
 
@@ -192,21 +205,19 @@ def _bounded(fn: Any, seconds: float, mib: int) -> Any:
 
 def test_million_empty_bins_are_refused_fast(tmp_path: Path) -> None:
     ds = _dataset(tmp_path / "ds", [b"x"], splits=1)
-    manifest = ds / "splitdask.json"
-    doc = json.loads(manifest.read_bytes())
+    doc = manifest_doc(ds)
     doc["bins"] += [[] for _ in range(10**6)]
-    manifest.write_text(json.dumps(doc))
+    write_manifest_doc(ds, doc)
     err = _bounded(lambda: SplitDataLoader(ds), 10.0, 120)  # minutes if per-bin work
     assert "MAX_BINS" in str(err)
 
 
 def test_segment_naming_a_million_bins_is_refused_fast(tmp_path: Path) -> None:
     ds = _dataset(tmp_path / "ds", [b"x", b"y"], splits=2)
-    manifest = ds / "splitdask.json"
-    doc = json.loads(manifest.read_bytes())
+    doc = manifest_doc(ds)
     doc["order"][0]["bins"] = list(range(10**6))
     doc["order"][0]["first"] = [0] * 10**6
-    manifest.write_text(json.dumps(doc))
+    write_manifest_doc(ds, doc)
     err = _bounded(lambda: SplitDataLoader(ds), 3.0, 250)
     assert "segment names 1000000 bins of 2" in str(err)
 
@@ -215,10 +226,9 @@ def test_many_empty_bins_open_in_time_proportional_to_parts(tmp_path: Path) -> N
     # The most bins allowed, ten of them with records: opening is quick.
     ds = tmp_path / "ds"
     write_split_data(ds, [b"r%d" % i for i in range(10)], splits=10)
-    manifest = ds / "splitdask.json"
-    doc = json.loads(manifest.read_bytes())
+    doc = manifest_doc(ds)
     doc["bins"] += [[] for _ in range((1 << 16) - 10)]
-    manifest.write_text(json.dumps(doc))
+    write_manifest_doc(ds, doc)
     t0 = time.perf_counter()
     loader = SplitDataLoader(ds)
     assert loader[7] == b"r7"
@@ -265,3 +275,25 @@ def test_plain_numeric_buffers_are_stored_as_their_bytes(tmp_path: Path) -> None
     write_split_data(tmp_path / "ds", arrays, splits=1)
     loader = SplitDataLoader(tmp_path / "ds")
     assert [loader[i] for i in range(3)] == [a.tobytes() for a in arrays]
+
+
+@pytest.mark.parametrize("where", ["manifest", "entry"])
+def test_segment_naming_a_bin_twice_is_refused(tmp_path: Path, where: str) -> None:
+    # Bin 0 twice in one segment: each of its records would be read twice (found by
+    # fuzzing the log entry's parser; a pre-version manifest had the same gap).
+    ds = _dataset(tmp_path / "ds", [b"a", b"b", b"c", b"d"], splits=2)
+    twice = [[0, 4, [0, 0], [0, 0]], [4, 2, [1], [0]]]
+    keys = ("start", "count", "bins", "first")
+    if where == "manifest":
+        doc = manifest_doc(ds)
+        doc["order"] = [dict(zip(keys, s, strict=True)) for s in twice]
+        doc["num_records"] = 6
+        write_manifest_doc(ds, doc)
+    else:
+        path = Path(entry_path(ds))
+        entry = json.loads(path.read_bytes())
+        entry["segments"], entry["num_records"] = twice, 6
+        path.write_text(json.dumps(entry))
+        forget_versions()
+    with pytest.raises(CorruptDatasetError, match="does not cover bin 0's 2 records exactly once"):
+        SplitDataLoader(ds)

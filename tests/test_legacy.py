@@ -70,5 +70,6 @@ def test_legacy_is_read_only_until_replaced(legacy_dir: tuple[str, list[bytes]])
     assert list(SplitDataLoader(path)) == records  # untouched
     write_split_data(path, [b"new"], splits=2, start_clean=True)
     assert list(SplitDataLoader(path)) == [b"new"]
-    # (dot files are the writers' lock)
-    assert sorted(n for n in os.listdir(path) if n[0] != ".") == ["bins", "splitdask.json"]
+    # (dot files are the writers' lock); splitdask.json is the log's stub
+    names = sorted(n for n in os.listdir(path) if n[0] != ".")
+    assert names == ["_log", "bins", "splitdask.json"]

@@ -7,7 +7,6 @@ first use and shut down at the end.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pytest
 import ray
 import ray.data
+from _manifests import manifest_doc
 from conftest import RequestLog, wait_for
 
 from splitdask import CommitInfo, SplitDataLoader, write_split_data
@@ -330,7 +330,7 @@ def test_compressed_write_and_read(ordered: None, tmp_path: Path) -> None:
         rows_of(recs, 2), tmp_path / "z", compression="zstd", compression_level=2
     )
     assert info.records_written == 400
-    doc = json.loads((tmp_path / "z" / "splitdask.json").read_bytes())
+    doc = manifest_doc(tmp_path / "z")
     assert {(p["compression"], p["level"]) for b in doc["bins"] for p in b} == {("zstd", 2)}
     assert list(SplitDataLoader(tmp_path / "z")) == recs
     rows = read_split_bins_ray(tmp_path / "z").take_all()

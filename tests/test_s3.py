@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
-from conftest import RequestLog, S3Server, wait_for
+from _manifests import forget_versions, log_files
+from conftest import Request, RequestLog, S3Server, wait_for
 from dataset_suite import DatasetSuite, make_records
 
 from splitdask import (
@@ -33,7 +35,9 @@ from splitdask import (
     write_split_data,
 )
 from splitdask._format import MANIFEST_NAME, footer_size
+from splitdask._format._log import checkpoint_name, entry_name
 from splitdask._store import UPLOAD_BLOCK
+from splitdask._write._retention import CHECKPOINT_EVERY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,18 +83,55 @@ def parts_of(loader: SplitDataLoader) -> list[Any]:
     return loader.manifest.parts()
 
 
+def described(requests: list[Request]) -> list[str]:
+    """Each request as ``"LIST <prefix>"`` (a bucket listing, dataset-relative) or
+    ``"<METHOD> <rel>"``."""
+    out = []
+    for r in requests:
+        query = urllib.parse.parse_qs(r.query)
+        if r.method == "GET" and "list-type" in query:
+            out.append("LIST " + query.get("prefix", [""])[0].split("ds/", 1)[-1])
+        else:
+            out.append(f"{r.method} {rel_of(r.path)}")
+    return out
+
+
 # -- request counts ----------------------------------------------------------------------
 
 
-def test_open_is_one_get(
+def test_open_is_one_list_and_the_newest_entries(
     s3_url: str, s3_storage_options: dict[str, Any], s3_requests: RequestLog
 ) -> None:
-    write_split_data(s3_url, make_records(50), splits=4, storage_options=s3_storage_options)
+    so = s3_storage_options
+    write_split_data(s3_url, make_records(50), splits=4, storage_options=so)
+    write_split_data(s3_url, make_records(10, 1), splits=4, storage_options=so)
+    forget_versions()  # as a new process: nothing of the log known yet
     m = s3_requests.mark()
-    loader = SplitDataLoader(s3_url, storage_options=s3_storage_options)
-    assert len(loader) == 50
-    assert s3_requests.counts(m) == {"GET": 1}
-    assert s3_requests.since(m)[0].path.endswith(f"/{MANIFEST_NAME}")
+    loader = SplitDataLoader(s3_url, storage_options=so)
+    assert len(loader) == 60
+    # One listing of the log, then its entries (the stub is never read).
+    assert described(s3_requests.since(m)) == [
+        "LIST _log/",
+        f"GET {entry_name(1)}",
+        f"GET {entry_name(2)}",
+    ]
+    # Versions never change: opening again in this process only lists the log.
+    m = s3_requests.mark()
+    assert len(SplitDataLoader(s3_url, storage_options=so)) == 60
+    assert described(s3_requests.since(m)) == ["LIST _log/"]
+    # Past a checkpoint, the entries before it are not read.
+    for k in range(3, CHECKPOINT_EVERY + 2):
+        write_split_data(s3_url, [b"%d" % k], splits=4, storage_options=so)
+    forget_versions()
+    m = s3_requests.mark()
+    loader = SplitDataLoader(s3_url, storage_options=so)
+    assert len(loader) == 60 + CHECKPOINT_EVERY - 1
+    assert loader.version == CHECKPOINT_EVERY + 1
+    assert described(s3_requests.since(m)) == [
+        "LIST _log/",
+        f"GET {checkpoint_name(CHECKPOINT_EVERY)}",
+        f"GET {entry_name(CHECKPOINT_EVERY + 1)}",
+    ]
 
 
 def test_single_record_is_one_ranged_get_after_the_footer(
@@ -215,25 +256,32 @@ def test_commit_writes_parts_then_manifest_last(
     m = s3_requests.mark()
     write_split_data(s3_url, make_records(100), splits=5, storage_options=so)
     writes = [r for r in s3_requests.since(m) if r.method in ("PUT", "POST", "DELETE")]
-    assert [r.method for r in writes] == ["PUT"] * 6  # one PUT per part, then the manifest
+    # One PUT per part, then (a new dataset) the stub, then the commit: the
+    # conditional PUT of the first log entry, last.
+    assert [r.method for r in writes] == ["PUT"] * 7
     assert all("/bins/" in r.path for r in writes[:5])
-    assert writes[-1].path.endswith(f"/{MANIFEST_NAME}")
+    assert described(writes[5:]) == [f"PUT {MANIFEST_NAME}", f"PUT {entry_name(1)}"]
+    # After the commit request, only a listing of the log (are versions to expire?).
+    assert described(s3_requests.since(m))[-2:] == [f"PUT {entry_name(1)}", "LIST _log/"]
 
     old = {p.path for p in parts_of(SplitDataLoader(s3_url, storage_options=so))}
     m = s3_requests.mark()
     write_split_data(s3_url, make_records(30, 5), splits=3, start_clean=True, storage_options=so)
     writes = [r for r in s3_requests.since(m) if r.method in ("PUT", "POST", "DELETE")]
-    # Overwrite: new parts, then the manifest; the old parts are retired, not deleted.
+    # Overwrite: new parts, then the log entry; the old parts stay for version 1.
     assert [r.method for r in writes] == ["PUT"] * 4
-    assert writes[3].path.endswith(f"/{MANIFEST_NAME}")
+    assert all("/bins/" in r.path for r in writes[:3])
+    assert described(writes[3:]) == [f"PUT {entry_name(2)}"]
     assert list(SplitDataLoader(s3_url, storage_options=so)) == make_records(30, 5)
-    # gc past the grace period: the manifest forgets them first, then they go.
+    assert list(SplitDataLoader(s3_url, storage_options=so, version=1)) == make_records(100)
+    # gc past the grace period: the log forgets version 1 first (a checkpoint of the
+    # oldest kept version, then version 1's entry goes), then its parts go.
     m = s3_requests.mark()
     gc(s3_url, so, older_than=0)
     writes = [r for r in s3_requests.since(m) if r.method in ("PUT", "POST", "DELETE")]
-    assert [r.method for r in writes] == ["PUT"] + ["DELETE"] * 5
-    assert writes[0].path.endswith(f"/{MANIFEST_NAME}")
-    assert {rel_of(r.path) for r in writes[1:]} == old
+    assert described(writes[:2]) == [f"PUT {checkpoint_name(2)}", f"DELETE {entry_name(1)}"]
+    assert [r.method for r in writes[2:]] == ["DELETE"] * 5
+    assert {rel_of(r.path) for r in writes[2:]} == old
 
 
 def test_large_part_is_one_multipart_upload(
@@ -244,12 +292,12 @@ def test_large_part_is_one_multipart_upload(
     m = s3_requests.mark()
     write_split_data(s3_url, records, splits=1, storage_options=s3_storage_options)
     writes = [r for r in s3_requests.since(m) if r.method in ("PUT", "POST")]
-    # Initiate, three 8 MiB-bounded parts, complete; then the manifest.
-    assert [r.method for r in writes] == ["POST", "PUT", "PUT", "PUT", "POST", "PUT"]
+    # Initiate, three 8 MiB-bounded parts, complete; then the stub and the log entry.
+    assert [r.method for r in writes] == ["POST", "PUT", "PUT", "PUT", "POST", "PUT", "PUT"]
     assert "uploads" in writes[0].query
     assert all("partNumber" in r.query for r in writes[1:4])
     assert "uploadId" in writes[4].query
-    assert writes[5].path.endswith(f"/{MANIFEST_NAME}")
+    assert described(writes[5:]) == [f"PUT {MANIFEST_NAME}", f"PUT {entry_name(1)}"]
     loader = SplitDataLoader(s3_url, storage_options=s3_storage_options)
     assert loader[[19, 0, 7]] == [records[19], records[0], records[7]]
     loader.verify()
@@ -283,7 +331,7 @@ def test_writer_killed_mid_upload_leaves_dataset_as_it_was(
     so = s3_storage_options
     before = make_records(300)
     write_split_data(s3_url, before, splits=4, storage_options=so)
-    manifest_before = s3_fs.cat_file(key(s3_url, MANIFEST_NAME))
+    manifest_before = s3_fs.cat_file(key(s3_url, MANIFEST_NAME)), log_files(s3_url, so)
 
     env = {
         **os.environ,
@@ -318,9 +366,11 @@ def test_writer_killed_mid_upload_leaves_dataset_as_it_was(
         child.stderr.close()
 
     s3_fs.invalidate_cache()
-    assert s3_fs.cat_file(key(s3_url, MANIFEST_NAME)) == manifest_before
+    # No new version: the stub and the log are as they were, and no commit was tried.
+    assert (s3_fs.cat_file(key(s3_url, MANIFEST_NAME)), log_files(s3_url, so)) == manifest_before
     assert not any(
-        r.path.endswith(MANIFEST_NAME) and r.method == "PUT" for r in s3_requests.since(m)
+        (r.path.endswith(MANIFEST_NAME) or "/_log/" in r.path) and r.method == "PUT"
+        for r in s3_requests.since(m)
     )
     loader = SplitDataLoader(s3_url, storage_options=so)
     assert len(loader) == len(before)
@@ -412,7 +462,8 @@ def test_unknown_credentials_are_refused(
     so = s3_storage_options
     write_split_data(s3_url, [b"a", b"b"], splits=2, storage_options=so)
     with s3_server.enforcing_auth():
-        with pytest.raises(PermissionError, match=f"{s3_url}/{MANIFEST_NAME}: access denied"):
+        # Opening starts with the listing of the log.
+        with pytest.raises(PermissionError, match=f"{s3_url}/_log: access denied"):
             SplitDataLoader(s3_url, storage_options=so)
         with pytest.raises(PermissionError, match="check the credentials"):
             SplitWriter(s3_url, 2, storage_options=so)
@@ -457,13 +508,14 @@ def test_access_denied_by_policy(
     user = IamUser(so, f"reader-{bucket}")
     limited = user.storage_options
     user.allow(("s3:ListBucket", bucket))  # may list the bucket, not read objects
+    forget_versions()  # as a new process: the log entry must be read
     with (
         s3_server.enforcing_auth(),
-        pytest.raises(PermissionError, match=f"{s3_url}/{MANIFEST_NAME}: access denied"),
+        pytest.raises(PermissionError, match=f"{s3_url}/{entry_name(1)}: access denied"),
     ):
         SplitDataLoader(s3_url, storage_options=limited)
-    # May read the manifest, but no part, and may write nothing.
-    user.allow(("s3:ListBucket", bucket), ("s3:GetObject", f"{bucket}/ds/{MANIFEST_NAME}"))
+    # May read the log, but no part, and may write nothing.
+    user.allow(("s3:ListBucket", bucket), ("s3:GetObject", f"{bucket}/ds/_log/*"))
     with s3_server.enforcing_auth():
         loader = SplitDataLoader(s3_url, storage_options=limited)
         assert len(loader) == 20
@@ -489,9 +541,13 @@ def test_no_delete_permission_loses_nothing(
         ("s3:ListBucket", bucket), ("s3:GetObject", f"{bucket}/*"), ("s3:PutObject", f"{bucket}/*")
     )
     with s3_server.enforcing_auth():
-        # Overwrite with no retention: committed, then the old parts cannot be
-        # removed: a warning, not an error, and the new parts stay.
-        with pytest.warns(RuntimeWarning, match="could not remove 2 replaced parts"):
+        # Overwrite with no retention: committed, then version 1 (its log entry
+        # first, then its parts) cannot be removed: a warning, not an error, and the
+        # new parts stay.
+        with pytest.warns(
+            RuntimeWarning,
+            match=f"could not remove versions past their retention.*{entry_name(1)}: access denied",
+        ):
             info = write_split_data(
                 s3_url,
                 make_records(10, 2),
@@ -539,7 +595,7 @@ def test_no_credentials(
         "client_kwargs": s3_storage_options["client_kwargs"],
         "skip_instance_cache": True,
     }
-    with pytest.raises(PermissionError, match=f"{s3_url}/{MANIFEST_NAME}: no credentials"):
+    with pytest.raises(PermissionError, match=f"{s3_url}/_log: no credentials"):
         SplitDataLoader(s3_url, storage_options=so)
     with pytest.raises(PermissionError, match="pass them in storage_options"):
         write_split_data(s3_url, [b"b"], storage_options=so)

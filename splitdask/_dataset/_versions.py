@@ -88,10 +88,13 @@ def read_head(store: Store) -> Head:
             doc = json.loads(data)
         except ValueError:
             doc = None
-        if not isinstance(doc, dict) or doc.get("log") != LOG_DIR:
+        if not isinstance(doc, dict):
             raise CorruptDatasetError(f"{store.where(MANIFEST_NAME)}: not a splitdask manifest")
-        # A version this library does not know is refused here, by its number.
+        # A version this library does not know is refused here, by its number, before
+        # the rest of the stub is judged (a later version may name its log otherwise).
         Manifest.check_version(doc, store.where(MANIFEST_NAME))
+        if doc.get("log") != LOG_DIR:
+            raise CorruptDatasetError(f"{store.where(MANIFEST_NAME)}: not a splitdask manifest")
         return Head(True, None, data)
     return Head(False, Manifest.from_json(data, store.where(MANIFEST_NAME), retired=False), data)
 

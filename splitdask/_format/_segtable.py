@@ -223,9 +223,12 @@ def _in_segment_order(a: OrderArrays, share: IntArray, counts: IntArray) -> bool
         lo = 0
         for hi in a.ends.tolist():
             bins = a.bins[lo:hi]
-            if not np.array_equal(a.firsts[lo:hi], filled[bins]):
+            before = filled[bins]
+            if not np.array_equal(a.firsts[lo:hi], before):
                 return False
-            np.add.at(filled, bins, share[lo:hi])  # a bin named twice counts twice
+            np.add.at(filled, bins, share[lo:hi])
+            if not np.array_equal(filled[bins], before + share[lo:hi]):
+                return False  # a bin named twice in one segment: its ranges overlap
             lo = hi
         return bool(np.array_equal(filled, counts))
     idx = np.argsort(

@@ -35,6 +35,7 @@ from splitdask._write._retention import (
     check_retention,
     write_checkpoint,
 )
+from splitdask.errors import SnapshotExpiredError
 
 __all__ = ["GcReport", "collect_expired", "gc"]
 
@@ -172,6 +173,7 @@ def _collect(
                 named |= {p.path for e in read_entry(store, v).edits for p in e.parts}
             elif (m := load_version(store, v)) is not None:
                 named |= {p.path for p in m.parts()}
+    was_named = _named_by(store, listing, doomed_versions)
     infos = {f"{BINS_DIR}/{i.name}": i for i in store.list_info(BINS_DIR)}
     retired, leftovers, kept = [], [], 0
     for rel, info in infos.items():
@@ -180,8 +182,8 @@ def _collect(
             continue
         if info.mtime >= cutoff:
             kept += 1
-        elif parsed[2]:
-            leftovers.append(rel)  # a temp file of a killed writer
+        elif parsed[2] or rel not in was_named:
+            leftovers.append(rel)  # a temp file or a part of a killed writer
         else:
             retired.append(rel)
     leftovers += _stale_temps(store, cutoff)
@@ -208,6 +210,24 @@ def _collect(
     store.remove(report.removed)
     store.clean_spools(cutoff)
     return report
+
+
+def _named_by(store: Store, listing: Listing, versions: tuple[int, ...]) -> set[str]:
+    """The parts any of ``versions`` (about to be removed) named: those are retired;
+    an unnamed part none of them named is a killed writer's (an orphan)."""
+    if not versions:
+        return set()
+    out: set[str] = set()
+    try:
+        first = load_version(store, versions[0], listing)
+    except SnapshotExpiredError:
+        first = None  # its entries are gone already: the later entries still tell
+    if first is not None:
+        out = {p.path for p in first.parts()}
+    for v in versions[1:]:
+        if v in listing.entries:
+            out |= {p.path for e in read_entry(store, v).edits for p in e.parts}
+    return out
 
 
 def _stale_temps(store: Store, cutoff: float) -> list[str]:
