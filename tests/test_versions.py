@@ -460,3 +460,24 @@ def test_opening_on_s3_fetches_a_checkpoint_and_the_newest_entries(
         for name in [checkpoint_name(checkpoint)]
         + [entry_name(v) for v in range(checkpoint + 1, latest + 1)]
     )
+
+
+def _write_in_a_new_process(url: str, records: list[bytes]) -> int:
+    return write_split_data(url, records, splits=1).version
+
+
+def test_a_dataset_written_again_elsewhere_is_not_mixed_with_what_this_process_kept(
+    tmp_path: Path,
+) -> None:
+    ds = str(tmp_path / "ds")
+    write_split_data(ds, recs("a", 3), splits=1)  # this process keeps version 1
+    shutil.rmtree(ds)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:  # another writes it anew
+        assert pool.apply(_write_in_a_new_process, (ds, recs("b", 2))) == 1
+    info = write_split_data(ds, recs("c", 1), splits=1)  # and this one appends
+    assert info.version == 2
+    from splitdask._dataset import _versions
+
+    _versions._BUILT.clear()
+    _versions._ENTRIES.clear()  # as a new process sees it
+    assert list(SplitDataLoader(ds)) == recs("b", 2) + recs("c", 1)

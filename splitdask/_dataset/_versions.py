@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from splitdask._format import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
@@ -49,23 +49,69 @@ __all__ = [
     "version_infos",
 ]
 
-_BUILT: OrderedDict[tuple[str, int], Manifest] = OrderedDict()
-_ENTRIES: OrderedDict[tuple[str, int], Entry] = OrderedDict()
+# By (dataset, version): the stamp (size, mtime) the version's file had in the listing
+# it was used with (None: this process committed it), and what it built or read. A
+# stamp that disagrees with a newer listing means the dataset was removed and written
+# again at the same place: the cached version is not that one.
+Stamp = tuple[int, float]
+_BUILT: OrderedDict[tuple[str, int], tuple[Stamp | None, Manifest]] = OrderedDict()
+_ENTRIES: OrderedDict[tuple[str, int], tuple[Stamp | None, Entry]] = OrderedDict()
 _LOCK = threading.Lock()
 _KEEP = 8
 
 
-def remember(store: Store, manifest: Manifest, entry: Entry | None = None) -> None:
-    """Keep a version this process built or committed, for the next open or commit."""
+def remember(
+    store: Store, manifest: Manifest, entry: Entry | None = None, stamp: Stamp | None = None
+) -> None:
+    """Keep a version this process built (``stamp``: its file's in the listing used)
+    or committed (``entry``; its stamp is taken from the next listing)."""
     with _LOCK:
-        _BUILT[(store.urlpath, manifest.generation)] = manifest
+        _BUILT[(store.urlpath, manifest.generation)] = (stamp, manifest)
         _BUILT.move_to_end((store.urlpath, manifest.generation))
         while len(_BUILT) > _KEEP:
             _BUILT.popitem(last=False)
         if entry is not None:
-            _ENTRIES[(store.urlpath, entry.version)] = entry
-            while len(_ENTRIES) > 64:
-                _ENTRIES.popitem(last=False)
+            _keep_entry(store, entry, stamp)
+
+
+def _keep_entry(store: Store, entry: Entry, stamp: Stamp | None) -> None:
+    _ENTRIES[(store.urlpath, entry.version)] = (stamp, entry)
+    while len(_ENTRIES) > 64:
+        _ENTRIES.popitem(last=False)
+
+
+def _fresh(hit: tuple[Stamp | None, Any] | None, listing: Listing | None, v: int) -> Any:
+    """A cached item if it is the one ``listing`` shows for version ``v`` (or may be:
+    this process committed it, and has not seen its file listed yet)."""
+    if hit is None:
+        return None
+    stamp, item = hit
+    if listing is None or stamp is None or stamp == listing.stamps.get(v):
+        return item
+    return None
+
+
+def _confirmed(store: Store, listing: Listing, v: int, manifest: Manifest) -> bool:
+    """Whether version ``v`` as listed is ``manifest``, a version this process
+    committed (its file's stamp not known yet): one small read, then its stamp is."""
+    with _LOCK:
+        hit = _BUILT.get((store.urlpath, v))
+    if hit is None or hit[0] is not None:
+        return True
+    if v not in listing.entries:
+        return False
+    rel = entry_name(v)
+    entry = Entry.from_json(store.read_file(rel), store.where(rel), v)
+    if entry.uid != manifest.uid:
+        # The dataset was removed and written again by another process: nothing this
+        # process kept of it is the dataset there now.
+        with _LOCK:
+            for cache in (_BUILT, _ENTRIES):
+                for key in [k for k in cache if k[0] == store.urlpath]:
+                    del cache[key]
+        return False
+    remember(store, manifest, entry, listing.stamps.get(v))
+    return True
 
 
 @dataclass(frozen=True)
@@ -105,6 +151,8 @@ class Listing:
 
     entries: frozenset[int]
     checkpoints: frozenset[int]
+    stamps: Mapping[int, Stamp] = field(default_factory=dict)
+    """Size and modification time of each version's entry (else its checkpoint)."""
 
     @property
     def versions(self) -> list[int]:
@@ -124,26 +172,28 @@ def list_log(store: Store) -> Listing:
     """The versions in ``_log/``: one listing (one request on an object store)."""
     entries: set[int] = set()
     checkpoints: set[int] = set()
-    for name in store.list_dir(LOG_DIR):
-        parsed = parse_log_name(name)
+    stamps: dict[int, Stamp] = {}
+    for info in store.list_info(LOG_DIR):
+        parsed = parse_log_name(info.name)
         if parsed is not None:
-            (entries if parsed[1] == "json" else checkpoints).add(parsed[0])
-    return Listing(frozenset(entries), frozenset(checkpoints))
+            v, kind = parsed
+            (entries if kind == "json" else checkpoints).add(v)
+            if kind == "json" or v not in stamps:
+                stamps[v] = (info.size, info.mtime)
+    return Listing(frozenset(entries), frozenset(checkpoints), stamps)
 
 
-def read_entry(store: Store, version: int) -> Entry:
-    """The log entry of ``version`` (this process keeps the ones it read)."""
-    key = (store.urlpath, version)
+def read_entry(store: Store, version: int, listing: Listing | None = None) -> Entry:
+    """The log entry of ``version`` (this process keeps the ones it read, and uses
+    them again while ``listing``, when given, shows the same file)."""
     with _LOCK:
-        hit = _ENTRIES.get(key)
+        hit = _fresh(_ENTRIES.get((store.urlpath, version)), listing, version)
     if hit is not None:
-        return hit
+        return hit  # type: ignore[no-any-return]
     rel = entry_name(version)
     entry = Entry.from_json(store.read_file(rel), store.where(rel), version)
     with _LOCK:
-        _ENTRIES[key] = entry
-        while len(_ENTRIES) > 64:
-            _ENTRIES.popitem(last=False)
+        _keep_entry(store, entry, listing.stamps.get(version) if listing else None)
     return entry
 
 
@@ -182,18 +232,24 @@ def load_version(
 def _build(store: Store, listing: Listing, version: int) -> Manifest:
     """Checkpoint (or a version built before) plus the entries after it."""
     with _LOCK:
-        cached = [
-            v
-            for (url, v) in _BUILT
-            if url == store.urlpath and v <= version and _replayable(listing, v, version)
-        ]
+        cached = {
+            v: m
+            for (url, v), hit in _BUILT.items()
+            if url == store.urlpath
+            and v <= version
+            and _replayable(listing, v, version)
+            and (m := _fresh(hit, listing, v)) is not None
+        }
     checkpoint = max((c for c in listing.checkpoints if c <= version), default=0)
     manifest: Manifest | None = None
     start = 0
-    if cached and max(cached) >= checkpoint:
+    if (
+        cached
+        and max(cached) >= checkpoint
+        and _confirmed(store, listing, max(cached), cached[max(cached)])
+    ):
         start = max(cached)
-        with _LOCK:
-            manifest = _BUILT.get((store.urlpath, start))
+        manifest = cached[start]
     if manifest is None and checkpoint:
         start = checkpoint
         rel = checkpoint_name(checkpoint)
@@ -206,41 +262,29 @@ def _build(store: Store, listing: Listing, version: int) -> Manifest:
             f"{store.urlpath}: version {version} cannot be rebuilt: log entries before it "
             f"were removed (the oldest version kept is {listing.oldest})"
         )
-    _prefetch(store, range(start + 1, version + 1))
+    _prefetch(store, range(start + 1, version + 1), listing)
     for v in range(start + 1, version + 1):
         rel = entry_name(v)
-        try:
-            manifest = apply(manifest, read_entry(store, v), store.where(rel))
-        except CorruptDatasetError:
-            if start and manifest is not None and v == start + 1 and start != checkpoint:
-                # A version this process built belongs to a dataset since replaced
-                # at the same place: start again from the files.
-                with _LOCK:
-                    _BUILT.pop((store.urlpath, start), None)
-                return _build(store, listing, version)
-            raise
+        manifest = apply(manifest, read_entry(store, v, listing), store.where(rel))
     assert manifest is not None
     if version > start or start == checkpoint:  # (a version built before was checked)
         manifest.validate(store.where(entry_name(version)))
-    remember(store, manifest)
+    remember(store, manifest, stamp=listing.stamps.get(version))
     return manifest
 
 
-def _prefetch(store: Store, versions: range) -> None:
+def _prefetch(store: Store, versions: range, listing: Listing) -> None:
     """Read the entries of ``versions`` not read yet, all at once (one round trip on
     a remote store instead of one each)."""
     with _LOCK:
-        todo = [v for v in versions if (store.urlpath, v) not in _ENTRIES]
+        todo = [v for v in versions if _fresh(_ENTRIES.get((store.urlpath, v)), listing, v) is None]
     if len(todo) < 2:
         return
     rels = [entry_name(v) for v in todo]
     for v, rel, data in zip(todo, rels, store.read_files(rels), strict=True):
         entry = Entry.from_json(data, store.where(rel), v)
         with _LOCK:
-            _ENTRIES[(store.urlpath, v)] = entry
-    with _LOCK:
-        while len(_ENTRIES) > 64:
-            _ENTRIES.popitem(last=False)
+            _keep_entry(store, entry, listing.stamps.get(v))
 
 
 def _replayable(listing: Listing, start: int, version: int) -> bool:
