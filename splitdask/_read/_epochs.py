@@ -10,7 +10,7 @@ import itertools
 import multiprocessing
 import multiprocessing.sharedctypes
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.context import get_spawning_popen
 from typing import Any
@@ -23,7 +23,8 @@ from splitdask._read._records import RecordReader
 
 __all__ = ["EpochClock", "KeyReader"]
 
-_TOKEN, _CURRENT, _NEXT, _HAS_NEXT = range(4)
+_TOKEN, _CURRENT, _NEXT, _HAS_NEXT, _VERSION, _NEXT_VERSION = range(6)
+_NO_VERSION = -1  # a slot's "none" (0 is a real answer: a splitdataloader dataset)
 
 
 class EpochClock:
@@ -43,13 +44,16 @@ class EpochClock:
     def __init__(self, first: int = 0) -> None:
         ctx = multiprocessing.get_context("spawn")  # its locks also work under fork
         self._lock: Any = ctx.Lock()
-        self._arr: Any = multiprocessing.sharedctypes.RawArray("q", 4)
+        self._arr: Any = multiprocessing.sharedctypes.RawArray("q", 6)
         self._arr[_CURRENT] = -1
+        self._arr[_VERSION] = self._arr[_NEXT_VERSION] = _NO_VERSION
         self.set_next(first)
 
     def __getstate__(self) -> dict[str, Any]:
         if get_spawning_popen() is None:  # not starting a process: a private clock
-            return {"current": self.current, "next": self.next}
+            with self._lock:
+                fixed = self._arr[_NEXT_VERSION] if self._arr[_HAS_NEXT] else _NO_VERSION
+            return {"current": self.current, "next": self.next, "next_version": fixed}
         return {"lock": self._lock, "arr": self._arr}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -57,6 +61,8 @@ class EpochClock:
             self._lock, self._arr = state["lock"], state["arr"]
         else:
             self.__init__(state["next"])  # type: ignore[misc]
+            if state.get("next_version", _NO_VERSION) != _NO_VERSION:
+                self._arr[_NEXT_VERSION] = state["next_version"]
 
     @property
     def current(self) -> int:
@@ -69,20 +75,45 @@ class EpochClock:
         with self._lock:
             return int(self._arr[_NEXT] if self._arr[_HAS_NEXT] else self._arr[_CURRENT] + 1)
 
+    @property
+    def version(self) -> int:
+        """The dataset version of the epoch running (or last run); ``-1`` before the first."""
+        return int(self._arr[_VERSION])
+
     def set_next(self, epoch: int) -> None:
+        """Make ``epoch`` the next; its version is picked when it starts (or fixed)."""
         with self._lock:
             self._arr[_NEXT] = epoch
             self._arr[_HAS_NEXT] = 1
+            self._arr[_NEXT_VERSION] = _NO_VERSION
 
-    def claim(self, token: int) -> int:
-        """The epoch of the pass ``token`` (a new pass starts the next epoch)."""
+    def fix_next(self, pick: Callable[[], int], epoch: int | None = None) -> int:
+        """The version of the next epoch (``epoch``, which then becomes the next one):
+        the one already fixed, else ``pick()``'s, fixed now."""
+        with self._lock:
+            arr = self._arr
+            if epoch is not None and not (arr[_HAS_NEXT] and arr[_NEXT] == epoch):
+                arr[_NEXT], arr[_HAS_NEXT], arr[_NEXT_VERSION] = epoch, 1, _NO_VERSION
+            elif not arr[_HAS_NEXT]:
+                arr[_NEXT], arr[_HAS_NEXT], arr[_NEXT_VERSION] = arr[_CURRENT] + 1, 1, _NO_VERSION
+            if arr[_NEXT_VERSION] == _NO_VERSION:
+                arr[_NEXT_VERSION] = pick()
+            return int(arr[_NEXT_VERSION])
+
+    def claim(self, token: int, pick: Callable[[], int] = lambda: 0) -> tuple[int, int]:
+        """The epoch of the pass ``token`` and its version (a new pass starts the next
+        epoch, on the version fixed for it, else on ``pick()``'s)."""
         with self._lock:
             arr = self._arr
             if arr[_CURRENT] >= 0 and arr[_TOKEN] == token and not arr[_HAS_NEXT]:
-                return int(arr[_CURRENT])
+                return int(arr[_CURRENT]), int(arr[_VERSION])
             epoch = arr[_NEXT] if arr[_HAS_NEXT] else arr[_CURRENT] + 1
+            version = arr[_NEXT_VERSION] if arr[_HAS_NEXT] else _NO_VERSION
+            if version == _NO_VERSION:
+                version = pick()
             arr[_TOKEN], arr[_CURRENT], arr[_HAS_NEXT] = token, epoch, 0
-            return int(epoch)
+            arr[_VERSION], arr[_NEXT_VERSION] = version, _NO_VERSION
+            return int(epoch), int(version)
 
 
 class KeyReader:
