@@ -10,8 +10,6 @@ settings, and open that version in each worker, whatever was committed since.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -20,13 +18,13 @@ import numpy as np
 import torch.distributed as dist
 import torch.utils.data as tud
 
-from splitdask._dataset._snapshot import Snapshot, open_snapshot, read_manifest
-from splitdask._read._epochs import EpochClock, KeyReader
-from splitdask._read._records import RecordReader
-from splitdask._store import CacheDir, UrlPath, cache_report, open_store
+from splitdask._dataset._snapshot import Snapshot, read_manifest
+from splitdask._read._epochs import EpochClock, KeyReader, resume_point
+from splitdask._read._pinned import Pinned, identity_key
+from splitdask._store import CacheDir, UrlPath
 from splitdask._store._workercache import WorkerCache
-from splitdask._util._validate import check_int, check_version
-from splitdask.errors import ResumeStateError, SplitDaskError
+from splitdask._util._validate import check_int
+from splitdask.errors import ResumeStateError
 from splitdask.plan import EpochOrder, RankPlan, default_window, epoch_seed, normalise_shuffle
 
 __all__ = ["SplitIterableDataset", "SplitMapDataset"]
@@ -36,119 +34,7 @@ STATE_VERSION = 2
 _DEFAULT_BLOCK = 64  # worker split granularity without a batch_size
 
 
-class _Lazy:
-    """A dataset location opened on first use in each process."""
-
-    def __init__(
-        self,
-        urlpath: UrlPath,
-        storage_options: Mapping[str, Any] | None,
-        cache_dir: CacheDir = None,
-        cache_bytes: int | str | None = None,
-        version: int | str | None = None,
-    ) -> None:
-        self._store = open_store(
-            urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes
-        )
-        self._no_cache = cache_dir is False
-        self._version = check_version(version)  # a number once opened
-        self._snap: Snapshot | None = None
-        self._reader: RecordReader | None = None
-        self._identity: str | None = None
-
-    @property
-    def snapshot(self) -> Snapshot:
-        """The version this process reads now (see :attr:`version`)."""
-        if self._snap is None:
-            snap = open_snapshot(self._store, self._version)
-            ident = _identity(snap)
-            if snap.version is None and self._identity not in (None, ident):
-                # A splitdataloader dataset has no versions to pin.
-                raise SplitDaskError(
-                    f"{self._store.urlpath}: the dataset was committed to after this "
-                    "dataset object was made (a worker would read another snapshot than "
-                    "the main process); make a new dataset object"
-                )
-            self._snap, self._identity, self._version = snap, ident, snap.version
-        return self._snap
-
-    @property
-    def version(self) -> int | None:
-        """The dataset version read: the newest when this object was made, or the one
-        ``version=`` named (``None`` for a splitdataloader dataset)."""
-        return self._pinned()
-
-    def _pinned(self) -> int | None:
-        _ = self.snapshot
-        return self._version if isinstance(self._version, int) else None
-
-    def _snapshot_of(self, version: int | None) -> Snapshot:
-        """The snapshot of ``version``: this process's own if it is that one."""
-        snap = self.snapshot
-        if version is None or snap.version == version:
-            return snap
-        return open_snapshot(self._store, version)
-
-    def _use(self, version: int | None) -> Snapshot:
-        """Make ``version`` the one this process reads (closing the reader of another)."""
-        snap = self._snapshot_of(version)
-        if snap is not self._snap:
-            reader, self._reader, self._snap = self._reader, None, snap
-            if reader is not None:
-                reader.close()
-        return snap
-
-    @property
-    def reader(self) -> RecordReader:
-        if self._reader is None:
-            self._reader = RecordReader(self.snapshot)
-        return self._reader
-
-    def _location(self) -> dict[str, Any]:
-        cache = self._store.cache
-        return {
-            "urlpath": self._store.urlpath,
-            "storage_options": self._store.storage_options,
-            "identity": self._identity,
-            "version": self._version,
-            "cache": False if cache is None else (cache.directory, cache.limit),
-            "no_cache": self._no_cache,
-        }
-
-    def _open_location(self, state: dict[str, Any]) -> None:
-        directory, limit = state["cache"] or (None, None)
-        self._store = open_store(
-            state["urlpath"],
-            state["storage_options"],
-            cache_dir=directory or False,
-            cache_bytes=limit,
-        )
-        self._snap, self._reader, self._identity = None, None, state["identity"]
-        self._version = state.get("version")  # absent: pickled by splitdask < 0.5
-        self._no_cache = state["no_cache"]
-
-    def cache_info(self) -> dict[str, Any] | None:
-        """The local part cache's counters in this process and its directory's
-        contents (see :meth:`splitdask.SplitDataLoader.cache_info`); ``None`` without one."""
-        return cache_report(self._store.cache)
-
-
-def _code(version: int | None) -> int:
-    """A version as the epoch clock's shared integers hold it (0: none)."""
-    return 0 if version is None else version
-
-
-def _decode(code: int) -> int | None:
-    return None if code <= 0 else code
-
-
-def _identity(snap: Snapshot) -> str:
-    """A short name of a committed state, to tell resume states of other data apart."""
-    blob = json.dumps(snap.identity, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-class SplitMapDataset(_Lazy, tud.Dataset[Any]):
+class SplitMapDataset(Pinned, tud.Dataset[Any]):
     """Random access for a ``DataLoader`` with a sampler (e.g. ``DistributedSampler``).
 
     Parameters
@@ -213,7 +99,7 @@ class SplitMapDataset(_Lazy, tud.Dataset[Any]):
         self.transform, self._len = state["transform"], state["len"]
 
 
-class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
+class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
     """Stream an epoch plan: every record once per epoch over all ranks, equal lengths.
 
     Parameters
@@ -312,21 +198,19 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
 
     # -- versions ---------------------------------------------------------------------
 
-    def _pick(self) -> int:
+    def _pick(self) -> int | None:
         """The version a starting epoch reads: the pinned one, or (``follow``) the newest."""
         if not self.follow:
-            return _code(self._pinned())
+            return self._pinned()
         manifest = read_manifest(self._store)
-        return _code(manifest.generation if manifest is not None else None)
+        return manifest.generation if manifest is not None else None
 
     def _epoch_version(self, epoch: int) -> int | None:
         """The version ``epoch`` reads: fixed for the running and the next epoch."""
         clock = self._clock
         if epoch == clock.current >= 0:
-            return _decode(clock.version)
-        if epoch == clock.next:
-            return _decode(clock.fix_next(self._pick))
-        return _decode(self._pick())
+            return clock.version
+        return clock.fix_next(self._pick) if epoch == clock.next else self._pick()
 
     @property
     def version(self) -> int | None:
@@ -378,11 +262,11 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
             worker, workers = info.id, info.num_workers
             token = hash((info.seed - info.id, self._iters)) & ((1 << 62) - 1)
         epoch, version = self._clock.claim(token, self._pick)
-        plan = self._plan(epoch, self._use(_decode(version)))
+        plan = self._plan(epoch, self._use(version))
         reader = KeyReader(self.reader, whole_parts=self.shuffle != "global")
         block = self.batch_size or _DEFAULT_BLOCK
         transform = self.transform
-        shared = self._worker_cache(workers, token, reader)
+        shared = _worker_cache(self, workers, token, reader)
         try:
             chunks = map(plan.keys, plan.worker_samples(worker, workers, block, self._chunk))
             for recs in reader.read_chunks(chunks):
@@ -395,24 +279,6 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
             if shared is not None:
                 self._store.cache = None
                 shared.leave()
-
-    def _worker_cache(self, workers: int, token: int, reader: KeyReader) -> WorkerCache | None:
-        """With several workers reading whole parts of a remote dataset and no cache
-        configured: a temporary cache the workers of this pass share (two windows and
-        what the reader fetches ahead, so that a part one worker fetched ahead is
-        still there when another needs it)."""
-        store = self._store
-        if workers < 2 or not reader.whole or store.cache is not None or self._no_cache:
-            return None
-        snap = self.snapshot
-        per_bin = sorted(
-            (sum(snap.parts[p].size for p in pids) for pids in snap.bin_parts), reverse=True
-        )
-        window = self.window if self.shuffle == "window" else 1
-        limit = 2 * sum(per_bin[:window]) + reader.ahead_bytes
-        shared = WorkerCache(f"{token:x}", max(1 << 20, limit))
-        store.cache = shared.cache
-        return shared
 
     # -- resume -----------------------------------------------------------------------
 
@@ -458,55 +324,20 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
             raise ResumeStateError(
                 f"not a SplitIterableDataset state (version {STATE_VERSION}): {str(state)[:200]}"
             )
-        snap = self._resumed_snapshot(state)
-        for key, value in self._fingerprint(snap).items():
-            if key == "version" or (got == 1 and key == "dataset_version"):
-                continue
-            if state.get(key) != value:
-                raise ResumeStateError(
-                    f"this state was saved for another {key}: {state.get(key)!r}, but this "
-                    f"dataset has {value!r}; a state only resumes the same dataset "
-                    "with the same shuffle, seed and window"
-                )
-        flat: Any = state.get("remaining")
-        epoch: Any = state.get("epoch")
-        n = snap.num_records
-        if not (
-            type(epoch) is int
-            and epoch >= 0
-            and isinstance(flat, list)
-            and not len(flat) % 2
-            and all(type(x) is int and 0 <= x <= n for x in flat)
-        ):
-            raise ResumeStateError(f"damaged SplitIterableDataset state: {str(state)[:200]}")
-        self._resume = (epoch, tuple(zip(flat[::2], flat[1::2], strict=True)))
+        snap = self.state_snapshot(state)
+        skip = {"version", "dataset_version"} if got == 1 else {"version"}
+        mine = {k: v for k, v in self._fingerprint(snap).items() if k not in skip}
+        epoch, spans = resume_point(state, mine, snap.num_records)
+        self._resume = (epoch, spans)
         if not self.follow:  # the whole run reads the state's version
             self._version = snap.version
         self._clock.set_next(epoch)
-        self._clock.fix_next(lambda: _code(snap.version), epoch)
-
-    def _resumed_snapshot(self, state: Mapping[str, Any]) -> Snapshot:
-        """The snapshot a state resumes: the version it names (a state of version 1
-        names none: the version this object opened)."""
-        if state.get("version") == 1:
-            return self._snapshot_of(self._pinned())
-        version: Any = state.get("dataset_version")
-        if version is not None and (type(version) is not int or version < 1):
-            raise ResumeStateError(f"damaged SplitIterableDataset state: {str(state)[:200]}")
-        if version is None and self.snapshot.version is not None:
-            raise ResumeStateError(
-                f"this state was saved for a splitdataloader dataset, but "
-                f"{self._store.urlpath} is a splitdask dataset (version {self.snapshot.version})"
-            )
-        try:
-            return self._snapshot_of(version)
-        except ValueError as exc:  # no such version yet: another dataset's state
-            raise ResumeStateError(f"this state was saved for another dataset: {exc}") from None
+        self._clock.fix_next(lambda: snap.version, epoch)
 
     def _fingerprint(self, snap: Snapshot) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
-            "dataset": _identity(snap),
+            "dataset": identity_key(snap),
             "dataset_version": snap.version,
             "num_records": snap.num_records,
             "shuffle": self.shuffle,
@@ -541,3 +372,24 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         for key in ("urlpath", "storage_options", "identity", "version"):
             state.pop(key, None)
         self.__dict__.update(state)
+
+
+def _worker_cache(
+    ds: SplitIterableDataset, workers: int, token: int, reader: KeyReader
+) -> WorkerCache | None:
+    """With several workers reading whole parts of a remote dataset and no cache
+    configured: a temporary cache the workers of this pass share (two windows and
+    what the reader fetches ahead, so that a part one worker fetched ahead is
+    still there when another needs it)."""
+    store = ds._store
+    if workers < 2 or not reader.whole or store.cache is not None or ds._no_cache:
+        return None
+    snap = ds.snapshot
+    per_bin = sorted(
+        (sum(snap.parts[p].size for p in pids) for pids in snap.bin_parts), reverse=True
+    )
+    window = ds.window if ds.shuffle == "window" else 1
+    limit = 2 * sum(per_bin[:window]) + reader.ahead_bytes
+    shared = WorkerCache(f"{token:x}", max(1 << 20, limit))
+    store.cache = shared.cache
+    return shared

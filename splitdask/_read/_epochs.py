@@ -10,7 +10,7 @@ import itertools
 import multiprocessing
 import multiprocessing.sharedctypes
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.context import get_spawning_popen
 from typing import Any
@@ -20,11 +20,23 @@ import numpy as np
 from splitdask._dataset._index import IntArray
 from splitdask._read._bins import BinData, load_parts
 from splitdask._read._records import RecordReader
+from splitdask.errors import ResumeStateError
 
-__all__ = ["EpochClock", "KeyReader"]
+__all__ = ["EpochClock", "KeyReader", "resume_point"]
 
 _TOKEN, _CURRENT, _NEXT, _HAS_NEXT, _VERSION, _NEXT_VERSION = range(6)
-_NO_VERSION = -1  # a slot's "none" (0 is a real answer: a splitdataloader dataset)
+_NO_VERSION = -1  # a slot's "not fixed"; 0 is a version of None (a splitdataloader dataset)
+
+Pick = Callable[[], int | None]
+"""Which version a starting epoch reads (``None``: a dataset without versions)."""
+
+
+def _code(version: int | None) -> int:
+    return 0 if version is None else version
+
+
+def _decode(code: int) -> int | None:
+    return None if code <= 0 else int(code)
 
 
 class EpochClock:
@@ -76,9 +88,9 @@ class EpochClock:
             return int(self._arr[_NEXT] if self._arr[_HAS_NEXT] else self._arr[_CURRENT] + 1)
 
     @property
-    def version(self) -> int:
-        """The dataset version of the epoch running (or last run); ``-1`` before the first."""
-        return int(self._arr[_VERSION])
+    def version(self) -> int | None:
+        """The dataset version of the epoch running (or last run)."""
+        return _decode(self._arr[_VERSION])
 
     def set_next(self, epoch: int) -> None:
         """Make ``epoch`` the next; its version is picked when it starts (or fixed)."""
@@ -87,7 +99,7 @@ class EpochClock:
             self._arr[_HAS_NEXT] = 1
             self._arr[_NEXT_VERSION] = _NO_VERSION
 
-    def fix_next(self, pick: Callable[[], int], epoch: int | None = None) -> int:
+    def fix_next(self, pick: Pick, epoch: int | None = None) -> int | None:
         """The version of the next epoch (``epoch``, which then becomes the next one):
         the one already fixed, else ``pick()``'s, fixed now."""
         with self._lock:
@@ -97,23 +109,54 @@ class EpochClock:
             elif not arr[_HAS_NEXT]:
                 arr[_NEXT], arr[_HAS_NEXT], arr[_NEXT_VERSION] = arr[_CURRENT] + 1, 1, _NO_VERSION
             if arr[_NEXT_VERSION] == _NO_VERSION:
-                arr[_NEXT_VERSION] = pick()
-            return int(arr[_NEXT_VERSION])
+                arr[_NEXT_VERSION] = _code(pick())
+            return _decode(arr[_NEXT_VERSION])
 
-    def claim(self, token: int, pick: Callable[[], int] = lambda: 0) -> tuple[int, int]:
+    def claim(self, token: int, pick: Pick = lambda: None) -> tuple[int, int | None]:
         """The epoch of the pass ``token`` and its version (a new pass starts the next
         epoch, on the version fixed for it, else on ``pick()``'s)."""
         with self._lock:
             arr = self._arr
             if arr[_CURRENT] >= 0 and arr[_TOKEN] == token and not arr[_HAS_NEXT]:
-                return int(arr[_CURRENT]), int(arr[_VERSION])
+                return int(arr[_CURRENT]), _decode(arr[_VERSION])
             epoch = arr[_NEXT] if arr[_HAS_NEXT] else arr[_CURRENT] + 1
             version = arr[_NEXT_VERSION] if arr[_HAS_NEXT] else _NO_VERSION
             if version == _NO_VERSION:
-                version = pick()
+                version = _code(pick())
             arr[_TOKEN], arr[_CURRENT], arr[_HAS_NEXT] = token, epoch, 0
             arr[_VERSION], arr[_NEXT_VERSION] = version, _NO_VERSION
-            return int(epoch), int(version)
+            return int(epoch), _decode(version)
+
+
+def resume_point(
+    state: Mapping[str, Any], expected: Mapping[str, Any], num_records: int
+) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """The epoch of a resume state and the spans of its order still to run, once
+    every key of ``expected`` matches the state's.
+
+    Raises
+    ------
+    ResumeStateError
+        Naming the first key that differs, or if the state is damaged.
+    """
+    for key, value in expected.items():
+        if state.get(key) != value:
+            raise ResumeStateError(
+                f"this state was saved for another {key}: {state.get(key)!r}, but this "
+                f"dataset has {value!r}; a state only resumes the same dataset "
+                "with the same shuffle, seed and window"
+            )
+    flat: Any = state.get("remaining")
+    epoch: Any = state.get("epoch")
+    if not (
+        type(epoch) is int
+        and epoch >= 0
+        and isinstance(flat, list)
+        and not len(flat) % 2
+        and all(type(x) is int and 0 <= x <= num_records for x in flat)
+    ):
+        raise ResumeStateError(f"damaged SplitIterableDataset state: {str(state)[:200]}")
+    return epoch, tuple(zip(flat[::2], flat[1::2], strict=True))
 
 
 class KeyReader:
