@@ -332,7 +332,7 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         if not self.follow:  # the whole run reads the state's version
             self._version = snap.version
         self._clock.set_next(epoch)
-        self._clock.fix_next(lambda: snap.version, epoch)
+        self._clock.fix_next(lambda: snap.version, force=True)
 
     def _fingerprint(self, snap: Snapshot) -> dict[str, Any]:
         return {

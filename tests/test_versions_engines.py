@@ -289,3 +289,18 @@ def test_ray_reads_its_version_whatever_is_committed(ray_session: None, ds: Path
         pickle.loads(pickle.dumps(source)).get_read_tasks(2)
     with pytest.raises(SnapshotExpiredError, match=r"version 2 .*oldest version kept is 3"):
         read_split_bins_ray(ds, version=2)
+
+
+def test_fixing_the_next_version_does_not_start_a_new_pass() -> None:
+    from splitdask._read._epochs import EpochClock
+
+    clock = EpochClock()
+    assert clock.claim(7, lambda: 3) == (0, 3)
+    assert clock.fix_next(lambda: 4) == 4  # len() of the next epoch, mid-pass
+    assert clock.fix_next(lambda: 5) == 4  # fixed once
+    assert clock.claim(7, lambda: 6) == (0, 3)  # a late worker of the same pass joins it
+    copy = pickle.loads(pickle.dumps(clock))  # a private copy keeps what was fixed
+    assert copy.claim(8) == (1, 4)
+    assert clock.claim(8, lambda: 6) == (1, 4)
+    clock.set_next(1)
+    assert clock.claim(9, lambda: 6) == (1, 6)  # fixed for an epoch that already ran

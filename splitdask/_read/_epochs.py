@@ -24,7 +24,7 @@ from splitdask.errors import ResumeStateError
 
 __all__ = ["EpochClock", "KeyReader", "resume_point"]
 
-_TOKEN, _CURRENT, _NEXT, _HAS_NEXT, _VERSION, _NEXT_VERSION = range(6)
+_TOKEN, _CURRENT, _NEXT, _HAS_NEXT, _VERSION, _NEXT_VERSION, _FIXED_FOR = range(7)
 _NO_VERSION = -1  # a slot's "not fixed"; 0 is a version of None (a splitdataloader dataset)
 
 Pick = Callable[[], int | None]
@@ -56,7 +56,7 @@ class EpochClock:
     def __init__(self, first: int = 0) -> None:
         ctx = multiprocessing.get_context("spawn")  # its locks also work under fork
         self._lock: Any = ctx.Lock()
-        self._arr: Any = multiprocessing.sharedctypes.RawArray("q", 6)
+        self._arr: Any = multiprocessing.sharedctypes.RawArray("q", 7)
         self._arr[_CURRENT] = -1
         self._arr[_VERSION] = self._arr[_NEXT_VERSION] = _NO_VERSION
         self.set_next(first)
@@ -64,8 +64,8 @@ class EpochClock:
     def __getstate__(self) -> dict[str, Any]:
         if get_spawning_popen() is None:  # not starting a process: a private clock
             with self._lock:
-                fixed = self._arr[_NEXT_VERSION] if self._arr[_HAS_NEXT] else _NO_VERSION
-            return {"current": self.current, "next": self.next, "next_version": fixed}
+                fixed = (int(self._arr[_FIXED_FOR]), int(self._arr[_NEXT_VERSION]))
+            return {"current": self.current, "next": self.next, "fixed": fixed}
         return {"lock": self._lock, "arr": self._arr}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -73,8 +73,7 @@ class EpochClock:
             self._lock, self._arr = state["lock"], state["arr"]
         else:
             self.__init__(state["next"])  # type: ignore[misc]
-            if state.get("next_version", _NO_VERSION) != _NO_VERSION:
-                self._arr[_NEXT_VERSION] = state["next_version"]
+            self._arr[_FIXED_FOR], self._arr[_NEXT_VERSION] = state.get("fixed", (0, -1))
 
     @property
     def current(self) -> int:
@@ -85,7 +84,11 @@ class EpochClock:
     def next(self) -> int:
         """The epoch the next DataLoader pass will run."""
         with self._lock:
-            return int(self._arr[_NEXT] if self._arr[_HAS_NEXT] else self._arr[_CURRENT] + 1)
+            return self._next()
+
+    def _next(self) -> int:
+        arr = self._arr
+        return int(arr[_NEXT] if arr[_HAS_NEXT] else arr[_CURRENT] + 1)
 
     @property
     def version(self) -> int | None:
@@ -93,23 +96,18 @@ class EpochClock:
         return _decode(self._arr[_VERSION])
 
     def set_next(self, epoch: int) -> None:
-        """Make ``epoch`` the next; its version is picked when it starts (or fixed)."""
+        """Make ``epoch`` the next (its version fixed if it was, else at its start)."""
         with self._lock:
             self._arr[_NEXT] = epoch
             self._arr[_HAS_NEXT] = 1
-            self._arr[_NEXT_VERSION] = _NO_VERSION
 
-    def fix_next(self, pick: Pick, epoch: int | None = None) -> int | None:
-        """The version of the next epoch (``epoch``, which then becomes the next one):
-        the one already fixed, else ``pick()``'s, fixed now."""
+    def fix_next(self, pick: Pick, force: bool = False) -> int | None:
+        """The version of the next epoch: the one already fixed for it, else (or with
+        ``force``) ``pick()``'s, fixed now. The next epoch stays what it was."""
         with self._lock:
-            arr = self._arr
-            if epoch is not None and not (arr[_HAS_NEXT] and arr[_NEXT] == epoch):
-                arr[_NEXT], arr[_HAS_NEXT], arr[_NEXT_VERSION] = epoch, 1, _NO_VERSION
-            elif not arr[_HAS_NEXT]:
-                arr[_NEXT], arr[_HAS_NEXT], arr[_NEXT_VERSION] = arr[_CURRENT] + 1, 1, _NO_VERSION
-            if arr[_NEXT_VERSION] == _NO_VERSION:
-                arr[_NEXT_VERSION] = _code(pick())
+            arr, epoch = self._arr, self._next()
+            if force or arr[_FIXED_FOR] != epoch or arr[_NEXT_VERSION] == _NO_VERSION:
+                arr[_NEXT_VERSION], arr[_FIXED_FOR] = _code(pick()), epoch
             return _decode(arr[_NEXT_VERSION])
 
     def claim(self, token: int, pick: Pick = lambda: None) -> tuple[int, int | None]:
@@ -119,13 +117,13 @@ class EpochClock:
             arr = self._arr
             if arr[_CURRENT] >= 0 and arr[_TOKEN] == token and not arr[_HAS_NEXT]:
                 return int(arr[_CURRENT]), _decode(arr[_VERSION])
-            epoch = arr[_NEXT] if arr[_HAS_NEXT] else arr[_CURRENT] + 1
-            version = arr[_NEXT_VERSION] if arr[_HAS_NEXT] else _NO_VERSION
+            epoch = self._next()
+            version = arr[_NEXT_VERSION] if arr[_FIXED_FOR] == epoch else _NO_VERSION
             if version == _NO_VERSION:
                 version = _code(pick())
             arr[_TOKEN], arr[_CURRENT], arr[_HAS_NEXT] = token, epoch, 0
             arr[_VERSION], arr[_NEXT_VERSION] = version, _NO_VERSION
-            return int(epoch), _decode(version)
+            return epoch, _decode(version)
 
 
 def resume_point(
