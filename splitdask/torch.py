@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.utils.data as tud
 
 from splitdask._dataset._snapshot import Snapshot, read_manifest
+from splitdask._dataset._versions import list_log
 from splitdask._read._epochs import EpochClock, KeyReader, resume_point
 from splitdask._read._pinned import Pinned, identity_key
 from splitdask._store import CacheDir, UrlPath
@@ -138,8 +139,8 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         (or a loaded state names), whatever is committed meanwhile. ``True``: each
         epoch reads the newest version when it starts, so records appended during
         an epoch join at the next one. Either way an epoch's version is fixed once
-        (when it starts, or when its length or state is first asked for), every
-        worker of the pass reads it, and :meth:`state_dict` records it.
+        (when it starts, or when its length, state or :attr:`version` is first asked
+        for), every worker of the pass reads it, and :meth:`state_dict` records it.
 
     Raises
     ------
@@ -202,7 +203,10 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         """The version a starting epoch reads: the pinned one, or (``follow``) the newest."""
         if not self.follow:
             return self._pinned()
-        manifest = read_manifest(self._store)
+        latest = list_log(self._store).latest  # one listing: the newest entry is whole
+        if latest:
+            return latest
+        manifest = read_manifest(self._store)  # written before versions: one version
         return manifest.generation if manifest is not None else None
 
     def _epoch_version(self, epoch: int) -> int | None:

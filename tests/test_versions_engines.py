@@ -304,3 +304,31 @@ def test_fixing_the_next_version_does_not_start_a_new_pass() -> None:
     assert clock.claim(8, lambda: 6) == (1, 4)
     clock.set_next(1)
     assert clock.claim(9, lambda: 6) == (1, 6)  # fixed for an epoch that already ran
+
+
+def test_follow_with_persistent_workers(ds: Path) -> None:
+    f = SplitIterableDataset(ds, batch_size=16, shuffle=None, follow=True)
+    loader = tud.DataLoader(
+        f, batch_size=16, num_workers=2, collate_fn=list, persistent_workers=True
+    )
+    assert sorted(ident(r) for b in loader for r in b) == list(range(N))
+    add(ds, N, 40)
+    assert f.version == 1  # the epoch that ran
+    assert sorted(ident(r) for b in loader for r in b) == list(range(N + 40))
+    assert f.version == 2  # picked by a worker, known to the main process
+    assert f.epoch == 1
+    assert f.state_dict(0)["dataset_version"] == 2
+
+
+def test_s3_spawned_workers_pin_and_follow(s3_url: str, s3_storage_options: dict[str, Any]) -> None:
+    opts = {"storage_options": s3_storage_options}
+    recs = [struct.pack("<q", i) for i in range(200)]
+    write_split_data(s3_url, recs, splits=4, **opts)
+    pinned = SplitIterableDataset(s3_url, s3_storage_options, batch_size=16, shuffle=None)
+    f = SplitIterableDataset(s3_url, s3_storage_options, batch_size=16, follow=True)
+    assert len(f) == 200  # epoch 0 fixed on version 1
+    write_split_data(s3_url, [struct.pack("<q", i) for i in range(200, 230)], mode="a", **opts)
+    assert sorted(run(pinned, 2, "spawn")) == list(range(200))
+    assert sorted(run(f, 2, "spawn")) == list(range(200))
+    assert sorted(run(f, 2, "spawn")) == list(range(230))  # epoch 1: the newest at its start
+    assert f.state_dict(0)["dataset_version"] == 2
