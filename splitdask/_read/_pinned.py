@@ -49,8 +49,9 @@ class Pinned:
         if self._snap is None:
             snap = open_snapshot(self._store, self._version)
             ident = identity_key(snap)
-            if snap.version is None and self._identity not in (None, ident):
-                # A splitdataloader dataset has no versions to pin.
+            if self._version is None and self._identity not in (None, ident):
+                # No version to pin: a splitdataloader dataset, or a copy pickled
+                # before versions; it must still be what the main process opened.
                 raise SplitDaskError(
                     f"{self._store.urlpath}: the dataset was committed to after this "
                     "dataset object was made (a worker would read another snapshot than "
