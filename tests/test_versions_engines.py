@@ -83,15 +83,22 @@ def test_workers_read_the_version_the_main_process_opened(ds: Path, ctx: str) ->
 
 
 def test_version_argument_and_overwrite_between_pickling_and_reading(ds: Path) -> None:
-    add(ds, N, 100)
+    add(ds, N, 100, tag="nightly")
+    add(ds, N + 100, 5)
+    tagged = SplitIterableDataset(ds, batch_size=16, version="nightly", shuffle=None)
+    assert tagged.version == 2
+    bag = read_split_bins(ds, version="nightly")
+    assert sorted(map(ident, bag.compute(scheduler="sync"))) == list(range(N + 100))
     old = SplitIterableDataset(ds, batch_size=16, version=1, shuffle=None)
     assert len(old) == N
     assert old.version == 1
     add(ds, 5000, 10, mode="w")  # the parts of version 1 stay for the retention period
     assert sorted(run(old, 2, "spawn")) == list(range(N))
-    m = SplitMapDataset(ds, version=2, transform=ident)
+    m = SplitMapDataset(ds, version="nightly", transform=ident)
     assert len(m) == N + 100
     assert m[N + 99] == N + 99
+    with pytest.raises(ValueError, match="no version tagged 'daily'"):
+        SplitMapDataset(ds, version="daily")
     with pytest.raises(ValueError, match="no version 9"):
         SplitMapDataset(ds, version=9)
     with pytest.raises(TypeError, match="version must be"):
