@@ -239,7 +239,7 @@ def test_bag_reads_its_version_whatever_is_committed(client: Client, ds: Path) -
     add(ds, 5000, 10, mode="w", retention=0, keep_versions=10)
     assert _ids(bag, client) == list(range(N))
     add(ds, 6000, 10, retention=0, keep_versions=10)  # two parts a bin: something to compact
-    assert compact(ds).generation == 5  # (compact takes no keep_versions=)
+    assert compact(ds, retention=0, keep_versions=10).generation == 5
     gc(ds, older_than=0, keep_versions=10)
     assert _ids(bag, client) == list(range(N))
     assert _ids(read_split_bins(ds, version=2), client) == list(range(N + 100))
