@@ -6,8 +6,9 @@ all of them, names the parts it was handed in a new manifest (one atomic
 replacement). Dask may run a partition task more than once (its worker died, the
 task was retried); each run writes parts under fresh names and only the results
 Dask hands to the commit become part of the dataset, so every record of the Bag is
-stored exactly once. Reading, partition ``k`` reads bin ``k`` as the manifest
-listed it when the Bag was built, so all partitions see one snapshot.
+stored exactly once. Reading, partition ``k`` reads bin ``k`` as the version the
+Bag was built from listed it: each task carries its bin's parts, so every
+partition, on any worker, reads that one version whatever was committed since.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from splitdask._format._compression import Compression, check_compression
 from splitdask._read._batch import rebatch
 from splitdask._read._bins import load_parts
 from splitdask._store import CacheDir, Store, UrlPath, open_store
-from splitdask._util._validate import check_int, check_metadata
+from splitdask._util._validate import check_int, check_metadata, check_version
 from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
 from splitdask._write._cleanup import new_tag
@@ -317,6 +318,7 @@ def read_split_bins(
     batch_size: int | None = None,
     cache_dir: CacheDir = None,
     cache_bytes: int | str | None = None,
+    version: int | str | None = None,
 ) -> db.Bag:
     """A Dask Bag of a dataset's records with one partition per bin.
 
@@ -349,6 +351,9 @@ def read_split_bins(
     cache_dir, cache_bytes
         A local part cache on each worker's machine, shared by the workers there
         (see :class:`~splitdask.SplitDataLoader`); the settings travel with the tasks.
+    version
+        The version to read: its number, or the tag a writer gave it (the newest
+        version with that tag); default the newest. See :func:`splitdask.versions`.
 
     Returns
     -------
@@ -362,15 +367,20 @@ def read_split_bins(
     ------
     DatasetNotFoundError
         If there is no dataset at ``urlpath`` (raised here, not in a task).
+    SnapshotExpiredError
+        If ``version`` was removed by ``gc`` (raised here); in a task, if ``gc``
+        removed parts of the Bag's version after it was built. The error names the
+        version and the oldest one kept.
     TypeError, IndexError, ValueError
-        For a ``bins`` that is not a sequence of distinct in-range bin numbers.
+        For a ``bins`` that is not a sequence of distinct in-range bin numbers, or a
+        ``version`` that is not a version number (>= 1) or tag, or not there yet.
 
     Notes
     -----
-    The Bag reads the parts the manifest named when it was built (one snapshot):
-    records committed later are not in it, and if the dataset is overwritten
-    before the Bag is computed, its tasks fail with ``CorruptDatasetError``
-    rather than mix two versions.
+    The Bag pins one version: each task carries the parts that version names, so
+    records committed later are not in it, and appends, overwrites and compactions
+    committed before it is computed change nothing it reads, for as long as the
+    writers' ``retention`` (or ``keep_versions``) keeps that version's parts.
 
     Examples
     --------
@@ -379,7 +389,8 @@ def read_split_bins(
     >>> read_split_bins("data/train").map(len).sum().compute()  # doctest: +SKIP
     """
     store = open_store(urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes)
-    return snapshot_bag(open_snapshot(store), shuffle, seed, bins, batch_size)
+    snapshot = open_snapshot(store, check_version(version))
+    return snapshot_bag(snapshot, shuffle, seed, bins, batch_size)
 
 
 def snapshot_bag(

@@ -1,7 +1,9 @@
 """Ray Data: :func:`read_split_bins_ray` reads a dataset, :func:`to_split_bins_ray` writes one.
 
-Reading, a ``ray.data.Datasource`` turns one manifest snapshot into read tasks of
-whole bins (one block per bin), shuffled per bin by the same code as
+Reading, a ``ray.data.Datasource`` turns one version of the dataset into read tasks
+of whole bins (one block per bin): it pickles as the location and that version, and
+each task carries its bins' parts, so every task reads that version whatever was
+committed since. Bins are shuffled by the same code as
 ``iterate_binwise`` and the Dask reader. Writing, a ``ray.data.Datasink``: every
 write task writes its records to new parts of one bin that nothing names yet, and
 ``on_write_complete``, on the driver, names the parts of the results Ray hands it in
@@ -32,7 +34,7 @@ from splitdask._format._compression import Compression, check_compression
 from splitdask._read._batch import RecordBatch
 from splitdask._read._bins import load_parts
 from splitdask._store import CacheDir, Store, UrlPath, open_store
-from splitdask._util._validate import check_int
+from splitdask._util._validate import check_int, check_version
 from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
 from splitdask._write._cleanup import new_tag
@@ -61,6 +63,7 @@ def read_split_bins_ray(
     ray_remote_args: Mapping[str, Any] | None = None,
     cache_dir: CacheDir = None,
     cache_bytes: int | str | None = None,
+    version: int | str | None = None,
 ) -> ray.data.Dataset:
     """A Ray Dataset of a dataset's records, one read task per bin.
 
@@ -91,22 +94,31 @@ def read_split_bins_ray(
     cache_dir, cache_bytes
         A local part cache on each node, shared by the read tasks there (see
         :class:`~splitdask.SplitDataLoader`).
+    version
+        The version to read: its number, or the tag a writer gave it (the newest
+        version with that tag); default the newest. See :func:`splitdask.versions`.
 
     Returns
     -------
     ray.data.Dataset
-        Rows ``{"record": bytes}`` (plus ``"index"``), read lazily from the snapshot
-        of the manifest taken by this call: later commits are not in it.
+        Rows ``{"record": bytes}`` (plus ``"index"``), read lazily from the version
+        this call opened: records committed later are not in it, and appends,
+        overwrites and compactions committed before it is read change nothing it
+        reads, for as long as the writers' retention keeps that version.
 
     Raises
     ------
     DatasetNotFoundError
         If there is no dataset at ``urlpath`` (raised here, not in a task).
+    SnapshotExpiredError
+        If ``version`` was removed by ``gc`` (raised here); in a task, if ``gc``
+        removed the version's parts since. The error names the version and the
+        oldest one kept.
     """
     if override_num_blocks is not None:
         check_int(override_num_blocks, "override_num_blocks", minimum=1)
     store = open_store(urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes)
-    snapshot = open_snapshot(store)
+    snapshot = open_snapshot(store, check_version(version))
     source = SplitBinsDatasource(snapshot, shuffle, seed, include_index)
     return ray.data.read_datasource(
         source,
@@ -118,15 +130,37 @@ def read_split_bins_ray(
 
 
 class SplitBinsDatasource(Datasource):  # type: ignore[misc]
-    """The bins of one snapshot as Ray read tasks."""
+    """The bins of one version as Ray read tasks.
+
+    It pickles as its location and version (a splitdataloader dataset, which has no
+    versions, as its snapshot): a copy that Ray plans with elsewhere opens the same
+    version, or raises ``SnapshotExpiredError`` naming it once ``gc`` removed it.
+    """
 
     def __init__(
         self, snapshot: Snapshot, shuffle: bool, seed: int | None, include_index: bool
     ) -> None:
         super().__init__()
-        self.snapshot = snapshot
+        self._snapshot: Snapshot | None = snapshot
+        self._store, self._version = snapshot.store, snapshot.version
         self.seed = resolve_seed(seed) if shuffle else None
         self.include_index = bool(include_index)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The version read (opened again on first use in an unpickled copy)."""
+        if self._snapshot is None:
+            self._snapshot = open_snapshot(self._store, self._version)
+        return self._snapshot
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self._version is not None:
+            state["_snapshot"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def get_name(self) -> str:
         return "SplitBins"

@@ -2,15 +2,14 @@
 
 :class:`SplitIterableDataset` streams an epoch plan (:mod:`splitdask.plan`): each
 rank its equal share, each DataLoader worker its batches, resumable mid-epoch from a
-small state, also with another world size, worker count or batch size.
-:class:`SplitMapDataset` is random access for samplers, fetching a batch at once.
-Both pickle as their location and settings, and open the dataset in each worker.
+small state, also with another world size, worker count or batch size, and after
+appends (the state names its version). :class:`SplitMapDataset` is random access for
+samplers, fetching a batch at once. Both pickle as their location, version and
+settings, and open that version in each worker, whatever was committed since.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -19,93 +18,24 @@ import numpy as np
 import torch.distributed as dist
 import torch.utils.data as tud
 
-from splitdask._dataset._snapshot import Snapshot, open_snapshot
-from splitdask._read._epochs import EpochClock, KeyReader
-from splitdask._read._records import RecordReader
-from splitdask._store import CacheDir, UrlPath, cache_report, open_store
+from splitdask._dataset._snapshot import Snapshot, read_manifest
+from splitdask._dataset._versions import list_log
+from splitdask._read._epochs import EpochClock, KeyReader, resume_point
+from splitdask._read._pinned import Pinned, identity_key
+from splitdask._store import CacheDir, UrlPath
 from splitdask._store._workercache import WorkerCache
 from splitdask._util._validate import check_int
-from splitdask.errors import ResumeStateError, SplitDaskError
+from splitdask.errors import ResumeStateError
 from splitdask.plan import EpochOrder, RankPlan, default_window, epoch_seed, normalise_shuffle
 
 __all__ = ["SplitIterableDataset", "SplitMapDataset"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""Version 2 names the dataset version of its epoch; version 1 states still load."""
 _DEFAULT_BLOCK = 64  # worker split granularity without a batch_size
 
 
-class _Lazy:
-    """A dataset location opened on first use in each process."""
-
-    def __init__(
-        self,
-        urlpath: UrlPath,
-        storage_options: Mapping[str, Any] | None,
-        cache_dir: CacheDir = None,
-        cache_bytes: int | str | None = None,
-    ) -> None:
-        self._store = open_store(
-            urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes
-        )
-        self._no_cache = cache_dir is False
-        self._snap: Snapshot | None = None
-        self._reader: RecordReader | None = None
-        self._identity: str | None = None
-
-    @property
-    def snapshot(self) -> Snapshot:
-        if self._snap is None:
-            snap = open_snapshot(self._store)
-            ident = _identity(snap)
-            if self._identity is not None and ident != self._identity:
-                raise SplitDaskError(
-                    f"{self._store.urlpath}: the dataset was committed to after this "
-                    "dataset object was made (a worker would read another snapshot than "
-                    "the main process); make a new dataset object"
-                )
-            self._snap, self._identity = snap, ident
-        return self._snap
-
-    @property
-    def reader(self) -> RecordReader:
-        if self._reader is None:
-            self._reader = RecordReader(self.snapshot)
-        return self._reader
-
-    def _location(self) -> dict[str, Any]:
-        cache = self._store.cache
-        return {
-            "urlpath": self._store.urlpath,
-            "storage_options": self._store.storage_options,
-            "identity": self._identity,
-            "cache": False if cache is None else (cache.directory, cache.limit),
-            "no_cache": self._no_cache,
-        }
-
-    def _open_location(self, state: dict[str, Any]) -> None:
-        directory, limit = state["cache"] or (None, None)
-        self._store = open_store(
-            state["urlpath"],
-            state["storage_options"],
-            cache_dir=directory or False,
-            cache_bytes=limit,
-        )
-        self._snap, self._reader, self._identity = None, None, state["identity"]
-        self._no_cache = state["no_cache"]
-
-    def cache_info(self) -> dict[str, Any] | None:
-        """The local part cache's counters in this process and its directory's
-        contents (see :meth:`splitdask.SplitDataLoader.cache_info`); ``None`` without one."""
-        return cache_report(self._store.cache)
-
-
-def _identity(snap: Snapshot) -> str:
-    """A short name of a committed state, to tell resume states of other data apart."""
-    blob = json.dumps(snap.identity, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-class SplitMapDataset(_Lazy, tud.Dataset[Any]):
+class SplitMapDataset(Pinned, tud.Dataset[Any]):
     """Random access for a ``DataLoader`` with a sampler (e.g. ``DistributedSampler``).
 
     Parameters
@@ -117,11 +47,21 @@ class SplitMapDataset(_Lazy, tud.Dataset[Any]):
     cache_dir, cache_bytes
         A local part cache shared by the workers (see :class:`splitdask.SplitDataLoader`):
         parts already in it are read locally; random reads do not fill it.
+    version
+        The dataset version to read (its number or tag, as for
+        :class:`splitdask.SplitDataLoader`); default the newest.
+
+    Raises
+    ------
+    SnapshotExpiredError
+        If ``version`` (or, in a worker, the version the main process opened) was
+        removed by ``gc``; the error names it and the oldest version kept.
 
     Notes
     -----
     ``__getitems__`` serves a whole batch with one batched read: one request per
-    part touched on remote stores.
+    part touched on remote stores. The dataset pickles as its location and version:
+    forked and spawned workers read the version the main process opened.
     """
 
     def __init__(
@@ -132,8 +72,9 @@ class SplitMapDataset(_Lazy, tud.Dataset[Any]):
         transform: Callable[[Any], Any] | None = None,
         cache_dir: CacheDir = None,
         cache_bytes: int | str | None = None,
+        version: int | str | None = None,
     ) -> None:
-        super().__init__(urlpath, storage_options, cache_dir, cache_bytes)
+        super().__init__(urlpath, storage_options, cache_dir, cache_bytes, version)
         self.transform = transform
         self._len = self.snapshot.num_records
 
@@ -159,7 +100,7 @@ class SplitMapDataset(_Lazy, tud.Dataset[Any]):
         self.transform, self._len = state["transform"], state["len"]
 
 
-class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
+class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
     """Stream an epoch plan: every record once per epoch over all ranks, equal lengths.
 
     Parameters
@@ -190,6 +131,22 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         Without one (and unless ``cache_dir=False``), the DataLoader workers of a
         pass over a remote dataset share a private temporary cache of about two
         windows, removed when they finish, so that each part is fetched once a pass.
+    version
+        The dataset version to read (its number or tag, as for
+        :class:`splitdask.SplitDataLoader`); default the newest.
+    follow
+        ``False`` (default): every epoch reads the one version this object opened
+        (or a loaded state names), whatever is committed meanwhile. ``True``: each
+        epoch reads the newest version when it starts, so records appended during
+        an epoch join at the next one. Either way an epoch's version is fixed once
+        (when it starts, or when its length, state or :attr:`version` is first asked
+        for), every worker of the pass reads it, and :meth:`state_dict` records it.
+
+    Raises
+    ------
+    SnapshotExpiredError
+        When an epoch's version was removed by ``gc`` before a worker opened it (or
+        before a state naming it is loaded); the error names it and the oldest kept.
     """
 
     def __init__(
@@ -207,12 +164,18 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         transform: Callable[[Any], Any] | None = None,
         cache_dir: CacheDir = None,
         cache_bytes: int | str | None = None,
+        version: int | str | None = None,
+        follow: bool = False,
     ) -> None:
-        super().__init__(urlpath, storage_options, cache_dir, cache_bytes)
+        super().__init__(urlpath, storage_options, cache_dir, cache_bytes, version)
+        if not isinstance(follow, bool):
+            raise TypeError(f"follow must be True or False, not {follow!r}")
+        self.follow = follow
         self.shuffle = normalise_shuffle(shuffle)
         self.seed = check_int(seed, "seed", minimum=0, error=TypeError)
         snap = self.snapshot
         self._counts = snap.bin_counts()
+        self._counts_version = snap.version
         # Samples read per step: about 1 MiB of records, so big records stay few.
         self._chunk = int(min(4096, max(1, (1 << 20) * snap.num_records // max(1, snap.nbytes))))
         if window is None:
@@ -234,11 +197,45 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         self._resume: tuple[int, tuple[tuple[int, int], ...]] | None = None
         self._iters = 0
 
+    # -- versions ---------------------------------------------------------------------
+
+    def _pick(self) -> int | None:
+        """The version a starting epoch reads: the pinned one, or (``follow``) the newest."""
+        if not self.follow:
+            return self._pinned()
+        latest = list_log(self._store).latest  # one listing: the newest entry is whole
+        if latest:
+            return latest
+        manifest = read_manifest(self._store)  # written before versions: one version
+        return manifest.generation if manifest is not None else None
+
+    def _epoch_version(self, epoch: int) -> int | None:
+        """The version ``epoch`` reads: fixed for the running and the next epoch."""
+        clock = self._clock
+        if epoch == clock.current >= 0:
+            return clock.version
+        return clock.fix_next(self._pick) if epoch == clock.next else self._pick()
+
+    @property
+    def version(self) -> int | None:
+        """The version the running epoch reads (before the first ``iter()``: the next);
+        ``None`` for a splitdataloader dataset."""
+        return self._epoch_version(self.epoch)
+
+    def _counts_of(self, snap: Snapshot) -> list[int]:
+        if snap.version != self._counts_version:
+            self._counts, self._counts_version = snap.bin_counts(), snap.version
+        return self._counts
+
     # -- plans ------------------------------------------------------------------------
 
     def plan(self, epoch: int) -> RankPlan:
         """This rank's plan for ``epoch`` (the rest of it, for a resumed epoch)."""
-        order = EpochOrder(self._counts, self.shuffle, epoch_seed(self.seed, epoch), self.window)
+        return self._plan(epoch, self._snapshot_of(self._epoch_version(epoch)))
+
+    def _plan(self, epoch: int, snap: Snapshot) -> RankPlan:
+        counts = self._counts_of(snap)
+        order = EpochOrder(counts, self.shuffle, epoch_seed(self.seed, epoch), self.window)
         remaining: tuple[tuple[int, int], ...] = ((0, order.num_records),)
         if self._resume is not None and self._resume[0] == epoch:
             remaining = self._resume[1]
@@ -268,11 +265,12 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
             # persistent, the same count of passes.
             worker, workers = info.id, info.num_workers
             token = hash((info.seed - info.id, self._iters)) & ((1 << 62) - 1)
-        plan = self.plan(self._clock.claim(token))
+        epoch, version = self._clock.claim(token, self._pick)
+        plan = self._plan(epoch, self._use(version))
         reader = KeyReader(self.reader, whole_parts=self.shuffle != "global")
         block = self.batch_size or _DEFAULT_BLOCK
         transform = self.transform
-        shared = self._worker_cache(workers, token, reader)
+        shared = _worker_cache(self, workers, token, reader)
         try:
             chunks = map(plan.keys, plan.worker_samples(worker, workers, block, self._chunk))
             for recs in reader.read_chunks(chunks):
@@ -286,24 +284,6 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
                 self._store.cache = None
                 shared.leave()
 
-    def _worker_cache(self, workers: int, token: int, reader: KeyReader) -> WorkerCache | None:
-        """With several workers reading whole parts of a remote dataset and no cache
-        configured: a temporary cache the workers of this pass share (two windows and
-        what the reader fetches ahead, so that a part one worker fetched ahead is
-        still there when another needs it)."""
-        store = self._store
-        if workers < 2 or not reader.whole or store.cache is not None or self._no_cache:
-            return None
-        snap = self.snapshot
-        per_bin = sorted(
-            (sum(snap.parts[p].size for p in pids) for pids in snap.bin_parts), reverse=True
-        )
-        window = self.window if self.shuffle == "window" else 1
-        limit = 2 * sum(per_bin[:window]) + reader.ahead_bytes
-        shared = WorkerCache(f"{token:x}", max(1 << 20, limit))
-        store.cache = shared.cache
-        return shared
-
     # -- resume -----------------------------------------------------------------------
 
     def state_dict(self, samples_seen: int) -> dict[str, Any]:
@@ -312,14 +292,16 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
         Returns
         -------
         dict
-            Small and JSON-serialisable (its size grows with the world size only).
+            Small and JSON-serialisable (its size grows with the world size only). It
+            names the epoch and the dataset version that epoch reads.
         """
         epoch = self.epoch
-        plan = self.plan(epoch)
+        snap = self._snapshot_of(self._epoch_version(epoch))
+        plan = self._plan(epoch, snap)
         check_int(samples_seen, "samples_seen", minimum=0, maximum=len(plan))
         left = plan.remaining_after(samples_seen)
         return {
-            **self._fingerprint(),
+            **self._fingerprint(snap),
             "epoch": epoch,
             "remaining": [x for span in left for x in span],
         }
@@ -327,44 +309,41 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Make the next ``iter()`` run the rest of the saved epoch, then go on.
 
+        The rest of the epoch reads the version the state names, whatever was
+        committed since (exactly what the uninterrupted run would have read); the
+        epochs after it read that version too, or (``follow``) the newest at their
+        start. A state saved before splitdask recorded versions resumes only the
+        dataset as it was then.
+
         Raises
         ------
         ResumeStateError
-            If ``state`` is not a state of this dataset snapshot, seed, shuffle and
-            window.
+            If ``state`` is not a state of this dataset, seed, shuffle and window
+            (or, for a state without a version, of this dataset's version).
+        SnapshotExpiredError
+            If the version the state names was removed by ``gc``.
         """
-        if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
+        got: Any = state.get("version") if isinstance(state, Mapping) else None
+        if got not in (1, STATE_VERSION):
             raise ResumeStateError(
                 f"not a SplitIterableDataset state (version {STATE_VERSION}): {str(state)[:200]}"
             )
-        mine = self._fingerprint()
-        for key, value in mine.items():
-            if state.get(key) != value:
-                raise ResumeStateError(
-                    f"this state was saved for another {key}: {state.get(key)!r}, but this "
-                    f"dataset has {value!r}; a state only resumes the same dataset snapshot "
-                    "with the same shuffle, seed and window"
-                )
-        flat: Any = state.get("remaining")
-        epoch: Any = state.get("epoch")
-        n = self.snapshot.num_records
-        if not (
-            type(epoch) is int
-            and epoch >= 0
-            and isinstance(flat, list)
-            and not len(flat) % 2
-            and all(type(x) is int and 0 <= x <= n for x in flat)
-        ):
-            raise ResumeStateError(f"damaged SplitIterableDataset state: {str(state)[:200]}")
-        self._resume = (epoch, tuple(zip(flat[::2], flat[1::2], strict=True)))
+        snap = self.state_snapshot(state)
+        skip = {"version", "dataset_version"} if got == 1 else {"version"}
+        mine = {k: v for k, v in self._fingerprint(snap).items() if k not in skip}
+        epoch, spans = resume_point(state, mine, snap.num_records)
+        self._resume = (epoch, spans)
+        if not self.follow:  # the whole run reads the state's version
+            self._version = snap.version
         self._clock.set_next(epoch)
+        self._clock.fix_next(lambda: snap.version, force=True)
 
-    def _fingerprint(self) -> dict[str, Any]:
-        _ = self.snapshot
+    def _fingerprint(self, snap: Snapshot) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
-            "dataset": self._identity,
-            "num_records": self.snapshot.num_records,
+            "dataset": identity_key(snap),
+            "dataset_version": snap.version,
+            "num_records": snap.num_records,
             "shuffle": self.shuffle,
             "seed": self.seed,
             "window": self.window,
@@ -374,6 +353,7 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
 
     def __getstate__(self) -> dict[str, Any]:
         keep = (
+            "follow",
             "shuffle",
             "seed",
             "window",
@@ -383,6 +363,7 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
             "world_size",
             "transform",
             "_counts",
+            "_counts_version",
             "_chunk",
             "_clock",
             "_resume",
@@ -392,6 +373,27 @@ class SplitIterableDataset(_Lazy, tud.IterableDataset[Any]):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._open_location(state)
-        for key in ("urlpath", "storage_options", "identity"):
-            state.pop(key)
+        for key in ("urlpath", "storage_options", "identity", "version"):
+            state.pop(key, None)
         self.__dict__.update(state)
+
+
+def _worker_cache(
+    ds: SplitIterableDataset, workers: int, token: int, reader: KeyReader
+) -> WorkerCache | None:
+    """With several workers reading whole parts of a remote dataset and no cache
+    configured: a temporary cache the workers of this pass share (two windows and
+    what the reader fetches ahead, so that a part one worker fetched ahead is
+    still there when another needs it)."""
+    store = ds._store
+    if workers < 2 or not reader.whole or store.cache is not None or ds._no_cache:
+        return None
+    snap = ds.snapshot
+    per_bin = sorted(
+        (sum(snap.parts[p].size for p in pids) for pids in snap.bin_parts), reverse=True
+    )
+    window = ds.window if ds.shuffle == "window" else 1
+    limit = 2 * sum(per_bin[:window]) + reader.ahead_bytes
+    shared = WorkerCache(f"{token:x}", max(1 << 20, limit))
+    store.cache = shared.cache
+    return shared

@@ -12,7 +12,10 @@
 * ``_verify``: every part read whole and checked.
 * ``_describe``, ``_html``: what a dataset holds, as numbers, text and a notebook view.
 * ``_history``: :func:`versions`, a dataset's kept versions.
-* ``_epochs``: the epoch clock and key reader the training adapters share.
+* ``_epochs``: the epoch clock (each epoch's number and version) and key reader the
+  training adapters share, and the check of a resume state.
+* ``_pinned``: :class:`Pinned`, a dataset's location and pinned version, opened again
+  in each process it is pickled to.
 * ``_loader``: :class:`Loader`, the front of all the above (the public
   ``SplitDataLoader`` adds the engines' shortcuts, in ``splitdask._front``).
 

@@ -10,7 +10,7 @@ import itertools
 import multiprocessing
 import multiprocessing.sharedctypes
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.context import get_spawning_popen
 from typing import Any
@@ -20,10 +20,23 @@ import numpy as np
 from splitdask._dataset._index import IntArray
 from splitdask._read._bins import BinData, load_parts
 from splitdask._read._records import RecordReader
+from splitdask.errors import ResumeStateError
 
-__all__ = ["EpochClock", "KeyReader"]
+__all__ = ["EpochClock", "KeyReader", "resume_point"]
 
-_TOKEN, _CURRENT, _NEXT, _HAS_NEXT = range(4)
+_TOKEN, _CURRENT, _NEXT, _HAS_NEXT, _VERSION, _NEXT_VERSION, _FIXED_FOR = range(7)
+_NO_VERSION = -1  # a slot's "not fixed"; 0 is a version of None (a splitdataloader dataset)
+
+Pick = Callable[[], int | None]
+"""Which version a starting epoch reads (``None``: a dataset without versions)."""
+
+
+def _code(version: int | None) -> int:
+    return 0 if version is None else version
+
+
+def _decode(code: int) -> int | None:
+    return None if code <= 0 else int(code)
 
 
 class EpochClock:
@@ -43,13 +56,16 @@ class EpochClock:
     def __init__(self, first: int = 0) -> None:
         ctx = multiprocessing.get_context("spawn")  # its locks also work under fork
         self._lock: Any = ctx.Lock()
-        self._arr: Any = multiprocessing.sharedctypes.RawArray("q", 4)
+        self._arr: Any = multiprocessing.sharedctypes.RawArray("q", 7)
         self._arr[_CURRENT] = -1
+        self._arr[_VERSION] = self._arr[_NEXT_VERSION] = _NO_VERSION
         self.set_next(first)
 
     def __getstate__(self) -> dict[str, Any]:
         if get_spawning_popen() is None:  # not starting a process: a private clock
-            return {"current": self.current, "next": self.next}
+            with self._lock:
+                fixed = (int(self._arr[_FIXED_FOR]), int(self._arr[_NEXT_VERSION]))
+            return {"current": self.current, "next": self.next, "fixed": fixed}
         return {"lock": self._lock, "arr": self._arr}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -57,6 +73,7 @@ class EpochClock:
             self._lock, self._arr = state["lock"], state["arr"]
         else:
             self.__init__(state["next"])  # type: ignore[misc]
+            self._arr[_FIXED_FOR], self._arr[_NEXT_VERSION] = state.get("fixed", (0, -1))
 
     @property
     def current(self) -> int:
@@ -67,22 +84,77 @@ class EpochClock:
     def next(self) -> int:
         """The epoch the next DataLoader pass will run."""
         with self._lock:
-            return int(self._arr[_NEXT] if self._arr[_HAS_NEXT] else self._arr[_CURRENT] + 1)
+            return self._next()
+
+    def _next(self) -> int:
+        arr = self._arr
+        return int(arr[_NEXT] if arr[_HAS_NEXT] else arr[_CURRENT] + 1)
+
+    @property
+    def version(self) -> int | None:
+        """The dataset version of the epoch running (or last run)."""
+        return _decode(self._arr[_VERSION])
 
     def set_next(self, epoch: int) -> None:
+        """Make ``epoch`` the next (its version fixed if it was, else at its start)."""
         with self._lock:
             self._arr[_NEXT] = epoch
             self._arr[_HAS_NEXT] = 1
 
-    def claim(self, token: int) -> int:
-        """The epoch of the pass ``token`` (a new pass starts the next epoch)."""
+    def fix_next(self, pick: Pick, force: bool = False) -> int | None:
+        """The version of the next epoch: the one already fixed for it, else (or with
+        ``force``) ``pick()``'s, fixed now. The next epoch stays what it was."""
+        with self._lock:
+            arr, epoch = self._arr, self._next()
+            if force or arr[_FIXED_FOR] != epoch or arr[_NEXT_VERSION] == _NO_VERSION:
+                arr[_NEXT_VERSION], arr[_FIXED_FOR] = _code(pick()), epoch
+            return _decode(arr[_NEXT_VERSION])
+
+    def claim(self, token: int, pick: Pick = lambda: None) -> tuple[int, int | None]:
+        """The epoch of the pass ``token`` and its version (a new pass starts the next
+        epoch, on the version fixed for it, else on ``pick()``'s)."""
         with self._lock:
             arr = self._arr
             if arr[_CURRENT] >= 0 and arr[_TOKEN] == token and not arr[_HAS_NEXT]:
-                return int(arr[_CURRENT])
-            epoch = arr[_NEXT] if arr[_HAS_NEXT] else arr[_CURRENT] + 1
+                return int(arr[_CURRENT]), _decode(arr[_VERSION])
+            epoch = self._next()
+            version = arr[_NEXT_VERSION] if arr[_FIXED_FOR] == epoch else _NO_VERSION
+            if version == _NO_VERSION:
+                version = _code(pick())
             arr[_TOKEN], arr[_CURRENT], arr[_HAS_NEXT] = token, epoch, 0
-            return int(epoch)
+            arr[_VERSION], arr[_NEXT_VERSION] = version, _NO_VERSION
+            return epoch, _decode(version)
+
+
+def resume_point(
+    state: Mapping[str, Any], expected: Mapping[str, Any], num_records: int
+) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """The epoch of a resume state and the spans of its order still to run, once
+    every key of ``expected`` matches the state's.
+
+    Raises
+    ------
+    ResumeStateError
+        Naming the first key that differs, or if the state is damaged.
+    """
+    for key, value in expected.items():
+        if state.get(key) != value:
+            raise ResumeStateError(
+                f"this state was saved for another {key}: {state.get(key)!r}, but this "
+                f"dataset has {value!r}; a state only resumes the same dataset "
+                "with the same shuffle, seed and window"
+            )
+    flat: Any = state.get("remaining")
+    epoch: Any = state.get("epoch")
+    if not (
+        type(epoch) is int
+        and epoch >= 0
+        and isinstance(flat, list)
+        and not len(flat) % 2
+        and all(type(x) is int and 0 <= x <= num_records for x in flat)
+    ):
+        raise ResumeStateError(f"damaged SplitIterableDataset state: {str(state)[:200]}")
+    return epoch, tuple(zip(flat[::2], flat[1::2], strict=True))
 
 
 class KeyReader:

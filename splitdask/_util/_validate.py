@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["check_int", "check_metadata"]
+__all__ = ["check_int", "check_metadata", "check_version"]
 
 
 def check_int(
@@ -55,3 +55,24 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
             f"metadata must be JSON-serialisable (the manifest stores it): {exc}"
         ) from None
     return dict(metadata)
+
+
+def check_version(version: Any) -> int | str | None:
+    """``version`` as a reader takes it: ``None`` (the newest), a version number
+    (commits count from 1) or a tag (a non-empty string).
+
+    Raises
+    ------
+    TypeError
+        If it is neither (a ``bool`` is not a version).
+    ValueError
+        If it is a number below 1.
+    """
+    if version is None or (isinstance(version, str) and version):
+        return version
+    if isinstance(version, bool) or not hasattr(version, "__index__"):
+        raise TypeError(f"version must be an int or a tag (str), not {version!r}")
+    n = int(version.__index__())
+    if n < 1:
+        raise ValueError(f"version must be >= 1 (versions count commits), not {n}")
+    return n
