@@ -101,9 +101,10 @@ PROBE = textwrap.dedent(
     import splitdask
     from splitdask import SplitDataLoader, write_split_data
     small, big, append = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-    t0 = time.perf_counter(); n_small = len(SplitDataLoader(small)); t_small = time.perf_counter() - t0
+    clock = time.perf_counter
+    t0 = clock(); n_small = len(SplitDataLoader(small)); t_small = clock() - t0
     r0 = rss()
-    t0 = time.perf_counter(); n_big = len(SplitDataLoader(big)); t_big = time.perf_counter() - t0
+    t0 = clock(); n_big = len(SplitDataLoader(big)); t_big = clock() - t0
     r1 = rss()
     recs = [b"r%05d" % i * 20 for i in range(100)]
     a_small = a_big = float("nan")
