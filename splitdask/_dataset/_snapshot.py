@@ -23,6 +23,7 @@ from splitdask._dataset._versions import list_log, load_version, read_head, tagg
 from splitdask._format import MANIFEST_NAME, Manifest
 from splitdask._format._parttable import EditedBins, PartTable
 from splitdask._store import Store
+from splitdask._util._validate import check_version
 from splitdask.errors import (
     CorruptDatasetError,
     DatasetNotFoundError,
@@ -125,6 +126,7 @@ def read_manifest(store: Store, version: int | str | None = None) -> Manifest | 
     ValueError
         If there is no such version yet.
     """
+    version = check_version(version)
     listing = list_log(store)
     if listing.versions:  # a log: its stub need not be read
         if isinstance(version, str):

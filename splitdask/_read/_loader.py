@@ -26,7 +26,7 @@ from splitdask._read._records import RecordReader
 from splitdask._read._verify import VerifyReport, verify
 from splitdask._store import CacheDir, Store, UrlPath, cache_report, open_store
 from splitdask._util._closing import Closing
-from splitdask._util._validate import check_int
+from splitdask._util._validate import check_int, check_version
 
 __all__ = ["Loader"]
 
@@ -85,12 +85,7 @@ class Loader(Closing):
         cache_bytes: int | str | None = None,
         version: int | str | None = None,
     ) -> None:
-        if version is not None and (
-            isinstance(version, bool) or not isinstance(version, int | str) or version == ""
-        ):
-            raise TypeError(f"version must be an int or a tag (str), not {version!r}")
-        if isinstance(version, int) and version < 1:
-            raise ValueError(f"version must be >= 1 (versions count commits), not {version}")
+        version = check_version(version)
         self._store: Store = open_store(
             urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes
         )
