@@ -37,7 +37,7 @@ def test_info_text_and_json(dataset: str) -> None:
     assert doc["num_parts"] == len(loader.snapshot.parts) == 8
     assert doc["generation"] == 2
     assert doc["format"] == "splitdask"
-    assert doc["format_version"] == FORMAT_VERSION  # what this library writes
+    assert doc["format_version"] == LOG_FORMAT_VERSION  # what this library writes: a log
     assert doc["payload_bytes"] == sum(map(len, RECORDS))
     assert doc["stored_bytes"] == sum(p.size for p in loader.snapshot.parts)
     assert doc["bin_counts"] == loader.bin_counts
