@@ -16,7 +16,8 @@ from _cli_helpers import ENV, ok, options, run
 from _manifests import log_files, manifest_doc
 
 from splitdask import SnapshotExpiredError, SplitDataLoader, write_split_data
-from splitdask._format import FORMAT_VERSION, part_name
+from splitdask._format import part_name
+from splitdask._format._log import LOG_FORMAT_VERSION
 
 RECORDS = [b"rec %d " % i + bytes([i % 256]) * (i % 7) for i in range(300)]
 
