@@ -7,7 +7,9 @@ does.
 
 from __future__ import annotations
 
+import errno
 import secrets
+import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -30,7 +32,7 @@ from splitdask._format import (
 )
 from splitdask._format._compression import SAMPLE_BYTES, Compression, PartEncoder
 from splitdask._store import PartSink, Store
-from splitdask._write._cleanup import tidy
+from splitdask._write._cleanup import tidy, warn_left
 
 __all__ = ["OFFSETS_BUDGET", "Batches", "BinWriter", "write_bin_part"]
 
@@ -80,6 +82,9 @@ class BinWriter:
         self._hash: Any = None
         self._pos = 0
         self._enc = None if compression is None else PartEncoder(compression, sample_bytes)
+        self.failed = False
+        """Whether writing a part failed (its temp file is removed at once): the
+        parts already finished must not be committed with the rest missing."""
 
     def add_many(self, records: Sequence[Any], encoded: bool = False) -> None:
         """Append a batch; joining and summing in C keeps per-record cost low."""
@@ -106,7 +111,10 @@ class BinWriter:
         # Batches (>= 64 KiB but the last) pass a buffer smaller than they are
         # untouched; one as large as a batch had each copied into it, and its pages
         # (per open part) faulted in.
-        self._sink = self.store.create_part(self._path, buffer_size=_SINK_BUFFER)
+        try:
+            self._sink = self.store.create_part(self._path, buffer_size=_SINK_BUFFER)
+        except BaseException as exc:
+            raise self._broken(exc) from exc
         self._offsets = array("Q", [DATA_START])
         self._sums = array("Q")
         self._hash = xxhash.xxh3_64()
@@ -115,8 +123,31 @@ class BinWriter:
 
     def _write(self, data: bytes) -> None:
         assert self._sink is not None
-        self._sink.write(data)
+        try:
+            self._sink.write(data)
+        except BaseException as exc:
+            raise self._broken(exc) from exc
         self._hash.update(data)
+
+    def _broken(self, exc: BaseException) -> BaseException:
+        """The open part failed (some of ``data`` may be in its file, so it can never be
+        finished): remove its temp file now, and return the error to raise, which for
+        an I/O error names the dataset and says that nothing was committed."""
+        self.failed = True
+        try:
+            self.abort()
+        except Exception as cleanup:
+            warn_left(self.store, f"the temp file of {self._path}", cleanup)
+        if type(exc) is not OSError:  # PermissionError &c. name their file already
+            return exc
+        said = exc.strerror or str(exc)
+        return OSError(
+            exc.errno,
+            f"{self.store.urlpath}: writing a new part of bin {self.bin_index} failed: "
+            f"{said}{_hint(exc.errno, self.store.spools)}; nothing was committed (the "
+            "dataset is as it was before this write) and this write's parts and temp "
+            "files are removed",
+        )
 
     def finish(self) -> None:
         """Close the open part (footer, then commit the file) if there is one."""
@@ -139,7 +170,10 @@ class BinWriter:
         else:
             footer = self._footer_v3()
         self._write(footer)
-        self._sink.commit()
+        try:
+            self._sink.commit()
+        except BaseException as exc:
+            raise self._broken(exc) from exc
         self._sink = None
         count = len(self._offsets) - 1
         size = self._pos + len(footer)
@@ -172,9 +206,10 @@ class BinWriter:
         )
 
     def abort(self) -> None:
-        if self._sink is not None:
-            self._sink.abort()
-            self._sink = None
+        """Remove the open part's temp file, if there is one."""
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.abort()
 
     @property
     def held(self) -> int:
@@ -321,6 +356,23 @@ class Batches:
             largest = max(self.writers, key=lambda w: w.open_bytes)
             total -= largest.open_bytes
             largest.finish()
+
+
+def _hint(code: int | None, spools: bool) -> str:
+    """What an I/O error's code says about the fix, for :meth:`BinWriter._broken`."""
+    disk = (
+        f"the temp directory {tempfile.gettempdir()} where new parts are spooled"
+        if spools
+        else "the disk"
+    )
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f" ({disk} is full, or its quota used up: free space, or write elsewhere)"
+    if code == errno.EFBIG:
+        return (
+            f" (a file on {disk} passed the largest size the filesystem or the process "
+            "allows: see `ulimit -f`, or pass a smaller part_max_bytes)"
+        )
+    return ""
 
 
 def _as_record(record: Any, position: int) -> bytes:
