@@ -27,6 +27,7 @@ from splitdask._format import (
     PartInfo,
     encode_footer_v2,
     encode_footer_v3,
+    footer_hash,
     part_name,
     record_sum,
 )
@@ -178,12 +179,16 @@ class BinWriter:
         count = len(self._offsets) - 1
         size = self._pos + len(footer)
         checksum = f"xxh3_64:{self._hash.hexdigest()}"
+        # The manifest records the footer's hash: a random read, which never sees the
+        # whole-part checksum, then refuses any footer but this one.
+        fsum = footer_hash(footer)
         if self._enc is None:
-            self.parts.append(PartInfo(self._path, count, size, checksum, WRITE_PART_VERSION))
+            v2 = WRITE_PART_VERSION
+            self.parts.append(PartInfo(self._path, count, size, checksum, v2, footer_sum=fsum))
         else:
             c, raw, n = self._enc.compression, self._enc.raw_bytes, len(footer)
             v3 = COMPRESSED_PART_VERSION
-            info = PartInfo(self._path, count, size, checksum, v3, c.name, c.level, n, raw)
+            info = PartInfo(self._path, count, size, checksum, v3, c.name, c.level, n, raw, fsum)
             self.parts.append(info)
             self._enc.next_part()
         self._offsets = self._sums = None
