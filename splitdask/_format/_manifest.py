@@ -71,6 +71,7 @@ MAX_METADATA_BYTES = 16 << 20
 """Largest user ``metadata``, as compact JSON."""
 _PART_PATH = re.compile(r"bins/[0-9]{5,}-[0-9a-f]{8,64}\.bin")
 _CHECKSUM = re.compile(r"xxh3_64:[0-9a-f]{16}")
+_FOOTER_SUM = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -362,7 +363,7 @@ def _part(x: object) -> PartInfo:
     footer_sum = 0
     if "footer_sum" in d:
         fs = d["footer_sum"]
-        ok = type(fs) is str and _CHECKSUM.fullmatch(f"xxh3_64:{fs}") and version >= 2
+        ok = type(fs) is str and _FOOTER_SUM.fullmatch(fs) and version >= 2
         if not ok or not (footer_sum := int(fs, 16)):
             raise ValueError(f"part {path!r}: invalid footer_sum {fs!r}")
     if version >= COMPRESSED_PART_VERSION:
