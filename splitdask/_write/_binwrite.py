@@ -7,12 +7,13 @@ does.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import secrets
 import tempfile
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate, islice
 from typing import Any
 
@@ -112,10 +113,8 @@ class BinWriter:
         # Batches (>= 64 KiB but the last) pass a buffer smaller than they are
         # untouched; one as large as a batch had each copied into it, and its pages
         # (per open part) faulted in.
-        try:
+        with self._failing():
             self._sink = self.store.create_part(self._path, buffer_size=_SINK_BUFFER)
-        except BaseException as exc:
-            raise self._broken(exc) from exc
         self._offsets = array("Q", [DATA_START])
         self._sums = array("Q")
         self._hash = xxhash.xxh3_64()
@@ -124,31 +123,33 @@ class BinWriter:
 
     def _write(self, data: bytes) -> None:
         assert self._sink is not None
-        try:
+        with self._failing():
             self._sink.write(data)
-        except BaseException as exc:
-            raise self._broken(exc) from exc
         self._hash.update(data)
 
-    def _broken(self, exc: BaseException) -> BaseException:
-        """The open part failed (some of ``data`` may be in its file, so it can never be
-        finished): remove its temp file now, and return the error to raise, which for
-        an I/O error names the dataset and says that nothing was committed."""
-        self.failed = True
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """Around every call to the sink: if it fails, the open part can never be
+        finished (some of the data may be in its file), so its temp file is removed
+        at once; an I/O error is raised again, of its errno, naming the dataset and
+        saying that nothing was committed."""
         try:
-            self.abort()
-        except Exception as cleanup:
-            warn_left(self.store, f"the temp file of {self._path}", cleanup)
-        if type(exc) is not OSError:  # PermissionError &c. name their file already
-            return exc
-        said = exc.strerror or str(exc)
-        return OSError(
-            exc.errno,
-            f"{self.store.urlpath}: writing a new part of bin {self.bin_index} failed: "
-            f"{said}{_hint(exc.errno, self.store.spools)}; nothing was committed (the "
-            "dataset is as it was before this write) and this write's parts and temp "
-            "files are removed",
-        )
+            yield
+        except BaseException as exc:
+            self.failed = True
+            try:
+                self.abort()
+            except Exception as cleanup:
+                warn_left(self.store, f"the temp file of {self._path}", cleanup)
+            if type(exc) is not OSError:  # PermissionError &c. name their file already
+                raise
+            raise OSError(
+                exc.errno,
+                f"{self.store.urlpath}: writing a new part of bin {self.bin_index} failed: "
+                f"{exc.strerror or exc}{_hint(exc.errno, self.store.spools)}; nothing was "
+                "committed (the dataset is as it was before this write) and this write's "
+                "parts and temp files are removed",
+            ) from exc
 
     def finish(self) -> None:
         """Close the open part (footer, then commit the file) if there is one."""
@@ -171,10 +172,8 @@ class BinWriter:
         else:
             footer = self._footer_v3()
         self._write(footer)
-        try:
+        with self._failing():
             self._sink.commit()
-        except BaseException as exc:
-            raise self._broken(exc) from exc
         self._sink = None
         count = len(self._offsets) - 1
         size = self._pos + len(footer)
@@ -364,7 +363,7 @@ class Batches:
 
 
 def _hint(code: int | None, spools: bool) -> str:
-    """What an I/O error's code says about the fix, for :meth:`BinWriter._broken`."""
+    """What an I/O error's code says about the fix, for :meth:`BinWriter._failing`."""
     disk = (
         f"the temp directory {tempfile.gettempdir()} where new parts are spooled"
         if spools
