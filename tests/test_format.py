@@ -114,6 +114,8 @@ def test_manifest_rejects_part_in_wrong_bin_and_junk() -> None:
     with pytest.raises(CorruptDatasetError, match="misplaced"):
         Manifest.from_json(manifest_doc(bins=swapped), "m")
     with pytest.raises(CorruptDatasetError, match="not valid JSON"):
+        Manifest.from_json(b"\x01{", "m")
+    with pytest.raises(CorruptDatasetError, match="NUL byte at offset 0: not UTF-8 JSON"):
         Manifest.from_json(b"\x00{", "m")
     with pytest.raises(FormatVersionError, match="version 4"):
         Manifest.from_json(manifest_doc(version=4), "m")

@@ -190,14 +190,15 @@ def test_first_read_of_a_part_fetches_its_entries_not_its_footer(
     m = s3_requests.mark()
     assert loader[1234] == records[1234]
     got = s3_requests.since(m)
-    # The record's two offsets and its checksum (two ranges, fetched at once), then
-    # the record: 56 bytes, not the 96 kB footer.
-    assert sorted(spans_of(got[:2])) == [
+    # The record's two offsets and its checksum and the footer's hash (three ranges,
+    # fetched at once), then the record: 64 bytes, not the 96 kB footer.
+    assert sorted(spans_of(got[:3])) == [
         (offsets + 8 * 1234, offsets + 8 * 1234 + 16),
         (sums + 8 * 1234, sums + 8 * 1234 + 8),
+        (part.size - 32, part.size - 24),
     ]
-    assert len(got) == 3
-    assert fetched(got) == 24 + 32
+    assert len(got) == 4
+    assert fetched(got) == 24 + 8 + 32
 
     # The second record of the part reads the whole footer (then every record is
     # one request): a part read twice is likely read again.
@@ -223,8 +224,9 @@ def test_a_batch_reads_entries_of_parts_it_touches_once(
     m = s3_requests.mark()
     assert loader[picks] == [records[i] for i in picks]
     got = s3_requests.since(m)
-    assert len(got) == 8 * 3  # two entry ranges and the record, per part
-    assert fetched(got) == 8 * (24 + 32)
+    # two entry ranges, the footer's hash and the record, per part
+    assert len(got) == 8 * 4
+    assert fetched(got) == 8 * (24 + 8 + 32)
 
 
 def test_a_damaged_entry_is_refused(

@@ -27,6 +27,7 @@ from splitdask._format import (
     decode_footer,
     decode_footer_v2,
     decode_footer_v3,
+    footer_hash,
     footer_size,
     payload_size,
 )
@@ -155,10 +156,12 @@ class V2Part(V1Part):
     """A format v2 part: its footer adds a checksum per record and the part's uid."""
 
     uid: str
+    footer_sum: int
+    """The footer's hash the manifest recorded (``PartInfo.footer_sum``); 0: none."""
 
     @classmethod
     def of(cls, info: PartInfo) -> V2Part:
-        return cls(info.path, info.size, info.count, info.checksum, info.uid)
+        return cls(info.path, info.size, info.count, info.checksum, info.uid, info.footer_sum)
 
     @property
     def tail_size(self) -> int:
@@ -166,7 +169,19 @@ class V2Part(V1Part):
 
     def footer(self, tail: Any, where: str) -> Footer:
         offsets, sums = decode_footer_v2(tail, self.size, self.count, self.uid, where)
+        self.check_footer_sum(footer_hash(tail), where)
         return Footer(offsets[:-1], offsets[1:], Summed(sums, where))
+
+    def check_footer_sum(self, found: int, where: str) -> None:
+        """Refuse a footer whose own hash, ``found``, is not the one the manifest
+        recorded: a footer made consistent again after its records were swapped,
+        say, passes every check of its own."""
+        if self.footer_sum and found != self.footer_sum:
+            raise CorruptDatasetError(
+                f"{where}: the footer is not the one the commit wrote (its hash is "
+                f"{found:016x}, the manifest records {self.footer_sum:016x}): the part "
+                "was altered or replaced after it was committed"
+            )
 
     @property
     def payload(self) -> int:
@@ -192,7 +207,8 @@ class V3Part(V2Part):
 
     @classmethod
     def of(cls, info: PartInfo) -> V3Part:
-        return cls(info.path, info.size, info.count, info.checksum, info.uid, info.footer, info.raw)
+        i = info
+        return cls(i.path, i.size, i.count, i.checksum, i.uid, i.footer_sum, i.footer, i.raw)
 
     @property
     def tail_size(self) -> int:
@@ -200,7 +216,9 @@ class V3Part(V2Part):
 
     def footer(self, tail: Any, where: str) -> Footer:
         raw, uid = self.raw, self.uid
-        return decode_footer_v3(tail, self.size, self.count, self.footer_len, uid, raw, where)
+        footer = decode_footer_v3(tail, self.size, self.count, self.footer_len, uid, raw, where)
+        self.check_footer_sum(footer_hash(tail), where)
+        return footer
 
     @property
     def payload(self) -> int:

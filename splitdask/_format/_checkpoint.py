@@ -148,7 +148,14 @@ def _open(data: Any, where: str, version: int) -> tuple[dict[str, Any], dict[str
     if xxhash.xxh3_64_intdigest(body) != digest:
         raise CorruptDatasetError(f"{where}: checkpoint checksum mismatch (the file is damaged)")
     head_bytes = bytes(body[_HEAD.size : _HEAD.size + hlen])
-    check_json_bounds(head_bytes, MAX_METADATA_BYTES + (1 << 20), MAX_DEPTH, where)
+    check_json_bounds(
+        head_bytes,
+        MAX_METADATA_BYTES + (1 << 20),
+        MAX_DEPTH,
+        where,
+        kind="checkpoint header",
+        size_name="MAX_METADATA_BYTES + 1 MiB",
+    )
     try:
         header = json.loads(head_bytes)
         counts = [header[k] for k in ("parts", "segments", "flat", "uid_bytes")]

@@ -16,6 +16,7 @@ saying how to decode. Its size is not a function of the count: the manifest give
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,8 @@ __all__ = [
     "encode_footer_v2",
     "encode_footer_v3",
     "entry_tables",
+    "footer_hash",
+    "footer_hash_at",
     "footer_size",
     "min_footer_v3",
     "payload_size",
@@ -51,6 +54,7 @@ TRAILER_SIZE = _TRAILER.size  # 24
 UID_SIZE = 64
 _V2_TAIL = struct.Struct(f"<{UID_SIZE}sQ")  # uid, footer hash (then the trailer)
 _U64 = np.dtype("<u8")
+_HASH = struct.Struct("<Q")
 PART_VERSIONS = (1, 2, 3)
 WRITE_PART_VERSION = 2
 """The part version writers produce without compression; readers open all of
@@ -78,6 +82,20 @@ def entry_tables(part_size: int, count: int) -> tuple[int, int]:
     """
     offsets = part_size - footer_size(count, 2)
     return offsets, offsets + _U64.itemsize * (count + 1)
+
+
+def footer_hash_at(part_size: int) -> int:
+    """Where a version 2 or 3 part of ``part_size`` bytes keeps its footer's XXH3-64
+    (8 bytes, just before the trailer): a reader of single entries can fetch it."""
+    return part_size - TRAILER_SIZE - _U64.itemsize
+
+
+def footer_hash(tail: Any) -> int:
+    """The XXH3-64 a version 2 or 3 footer stores of itself, from ``tail``: at least
+    the part's last 32 bytes (its footer, a whole part or its map will do). Not
+    checked here: :func:`decode_footer_v2` and :func:`decode_footer_v3` do that."""
+    (value,) = _HASH.unpack_from(tail, len(tail) - TRAILER_SIZE - _HASH.size)
+    return int(value)
 
 
 def payload_size(part_size: int, count: int, version: int = 1) -> int:

@@ -185,12 +185,25 @@ class Entry:
                     f"({MAX_METADATA_BYTES})"
                 )
             doc["metadata"] = dict(self.metadata)
-        return json.dumps(doc, separators=(",", ":")).encode()
+        data = json.dumps(doc, separators=(",", ":")).encode()
+        # What readers would refuse is never written (metadata merged over many
+        # appends could grow past what one append's check allowed).
+        check_json_bounds(
+            data,
+            MAX_ENTRY_BYTES,
+            MAX_DEPTH,
+            f"log entry {self.version}",
+            kind="log entry",
+            size_name="MAX_ENTRY_BYTES",
+        )
+        return data
 
     @classmethod
     def from_json(cls, data: bytes, where: str, version: int) -> Entry:
         """Parse and check one entry; ``version`` is the one its file name gives."""
-        check_json_bounds(data, MAX_ENTRY_BYTES, MAX_DEPTH, where)
+        check_json_bounds(
+            data, MAX_ENTRY_BYTES, MAX_DEPTH, where, kind="log entry", size_name="MAX_ENTRY_BYTES"
+        )
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:

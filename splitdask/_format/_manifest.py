@@ -74,6 +74,7 @@ MAX_METADATA_BYTES = 16 << 20
 """Largest user ``metadata``, as compact JSON."""
 _PART_PATH = re.compile(r"bins/[0-9]{5,}-[0-9a-f]{8,64}\.bin")
 _CHECKSUM = re.compile(r"xxh3_64:[0-9a-f]{16}")
+_FOOTER_SUM = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class PartInfo:
     level: int = 0
     footer: int = 0
     raw: int = 0
+    footer_sum: int = 0
+    """The XXH3-64 the part's footer (v2, v3) stores of itself, as written by the
+    commit that named the part; 0: not recorded (v1 parts, parts written before it)."""
 
     @property
     def payload(self) -> int:
@@ -120,6 +124,8 @@ class PartInfo:
             doc.update(
                 compression=self.compression, level=self.level, footer=self.footer, raw=self.raw
             )
+        if self.footer_sum:
+            doc["footer_sum"] = f"{self.footer_sum:016x}"  # absent means not recorded
         return doc
 
 
@@ -335,17 +341,26 @@ def _part(x: object) -> PartInfo:
     if version not in PART_VERSIONS or type(version) is not int:
         raise ValueError(f"part {path!r}: unknown part format version {version!r}")
     count, size = _uint(d["count"]), _uint(d["size"])
+    # Absent (0: not recorded), or 16 hex digits, not all zero (a writer then records
+    # none), of a part whose footer has a hash (v2 and later).
+    footer_sum = 0
+    if "footer_sum" in d:
+        fs = d["footer_sum"]
+        ok = type(fs) is str and _FOOTER_SUM.fullmatch(fs) and version >= 2
+        if not ok or not (footer_sum := int(fs, 16)):
+            raise ValueError(f"part {path!r}: invalid footer_sum {fs!r}")
     if version >= COMPRESSED_PART_VERSION:
         compression, level = d["compression"], d["level"]
         if compression not in _COMPRESSIONS or type(level) is not int:
             raise ValueError(f"part {path!r}: unknown compression {compression!r}/{level!r}")
         footer = _uint(d["footer"])
+        raw = _uint(d["raw"])
         part = PartInfo(
-            path, count, size, checksum, version, compression, level, footer, _uint(d["raw"])
+            path, count, size, checksum, version, compression, level, footer, raw, footer_sum
         )
         fsize = max(footer, min_footer_v3(count))
     else:
-        part = PartInfo(path, count, size, checksum, version)
+        part = PartInfo(path, count, size, checksum, version, footer_sum=footer_sum)
         fsize = footer_size(count, version)
     if part.count < 1 or part.size < DATA_START + fsize:
         raise ValueError(f"part {path!r}: size {part.size} cannot hold {part.count} records")

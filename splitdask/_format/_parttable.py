@@ -115,25 +115,19 @@ class PartTable(Sequence[Bins]):
         b = int(c["bin"][row])
         uid = str(self.blob[int(c["uid_lo"][row]) : int(c["uid_hi"][row])], "ascii")
         version = int(c["version"][row])
+        v3 = version >= COMPRESSED_PART_VERSION  # the compression fields are a v3 part's
         info = PartInfo(
             f"bins/{b:05d}-{uid}.bin",
             int(c["count"][row]),
             int(c["size"][row]),
             f"xxh3_64:{int(c['checksum'][row]):016x}",
             version,
+            COMPRESSIONS[int(c["codec"][row])] if v3 else None,
+            int(c["level"][row]) if v3 else 0,
+            int(c["footer"][row]) if v3 else 0,
+            int(c["raw"][row]) if v3 else 0,
+            int(c["footer_sum"][row]),
         )
-        extra: dict[str, Any] = {}
-        if version >= COMPRESSED_PART_VERSION:
-            extra = dict(
-                compression=COMPRESSIONS[int(c["codec"][row])],
-                level=int(c["level"][row]),
-                footer=int(c["footer"][row]),
-                raw=int(c["raw"][row]),
-            )
-        if int(c["footer_sum"][row]) and "footer_sum" in PartInfo.__dataclass_fields__:
-            extra["footer_sum"] = int(c["footer_sum"][row])
-        if extra:
-            info = PartInfo(**{**info.__dict__, **extra})
         self._parts[row] = info
         return info
 
@@ -152,7 +146,7 @@ class PartTable(Sequence[Bins]):
             "count": np.array([p.count for _, p in rows], "<u8"),
             "size": np.array([p.size for _, p in rows], "<u8"),
             "checksum": np.array([int(p.checksum[8:], 16) for _, p in rows], "<u8"),
-            "footer_sum": np.array([getattr(p, "footer_sum", 0) for _, p in rows], "<u8"),
+            "footer_sum": np.array([p.footer_sum for _, p in rows], "<u8"),
             "footer": np.array([p.footer for _, p in rows], "<u8"),
             "raw": np.array([p.raw for _, p in rows], "<u8"),
             "level": np.array([p.level for _, p in rows], "<i4"),
@@ -344,6 +338,8 @@ def check_table(table: PartTable, where: str) -> None:
     version, count = c["version"], c["count"].astype(np.int64)
     if n and (version.min() < min(PART_VERSIONS) or version.max() > max(PART_VERSIONS)):
         problems.append("an unknown part format version")
+    if np.any((version < 2) & (c["footer_sum"] != 0)):
+        problems.append("a footer hash for a part whose footer has none")
     v3 = version >= COMPRESSED_PART_VERSION
     if np.any(c["codec"] != v3):
         problems.append("an unknown compression")

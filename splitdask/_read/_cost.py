@@ -145,11 +145,14 @@ def epoch_cost(snapshot: Snapshot) -> EpochCost | None:
     size = sum(p.size for p in parts)
     legacy = snapshot.manifest is None  # a legacy bin holds records and prefixes only
     records = sum(p.payload if legacy else p.size - DATA_START - p.tail_size for p in parts)
-    # A part read at random more than once: its first record's entries (two ranges)
-    # where the footer is fetched by the entry, then the whole footer in one GET.
+    # A part read at random more than once: its first record's entries (two ranges,
+    # and the footer's hash where the manifest recorded it) where the footer is
+    # fetched by the entry, then the whole footer in one GET.
     sparse = [p for p in parts if type(p) is V2Part and p.tail_size >= SPARSE_MIN_FOOTER]
+    hashed = sum(1 for p in sparse if p.footer_sum)
     footers = PathCost(
-        len(parts) + 2 * len(sparse), sum(p.tail_size for p in parts) + 24 * len(sparse)
+        len(parts) + 2 * len(sparse) + hashed,
+        sum(p.tail_size for p in parts) + 24 * len(sparse) + 8 * hashed,
     )
     n = snapshot.num_records
     return EpochCost(

@@ -9,7 +9,9 @@ the ranges of many records (of many parts) into few requests.
 
 Each record is still checked against its own checksum; the footer's hash and the
 part's uid are checked when a part is read whole (bin reads, ``verify``). An entry
-that puts its record outside the part's records is refused.
+that puts its record outside the part's records is refused. The first entries of a
+part come with the footer's stored hash (8 bytes), which must be the one the
+manifest recorded: a footer rewritten to match swapped records is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from splitdask._dataset._parts import Part, V2Part
 from splitdask._dataset._snapshot import Snapshot
-from splitdask._format import DATA_START, entry_tables
+from splitdask._format import DATA_START, entry_tables, footer_hash_at
 from splitdask._format._partcodec import Footer, Summed
 from splitdask._read._openpart import OpenPart
 from splitdask.errors import CorruptDatasetError
@@ -84,6 +86,8 @@ class FooterEntries:
         self.ends = _Column(self, {})
         self.sums = _Column(self, {}, np.uint64)
         self.whole = False
+        # Whether the footer's hash is still to be fetched and compared (once).
+        self._hash_due = bool(part.footer_sum)
 
     @property
     def known(self) -> int:
@@ -103,8 +107,12 @@ class FooterEntries:
 
     def ranges(self, js: list[int]) -> tuple[list[int], list[int]]:
         """Byte ranges of the part holding the entries of records ``js``: for each,
-        its two offsets, then its checksum."""
+        its two offsets, then its checksum; first the footer's hash, if it is due."""
         starts, ends = [], []
+        if self._hash_due:
+            at = footer_hash_at(self.part.size)
+            starts.append(at)
+            ends.append(at + 8)
         for j in js:
             lo = self._offsets + 8 * j
             starts += [lo, self._sums + 8 * j]
@@ -117,8 +125,14 @@ class FooterEntries:
         Raises
         ------
         CorruptDatasetError
-            If an entry puts its record outside the part's records.
+            If an entry puts its record outside the part's records, or the footer's
+            hash is not the one the manifest recorded.
         """
+        if self._hash_due:
+            (found,) = _ONE.unpack(got[0])
+            self.part.check_footer_sum(found, self.where)
+            self._hash_due = False
+            got = got[1:]
         starts, ends, sums = self.starts._values, self.ends._values, self.sums._values
         for k, j in enumerate(js):
             start, end = _TWO.unpack(got[2 * k])

@@ -349,6 +349,13 @@ class _LocalSink:
         os.replace(self._tmp, self._path)
 
     def abort(self) -> None:
-        self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
+        """Remove the temp file. Closing may fail (flushing the buffer of a full disk):
+        the data is being discarded, so that failure is dropped and the file is
+        removed all the same."""
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)

@@ -272,15 +272,23 @@ class SpoolSink:
                     upload(self._store.direct, self._tmp, self._store.full(self._rel))
         finally:
             self._s3 = None  # an abort() after a failed commit has nothing left to do
-            self._file.close()
-            os.unlink(self._tmp)
+            self._drop_spool()
 
     def abort(self) -> None:
         try:
             if self._s3 is not None:
                 self._s3.abort()
         finally:
+            self._drop_spool()
+
+    def _drop_spool(self) -> None:
+        """Close and remove the spool file; a failure to close (flushing the buffer of
+        a full temp disk) is dropped, the spool's data being done with or discarded."""
+        try:
             self._file.close()
+        except OSError:
+            pass
+        finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
 

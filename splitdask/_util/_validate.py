@@ -6,7 +6,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["check_int", "check_metadata", "check_version"]
+__all__ = ["MAX_METADATA_CONTAINERS", "check_int", "check_metadata", "check_version"]
+
+MAX_METADATA_CONTAINERS = 1 << 16
+"""Most JSON arrays and objects (the mapping itself included) in user metadata: a
+reader refuses a manifest dense in them before parsing it (``_format._jsonbound``),
+and metadata within this never makes it so."""
 
 
 def check_int(
@@ -54,6 +59,12 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
         raise TypeError(
             f"metadata must be JSON-serialisable (the manifest stores it): {exc}"
         ) from None
+    if _containers(metadata, MAX_METADATA_CONTAINERS) > MAX_METADATA_CONTAINERS:
+        raise ValueError(
+            f"metadata holds more than {MAX_METADATA_CONTAINERS} lists, tuples and "
+            "mappings (MAX_METADATA_CONTAINERS); store large structured data in the "
+            "records, or as one string (json.dumps) in the metadata"
+        )
     return dict(metadata)
 
 
@@ -76,3 +87,18 @@ def check_version(version: Any) -> int | str | None:
     if n < 1:
         raise ValueError(f"version must be >= 1 (versions count commits), not {n}")
     return n
+
+
+def _containers(value: Any, stop: int) -> int:
+    """How many mappings, lists and tuples ``value`` is and holds (JSON's arrays and
+    objects), counted until the count passes ``stop``."""
+    count, todo = 0, [value]
+    while todo and count <= stop:
+        v = todo.pop()
+        if isinstance(v, Mapping):
+            count += 1
+            todo.extend(x for x in v.values() if isinstance(x, Mapping | list | tuple))
+        elif isinstance(v, list | tuple):
+            count += 1
+            todo.extend(x for x in v if isinstance(x, Mapping | list | tuple))
+    return count

@@ -7,10 +7,13 @@ does.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import secrets
+import tempfile
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate, islice
 from typing import Any
 
@@ -25,12 +28,13 @@ from splitdask._format import (
     PartInfo,
     encode_footer_v2,
     encode_footer_v3,
+    footer_hash,
     part_name,
     record_sum,
 )
 from splitdask._format._compression import SAMPLE_BYTES, Compression, PartEncoder
 from splitdask._store import PartSink, Store
-from splitdask._write._cleanup import tidy
+from splitdask._write._cleanup import tidy, warn_left
 
 __all__ = ["OFFSETS_BUDGET", "Batches", "BinWriter", "write_bin_part"]
 
@@ -80,6 +84,9 @@ class BinWriter:
         self._hash: Any = None
         self._pos = 0
         self._enc = None if compression is None else PartEncoder(compression, sample_bytes)
+        self.failed = False
+        """Whether writing a part failed (its temp file is removed at once): the
+        parts already finished must not be committed with the rest missing."""
 
     def add_many(self, records: Sequence[Any], encoded: bool = False) -> None:
         """Append a batch; joining and summing in C keeps per-record cost low."""
@@ -106,7 +113,8 @@ class BinWriter:
         # Batches (>= 64 KiB but the last) pass a buffer smaller than they are
         # untouched; one as large as a batch had each copied into it, and its pages
         # (per open part) faulted in.
-        self._sink = self.store.create_part(self._path, buffer_size=_SINK_BUFFER)
+        with self._failing():
+            self._sink = self.store.create_part(self._path, buffer_size=_SINK_BUFFER)
         self._offsets = array("Q", [DATA_START])
         self._sums = array("Q")
         self._hash = xxhash.xxh3_64()
@@ -115,8 +123,33 @@ class BinWriter:
 
     def _write(self, data: bytes) -> None:
         assert self._sink is not None
-        self._sink.write(data)
+        with self._failing():
+            self._sink.write(data)
         self._hash.update(data)
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """Around every call to the sink: if it fails, the open part can never be
+        finished (some of the data may be in its file), so its temp file is removed
+        at once; an I/O error is raised again, of its errno, naming the dataset and
+        saying that nothing was committed."""
+        try:
+            yield
+        except BaseException as exc:
+            self.failed = True
+            try:
+                self.abort()
+            except Exception as cleanup:
+                warn_left(self.store, f"the temp file of {self._path}", cleanup)
+            if type(exc) is not OSError:  # PermissionError &c. name their file already
+                raise
+            raise OSError(
+                exc.errno,
+                f"{self.store.urlpath}: writing a new part of bin {self.bin_index} failed: "
+                f"{exc.strerror or exc}{_hint(exc.errno, self.store.spools)}; nothing was "
+                "committed (the dataset is as it was before this write) and this write's "
+                "parts and temp files are removed",
+            ) from exc
 
     def finish(self) -> None:
         """Close the open part (footer, then commit the file) if there is one."""
@@ -139,17 +172,22 @@ class BinWriter:
         else:
             footer = self._footer_v3()
         self._write(footer)
-        self._sink.commit()
+        with self._failing():
+            self._sink.commit()
         self._sink = None
         count = len(self._offsets) - 1
         size = self._pos + len(footer)
         checksum = f"xxh3_64:{self._hash.hexdigest()}"
+        # The manifest records the footer's hash: a random read, which never sees the
+        # whole-part checksum, then refuses any footer but this one.
+        fsum = footer_hash(footer)
         if self._enc is None:
-            self.parts.append(PartInfo(self._path, count, size, checksum, WRITE_PART_VERSION))
+            v2 = WRITE_PART_VERSION
+            self.parts.append(PartInfo(self._path, count, size, checksum, v2, footer_sum=fsum))
         else:
             c, raw, n = self._enc.compression, self._enc.raw_bytes, len(footer)
             v3 = COMPRESSED_PART_VERSION
-            info = PartInfo(self._path, count, size, checksum, v3, c.name, c.level, n, raw)
+            info = PartInfo(self._path, count, size, checksum, v3, c.name, c.level, n, raw, fsum)
             self.parts.append(info)
             self._enc.next_part()
         self._offsets = self._sums = None
@@ -172,9 +210,10 @@ class BinWriter:
         )
 
     def abort(self) -> None:
-        if self._sink is not None:
-            self._sink.abort()
-            self._sink = None
+        """Remove the open part's temp file, if there is one."""
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.abort()
 
     @property
     def held(self) -> int:
@@ -321,6 +360,23 @@ class Batches:
             largest = max(self.writers, key=lambda w: w.open_bytes)
             total -= largest.open_bytes
             largest.finish()
+
+
+def _hint(code: int | None, spools: bool) -> str:
+    """What an I/O error's code says about the fix, for :meth:`BinWriter._failing`."""
+    disk = (
+        f"the temp directory {tempfile.gettempdir()} where new parts are spooled"
+        if spools
+        else "the disk"
+    )
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f" ({disk} is full, or its quota used up: free space, or write elsewhere)"
+    if code == errno.EFBIG:
+        return (
+            f" (a file on {disk} passed the largest size the filesystem or the process "
+            "allows: see `ulimit -f`, or pass a smaller part_max_bytes)"
+        )
+    return ""
 
 
 def _as_record(record: Any, position: int) -> bytes:

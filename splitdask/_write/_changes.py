@@ -87,14 +87,10 @@ class AddRecords:
         for count, dealt in self.deals:
             seg = Segment(start, count, dealt, tuple(counts[b] for b in dealt))
             last = order[-1] if order else (prior[-1] if keep else None)
-            if (
-                last is not None
-                and len(dealt) == 1
-                and last.bins == dealt
-                and last.first[0] + last.count == counts[dealt[0]]
-            ):
-                # Records that continue the last run of the same bin extend its segment.
-                seg = Segment(last.start, last.count + count, dealt, last.first)
+            if last is not None and _continues(last, count, dealt, counts):
+                # Records that continue the last deal where it stopped (the same bins,
+                # from the next in its rotation) extend its segment.
+                seg = Segment(last.start, last.count + count, last.bins, last.first)
                 if order:
                     order.pop()
                 else:
@@ -121,6 +117,19 @@ class AddRecords:
         if self.mode == "w":
             return "overwrite", True
         return ("append" if self.deals else "metadata"), False
+
+
+def _continues(last: Segment, count: int, dealt: tuple[int, ...], counts: Sequence[int]) -> bool:
+    """Whether ``count`` records dealt over ``dealt``, its bins holding ``counts``
+    records, go on exactly as segment ``last`` would: over its bins from the next one
+    it deals to (all of them, or as many as there are records), each bin's records
+    following on from ``last``'s."""
+    m, k = len(last.bins), len(dealt)
+    if not (k == m or count <= k < m):
+        return False
+    if any(dealt[j] != last.bins[(last.count + j) % m] for j in range(k)):
+        return False
+    return all(counts[b] == last.first[j] + last.share(j) for j, b in enumerate(last.bins))
 
 
 @dataclass(frozen=True)

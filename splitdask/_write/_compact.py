@@ -37,8 +37,11 @@ __all__ = ["AUTO_COMPACT_PARTS", "SMALL_PART", "auto_compact", "compact"]
 SMALL_PART = 4 << 20
 """Parts smaller than this (bytes) are merged by the compaction after an append."""
 AUTO_COMPACT_PARTS = 8
-"""A bin's trailing run of small parts is merged once it is this long, so a bin holds
-fewer than this many small parts however often it is appended to."""
+"""The fan-in of the compaction after an append: parts of one size tier (sizes within
+a factor of this) are merged once this many of them follow each other."""
+AUTO_COMPACT_MAX = 4 * AUTO_COMPACT_PARTS
+"""Most small parts a bin's trailing run keeps after that compaction, whatever the
+sizes of the appends (past it, the cheapest runs are merged as well)."""
 
 Runs = dict[int, list[tuple[tuple[str, ...], tuple[PartInfo, ...]]]]
 
@@ -58,6 +61,52 @@ def _runs(parts: Sequence[PartInfo], below: int, min_len: int) -> list[list[Part
     if len(cur) >= min_len:
         out.append(cur)
     return out
+
+
+def _tier(size: int) -> int:
+    """``floor(log_F(size))`` with ``F = AUTO_COMPACT_PARTS``: a part's size tier."""
+    tier = 0
+    while size >= AUTO_COMPACT_PARTS:
+        size //= AUTO_COMPACT_PARTS
+        tier += 1
+    return tier
+
+
+def _tiered(run: Sequence[PartInfo]) -> list[list[PartInfo]]:
+    """Runs of ``run`` (a bin's trailing run of small parts) to merge after an append.
+
+    Tier by tier from the smallest: in each stretch of consecutive parts of that tier or
+    below, once :data:`AUTO_COMPACT_PARTS` of that tier are there, the stretch is merged.
+    The merged part is at least ``F`` parts of tier ``t``, so of a higher tier: a record
+    is rewritten once per tier it climbs, a few times in all, not once per append (which
+    merging the whole run did: it rewrote everything appended so far every ``F``
+    appends). If more than :data:`AUTO_COMPACT_MAX` parts would still be left (appends
+    of wildly varying sizes), the cheapest runs of ``F`` parts are merged too.
+    """
+    n, fan = len(run), AUTO_COMPACT_PARTS
+    tiers = [_tier(p.size) for p in run]
+    taken = [False] * n
+    picked: list[tuple[int, int]] = []
+    for t in sorted(set(tiers)):
+        i = 0
+        while i < n:
+            j = i
+            while j < n and tiers[j] <= t and not taken[j]:
+                j += 1
+            if tiers[i:j].count(t) >= fan:
+                picked.append((i, j))
+                taken[i:j] = [True] * (j - i)
+            i = max(j, i + 1)
+    left = n - sum(j - i - 1 for i, j in picked)
+    while left > AUTO_COMPACT_MAX:
+        free = [i for i in range(n - fan + 1) if not any(taken[i : i + fan])]
+        if not free:
+            break
+        i = min(free, key=lambda k: sum(p.size for p in run[k : k + fan]))
+        picked.append((i, i + fan))
+        taken[i : i + fan] = [True] * fan
+        left -= fan - 1
+    return [list(run[i:j]) for i, j in sorted(picked)]
 
 
 def _codec(p: PartInfo) -> Compression | None:
@@ -131,13 +180,13 @@ def auto_compact(
     retries: int = DEFAULT_RETRIES,
     keep_versions: int = DEFAULT_KEEP_VERSIONS,
 ) -> Manifest | None:
-    """After an append to ``bins``: merge each one's trailing run of small parts once
-    it is :data:`AUTO_COMPACT_PARTS` long. Housekeeping: a failure only warns."""
+    """After an append to ``bins``: merge runs of each one's trailing run of small parts,
+    tier by tier (:func:`_tiered`). Housekeeping: a failure only warns."""
     picked: dict[int, list[list[PartInfo]]] = {}
     for b in set(bins):
         runs = _runs(manifest.bins[b], SMALL_PART, AUTO_COMPACT_PARTS)
-        if runs and runs[-1][-1] is manifest.bins[b][-1]:
-            picked[b] = [runs[-1]]
+        if runs and runs[-1][-1] is manifest.bins[b][-1] and (tiered := _tiered(runs[-1])):
+            picked[b] = tiered
     if not picked:
         return None
     try:

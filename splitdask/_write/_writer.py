@@ -22,7 +22,7 @@ from splitdask._util._progress import Progress, counted
 from splitdask._util._validate import check_int, check_metadata
 from splitdask._write._binwrite import FLUSH_MAX, OFFSETS_BUDGET, Batches, BinWriter
 from splitdask._write._changes import AddRecords, Mode
-from splitdask._write._cleanup import new_tag
+from splitdask._write._cleanup import new_tag, warn_left
 from splitdask._write._commit import (
     DEFAULT_KEEP_VERSIONS,
     DEFAULT_RETENTION,
@@ -209,7 +209,16 @@ class SplitWriter:
         """Add records from any iterable, streaming: nothing is held but small buffers."""
         if self._closed:
             raise ValueError("write to a SplitWriter that is already committed or aborted")
-        self._batches.deal(counted(records, self._progress) if self._progress.enabled else records)
+        try:
+            self._batches.deal(
+                counted(records, self._progress) if self._progress.enabled else records
+            )
+        except BaseException:
+            if any(w.failed for w in self._writers):
+                # A part could not be written (a full disk, say): this write can
+                # never commit, so its other temp files and parts go now.
+                self.abort()
+            raise
 
     def abort(self) -> None:
         """Discard everything written; the committed dataset is untouched."""
@@ -218,7 +227,11 @@ class SplitWriter:
         self._closed = True
         self._progress.close()
         for w in self._writers:
-            w.abort()
+            # Every writer's temp file goes, whatever removing another one raised.
+            try:
+                w.abort()
+            except Exception as exc:
+                warn_left(self.store, f"the temp file of a part of bin {w.bin_index}", exc)
         self._target.abandon(p for w in self._writers for p in w.parts)
 
     def commit(self) -> CommitInfo:
