@@ -9,12 +9,12 @@ even when it went on exactly where the previous one stopped. Counted, not timed.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 
 import pytest
+from _manifests import manifest_doc
 
 from splitdask import SplitDataLoader, write_split_data
 from splitdask._format import PartInfo
@@ -82,7 +82,7 @@ def test_compaction_merges_runs_of_one_tier() -> None:
 
 
 def _retired_bytes(ds: Path) -> tuple[int, int]:
-    doc = json.loads((ds / "splitdask.json").read_bytes())
+    doc = manifest_doc(ds)
     live = {p["path"]: p["size"] for b in doc["bins"] for p in b}
     on_disk = sum(e.stat().st_size for e in os.scandir(ds / "bins"))
     return sum(live.values()), on_disk - sum(live.values())

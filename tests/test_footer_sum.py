@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
+from _manifests import manifest_doc, write_manifest_doc
 from conftest import RequestLog
 
 from splitdask import CorruptDatasetError, SplitDataLoader, write_split_data
@@ -90,7 +91,7 @@ def forge_v3(data: bytes, info: PartInfo, a: int, b: int) -> bytes:
 
 
 def _manifest(ds: Path) -> Manifest:
-    return Manifest.from_json((ds / "splitdask.json").read_bytes(), "test")
+    return Manifest.from_json(json.dumps(manifest_doc(ds)).encode(), "test")
 
 
 def _forge_local(ds: Path) -> tuple[PartInfo, int, int]:
@@ -148,7 +149,7 @@ def test_the_manifest_records_each_footers_hash(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     write_split_data(ds, _records(300), splits=3)
     write_split_data(ds, _records(50), splits=3)  # an append: new parts record it too
-    doc = json.loads((ds / "splitdask.json").read_bytes())
+    doc = manifest_doc(ds)
     entries = [p for b in doc["bins"] for p in b]
     assert len(entries) == 6
     for entry in entries:
@@ -163,11 +164,11 @@ def test_parts_without_a_recorded_hash_still_read(tmp_path: Path) -> None:
     records = _records(200)
     ds = tmp_path / "ds"
     write_split_data(ds, records, splits=2)
-    doc = json.loads((ds / "splitdask.json").read_bytes())
+    doc = manifest_doc(ds)
     for b in doc["bins"]:
         for p in b:
             del p["footer_sum"]
-    (ds / "splitdask.json").write_bytes(json.dumps(doc).encode())
+    write_manifest_doc(ds, doc)
     assert all(p.footer_sum == 0 for p in _manifest(ds).parts())
     loader = SplitDataLoader(ds)
     assert [loader[i] for i in range(200)] == records
@@ -181,7 +182,7 @@ def test_parts_without_a_recorded_hash_still_read(tmp_path: Path) -> None:
 def test_footer_sum_is_parsed_strictly(tmp_path: Path, value: Any) -> None:
     ds = tmp_path / "ds"
     write_split_data(ds, _records(20), splits=1)
-    doc = json.loads((ds / "splitdask.json").read_bytes())
+    doc = manifest_doc(ds)
     doc["bins"][0][0]["footer_sum"] = value
     with pytest.raises(CorruptDatasetError, match="invalid footer_sum"):
         Manifest.from_json(json.dumps(doc).encode(), "m")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _manifests import manifest_doc, write_manifest_doc
 
 from splitdask import CorruptDatasetError, SplitDataLoader, SplitWriter, write_split_data
 from splitdask._format import MAX_METADATA_BYTES, Manifest, PartInfo, Segment
@@ -44,10 +45,9 @@ def _peak(fn: Any) -> tuple[Any, int]:
 
 def _with_junk(ds: Path, junk: bytes) -> int:
     """Add ``"junk": <junk>`` (a key the reader ignores) to ``ds``'s manifest; its size."""
-    manifest = ds / "splitdask.json"
-    doc = manifest.read_bytes()
+    doc = json.dumps(manifest_doc(ds), separators=(",", ":")).encode()
     data = doc[:-1] + b',"junk":' + junk + b"}"
-    manifest.write_bytes(data)
+    write_manifest_doc(ds, data)
     return len(data)
 
 
@@ -88,7 +88,7 @@ def test_what_passes_the_scan_costs_a_small_multiple_of_its_size(tmp_path: Path)
     assert len(unit) + 1 == CONTAINER_BYTES + 1
     n = 8 * MiB // len(unit)
     size = _with_junk(ds, b"[" + b",".join([unit] * n) + b"]")
-    data = (ds / "splitdask.json").read_bytes()
+    data = json.dumps(manifest_doc(ds), separators=(",", ":")).encode()
     _, containers = json_shape(data)
     assert containers <= FREE_CONTAINERS + size // CONTAINER_BYTES  # it passes
 
@@ -154,9 +154,9 @@ def test_legitimate_manifests_still_open() -> None:
 def test_more_bins_than_allowed_are_still_refused_by_their_limit(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     write_split_data(ds, [b"x"], splits=1)
-    doc = json.loads((ds / "splitdask.json").read_bytes())
+    doc = manifest_doc(ds)
     doc["bins"] += [[] for _ in range(1 << 16)]  # within FREE_CONTAINERS: parsed
-    (ds / "splitdask.json").write_text(json.dumps(doc, separators=(",", ":")))
+    write_manifest_doc(ds, json.dumps(doc, separators=(",", ":")).encode())
     with pytest.raises(CorruptDatasetError, match="MAX_BINS"):
         SplitDataLoader(ds)
 
@@ -164,8 +164,8 @@ def test_more_bins_than_allowed_are_still_refused_by_their_limit(tmp_path: Path)
 def test_a_utf16_manifest_is_refused_by_name(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     write_split_data(ds, [b"x"], splits=1)
-    manifest = ds / "splitdask.json"
-    manifest.write_bytes(manifest.read_text().encode("utf-16-le"))
+    text = json.dumps(manifest_doc(ds), separators=(",", ":"))
+    write_manifest_doc(ds, text.encode("utf-16-le"))
     with pytest.raises(CorruptDatasetError, match="NUL byte at offset 1: not UTF-8 JSON"):
         SplitDataLoader(ds)
 
