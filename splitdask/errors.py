@@ -10,6 +10,8 @@ so filters written against that keep working.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CommitConflictError",
     "CorruptDatasetError",
@@ -117,6 +119,12 @@ class WorkerDiedError(MpQItrError):
 
 class MpQItrTimeoutError(MpQItrError, TimeoutError):
     """No item arrived within :attr:`~splitdask.mpq.MpQOptions.timeout` seconds."""
+
+    # RuntimeError's __new__ comes first in the MRO but cannot make an OSError: picklers
+    # that call ``cls.__new__(cls)`` (tblib's, which dask installs for every exception
+    # class) would fail. TimeoutError's can.
+    def __new__(cls, *args: Any, **kwargs: Any) -> MpQItrTimeoutError:
+        return TimeoutError.__new__(cls, *args)
 
 
 class RemoteTraceback(Exception):

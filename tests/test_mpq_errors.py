@@ -96,3 +96,20 @@ def test_remote_traceback_round_trips(protocol: int) -> None:
     assert type(back) is RemoteTraceback
     assert back.tb == tb
     assert str(back) == "\n\n" + tb.rstrip("\n") + "\n(end of worker traceback)"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_timeout_error_round_trips_through_tblib_as_dask_installs_it(protocol: int) -> None:
+    import copyreg
+
+    from tblib import pickling_support
+
+    copyreg.pickle(MpQItrTimeoutError, pickling_support.pickle_exception)  # what install() does
+    try:
+        err = MpQItrTimeoutError("no item within 1.5 s", worker_id=3)
+        back = pickle.loads(pickle.dumps(err, protocol=protocol))
+    finally:
+        copyreg.dispatch_table.pop(MpQItrTimeoutError, None)
+    assert type(back) is MpQItrTimeoutError
+    assert str(back) == "no item within 1.5 s"
+    assert back.worker_id == 3
