@@ -157,21 +157,21 @@ def _collect(
     dry_run: bool,
     listing: Listing | None = None,
 ) -> GcReport:
-    head = read_head(store)
-    if not head.log:
-        return _collect_unversioned(store, head.manifest, cutoff, dry_run)
     listing = listing or list_log(store)
+    if not listing.versions:
+        head = read_head(store)  # a dataset from before versions, one being made, or none
+        return _collect_unversioned(store, head.manifest, cutoff, dry_run)
     oldest = _oldest_kept(store, listing, cutoff, keep_versions)
     doomed_versions = tuple(v for v in listing.versions if v < oldest)
     named: set[str] = set()
     if oldest:
-        base = load_version(store, oldest)
+        base = load_version(store, oldest, listing)
         assert base is not None
         named = {p.path for p in base.parts()}
         for v in range(oldest + 1, listing.latest + 1):
             if v in listing.entries:
                 named |= {p.path for e in read_entry(store, v).edits for p in e.parts}
-            elif (m := load_version(store, v)) is not None:
+            elif (m := load_version(store, v, listing)) is not None:
                 named |= {p.path for p in m.parts()}
     was_named = _named_by(store, listing, doomed_versions)
     infos = {f"{BINS_DIR}/{i.name}": i for i in store.list_info(BINS_DIR)}
@@ -200,7 +200,7 @@ def _collect(
         return report
     if doomed_versions:
         if oldest not in listing.checkpoints:
-            base = load_version(store, oldest)
+            base = load_version(store, oldest, listing)
             assert base is not None
             how = read_entry(store, oldest).info() if oldest in listing.entries else {}
             write_checkpoint(store, base, how or {"time": time.time(), "op": "convert"})
