@@ -250,19 +250,19 @@ def _build(store: Store, listing: Listing, version: int) -> Manifest:
     ):
         start = max(cached)
         manifest = cached[start]
-    if manifest is None and checkpoint:
+    if manifest is None:
         start = checkpoint
-        rel = checkpoint_name(checkpoint)
-        data = store.map_file(rel, MAX_CHECKPOINT_BYTES)
-        manifest = decode_checkpoint(data, store.where(rel), checkpoint)
-    elif manifest is None:
-        start = 0
     if not _replayable(listing, start, version):
         raise SnapshotExpiredError(
             f"{store.urlpath}: version {version} cannot be rebuilt: log entries before it "
             f"were removed (the oldest version kept is {listing.oldest})"
         )
-    _prefetch(store, range(start + 1, version + 1), listing)
+    data = _prefetch(store, range(start + 1, version + 1), listing, 0 if manifest else start)
+    if manifest is None and start:
+        rel = checkpoint_name(start)
+        if data is None:  # a local store maps it: its pages are shared
+            data = store.map_file(rel, MAX_CHECKPOINT_BYTES)
+        manifest = decode_checkpoint(data, store.where(rel), start)
     for v in range(start + 1, version + 1):
         rel = entry_name(v)
         manifest = apply(manifest, read_entry(store, v, listing), store.where(rel))
@@ -273,18 +273,24 @@ def _build(store: Store, listing: Listing, version: int) -> Manifest:
     return manifest
 
 
-def _prefetch(store: Store, versions: range, listing: Listing) -> None:
-    """Read the entries of ``versions`` not read yet, all at once (one round trip on
-    a remote store instead of one each)."""
+def _prefetch(store: Store, versions: range, listing: Listing, checkpoint: int) -> Any:
+    """Read the entries of ``versions`` not read yet, and on a remote store the
+    ``checkpoint`` (0: none) with them, all at once: one round trip instead of one
+    each. Returns the checkpoint's bytes when it was read here."""
     with _LOCK:
         todo = [v for v in versions if _fresh(_ENTRIES.get((store.urlpath, v)), listing, v) is None]
-    if len(todo) < 2:
-        return
     rels = [entry_name(v) for v in todo]
-    for v, rel, data in zip(todo, rels, store.read_files(rels), strict=True):
+    first = 1 if checkpoint and not store.is_local else 0  # the checkpoint comes first
+    if first:
+        rels.insert(0, checkpoint_name(checkpoint))
+    if len(rels) < 2:
+        return None
+    datas = store.read_files(rels, MAX_CHECKPOINT_BYTES)
+    for v, rel, data in zip(todo, rels[first:], datas[first:], strict=True):
         entry = Entry.from_json(data, store.where(rel), v)
         with _LOCK:
             _keep_entry(store, entry, listing.stamps.get(v))
+    return datas[0] if first else None
 
 
 def _replayable(listing: Listing, start: int, version: int) -> bool:
