@@ -481,3 +481,26 @@ def test_a_dataset_written_again_elsewhere_is_not_mixed_with_what_this_process_k
     _versions._BUILT.clear()
     _versions._ENTRIES.clear()  # as a new process sees it
     assert list(SplitDataLoader(ds)) == recs("b", 2) + recs("c", 1)
+
+
+def test_commits_expire_versions_past_their_retention_on_their_own(tmp_path: Path) -> None:
+    ds = str(tmp_path / "ds")
+    write_split_data(ds, recs("old", 6), splits=2)
+    old = {p.path for p in SplitDataLoader(ds).snapshot.parts}
+    write_split_data(ds, recs("new", 2), splits=1, mode="w", retention=0)
+    # The overwrite expired version 1 at once: its entry and its parts are gone.
+    assert [v.version for v in splitdask.versions(ds)] == [2]
+    assert not any(os.path.exists(f"{ds}/{p}") for p in old)
+    with pytest.raises(SnapshotExpiredError, match="version 1 is no longer kept"):
+        SplitDataLoader(ds, version=1)
+    # Appends replace nothing: the log is cut at a checkpoint (every 16 versions, or
+    # one written where a compaction replaced parts), so fewer than 16 versions stay.
+    for k in range(CHECKPOINT_EVERY + 2):
+        write_split_data(ds, [f"a{k}".encode()], splits=1, retention=0)
+    kept = [v.version for v in splitdask.versions(ds)]
+    assert kept[-1] == SplitDataLoader(ds).version > CHECKPOINT_EVERY + 2
+    assert len(kept) < CHECKPOINT_EVERY
+    assert os.path.exists(f"{ds}/{checkpoint_name(kept[0])}")
+    assert list(SplitDataLoader(ds)) == recs("new", 2) + [
+        f"a{k}".encode() for k in range(CHECKPOINT_EVERY + 2)
+    ]

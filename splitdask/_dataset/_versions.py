@@ -58,6 +58,7 @@ _BUILT: OrderedDict[tuple[str, int], tuple[Stamp | None, Manifest]] = OrderedDic
 _ENTRIES: OrderedDict[tuple[str, int], tuple[Stamp | None, Entry]] = OrderedDict()
 _LOCK = threading.Lock()
 _KEEP = 8
+_STAMPED = 64  # the newest versions whose files a listing stamps
 
 
 def remember(
@@ -169,18 +170,27 @@ class Listing:
 
 
 def list_log(store: Store) -> Listing:
-    """The versions in ``_log/``: one listing (one request on an object store)."""
+    """The versions in ``_log/``: one listing (one request on an object store), with
+    the stamps of the newest versions' files (those a process may have kept)."""
     entries: set[int] = set()
     checkpoints: set[int] = set()
-    stamps: dict[int, Stamp] = {}
-    for info in store.list_info(LOG_DIR):
-        parsed = parse_log_name(info.name)
+    names, infos = store.list_stamped(LOG_DIR, _newest)
+    for name in names:
+        parsed = parse_log_name(name)
         if parsed is not None:
-            v, kind = parsed
-            (entries if kind == "json" else checkpoints).add(v)
-            if kind == "json" or v not in stamps:
-                stamps[v] = (info.size, info.mtime)
+            (entries if parsed[1] == "json" else checkpoints).add(parsed[0])
+    stamps: dict[int, Stamp] = {}
+    for info in infos:
+        parsed = parse_log_name(info.name)
+        if parsed is not None and (parsed[1] == "json" or parsed[0] not in stamps):
+            stamps[parsed[0]] = (info.size, info.mtime)
     return Listing(frozenset(entries), frozenset(checkpoints), stamps)
+
+
+def _newest(names: list[str]) -> list[str]:
+    """The files of the newest versions (names sort by version): a kept version older
+    than these has no stamp, so it is built again rather than trusted."""
+    return sorted(n for n in names if parse_log_name(n))[-2 * _STAMPED :]
 
 
 def read_entry(store: Store, version: int, listing: Listing | None = None) -> Entry:

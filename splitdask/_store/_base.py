@@ -14,7 +14,7 @@ import contextlib
 import copy
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
 import xxhash
@@ -191,6 +191,15 @@ class Store(ABC):
     @abstractmethod
     def list_dir(self, rel: str) -> list[str]:
         """Names (not paths) of the files in directory ``rel``; empty if there is none."""
+
+    def list_stamped(
+        self, rel: str, pick: Callable[[list[str]], Collection[str]]
+    ) -> tuple[list[str], list[FileInfo]]:
+        """Names in directory ``rel``, and the :class:`FileInfo` of (at least) those
+        ``pick`` chooses among them: one listing where listings carry sizes and times
+        anyway (object stores); locally, a ``stat`` of the chosen ones only."""
+        infos = self.list_info(rel)
+        return [i.name for i in infos], infos
 
     def list_after(self, rel: str, start: str) -> list[str]:
         """Names in directory ``rel`` that sort at or after ``start``, sorted."""

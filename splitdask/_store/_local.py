@@ -11,7 +11,7 @@ import os
 import secrets
 import stat
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import IO, Any
 
 from splitdask._format import temp_name
@@ -246,6 +246,17 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(out)
+
+    def list_stamped(
+        self, rel: str, pick: Callable[[list[str]], Collection[str]]
+    ) -> tuple[list[str], list[FileInfo]]:
+        names = self.list_dir(rel)
+        infos = []
+        for name in pick(names):
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(f"{self.full(rel)}/{name}", follow_symlinks=False)
+                infos.append(FileInfo(name, st.st_size, st.st_mtime))
+        return names, infos
 
     def sync_dir(self, rel: str) -> None:
         fsync_dir(self.full(rel))

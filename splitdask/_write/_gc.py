@@ -25,11 +25,10 @@ from splitdask._dataset._versions import (
 )
 from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest, parse_part_name
 from splitdask._format._checkpoint import checkpoint_header
-from splitdask._format._log import LOG_DIR, Entry, checkpoint_name, entry_name
+from splitdask._format._log import LOG_DIR, Entry, apply, checkpoint_name, entry_name
 from splitdask._store import Store, UrlPath, open_store
 from splitdask._write._cleanup import orphans
 from splitdask._write._retention import (
-    CHECKPOINT_EVERY,
     DEFAULT_KEEP_VERSIONS,
     DEFAULT_RETENTION,
     check_retention,
@@ -37,7 +36,7 @@ from splitdask._write._retention import (
 )
 from splitdask.errors import SnapshotExpiredError
 
-__all__ = ["GcReport", "collect_expired", "gc"]
+__all__ = ["SWEEP_EVERY", "GcReport", "collect_expired", "gc"]
 
 
 @dataclass(frozen=True)
@@ -110,20 +109,56 @@ def gc(
     return _collect(store, time.time() - older_than, keep_versions, dry_run)
 
 
+SWEEP_EVERY = 256
+"""The housekeeping after every this many versions also looks for killed writers'
+files (it lists ``bins/`` and reads the kept versions' entries: not every commit)."""
+
+
 def collect_expired(
     store: Store, retention: float, keep_versions: int, entry: Entry, listing: Listing
 ) -> None:
-    """After the commit of ``entry``: :func:`gc`, when it has something to remove.
+    """After the commit of ``entry``: remove versions that expired, and every
+    :data:`SWEEP_EVERY` versions collect as :func:`gc` does.
 
-    Cheap to ask: ``listing`` (the commit's, with its own version) and at most one
-    small entry, except every ``CHECKPOINT_EVERY`` versions, when files of killed
-    writers are looked for too. Collecting lists the log afresh.
+    Cheap: ``listing`` is the commit's (with its own version), and finding what
+    expired reads one small entry more than the versions that did. The log is cut
+    at a checkpoint at or before the oldest kept version (one is written only when
+    the cut frees parts), so a few expired versions may stay until the next one.
     """
     cutoff = time.time() - retention
-    due = entry.version % CHECKPOINT_EVERY == 0  # time to look for leftovers too
-    if not due and _oldest_kept(store, listing, cutoff, keep_versions) <= listing.oldest:
-        return  # no version has expired
-    _collect(store, cutoff, keep_versions, False)
+    if entry.version % SWEEP_EVERY == 0:
+        _collect(store, cutoff, keep_versions, False)
+        return
+    oldest = _oldest_kept(store, listing, cutoff, keep_versions)
+    if oldest > listing.oldest:
+        _expire(store, listing, oldest)
+
+
+def _expire(store: Store, listing: Listing, oldest: int) -> None:
+    """Remove the versions before ``oldest`` (or before the newest checkpoint at or
+    before it) and the parts only they named: the parts each later entry replaced."""
+    first = listing.oldest
+    manifest = load_version(store, first, listing)
+    if manifest is None:
+        return
+    replaced: dict[int, set[str]] = {}
+    for v in range(first + 1, oldest + 1):
+        e = read_entry(store, v, listing)
+        if e.reset:
+            replaced[v] = {p.path for p in manifest.parts()}
+        else:
+            replaced[v] = {p.path for d in e.edits for p in manifest.bins[d.bin][d.start : d.stop]}
+        manifest = apply(manifest, e, store.where(entry_name(v)))
+    cut = max((c for c in listing.checkpoints if first < c <= oldest), default=first)
+    if cut < oldest and any(replaced[v] for v in range(cut + 1, oldest + 1)):
+        write_checkpoint(store, manifest, read_entry(store, oldest, listing).info())
+        cut = oldest
+    if cut == first:
+        return
+    logs = [entry_name(v) for v in listing.entries if v < cut]
+    logs += [checkpoint_name(v) for v in listing.checkpoints if v < cut]
+    store.remove(sorted(logs))
+    store.remove(sorted(set().union(*(replaced[v] for v in range(first + 1, cut + 1)))))
 
 
 def _superseded(store: Store, version: int, listing: Listing) -> float:
@@ -138,16 +173,17 @@ def _superseded(store: Store, version: int, listing: Listing) -> float:
 
 
 def _oldest_kept(store: Store, listing: Listing, cutoff: float, keep_versions: int) -> int:
+    """The oldest version kept: the kept ones are a suffix (a later version was
+    replaced later), so the walk goes up from the oldest and stops at the first kept,
+    reading one small entry per version that expired, and one more."""
     versions = listing.versions
     if not versions:
         return 0
     latest = versions[-1]
-    oldest = latest
-    for v in reversed(versions[:-1]):
-        if v <= latest - keep_versions and _superseded(store, v, listing) <= cutoff:
-            break
-        oldest = v
-    return oldest
+    for v in versions[:-1]:
+        if v > latest - keep_versions or _superseded(store, v, listing) > cutoff:
+            return v
+    return latest
 
 
 def _collect(
