@@ -175,10 +175,13 @@ def list_log(store: Store) -> Listing:
     entries: set[int] = set()
     checkpoints: set[int] = set()
     names, infos = store.list_stamped(LOG_DIR, _newest)
-    for name in names:
-        parsed = parse_log_name(name)
-        if parsed is not None:
-            (entries if parsed[1] == "json" else checkpoints).add(parsed[0])
+    for name in names:  # parse_log_name, inlined: every kept version's files are listed
+        if len(name) == 25 and name[20] == "." and name[:20].isdigit() and name.isascii():
+            kind = name[21:]
+            if kind == "json":
+                entries.add(int(name[:20]))
+            elif kind == "ckpt":
+                checkpoints.add(int(name[:20]))
     stamps: dict[int, Stamp] = {}
     for info in infos:
         parsed = parse_log_name(info.name)
@@ -188,9 +191,10 @@ def list_log(store: Store) -> Listing:
 
 
 def _newest(names: list[str]) -> list[str]:
-    """The files of the newest versions (names sort by version): a kept version older
-    than these has no stamp, so it is built again rather than trusted."""
-    return sorted(n for n in names if parse_log_name(n))[-2 * _STAMPED :]
+    """The files of the newest versions: listings come sorted, and names sort by
+    version (temp files, starting with a dot, first). A kept version older than
+    these has no stamp, so it is built again rather than trusted."""
+    return names[-2 * _STAMPED :]
 
 
 def read_entry(store: Store, version: int, listing: Listing | None = None) -> Entry:

@@ -59,7 +59,6 @@ MAX_ENTRY_BYTES = 64 << 20
 """Largest log entry read (an overwrite names every part, like a whole manifest)."""
 OPS = ("create", "append", "overwrite", "compact", "convert", "metadata")
 """What a commit did, as ``splitdask log`` shows it."""
-_NAME = re.compile(r"([0-9]{20})\.(json|ckpt)")
 
 
 def entry_name(version: int) -> str:
@@ -74,8 +73,12 @@ def checkpoint_name(version: int) -> str:
 
 def parse_log_name(name: str) -> tuple[int, str] | None:
     """``(version, "json" | "ckpt")`` of a file name in ``_log/``, or ``None``."""
-    m = _NAME.fullmatch(name.rsplit("/", 1)[-1])
-    return (int(m[1]), m[2]) if m else None
+    name = name.rsplit("/", 1)[-1]
+    # String tests, not a regex: an open lists every kept version's files.
+    if len(name) != 25 or name[20] != "." or not name[:20].isdigit():
+        return None
+    kind = name[21:]
+    return (int(name[:20]), kind) if kind in ("json", "ckpt") and name[:20].isascii() else None
 
 
 def is_stub(data: bytes) -> bool:
