@@ -8,10 +8,10 @@ same dataset and report a missing part with the same words.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ from splitdask._dataset._versions import list_log, load_version, read_head, tagg
 from splitdask._format import MANIFEST_NAME, Manifest
 from splitdask._format._parttable import EditedBins, PartTable
 from splitdask._store import Store
+from splitdask._util._lazyseq import LazySequence
 from splitdask._util._validate import check_version
 from splitdask.errors import (
     CorruptDatasetError,
@@ -160,65 +161,30 @@ def snapshot_of(store: Store, manifest: Manifest) -> Snapshot:
     return _assemble(store, made, locator, manifest.num_records, manifest)
 
 
-class BinRanges(Sequence[range]):
+class BinRanges(LazySequence[range]):
     """Part ids of each bin, for parts numbered bin by bin: ``first[b]`` to ``first[b + 1]``."""
 
+    _what = "bin"
+
     def __init__(self, first: npt.NDArray[np.int64]) -> None:
+        super().__init__(len(first) - 1)
         self._first = first
 
-    def __len__(self) -> int:
-        return len(self._first) - 1
-
-    @overload
-    def __getitem__(self, b: int) -> range: ...
-
-    @overload
-    def __getitem__(self, b: slice) -> Sequence[range]: ...
-
-    def __getitem__(self, b: int | slice) -> range | Sequence[range]:
-        if isinstance(b, slice):
-            return [self[i] for i in range(*b.indices(len(self)))]
-        if b < 0:
-            b += len(self)
-        if not 0 <= b < len(self):
-            raise IndexError(f"bin {b} out of range")
+    def _make(self, b: int) -> range:
         return range(int(self._first[b]), int(self._first[b + 1]))
 
-    def __iter__(self) -> Iterator[range]:
-        return (self[b] for b in range(len(self)))
 
-
-class LazyParts(Sequence[Part]):
+class LazyParts(LazySequence[Part]):
     """A part table's parts, each made (and kept) when first asked for."""
 
+    _what = "part"
+
     def __init__(self, table: PartTable | EditedBins, num_parts: int) -> None:
+        super().__init__(num_parts)
         self._table = table
-        self._len = num_parts
-        self._made: dict[int, Part] = {}
 
-    def __len__(self) -> int:
-        return self._len
-
-    @overload
-    def __getitem__(self, pid: int) -> Part: ...
-
-    @overload
-    def __getitem__(self, pid: slice) -> Sequence[Part]: ...
-
-    def __getitem__(self, pid: int | slice) -> Part | Sequence[Part]:
-        if isinstance(pid, slice):
-            return [self[i] for i in range(*pid.indices(len(self)))]
-        hit = self._made.get(pid)
-        if hit is None:
-            if pid < 0:
-                pid += len(self)
-            if not 0 <= pid < len(self):
-                raise IndexError(f"part {pid} out of range")
-            hit = self._made[pid] = part_of(self._table.part(pid))
-        return hit
-
-    def __iter__(self) -> Iterator[Part]:
-        return (self[i] for i in range(len(self)))
+    def _make(self, pid: int) -> Part:
+        return part_of(self._table.part(pid))
 
 
 def open_snapshot(store: Store, version: int | str | None = None) -> Snapshot:

@@ -12,14 +12,15 @@ builds a table of its own only when a column is needed. No I/O here.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, overload
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from splitdask._format._footer import COMPRESSED_PART_VERSION
 from splitdask._format._manifest import PartInfo
+from splitdask._util._lazyseq import LazySequence
 
 __all__ = ["COLUMNS", "EditedBins", "PartTable", "as_table", "edit_bins"]
 
@@ -41,19 +42,21 @@ COLUMNS = (
 Bins = tuple[PartInfo, ...]
 
 
-class PartTable(Sequence[Bins]):
+class PartTable(LazySequence[Bins]):
     """The parts of ``num_bins`` bins as columns (rows bin by bin, in stored order).
 
     ``uid_lo``/``uid_hi`` locate each part's uid (its name's hex id) in ``blob``.
     """
 
+    _what = "bin"
+
     def __init__(
         self, cols: Mapping[str, npt.NDArray[Any]], blob: bytes | memoryview, num_bins: int
     ) -> None:
+        super().__init__(num_bins)
         self.cols = cols
         self.blob = blob
         self.num_bins = num_bins
-        self._bins: dict[int, Bins] = {}
         self._parts: dict[int, PartInfo] = {}
 
     @property
@@ -81,30 +84,9 @@ class PartTable(Sequence[Bins]):
         ends = np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
         return (ends[self.bin_start[1:]] - ends[self.bin_start[:-1]]).tolist()  # type: ignore[no-any-return]
 
-    def __len__(self) -> int:
-        return self.num_bins
-
-    @overload
-    def __getitem__(self, b: int) -> Bins: ...
-
-    @overload
-    def __getitem__(self, b: slice) -> Sequence[Bins]: ...
-
-    def __getitem__(self, b: int | slice) -> Bins | Sequence[Bins]:
-        if isinstance(b, slice):
-            return [self[i] for i in range(*b.indices(self.num_bins))]
-        if b < 0:
-            b += self.num_bins
-        if not 0 <= b < self.num_bins:
-            raise IndexError(f"bin {b} out of range")
-        hit = self._bins.get(b)
-        if hit is None:
-            lo, hi = int(self.bin_start[b]), int(self.bin_start[b + 1])
-            hit = self._bins[b] = tuple(self.part(r) for r in range(lo, hi))
-        return hit
-
-    def __iter__(self) -> Iterator[Bins]:
-        return (self[b] for b in range(self.num_bins))
+    def _make(self, b: int) -> Bins:
+        lo, hi = int(self.bin_start[b]), int(self.bin_start[b + 1])
+        return tuple(self.part(r) for r in range(lo, hi))
 
     def part(self, row: int) -> PartInfo:
         """The part in row ``row`` (made once)."""
@@ -190,10 +172,13 @@ class PartTable(Sequence[Bins]):
         return PartTable(cols, bytes(self.blob) + added.blob, num_bins)
 
 
-class EditedBins(Sequence[Bins]):
+class EditedBins(LazySequence[Bins]):
     """A :class:`PartTable` with the bins in ``edits`` replaced (and grown to ``num_bins``)."""
 
+    _what = "bin"
+
     def __init__(self, base: PartTable, edits: Mapping[int, Bins], num_bins: int) -> None:
+        super().__init__(num_bins)
         self.base = base
         self.edits = dict(edits)
         self.num_bins = num_bins
@@ -244,29 +229,11 @@ class EditedBins(Sequence[Bins]):
             counts[b] = sum(p.count for p in parts)
         return counts
 
-    def __len__(self) -> int:
-        return self.num_bins
-
-    @overload
-    def __getitem__(self, b: int) -> Bins: ...
-
-    @overload
-    def __getitem__(self, b: slice) -> Sequence[Bins]: ...
-
-    def __getitem__(self, b: int | slice) -> Bins | Sequence[Bins]:
-        if isinstance(b, slice):
-            return [self[i] for i in range(*b.indices(self.num_bins))]
-        if b < 0:
-            b += self.num_bins
-        if not 0 <= b < self.num_bins:
-            raise IndexError(f"bin {b} out of range")
+    def _make(self, b: int) -> Bins:
         hit = self.edits.get(b)
         if hit is not None:
             return hit
         return self.base[b] if b < self.base.num_bins else ()
-
-    def __iter__(self) -> Iterator[Bins]:
-        return (self[b] for b in range(self.num_bins))
 
     def check_edits(self, where: str) -> None:
         """Check the edited bins' parts as a manifest checks its parts (the table under

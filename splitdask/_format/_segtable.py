@@ -10,13 +10,14 @@ without making objects where there are none. No I/O here.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, overload
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from splitdask._util._lazyseq import LazySequence
 from splitdask.errors import CorruptDatasetError
 
 __all__ = [
@@ -68,44 +69,25 @@ class OrderArrays(NamedTuple):
         return np.diff(self.ends, prepend=0)
 
 
-class SegmentTable(Sequence[Segment]):
+class SegmentTable(LazySequence[Segment]):
     """Segments as columns (see :class:`OrderArrays`)."""
 
+    _what = "segment"
+
     def __init__(self, arrays: OrderArrays) -> None:
+        super().__init__(len(arrays.starts))
         self.arrays = arrays
-        self._made: dict[int, Segment] = {}
 
-    def __len__(self) -> int:
-        return len(self.arrays.starts)
-
-    @overload
-    def __getitem__(self, k: int) -> Segment: ...
-
-    @overload
-    def __getitem__(self, k: slice) -> Sequence[Segment]: ...
-
-    def __getitem__(self, k: int | slice) -> Segment | Sequence[Segment]:
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        if k < 0:
-            k += len(self)
-        if not 0 <= k < len(self):
-            raise IndexError(f"segment {k} out of range")
-        hit = self._made.get(k)
-        if hit is None:
-            a = self.arrays
-            lo = int(a.ends[k - 1]) if k else 0
-            hi = int(a.ends[k])
-            hit = self._made[k] = Segment(
-                int(a.starts[k]),
-                int(a.counts[k]),
-                tuple(a.bins[lo:hi].tolist()),
-                tuple(a.firsts[lo:hi].tolist()),
-            )
-        return hit
-
-    def __iter__(self) -> Iterator[Segment]:
-        return (self[k] for k in range(len(self)))
+    def _make(self, k: int) -> Segment:
+        a = self.arrays
+        lo = int(a.ends[k - 1]) if k else 0
+        hi = int(a.ends[k])
+        return Segment(
+            int(a.starts[k]),
+            int(a.counts[k]),
+            tuple(a.bins[lo:hi].tolist()),
+            tuple(a.firsts[lo:hi].tolist()),
+        )
 
 
 def order_arrays(order: Sequence[Segment]) -> OrderArrays:

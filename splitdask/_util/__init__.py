@@ -5,4 +5,5 @@
 * ``_progress``: one optional ``tqdm`` bar for long work.
 * ``_split``: which worker takes which batch, the rule every reader (and MpQItr) uses.
 * ``_closing``: :class:`Closing`, the base of objects a ``with`` block closes.
+* ``_lazyseq``: :class:`LazySequence`, items made on first use (large metadata).
 """
