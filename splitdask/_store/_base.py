@@ -201,10 +201,6 @@ class Store(ABC):
         infos = self.list_info(rel)
         return [i.name for i in infos], infos
 
-    def list_after(self, rel: str, start: str) -> list[str]:
-        """Names in directory ``rel`` that sort at or after ``start``, sorted."""
-        return [n for n in self.list_dir(rel) if n >= start]
-
     def missing_bucket(self) -> str | None:
         """The root's bucket, if the store has buckets and this one does not exist."""
         return None
