@@ -28,6 +28,15 @@ from splitdask._format._manifest import (
     parse_part,
     parse_segment,
 )
+from splitdask._format._manifest import (
+    json_dict as _dict,
+)
+from splitdask._format._manifest import (
+    json_list as _list,
+)
+from splitdask._format._manifest import (
+    json_uint as _uint,
+)
 from splitdask._format._parttable import EditedBins, edit_bins
 from splitdask._format._segtable import common_prefix, extend_order
 from splitdask.errors import CorruptDatasetError, FormatVersionError
@@ -351,24 +360,6 @@ def diff(
         ),
         num_records=after.num_records,
     )
-
-
-def _list(x: object) -> Sequence[Any]:
-    if type(x) is not list:
-        raise TypeError(f"expected a list, got {type(x).__name__}")
-    return x
-
-
-def _dict(x: object) -> dict[str, Any]:
-    if type(x) is not dict:
-        raise TypeError(f"expected an object, got {type(x).__name__}")
-    return x
-
-
-def _uint(x: object) -> int:
-    if type(x) is not int or x < 0:
-        raise ValueError(f"expected a non-negative integer, got {x!r:.80}")
-    return x
 
 
 def _bool(x: object) -> bool:

@@ -324,7 +324,7 @@ def _dict(x: object) -> dict[str, Any]:
 
 def _uint(x: object) -> int:
     if type(x) is not int or x < 0:
-        raise ValueError(f"expected a non-negative integer, got {x!r}")
+        raise ValueError(f"expected a non-negative integer, got {x!r:.80}")
     return x
 
 
@@ -404,6 +404,10 @@ def _limit(value: int, limit: int, what: str, name: str, where: str) -> None:
         )
 
 
-# The log (``_log``) parses part entries and segments exactly as the manifest does.
+# The log (``_log``) parses part entries, segments and JSON values exactly as the
+# manifest does.
 parse_part = _part
 parse_segment = _segment
+json_list = _list
+json_dict = _dict
+json_uint = _uint

@@ -22,7 +22,7 @@ import xxhash
 from splitdask._store._cache import PartCache
 from splitdask._store._net import NetSettings
 
-__all__ = ["FileInfo", "PartSink", "Store", "UrlPath"]
+__all__ = ["FileInfo", "PartSink", "Store", "UrlPath", "discard_file"]
 
 UrlPath = str | os.PathLike[str]
 
@@ -272,6 +272,19 @@ class Store(ABC):
     @abstractmethod
     def remove(self, rels: Sequence[str]) -> None:
         """Delete files, ignoring ones already gone."""
+
+
+def discard_file(f: IO[bytes], path: str) -> None:
+    """Close ``f`` and remove the temp file ``path`` it wrote. Closing may fail
+    (flushing the buffer of a full disk): the data is being discarded, so that failure
+    is dropped and the file is removed all the same."""
+    try:
+        f.close()
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def iter_chunks(f: IO[bytes], size: int = 8 << 20) -> Iterator[bytes]:

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from splitdask._format import temp_name
 from splitdask._store._access import not_found, short_read, size_mismatch, too_large
-from splitdask._store._base import FileInfo, PartSink, Store
+from splitdask._store._base import FileInfo, PartSink, Store, discard_file
 from splitdask.errors import CorruptDatasetError
 
 __all__ = ["LOCK_NAME", "LocalStore", "fsync_dir"]
@@ -360,13 +360,5 @@ class _LocalSink:
         os.replace(self._tmp, self._path)
 
     def abort(self) -> None:
-        """Remove the temp file. Closing may fail (flushing the buffer of a full disk):
-        the data is being discarded, so that failure is dropped and the file is
-        removed all the same."""
-        try:
-            self._file.close()
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._tmp)
+        """Remove the temp file (even when closing it fails on a full disk)."""
+        discard_file(self._file, self._tmp)

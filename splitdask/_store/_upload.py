@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import xxhash
 
 from splitdask._store._access import access
-from splitdask._store._base import Store
+from splitdask._store._base import Store, discard_file
 from splitdask._store._net import NetSettings, net_settings
 
 
@@ -282,15 +282,8 @@ class SpoolSink:
             self._drop_spool()
 
     def _drop_spool(self) -> None:
-        """Close and remove the spool file; a failure to close (flushing the buffer of
-        a full temp disk) is dropped, the spool's data being done with or discarded."""
-        try:
-            self._file.close()
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._tmp)
+        """Close and remove the spool file (its data done with or discarded)."""
+        discard_file(self._file, self._tmp)
 
 
 def upload(fs: Any, local: str, remote: str) -> None:
