@@ -100,16 +100,25 @@ def _mutated(seed: bytes) -> st.SearchStrategy[bytes]:
     return build()
 
 
-def _run_bounded(data: bytes) -> None:
+def _peak(data: bytes) -> int:
     tracemalloc.start()
     try:
         fuzz_parsers.one_input(data)
-        peak = tracemalloc.get_traced_memory()[1]
+        return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def _run_bounded(data: bytes) -> None:
     # A parser builds at most a small multiple of its input (JSON objects of a few
     # bytes each become Python objects of ~100 bytes), never what the bytes claim.
-    assert peak < 200 * len(data) + (4 << 20), f"{peak} bytes for {len(data)} of input"
+    bound = 200 * len(data) + (4 << 20)
+    peak = _peak(data)
+    if peak >= bound:
+        # tracemalloc counts every thread of the process (a session's S3 server, a
+        # cluster's): a parser's own allocation comes back, another thread's need not.
+        peak = min(peak, _peak(data))
+    assert peak < bound, f"{peak} bytes for {len(data)} of input"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
