@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from splitdask._dataset._versions import VersionInfo as VersionInfo
+    from splitdask._format._codec import Codec as Codec
+    from splitdask._format._codec import register_codec as register_codec
     from splitdask._front import SplitDataLoader as SplitDataLoader
     from splitdask._read._batch import RecordBatch as RecordBatch
     from splitdask._read._describe import Description as Description
@@ -86,6 +88,9 @@ _API: dict[str, str] = {
     "gc": "splitdask._write._gc",
     "GcReport": "splitdask._write._gc",
     "Description": "splitdask._read._describe",
+    # typed records: how a dataset's records are encoded (codec=, decode=)
+    "register_codec": "splitdask._format._codec",
+    "Codec": "splitdask._format._codec",
     # versions: every commit makes one; readers pin one
     "versions": "splitdask._read._history",
     "VersionInfo": "splitdask._dataset._versions",

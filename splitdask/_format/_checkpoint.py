@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from splitdask._format._codec import DEFAULT_CODEC, check_codec_name
 from splitdask._format._jsonbound import check_json_bounds
 from splitdask._format._manifest import (
     MAX_BINS,
@@ -95,6 +96,8 @@ def encode_checkpoint(manifest: Manifest, info: Mapping[str, Any]) -> bytes:
         "uid_bytes": len(uids),
         "metadata": dict(manifest.metadata),
     }
+    if manifest.codec != DEFAULT_CODEC:
+        header["codec"] = manifest.codec  # absent: "bytes" (checkpoints before codecs)
     head = json.dumps(header, separators=(",", ":")).encode()
     chunks = [_HEAD.pack(CHECKPOINT_MAGIC, _VERSION, len(head)), head, b"\0" * _pad(len(head))]
     for name, dtype, n in _layout(parts, len(manifest.order), len(flat_bins), len(uids)):
@@ -201,4 +204,5 @@ def _manifest(cols: dict[str, Any], header: dict[str, Any], where: str) -> Manif
         generation=int(header["version"]),
         uid=str(header["uid"]),
         metadata=metadata,
+        codec=check_codec_name(header.get("codec", DEFAULT_CODEC)),
     )

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from splitdask._format._codec import DEFAULT_CODEC, check_codec_name
 from splitdask._format._jsonbound import check_json_bounds
 from splitdask._format._manifest import (
     FORMAT_NAME,
@@ -141,6 +142,9 @@ class Entry:
         The user metadata after the commit, or ``None`` when unchanged.
     written
         ``(records, bytes, parts)`` this commit wrote.
+    codec
+        The records' codec after the commit, or ``None`` when unchanged (after a
+        reset: ``"bytes"``).
     """
 
     version: int
@@ -159,6 +163,7 @@ class Entry:
     written: tuple[int, int, int] = (0, 0, 0)
     num_records: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    codec: str | None = None
 
     def info(self) -> dict[str, Any]:
         """How this version came about, as a checkpoint's header repeats it."""
@@ -189,6 +194,8 @@ class Entry:
             "segments": [[s.start, s.count, list(s.bins), list(s.first)] for s in self.segments],
             "written": list(self.written),
         }
+        if self.codec is not None:
+            doc["codec"] = self.codec  # absent: unchanged (an entry from before codecs)
         if self.metadata is not None:
             meta = json.dumps(dict(self.metadata), separators=(",", ":"))
             if len(meta) > MAX_METADATA_BYTES:
@@ -251,6 +258,7 @@ class Entry:
                 metadata=None if meta is None else _dict(meta),
                 written=_written(doc["written"]),
                 num_records=_uint(doc["num_records"]),
+                codec=None if "codec" not in doc else check_codec_name(doc["codec"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, CorruptDatasetError):
@@ -289,12 +297,14 @@ def apply(before: Manifest | None, entry: Entry, where: str) -> Manifest:
     if entry.keep_segments > len(order):
         raise CorruptDatasetError(f"{where}: version {entry.version} keeps missing segments")
     metadata = entry.metadata if entry.metadata is not None else (base.metadata if base else {})
+    codec = entry.codec or (base.codec if base is not None else DEFAULT_CODEC)
     manifest = Manifest(
         bins=bins,
         order=extend_order(order, entry.keep_segments, entry.segments),
         generation=entry.version,
         uid=entry.uid,
         metadata=metadata,
+        codec=codec,
     )
     if manifest.num_records != entry.num_records:
         raise CorruptDatasetError(
@@ -339,6 +349,7 @@ def diff(
     old_order: Sequence[Segment] = () if reset or before is None else before.order
     keep = common_prefix(old_order, after.order)
     same_meta = before is not None and not reset and dict(before.metadata) == dict(after.metadata)
+    was = DEFAULT_CODEC if reset or before is None else before.codec
     return Entry(
         version=after.generation,
         uid=after.uid or secrets.token_hex(8),
@@ -359,6 +370,7 @@ def diff(
             len(written),
         ),
         num_records=after.num_records,
+        codec=None if after.codec == was else after.codec,
     )
 
 

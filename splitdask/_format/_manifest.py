@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from splitdask._format._codec import DEFAULT_CODEC, check_codec_name
 from splitdask._format._footer import (
     COMPRESSED_PART_VERSION,
     DATA_START,
@@ -162,6 +163,9 @@ class Manifest:
     retired: tuple[Retired, ...] = ()
     """Parts an earlier commit replaced, kept for readers of older snapshots until
     the retention period has passed (then ``gc`` or the next write removes them)."""
+    codec: str = DEFAULT_CODEC
+    """The name of the codec the records are stored in (``_codec``): ``"bytes"``,
+    records as given, for every dataset that names none."""
 
     @property
     def num_bins(self) -> int:
@@ -207,6 +211,8 @@ class Manifest:
             ],
             "metadata": dict(self.metadata),
         }
+        if self.codec != DEFAULT_CODEC:
+            doc["codec"] = self.codec  # absent means "bytes", as before codecs
         if self.retired:
             # Optional: a reader that predates it ignores the key (see docs/format.md).
             # One string, one line per part: readers skip it, and JSON decodes a string
@@ -261,6 +267,7 @@ class Manifest:
                 uid=str(doc["uid"]),
                 metadata=metadata,
                 retired=_retired(doc.get("retired", "")) if retired else (),
+                codec=check_codec_name(doc.get("codec", DEFAULT_CODEC)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, CorruptDatasetError):

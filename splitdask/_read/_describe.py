@@ -12,6 +12,7 @@ from typing import Any
 
 from splitdask._dataset._snapshot import Snapshot
 from splitdask._dataset._versions import list_log
+from splitdask._format._codec import DEFAULT_CODEC
 from splitdask._format._log import LOG_FORMAT_VERSION
 from splitdask._read._cost import (
     GET_PRICE_PER_1000,
@@ -57,6 +58,8 @@ class Description:
         For a remote dataset, the GET requests, bytes and request bill of one epoch of
         each read path (:class:`~splitdask._read._cost.EpochCost`); ``None`` for a
         local one, which is read without requests.
+    codec
+        The name of the codec the records are stored with (``"bytes"``: as written).
     """
 
     urlpath: str
@@ -71,6 +74,7 @@ class Description:
     bin_counts: tuple[int, ...] = field(repr=False)
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
     epoch: EpochCost | None = field(default=None, repr=False)
+    codec: str = DEFAULT_CODEC
 
     @property
     def bin_min(self) -> int:
@@ -113,9 +117,10 @@ class Description:
             if self.generation is None
             else (f"generation {self.generation}")
         )
+        codec = "" if self.codec == DEFAULT_CODEC else f"codec {self.codec}, "
         return (
             f"{self.num_records:,} records, {self.num_bins:,} bins, "
-            f"{sizeof(self.payload_bytes)} payload, {gen}, "
+            f"{sizeof(self.payload_bytes)} payload, {gen}, {codec}"
             f"bin balance {self.bin_min:,}/{self.bin_mean:,.1f}/{self.bin_max:,} "
             "min/mean/max"
         )
@@ -137,6 +142,7 @@ def describe(snapshot: Snapshot) -> Description:
         bin_counts=tuple(snapshot.bin_counts()),
         metadata=snapshot.metadata,
         epoch=epoch_cost(snapshot),
+        codec=DEFAULT_CODEC if legacy else snapshot.manifest.codec,  # type: ignore[union-attr]
     )
 
 

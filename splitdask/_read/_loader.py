@@ -9,7 +9,7 @@ seen until a new loader is opened) and reads records through a
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,15 +17,14 @@ import numpy as np
 from splitdask._dataset._index import IntArray
 from splitdask._dataset._order import bin_order, resolve_seed
 from splitdask._dataset._snapshot import Snapshot, open_snapshot
-from splitdask._format import Manifest
+from splitdask._format._codec import Codec
 from splitdask._read._batch import RecordBatch, rebatch
 from splitdask._read._bins import BinData
 from splitdask._read._binwise import NextBin, iterate_bins, iterate_gathered, iterate_write_order
-from splitdask._read._describe import Description, describe
+from splitdask._read._decode import Decoder, open_decoder
+from splitdask._read._facts import SnapshotFacts
 from splitdask._read._records import RecordReader
-from splitdask._read._verify import VerifyReport, verify
-from splitdask._store import CacheDir, Store, UrlPath, cache_report, open_store
-from splitdask._util._closing import Closing
+from splitdask._store import CacheDir, Store, UrlPath, open_store
 from splitdask._util._validate import check_int, check_version
 
 __all__ = ["Loader"]
@@ -33,7 +32,7 @@ __all__ = ["Loader"]
 _PREVIEW_RECORDS = 5
 
 
-class Loader(Closing):
+class Loader(SnapshotFacts):
     """Random and bin-wise access to a dataset written by splitdask or splitdataloader.
 
     Parameters
@@ -55,6 +54,18 @@ class Loader(Closing):
         The version to read: its number, or the tag a writer gave it (the newest
         version with that tag). ``None`` (default): the newest. See
         :func:`splitdask.versions`.
+    decode
+        Hand out records decoded with the codec the dataset records (see
+        :attr:`codec`; ``"bytes"`` datasets give ``bytes`` either way). ``False``:
+        the stored bytes, as written by the codec.
+    allow_pickle
+        Decode a dataset written with ``codec="pickle"``. Decoding a pickle runs
+        code the data names: allow it only for data you trust.
+    transform
+        A function applied to every decoded record (``loader[i]``, slices,
+        iteration, bin-wise passes; batches are the columns of the transformed
+        records). It is pickled with the loader, so it must be importable (a
+        module-level function, not a lambda) to reach spawned processes.
 
     Raises
     ------
@@ -63,7 +74,10 @@ class Loader(Closing):
     SnapshotExpiredError
         If ``version`` was removed by ``gc`` (the error names the oldest kept).
     ValueError
-        If there is no such version yet.
+        If there is no such version yet; if ``decode`` and the dataset's codec is a
+        user codec not registered in this process (register it first with
+        :func:`splitdask.register_codec`, or pass ``decode=False``), or pickle
+        without ``allow_pickle=True``.
     CorruptDatasetError, FormatVersionError
         If the manifest is damaged or from an unknown format version.
 
@@ -84,8 +98,15 @@ class Loader(Closing):
         cache_dir: CacheDir = None,
         cache_bytes: int | str | None = None,
         version: int | str | None = None,
+        decode: bool = True,
+        allow_pickle: bool = False,
+        transform: Callable[[Any], Any] | None = None,
     ) -> None:
         version = check_version(version)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable, not {type(transform).__name__}")
+        self._decoding: tuple[bool, bool, Any] = (bool(decode), bool(allow_pickle), transform)
+        self._carried: Codec | None = None  # a pickled loader's codec
         self._store: Store = open_store(
             urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes
         )
@@ -94,7 +115,8 @@ class Loader(Closing):
         self._reader: RecordReader | None = None
         self._next_bin = NextBin()  # a remote read_bin(b) fetches bin b + 1 meanwhile
         self._n = 0  # records, once a reader is open (0: the next read opens one)
-        self._get: Any = None  # the open reader's record(i)
+        self._get: Any = None  # the open reader's record(i), decoded
+        self._dec = Decoder(None)
         self._open()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -103,8 +125,17 @@ class Loader(Closing):
         if self._snap is None:
             self._snap = open_snapshot(self._store, self._version)
             self._version = self._snap.version
+            decode, allow_pickle, transform = self._decoding
+            self._dec = open_decoder(
+                self.codec,
+                self._store.urlpath,
+                decode=decode,
+                allow_pickle=allow_pickle,
+                transform=transform,
+                carried=self._carried,
+            )
         self._reader = RecordReader(self._snap)
-        self._n, self._get = self._reader.num_records, self._reader.record
+        self._n, self._get = self._reader.num_records, self._dec.getter(self._reader.record)
         return self._reader
 
     @property
@@ -112,19 +143,23 @@ class Loader(Closing):
         """The committed state this loader reads."""
         return (self._reader or self._open()).snapshot
 
-    @property
-    def version(self) -> int | None:
-        """The version this loader reads (``None`` for a splitdataloader dataset)."""
-        return self.snapshot.version
-
     def __getstate__(self) -> dict[str, Any]:
         # Its location, cache settings and version: an unpickled copy reads the same.
-        return {"store": self._store, "version": self._version}
+        # It decodes the same too: the codec (a user's, unregistered in a spawned
+        # process, pickles as its functions) and the transform travel with it.
+        return {
+            "store": self._store,
+            "version": self._version,
+            "decoding": self._decoding,
+            "codec": self._dec.codec,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         store = state.get("store")  # else a state pickled before the cache existed
         self._store = store or open_store(state["urlpath"], state["storage_options"])
         self._version = state.get("version")
+        self._decoding = state.get("decoding", (True, False, None))
+        self._carried, self._dec = state.get("codec"), Decoder(None)
         self._snap = None  # opened on first use
         self._reader, self._n, self._get = None, 0, None
         self._next_bin = NextBin()
@@ -136,69 +171,20 @@ class Loader(Closing):
         if reader is not None:
             reader.close()
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._store.urlpath!r}: {self.describe().summary()})"
-
     def _repr_html_(self) -> str:
         """The notebook view: facts, a bin-balance chart and the first records."""
         from splitdask._read._html import dataset_html
 
-        return dataset_html(self.describe(), self[: min(len(self), _PREVIEW_RECORDS)])
-
-    def cache_info(self) -> dict[str, Any] | None:
-        """The local part cache: this loader's ``hits`` and ``misses`` (parts served
-        from it, and fetched into it), ``bytes_from_cache``, ``bytes_downloaded`` and
-        ``damaged`` (copies that failed a check and were fetched again), and what the
-        directory holds for every process: ``directory``, ``entries``, ``bytes``,
-        ``limit``. ``None`` when no cache serves this loader (none configured, or a
-        local dataset)."""
-        return cache_report(self._store.cache)
-
-    def describe(self) -> Description:
-        """Records, bins, parts, sizes, generation and bin balance of this snapshot."""
-        return describe(self.snapshot)
-
-    # -- shape ----------------------------------------------------------------------
-
-    @property
-    def urlpath(self) -> str:
-        return self._store.urlpath
-
-    @property
-    def storage_options(self) -> dict[str, Any]:
-        return dict(self._store.storage_options)
-
-    @property
-    def manifest(self) -> Manifest | None:
-        """The manifest of the snapshot (``None`` for a splitdataloader dataset)."""
-        return self.snapshot.manifest
-
-    def __len__(self) -> int:
-        return self.snapshot.num_records
-
-    @property
-    def num_bins(self) -> int:
-        return self.snapshot.num_bins
-
-    @property
-    def bin_counts(self) -> list[int]:
-        """Number of records in each bin."""
-        return self.snapshot.bin_counts()
-
-    @property
-    def nbytes(self) -> int:
-        """Total size of the records (payload bytes, without framing)."""
-        return self.snapshot.nbytes
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """User metadata stored in the manifest (empty for legacy datasets)."""
-        return self.snapshot.metadata
+        reader = self._reader or self._open()
+        first = reader.records(np.arange(min(len(self), _PREVIEW_RECORDS), dtype=np.int64))
+        return dataset_html(self.describe(), first)
 
     # -- random access ----------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> Any:
-        """``loader[i]`` -> bytes; ``loader[a:b:c]`` or ``loader[[i, j, ...]]`` -> list of bytes."""
+        """``loader[i]`` -> a record; ``loader[a:b:c]`` or ``loader[[i, j, ...]]`` -> a list.
+
+        Records are decoded (see ``decode``): ``bytes`` for a ``"bytes"`` dataset."""
         if type(key) is int and 0 <= key < self._n:  # the hot path: two tests
             return self._get(key)
         reader = self._reader or self._open()
@@ -206,11 +192,11 @@ class Loader(Closing):
         if type(key) is int:
             i = key + n if key < 0 else key
             if 0 <= i < n:
-                return reader.record(i)
+                return self._get(i)
             raise IndexError(f"index {key} is out of range for a dataset of {n} records")
         idx = _indices(key, n)
         if idx is not None:
-            return reader.records(idx)
+            return self._dec.many(reader.records(idx))
         if isinstance(key, bool) or not hasattr(key, "__index__"):
             raise TypeError(
                 f"dataset indices must be integers, slices or integer sequences, "
@@ -219,8 +205,8 @@ class Loader(Closing):
         return self[operator.index(key)]
 
     def view(self, i: int) -> memoryview:
-        """Record ``i`` as a read-only ``memoryview``: into the mapped file for a local
-        dataset (no copy), over the fetched bytes for a remote one.
+        """Record ``i`` as stored (never decoded), as a read-only ``memoryview``: into the
+        mapped file for a local dataset (no copy), over the fetched bytes for a remote one.
 
         The record is checked as ``loader[i]`` checks it. The view stays valid after
         :meth:`close` (the file stays mapped while a view of it exists), so holding
@@ -234,11 +220,20 @@ class Loader(Closing):
             raise IndexError(f"index {i} is out of range for a dataset of {n} records")
         return reader.view(j)
 
-    def read_batch(self, indices: Any) -> RecordBatch:
-        """The records at ``indices`` as one :class:`~splitdask.RecordBatch`, in order.
+    def read_batch(self, indices: Any) -> Any:
+        """The records at ``indices`` as one batch, in order.
 
         ``indices`` is a sequence or array of integers (negative ones count from the
         end) or a slice. Every record is checked as ``loader[i]`` checks it.
+
+        Returns
+        -------
+        RecordBatch or dict or array or list
+            A :class:`~splitdask.RecordBatch` of the stored bytes for a ``"bytes"``
+            dataset (or ``decode=False``). Decoded, dicts of the same fields become
+            a dict of columns: one NumPy array per field whose values agree in
+            dtype and shape (``(n, *shape)``; numbers: ``(n,)``), a list otherwise;
+            other records one such column (``npy``: one ``(n, *shape)`` array).
         """
         reader = self._reader or self._open()
         idx = _indices(indices, reader.num_records)
@@ -247,7 +242,7 @@ class Loader(Closing):
                 f"read_batch takes a sequence, array or slice of indices, not "
                 f"{type(indices).__name__}"
             )
-        return reader.batch(idx)
+        return self._dec.batch(reader.batch(idx))
 
     def iterate_batches(
         self,
@@ -255,8 +250,9 @@ class Loader(Closing):
         shuffle: bool = False,
         seed: int | None = None,
         drop_last: bool = False,
-    ) -> Iterator[RecordBatch]:
-        """Every record, bin by bin, as :class:`~splitdask.RecordBatch` es of ``batch_size``.
+    ) -> Iterator[Any]:
+        """Every record, bin by bin, in batches of ``batch_size`` (as :meth:`read_batch`
+        gives them: a :class:`~splitdask.RecordBatch`, or decoded columns).
 
         The records come in exactly the order of ``iterate_binwise(shuffle, seed)``,
         cut into batches (the last one shorter, unless ``drop_last``). A batch of
@@ -270,25 +266,26 @@ class Loader(Closing):
         def cut(data: BinData, seed: int | None, b: int) -> Iterator[RecordBatch]:
             return data.batches(seed, b, size)
 
-        return rebatch(iterate_bins(reader, bins, s, cut), size, drop_last)
+        batches = rebatch(iterate_bins(reader, bins, s, cut), size, drop_last)
+        return batches if self._dec.plain else map(self._dec.batch, batches)
 
-    def __iter__(self) -> Iterator[bytes]:
-        """All records in write order."""
+    def __iter__(self) -> Iterator[Any]:
+        """All records in write order (decoded, as ``loader[i]``)."""
         reader = self._reader or self._open()
         fast = iterate_write_order(reader)
-        return iterate_gathered(reader) if fast is None else fast
+        return self._dec.iter(iterate_gathered(reader) if fast is None else fast)
 
     # -- bins -------------------------------------------------------------------------
 
-    def read_bin(self, bin_index: int) -> list[bytes]:
-        """Every record of one bin, in stored order."""
+    def read_bin(self, bin_index: int) -> list[Any]:
+        """Every record of one bin, in stored order (decoded, as ``loader[i]``)."""
         check_int(bin_index, "bin index", error=TypeError)
         if not 0 <= bin_index < self.num_bins:
             raise IndexError(f"bin {bin_index} is out of range for {self.num_bins} bins")
         reader = self._reader or self._open()
         if reader.store.is_local:
-            return list(iterate_bins(reader, [bin_index], None, BinData.records))
-        return self._next_bin.read(reader, bin_index)
+            return self._dec.many(list(iterate_bins(reader, [bin_index], None, BinData.records)))
+        return self._dec.many(self._next_bin.read(reader, bin_index))
 
     def iterate_binwise(
         self, shuffle: bool = False, seed: int | None = None, copy: bool = True
@@ -309,24 +306,12 @@ class Loader(Closing):
             ``False`` yields read-only ``memoryview`` s into the mapped files (or the
             fetched bytes) instead of ``bytes``: no copy per record. They stay valid
             after :meth:`close`; each holds its file's mapping while it lives.
+            Decoded records are decoded from such views either way.
         """
         reader = self._reader or self._open()
         s, bins = _bin_plan(shuffle, seed, reader.snapshot.num_bins)
-        return iterate_bins(reader, bins, s, BinData.records if copy else BinData.views)
-
-    # -- integrity ---------------------------------------------------------------------
-
-    def verify(self, progress: bool = False) -> VerifyReport:
-        """Read every part whole and check its size, checksum and footer.
-
-        ``progress=True`` shows a bar (``tqdm.auto``) with records/s, MB/s and an ETA.
-
-        Raises
-        ------
-        CorruptDatasetError
-            Naming every missing, truncated or altered file found.
-        """
-        return verify(self.snapshot, progress)
+        cut = BinData.views if self._dec.decodes or not copy else BinData.records
+        return self._dec.iter(iterate_bins(reader, bins, s, cut))
 
 
 def _bin_plan(shuffle: bool, seed: int | None, num_bins: int) -> tuple[int | None, list[int]]:

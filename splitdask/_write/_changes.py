@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from splitdask._format import Manifest, PartInfo, Segment
+from splitdask._format._codec import DEFAULT_CODEC
 from splitdask._format._parttable import edit_bins
 from splitdask._format._segtable import extend_order
 from splitdask.errors import CommitConflictError
 
-__all__ = ["AddRecords", "Change", "Compaction", "Mode", "successor"]
+__all__ = ["AddRecords", "Change", "Compaction", "Mode", "check_same_codec", "successor"]
 
 Mode = Literal["a", "w", "x"]
 
@@ -40,16 +41,18 @@ def successor(
     order: Sequence[Segment],
     *,
     metadata: Mapping[str, Any],
+    codec: str | None = None,
 ) -> Manifest:
-    """The version after ``now``, naming ``bins`` and ``order``. The parts of ``now``
-    it no longer names stay in ``now``, which is kept for its readers until its
-    retention has passed (``_gc``)."""
+    """The version after ``now``, naming ``bins`` and ``order``, its records in
+    ``codec`` (default: ``now``'s). The parts of ``now`` it no longer names stay in
+    ``now``, which is kept for its readers until its retention has passed (``_gc``)."""
     return Manifest(
         bins=bins,
         order=order,
         generation=(now.generation if now else 0) + 1,
         uid=secrets.token_hex(8),
         metadata=dict(metadata),
+        codec=codec or (now.codec if now else DEFAULT_CODEC),
     )
 
 
@@ -61,6 +64,8 @@ class AddRecords:
     over ``bins``; each bin's records continue after those it already holds. With
     mode ``"a"`` they follow the dataset's records; with ``"w"`` they replace the
     dataset (whose parts become retired); with ``"x"`` there must be no dataset.
+    ``codec`` is the codec the new records are in: an append must match the
+    dataset's (``None``: whatever the dataset has; ``"bytes"`` for a new one).
     """
 
     mode: Mode
@@ -68,6 +73,7 @@ class AddRecords:
     new_parts: Mapping[int, Sequence[PartInfo]]
     deals: Sequence[tuple[int, tuple[int, ...]]]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    codec: str | None = None
 
     def apply(self, now: Manifest | None, when: float, where: str) -> Manifest:
         if self.mode == "x" and now is not None:
@@ -76,6 +82,8 @@ class AddRecords:
                 "writing; nothing was committed by this one"
             )
         base = now if self.mode == "a" else None
+        if base is not None and self.codec is not None:
+            check_same_codec(base, self.codec, where)
         if base is not None and not self.deals and not self.metadata:
             return base  # an empty append changes nothing
         num_bins = max(self.num_bins, base.num_bins if base else 0)
@@ -109,7 +117,10 @@ class AddRecords:
         }
         bins = edit_bins(old, grown, num_bins)
         metadata = {**(base.metadata if base else {}), **self.metadata}
-        return successor(now, bins, extend_order(prior, keep, order), metadata=metadata)
+        codec = self.codec or (base.codec if base else DEFAULT_CODEC)
+        return successor(
+            now, bins, extend_order(prior, keep, order), metadata=metadata, codec=codec
+        )
 
     def op(self, now: Manifest | None) -> tuple[str, bool]:
         if now is None or self.mode == "x":
@@ -117,6 +128,22 @@ class AddRecords:
         if self.mode == "w":
             return "overwrite", True
         return ("append" if self.deals else "metadata"), False
+
+
+def check_same_codec(base: Manifest, codec: str, where: str) -> None:
+    """Refuse to append records in ``codec`` to a dataset whose records are in another.
+
+    Raises
+    ------
+    ValueError
+        Naming both codecs, and the fixes.
+    """
+    if base.codec != codec and base.num_records:
+        raise ValueError(
+            f"{where}: the dataset's records are stored with codec={base.codec!r}, this "
+            f"write's with codec={codec!r}: append with codec={base.codec!r} (or leave "
+            "codec unset to use the dataset's), or replace the dataset with mode='w'"
+        )
 
 
 def _continues(last: Segment, count: int, dealt: tuple[int, ...], counts: Sequence[int]) -> bool:

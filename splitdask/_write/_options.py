@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from typing import get_args
 
+from splitdask._format import Manifest
+from splitdask._format._codec import DEFAULT_CODEC, Codec, get_codec
 from splitdask._util._validate import check_int
-from splitdask._write._changes import Mode
+from splitdask._write._changes import Mode, check_same_codec
 from splitdask._write._commit import DEFAULT_RETRIES
 
-__all__ = ["resolve_bin_count", "resolve_mode", "resolve_retries"]
+__all__ = ["resolve_bin_count", "resolve_codec", "resolve_mode", "resolve_retries"]
 
 # The mode each alias flag stands for when it is true.
 _MODE_ALIASES: dict[str, Mode] = {"append": "a", "overwrite": "w", "start_clean": "w"}
@@ -87,3 +89,23 @@ def resolve_bin_count(splits: int | None, num_bins: int | None) -> int | None:
     if splits is not None and splits != num_bins:
         raise TypeError(f"splits={splits} and num_bins={num_bins} disagree: pass one of them")
     return num_bins
+
+
+def resolve_codec(codec: str | None, base: Manifest | None, where: str) -> Codec:
+    """The codec a write encodes its records with: ``codec=``, or (``None``) the codec
+    of the dataset it appends to (``base``), ``"bytes"`` for a new one.
+
+    Raises
+    ------
+    ValueError
+        If no codec is called ``codec`` (the message lists the known ones), or
+        ``base`` holds records in another codec (naming both).
+    """
+    if codec is None:
+        return get_codec(base.codec if base is not None else DEFAULT_CODEC)
+    if not isinstance(codec, str):
+        raise TypeError(f"codec must be a codec's name (a str), not {type(codec).__name__}")
+    found = get_codec(codec)
+    if base is not None:
+        check_same_codec(base, codec, where)
+    return found

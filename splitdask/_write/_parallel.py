@@ -51,6 +51,7 @@ def commit_results(
     *,
     tag: str,
     metadata: Mapping[str, Any],
+    codec: str | None = None,
 ) -> CommitInfo:
     """Name the parts of a parallel write's tasks in one commit, then tidy up.
 
@@ -68,6 +69,9 @@ def commit_results(
         The write's tag, which starts the name of every part its tasks made.
     metadata
         Merged into the manifest's metadata.
+    codec
+        The name of the codec the tasks encoded with (``None``: the dataset's);
+        an append in another codec than the dataset's raises ``ValueError``.
 
     Returns
     -------
@@ -92,7 +96,7 @@ def commit_results(
             deals.append((count, (b,)))
             new_parts.setdefault(b, []).extend(parts)
     written = [p for ps in new_parts.values() for p in ps]
-    change = AddRecords(target.mode, num_bins, new_parts, deals, dict(metadata))
+    change = AddRecords(target.mode, num_bins, new_parts, deals, dict(metadata), codec)
     try:
         manifest, entry = target.commit(change, tag=tag, new_parts=written)
     except BaseException:

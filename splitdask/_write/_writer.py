@@ -16,6 +16,7 @@ import numpy as np
 
 from splitdask._dataset._order import resolve_seed
 from splitdask._format import BINS_DIR, MAX_BINS, Manifest
+from splitdask._format._codec import DEFAULT_CODEC, Codec, encode_records, type_hint
 from splitdask._format._compression import SAMPLE_BYTES, check_compression
 from splitdask._store import UrlPath, open_store
 from splitdask._util._progress import Progress, counted
@@ -31,7 +32,7 @@ from splitdask._write._commit import (
     Transaction,
 )
 from splitdask._write._compact import auto_compact
-from splitdask._write._options import resolve_bin_count, resolve_mode
+from splitdask._write._options import resolve_bin_count, resolve_codec, resolve_mode
 
 __all__ = ["SplitWriter", "write_split_data"]
 
@@ -109,6 +110,11 @@ class SplitWriter:
         (their manifest version 3): splitdask releases before it refuse them.
     compression_level
         zstd level, ``-131072`` to ``22`` (default 3); only with ``compression``.
+    codec
+        How records are stored, recorded in the dataset for its readers: ``"bytes"``
+        (as given), ``"json"``, ``"msgpack"``, ``"npy"``, ``"pickle"`` or a name given to
+        :func:`splitdask.register_codec`. ``None``: the dataset's (``"bytes"`` for a new
+        one); another than the dataset's raises ``ValueError``.
 
     Examples
     --------
@@ -138,9 +144,10 @@ class SplitWriter:
         compression_level: int | None = None,
         keep_versions: int = DEFAULT_KEEP_VERSIONS,
         tag: str | None = None,
+        codec: str | None = None,
     ) -> None:
         splits = resolve_bin_count(splits, num_bins)
-        codec = check_compression(compression, compression_level)
+        packing = check_compression(compression, compression_level)
         metadata = check_metadata(metadata)
         if splits is not None:
             splits = check_int(splits, "splits", minimum=1, maximum=MAX_BINS)
@@ -154,6 +161,8 @@ class SplitWriter:
             keep_versions=keep_versions,
             tag=tag,
         )
+        self.codec = resolve_codec(codec, self._target.base, self.store.urlpath)
+        """The codec records are encoded with (:class:`~splitdask._format._codec.Codec`)."""
         self._tag = new_tag()
         base_bins = self._target.base.num_bins if self._target.base else 0
         nsplits = splits if splits is not None else (base_bins or 256)
@@ -172,7 +181,7 @@ class SplitWriter:
         # Each bin holds back a dictionary's training sample: bounded by the buffer budget.
         sample = min(SAMPLE_BYTES, max(_FLUSH_MIN, _BUFFER_BUDGET // nsplits))
         self._writers = [
-            BinWriter(self.store, b, part_max_bytes, max_records, self._tag, codec, sample)
+            BinWriter(self.store, b, part_max_bytes, max_records, self._tag, packing, sample)
             for b in self._rot
         ]
         flush = min(FLUSH_MAX, max(_FLUSH_MIN, _BUFFER_BUDGET // nsplits))
@@ -202,17 +211,19 @@ class SplitWriter:
             self.abort()
 
     def write(self, record: Any) -> None:
-        """Add one record (bytes-like)."""
+        """Add one record (bytes-like, or a value of the writer's ``codec``)."""
         self.write_many((record,))
 
     def write_many(self, records: Iterable[Any]) -> None:
-        """Add records from any iterable, streaming: nothing is held but small buffers."""
+        """Add records from any iterable, streaming: nothing is held but small buffers.
+        A record the codec cannot encode raises ``TypeError`` (naming its position and
+        field); the records before it are written."""
         if self._closed:
             raise ValueError("write to a SplitWriter that is already committed or aborted")
+        if self._progress.enabled:
+            records = counted(records, self._progress)
         try:
-            self._batches.deal(
-                counted(records, self._progress) if self._progress.enabled else records
-            )
+            _deal(self._batches, self.codec, records)
         except BaseException:
             if any(w.failed for w in self._writers):
                 # A part could not be written (a full disk, say): this write can
@@ -331,9 +342,22 @@ class SplitWriter:
             {w.bin_index: w.parts for w in self._writers},
             deals,
             self._metadata,
+            self.codec.name,
         )
         manifest, _ = self._target.commit(change, tag=self._tag, new_parts=new_parts)
         return manifest, CommitInfo.of(self.store.urlpath, manifest, new_parts)
+
+
+def _deal(batches: Batches, codec: Codec, records: Iterable[Any]) -> None:
+    """Encode ``records`` and deal them (the error at a record "bytes" cannot store
+    says which ``codec=`` can)."""
+    plain = codec.name == DEFAULT_CODEC
+    try:
+        batches.deal(records if plain else encode_records(codec, records, batches.k))
+    except TypeError as exc:
+        if not plain or (hint := type_hint(str(exc))) is None:
+            raise
+        raise TypeError(hint) from None
 
 
 def write_split_data(
@@ -355,6 +379,7 @@ def write_split_data(
     compression_level: int | None = None,
     keep_versions: int = DEFAULT_KEEP_VERSIONS,
     tag: str | None = None,
+    codec: str | None = None,
 ) -> CommitInfo:
     """Write ``input_sequence`` over ``splits`` bins, as ``splitdataloader`` did.
 
@@ -363,7 +388,8 @@ def write_split_data(
     target_dir
         Dataset root: local path or fsspec URL.
     input_sequence
-        Iterable of bytes-like records; consumed once, streaming.
+        Iterable of records, consumed once, streaming: bytes-like objects, or
+        values of ``codec`` (dicts with ``codec="msgpack"``, say).
     splits
         Number of bins; record ``k`` of this call goes to the ``k % splits``-th bin of
         the rotation. Defaults to the existing dataset's bin count, or 256 for a new
@@ -379,7 +405,7 @@ def write_split_data(
         As for :class:`SplitWriter`; default ``"a"`` (``"w"`` with ``start_clean``).
         ``start_clean=True`` with another mode raises ``TypeError``.
     seed, storage_options, metadata, retention, retries, progress, compression
-    compression_level, keep_versions, tag
+    compression_level, keep_versions, tag, codec
         See :class:`SplitWriter` (with ``progress``, the bar shows an ETA when
         ``input_sequence`` has a length).
     num_bins
@@ -393,8 +419,11 @@ def write_split_data(
     Raises
     ------
     TypeError
-        If a record is not bytes-like; it names the record's position. Nothing from
-        this call becomes visible.
+        If a record is not bytes-like (the message says which ``codec=`` stores it) or
+        ``codec`` cannot encode it; it names the record's position (and field).
+        Nothing from this call becomes visible.
+    ValueError
+        If ``codec`` is unknown, or not the dataset's when appending.
     """
     with SplitWriter(
         target_dir,
@@ -412,6 +441,7 @@ def write_split_data(
         compression_level=compression_level,
         keep_versions=keep_versions,
         tag=tag,
+        codec=codec,
     ) as writer:
         if progress and isinstance(input_sequence, Sized):
             writer._progress.total(len(input_sequence))
