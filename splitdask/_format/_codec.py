@@ -122,7 +122,8 @@ class _Npy(_Builtin):
             dtype, shape, fortran, start = npy_header(rows[0].tobytes())
             if not fortran and (rows[:, :start] == rows[0, :start]).all():
                 body = np.ascontiguousarray(rows[:, start:])
-                return body.view(dtype).reshape((len(rows), *shape))
+                col = body.view(dtype).reshape((len(rows), *shape))
+                return col.astype(dtype.newbyteorder("="), copy=False)
         return columns(self.decode_many(split_records(data, offsets)))
 
 

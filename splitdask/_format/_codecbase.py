@@ -114,7 +114,8 @@ def column(values: Sequence[Any]) -> Any:
             v.dtype != first.dtype or v.shape != first.shape for v in values
         ):
             return list(values)
-        return np.stack(values)
+        # Native byte order, as np.stack makes it (the column-wise paths do the same).
+        return np.stack(values).astype(first.dtype.newbyteorder("="), copy=False)
     if kind in (bool, float) or (isinstance(first, np.generic) and not first.dtype.hasobject):
         return np.array(values, dtype=first.dtype if isinstance(first, np.generic) else kind)
     if kind is int:

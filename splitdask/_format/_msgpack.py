@@ -167,7 +167,8 @@ class _Layout:
                     out[key] = np.zeros((n, *shape), dtype)
                 else:
                     body = np.ascontiguousarray(rows[:, a:b])
-                    out[key] = body.view(dtype).reshape((n, *shape))
+                    col = body.view(dtype).reshape((n, *shape))
+                    out[key] = col.astype(dtype.newbyteorder("="), copy=False)
             else:
                 raw, w = np.ascontiguousarray(rows[:, a:b]).tobytes(), b - a
                 vals = [raw[i * w : (i + 1) * w] for i in range(n)]
