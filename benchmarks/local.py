@@ -80,7 +80,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="200k records")
     ap.add_argument("--integrity-only", action="store_true", help="only the integrity costs")
     ap.add_argument("--compression-only", action="store_true", help="only the compression rows")
+    ap.add_argument("--codec-only", action="store_true", help="only the codec rows (issue 19)")
     args = ap.parse_args()
+    if args.codec_only:
+        _codecs(50_000 if args.quick else 200_000)
+        return
     if args.compression_only:
         compression(args.quick)
         return
@@ -137,6 +141,18 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     integrity(n)
     compression(args.quick)
+    _codecs(50_000 if args.quick else 200_000)
+
+
+def _codecs(n: int) -> None:
+    """The codec rows (``benchmarks/codecs_bench.py``): msgpack dicts beside the same bytes."""
+    from codecs_bench import codec_rows
+
+    tmp = tempfile.mkdtemp(prefix="splitdask-bench-")
+    try:
+        codec_rows(tmp, n)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_rows(

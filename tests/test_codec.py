@@ -358,8 +358,12 @@ def test_a_pickled_loader_decodes_in_a_spawned_process(tmp_path: Path) -> None:
 # -- msgpack batches, column-wise ------------------------------------------------------
 
 
-def _batch(records: list[Any]) -> tuple[Any, Any]:
-    enc = [get_codec("msgpack").encode(r) for r in records]
+def _batch(records: list[Any], plain: bool = False) -> tuple[Any, Any]:
+    """A batch of ``records`` as the codec encodes them, or (``plain``) as msgpack alone
+    does (small ints in fewer bytes: records of one schema differ in length)."""
+    from splitdask._format._msgpack import _packb
+
+    enc = [(_packb if plain else get_codec("msgpack").encode)(r) for r in records]
     data = np.frombuffer(b"".join(enc) or b"", np.uint8)
     offsets = np.concatenate([[0], np.cumsum([len(e) for e in enc])]).astype(np.int64)
     return data, offsets
@@ -383,15 +387,16 @@ scalars = st.one_of(
 @given(
     st.lists(st.tuples(scalars, st.integers(0, 300), st.floats(width=32)), min_size=1, max_size=30),
     st.sampled_from(["<i4", ">u2", "|b1", "<f8", "<U2"]),
+    st.booleans(),
 )
 def test_msgpack_batches_decode_column_wise_as_record_by_record(
-    rows: list[tuple[Any, int, float]], dtype: str
+    rows: list[tuple[Any, int, float]], dtype: str, plain: bool
 ) -> None:
     records = [
         {"any": a, "small": s, "arr": np.full((2,), s).astype(dtype), "np": np.float32(f)}
         for a, s, f in rows
     ]
-    data, offsets = _batch(records)
+    data, offsets = _batch(records, plain)
     want = _by_record(data, offsets)
     got = get_codec("msgpack").decode_batch(data, offsets)
     assert same(got, want)
@@ -405,9 +410,14 @@ def test_msgpack_fast_path_is_taken_and_falls_back_where_it_must() -> None:
     assert cols["t"].shape == (50, 4)
     assert cols["y"].dtype == np.int64
     assert same(cols, _by_record(data, offsets))
-    # Integers of 1, 2 and 3 byte encodings: grouped by length, scattered back.
+    # The codec writes a dict's ints as int64: one layout, whatever the numbers.
     wide = [{"y": v} for v in [1, 200, -5, 70_000, 3, 200]]
+    assert len(set(np.diff(_batch(wide)[1]).tolist())) == 1
     assert same(fast_columns(*_batch(wide)), {"y": np.array([1, 200, -5, 70_000, 3, 200])})
+    # msgpack alone writes them in 1, 2 and 3 bytes: grouped by length, scattered back.
+    assert len(set(np.diff(_batch(wide, plain=True)[1]).tolist())) == 3
+    got = fast_columns(*_batch(wide, plain=True))
+    assert same(got, {"y": np.array([1, 200, -5, 70_000, 3, 200])})
     # Nested values, differing keys, a field of differing types: one by one.
     for recs in (
         [{"n": {"a": 1}}, {"n": {"a": 2}}],

@@ -3,6 +3,8 @@
 Arrays (and NumPy scalars, as 0-d arrays) are msgpack extension type 1 holding
 ``u8 len, dtype.str (ASCII), u8 ndim, u64[ndim] shape (little-endian), data (C
 order)``; object and structured dtypes are refused, and nothing is ever pickled.
+The int values of a dict (up to 15 fields) are written as int64, whatever their
+size: any msgpack reader reads them, and records of one schema get one layout.
 
 A batch decodes column-wise where it can (:func:`fast_columns`): records of one
 length that are maps of one *layout* (the same keys, value types and array headers,
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,16 +32,41 @@ __all__ = ["ARRAY_EXT", "MsgpackCodec", "fast_columns"]
 ARRAY_EXT = 1
 """The msgpack extension type code of a NumPy array."""
 _MAX_GROUPS = 8  # record lengths in one batch decoded column-wise; beyond: one by one
-_INT64 = (-(1 << 63), (1 << 64) - 1)
+_INT64 = (-(1 << 63), (1 << 64) - 1)  # what msgpack holds
+_I64 = (-(1 << 63), (1 << 63) - 1)
+_FIXMAP = [bytes([0x80 | n]) for n in range(16)]
+_keys: dict[str, bytes] = {}  # field names as msgpack str, made once
+
+
+_local = threading.local()  # a Packer per thread: making one costs more than packing a key
+
+
+def _packb(obj: Any) -> bytes:
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(default=_default, use_bin_type=True)
+    try:
+        return packer.pack(obj)  # type: ignore[no-any-return]
+    except BaseException:
+        _local.packer = None  # a failed pack may leave its buffer half full
+        raise
 
 
 def _pack_array(arr: np.ndarray[Any, Any]) -> msgpack.ExtType:
     dt = arr.dtype
     if dt.hasobject or dt.kind == "V":
         raise TypeError(f"an array of dtype {dt} holds objects or records, not plain data")
-    ds = dt.str.encode("ascii")
-    head = struct.pack(f"<B{len(ds)}sB{arr.ndim}Q", len(ds), ds, arr.ndim, *arr.shape)
+    key = (dt, arr.shape)
+    head = _heads.get(key)
+    if head is None:
+        ds = dt.str.encode("ascii")
+        head = struct.pack(f"<B{len(ds)}sB{arr.ndim}Q", len(ds), ds, arr.ndim, *arr.shape)
+        if len(_heads) < 4096:
+            _heads[key] = head
     return msgpack.ExtType(ARRAY_EXT, head + np.ascontiguousarray(arr).tobytes())
+
+
+_heads: dict[tuple[np.dtype[Any], tuple[int, ...]], bytes] = {}
 
 
 def _default(obj: Any) -> Any:
@@ -104,7 +132,25 @@ class MsgpackCodec(Codec):
     )
 
     def encode(self, obj: Any) -> bytes:
-        return msgpack.packb(obj, default=_default, use_bin_type=True)  # type: ignore[no-any-return]
+        if type(obj) is not dict or len(obj) > 15:
+            return _packb(obj)
+        # A dict of up to 15 fields (a fixmap): its int values as int64 (0xd3), so that
+        # records of one schema have one layout whatever their numbers, and a batch
+        # decodes column-wise without grouping records by length (fast_columns).
+        out = [_FIXMAP[len(obj)]]
+        keys = _keys
+        for k, v in obj.items():
+            key = keys.get(k) if type(k) is str else None
+            if key is None:
+                key = _packb(k)
+                if type(k) is str and len(keys) < 4096:
+                    keys[k] = key
+            out.append(key)
+            if type(v) is int and _I64[0] <= v <= _I64[1]:
+                out.append(b"\xd3" + v.to_bytes(8, "big", signed=True))
+            else:
+                out.append(_packb(v))
+        return b"".join(out)
 
     def decode(self, buf: Any) -> Any:
         return msgpack.unpackb(buf, ext_hook=_ext_hook, raw=False, strict_map_key=False)
@@ -136,9 +182,10 @@ class _Layout:
     """``(key, kind, start, stop, dtype and shape)``: a value's bytes."""
 
     def matches(self, rows: npt.NDArray[np.uint8], tmpl: npt.NDArray[np.uint8]) -> bool:
-        for a, b in self.fixed:
-            if not (rows[:, a:b] == tmpl[a:b]).all():
-                return False
+        # The fixed bytes (keys, type bytes, array headers: tens of bytes) in one gather.
+        where = np.concatenate([np.arange(a, b) for a, b in self.fixed] or [np.zeros(0, int)])
+        if not (rows[:, where] == tmpl[where]).all():
+            return False
         for _, kind, a, _, _ in self.fields:
             col = rows[:, a]
             if kind == _FIXINT and not ((col < 0x80) | (col >= 0xE0)).all():
@@ -288,9 +335,14 @@ def fast_columns(
         if len(widths) > _MAX_GROUPS:
             return None
         groups = []
+        view = data.data.cast("B")
+        starts = offsets[:-1]
         for g, w in enumerate(widths.tolist()):
             idx = np.flatnonzero(which == g)
-            groups.append((idx, data[offsets[idx][:, None] + np.arange(w)]))
+            # One join of the group's records (a memcpy each): far cheaper than a
+            # NumPy gather by an index per byte.
+            joined = b"".join([view[a : a + w] for a in starts[idx].tolist()])
+            groups.append((idx, np.frombuffer(joined, np.uint8).reshape(len(idx), w)))
     done: list[tuple[Any, _Layout, dict[str, Any]]] = []
     for idx, rows in groups:
         tmpl = rows[0]
