@@ -17,7 +17,7 @@ import numpy as np
 from splitdask._dataset._index import IntArray
 from splitdask._dataset._order import bin_order, resolve_seed
 from splitdask._dataset._snapshot import Snapshot, open_snapshot
-from splitdask._format._codec import Codec
+from splitdask._format._codec import DEFAULT_CODEC, Codec
 from splitdask._read._batch import RecordBatch, rebatch
 from splitdask._read._bins import BinData
 from splitdask._read._binwise import NextBin, iterate_bins, iterate_gathered, iterate_write_order
@@ -126,8 +126,9 @@ class Loader(SnapshotFacts):
             self._snap = open_snapshot(self._store, self._version)
             self._version = self._snap.version
             decode, allow_pickle, transform = self._decoding
+            manifest = self._snap.manifest
             self._dec = open_decoder(
-                self.codec,
+                manifest.codec if manifest is not None else DEFAULT_CODEC,
                 self._store.urlpath,
                 decode=decode,
                 allow_pickle=allow_pickle,
