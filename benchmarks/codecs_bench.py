@@ -3,8 +3,8 @@
 Run: ``python benchmarks/local.py --codec-only [--quick]`` (``benchmarks/local.py`` runs
 it last).
 
-Each record is ``{"tokens": int32[256], "label": int, "score": float}`` (1,052 B
-as msgpack); the bytes rows store the same values as 1,036 raw bytes (tokens, then
+Each record is ``{"tokens": int32[256], "label": int, "score": float}`` (1,079 B
+as msgpack); the bytes rows store the same values as 1,032 raw bytes (tokens, then
 ``<if`` label and score). Rows: writing, ``loader[i]`` at random indices,
 ``iterate_binwise`` (one decode per record) and ``iterate_batches(256)`` (columns;
 msgpack decoded column-wise), each as a ratio to its bytes row, plus

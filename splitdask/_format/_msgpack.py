@@ -77,36 +77,42 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot encode an object of type {type(obj).__name__}")
 
 
-_headers: dict[bytes, tuple[np.dtype[Any], tuple[int, ...]]] = {}
+_headers: dict[bytes, tuple[np.dtype[Any], tuple[int, ...], int, int]] = {}
 
 
 def array_header(data: bytes | memoryview) -> tuple[np.dtype[Any], tuple[int, ...], int]:
     """``(dtype, shape, data offset)`` of an array extension's payload, checked."""
+    dtype, shape, start, _ = _header(data)
+    return dtype, shape, start
+
+
+def _header(data: bytes | memoryview) -> tuple[np.dtype[Any], tuple[int, ...], int, int]:
+    """:func:`array_header` and the element count; parsed once per distinct header."""
     try:
         n = data[0]
-        ndim = data[1 + n]
-        start = 2 + n + 8 * ndim
+        start = 2 + n + 8 * data[1 + n]
         key = bytes(data[:start])
         got = _headers.get(key)
         if got is None:
             dtype = np.dtype(key[1 : 1 + n].decode("ascii"))
             if dtype.hasobject or dtype.kind == "V" or len(key) != start:
                 raise ValueError(f"dtype {dtype}")
-            got = (dtype, struct.unpack_from(f"<{ndim}Q", key, 2 + n))
+            shape = struct.unpack_from(f"<{key[1 + n]}Q", key, 2 + n)
+            got = (dtype, shape, start, math.prod(shape))
             if len(_headers) < 4096:
                 _headers[key] = got
     except (IndexError, ValueError, TypeError, UnicodeDecodeError, struct.error) as exc:
         raise ValueError(f"malformed array in a msgpack record ({exc})") from None
-    if len(data) != start + math.prod(got[1]) * got[0].itemsize:
+    if len(data) != start + got[3] * got[0].itemsize:
         raise ValueError("malformed array in a msgpack record (its size disagrees with its shape)")
-    return got[0], got[1], start
+    return got
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
     if code != ARRAY_EXT:
         return msgpack.ExtType(code, data)
-    dtype, shape, start = array_header(data)
-    arr = np.frombuffer(data, dtype, math.prod(shape), start)
+    dtype, shape, start, count = _header(data)
+    arr = np.frombuffer(data, dtype, count, start)
     # A copy: writable and owning its memory (torch refuses read-only arrays).
     return arr.reshape(shape).copy() if shape else arr[0]
 
