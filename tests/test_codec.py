@@ -380,6 +380,9 @@ scalars = st.one_of(
     st.none(),
     st.text(max_size=3),
     st.binary(max_size=3),
+    # Lengths across msgpack's header sizes (fixstr, str8/bin8, str16/bin16).
+    st.text(min_size=20, max_size=40),
+    st.binary(min_size=250, max_size=300),
 )
 
 
@@ -396,6 +399,8 @@ def test_msgpack_batches_decode_column_wise_as_record_by_record(
         {"any": a, "small": s, "arr": np.full((2,), s).astype(dtype), "np": np.float32(f)}
         for a, s, f in rows
     ]
+    if plain:  # a caption of its own length in every record (and no other differences)
+        records = [{"caption": "é" * s, **r} for r, (_, s, _) in zip(records, rows, strict=True)]
     data, offsets = _batch(records, plain)
     want = _by_record(data, offsets)
     got = get_codec("msgpack").decode_batch(data, offsets)
@@ -418,12 +423,27 @@ def test_msgpack_fast_path_is_taken_and_falls_back_where_it_must() -> None:
     assert len(set(np.diff(_batch(wide, plain=True)[1]).tolist())) == 3
     got = fast_columns(*_batch(wide, plain=True))
     assert same(got, {"y": np.array([1, 200, -5, 70_000, 3, 200])})
+    # Strings and bytes of many lengths (and header sizes): walked field by field.
+    captions = [
+        {"img": np.full((2, 2), i, np.uint8), "text": "w" * (i * 7), "b": b"z" * (i * 40)}
+        for i in range(12)
+    ]
+    data, offsets = _batch(captions)
+    assert len(set(np.diff(offsets).tolist())) == 12
+    cols = fast_columns(data, offsets)
+    assert cols is not None
+    assert cols["img"].shape == (12, 2, 2)
+    assert cols["img"].flags.writeable
+    assert same(cols, _by_record(data, offsets))
     # Nested values, differing keys, a field of differing types: one by one.
     for recs in (
         [{"n": {"a": 1}}, {"n": {"a": 2}}],
         [{"a": 1}, {"b": 1}],
         [{"a": 1}, {"a": 1.5}],
         [{"a": 1}, {"a": True}],
+        [{"a": "x"}, {"a": 17}],
+        [{"a": "xy"}, {"b": "x"}],
+        [{"a": b"x"}, {"a": "xy"}],
         [[1, 2], [3, 4]],
     ):
         data, offsets = _batch(recs)

@@ -5,9 +5,9 @@
 * ``_partcodec``: what a part's footer says (:class:`Footer`) and how each part kind's
   records are checked (one :class:`PartCodec` class per kind).
 * ``_compression``: per-record zstd frames with a dictionary per part (its codec).
-* ``_codecbase``, ``_msgpack``, ``_codec``: record codecs (how a record's value is
-  stored: bytes, JSON, msgpack, .npy, pickle, a user's), their registry, and a
-  batch's records as columns.
+* ``_codecbase``, ``_msgcols``, ``_msgpack``, ``_codec``: record codecs (how a
+  record's value is stored: bytes, JSON, msgpack, .npy, pickle, a user's), their
+  registry, and a batch's records as columns (msgpack's column-wise in ``_msgcols``).
 * ``_footer``: bin-part footers, versions 1 to 3.
 * ``_segtable``: the global order's segments, and as NumPy columns (:class:`SegmentTable`).
 * ``_manifest``: the manifest's schema and limits.
