@@ -29,7 +29,6 @@ from splitdask._format._codecbase import (
     fixed_rows,
     split_records,
 )
-from splitdask._format._msgpack import MsgpackCodec
 
 __all__ = [
     "DEFAULT_CODEC",
@@ -55,10 +54,6 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_.+-]{0,63}")
 class _Builtin(Codec):
     def __reduce__(self) -> Any:
         return (get_codec, (self.name,))  # built-ins pickle by name
-
-
-class _Msgpack(_Builtin, MsgpackCodec):
-    pass
 
 
 class _Bytes(_Builtin):
@@ -193,10 +188,16 @@ class _Functions(Codec):
         return (_Functions, (self.name, self._encode, self._decode))
 
 
+def _msgpack() -> Codec:
+    from splitdask._format._msgpack import MsgpackCodec  # msgpack is imported when used
+
+    return MsgpackCodec()
+
+
 _BUILTIN: dict[str, Callable[[], Codec]] = {
     "bytes": _Bytes,
     "json": _Json,
-    "msgpack": _Msgpack,
+    "msgpack": _msgpack,
     "npy": _Npy,
     "pickle": _Pickle,
 }

@@ -130,3 +130,6 @@ class MsgpackCodec(Codec):
 
     def bad_field(self, obj: Any) -> str | None:
         return find_field(obj, _msgpack_leaf)
+
+    def __reduce__(self) -> Any:
+        return (MsgpackCodec, ())  # stateless
