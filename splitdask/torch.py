@@ -47,6 +47,11 @@ STATE_VERSION = 2
 """Version 2 names the dataset version of its epoch; version 1 states still load."""
 _DEFAULT_BLOCK = 64  # worker split granularity without a batch_size
 _TOKEN_MASK = (1 << 62) - 1
+_PICKLED = (  # what a SplitIterableDataset pickles besides its location
+    *("follow", "shuffle", "seed", "window", "batch_size", "drop_last", "rank"),
+    *("world_size", "transform", "_counts", "_counts_version", "_chunk", "_clock"),
+    *("_resume", "_iters"),
+)
 Resume = tuple[int, Spans, WorkerShare | None]
 _FETCH = _IterableDatasetFetcher.fetch.__code__  # where a DataLoader asks for a batch
 
@@ -347,34 +352,15 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
             snap = self._snapshot_of(self._epoch_version(epoch))
             plan = self._plan(epoch, snap)
             check_int(samples_seen, "samples_seen", minimum=0, maximum=len(plan))
-            return self._state(epoch, snap, plan.remaining_after(samples_seen))
+            return _state(self, epoch, snap, plan.remaining_after(samples_seen))
         got = self._handout
         if got is None:
-            return self._idle_state()
+            return _idle_state(self)
         snap = self._snapshot_of(got.version)
         if got.workers == 1:
             left = self._plan(got.epoch, snap, got.remaining).remaining_after(got.seen)
-            return self._state(got.epoch, snap, left)
-        return self._state(got.epoch, snap, got.remaining, got.share())
-
-    def _idle_state(self) -> dict[str, Any]:
-        """The state of a process that has not handed out a sample of its pass."""
-        info = tud.get_worker_info()
-        if info is None:
-            if self._iters == 0 and self._clock.current >= 0 and self._resume is None:
-                raise ResumeStateError(WORKERS_HANDED_OUT)
-            epoch = self._clock.next
-        else:  # the epoch this worker's next pass joins (see __iter__'s token)
-            epoch = self._clock.peek(hash((info.seed - info.id, self._iters + 1)) & _TOKEN_MASK)
-        snap = self._snapshot_of(self._epoch_version(epoch))
-        if self._resume is not None and self._resume[0] == epoch:
-            return self._state(epoch, snap, self._resume[1], self._resume[2])
-        return self._state(epoch, snap, self._plan(epoch, snap).remaining)
-
-    def _state(
-        self, epoch: int, snap: Snapshot, left: Spans, share: WorkerShare | None = None
-    ) -> dict[str, Any]:
-        return make_state(self._fingerprint(snap), epoch, left, share)
+            return _state(self, got.epoch, snap, left)
+        return _state(self, got.epoch, snap, got.remaining, got.share())
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Make the next ``iter()`` run the rest of the saved epoch, then go on.
@@ -423,24 +409,7 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
     # -- pickling ---------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = (
-            "follow",
-            "shuffle",
-            "seed",
-            "window",
-            "batch_size",
-            "drop_last",
-            "rank",
-            "world_size",
-            "transform",
-            "_counts",
-            "_counts_version",
-            "_chunk",
-            "_clock",
-            "_resume",
-            "_iters",
-        )
-        return {**self._location(), **{k: self.__dict__[k] for k in keep}}
+        return {**self._location(), **{k: self.__dict__[k] for k in _PICKLED}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._open_location(state)
@@ -448,3 +417,28 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
             state.pop(key, None)
         self.__dict__.update(state)
         self._handout = None
+
+
+def _state(
+    ds: SplitIterableDataset,
+    epoch: int,
+    snap: Snapshot,
+    left: Spans,
+    share: WorkerShare | None = None,
+) -> dict[str, Any]:
+    return make_state(ds._fingerprint(snap), epoch, left, share)
+
+
+def _idle_state(ds: SplitIterableDataset) -> dict[str, Any]:
+    """The state of a process that has not handed out a sample of its pass."""
+    info = tud.get_worker_info()
+    if info is None:
+        if ds._iters == 0 and ds._clock.current >= 0 and ds._resume is None:
+            raise ResumeStateError(WORKERS_HANDED_OUT)
+        epoch = ds._clock.next
+    else:  # the epoch this worker's next pass joins (see __iter__'s token)
+        epoch = ds._clock.peek(hash((info.seed - info.id, ds._iters + 1)) & _TOKEN_MASK)
+    snap = ds._snapshot_of(ds._epoch_version(epoch))
+    if ds._resume is not None and ds._resume[0] == epoch:
+        return _state(ds, epoch, snap, ds._resume[1], ds._resume[2])
+    return _state(ds, epoch, snap, ds._plan(epoch, snap).remaining)
