@@ -141,9 +141,11 @@ class Loader(Closing):
 
     def _repr_html_(self) -> str:
         """The notebook view: facts, a bin-balance chart and the first records."""
+        from splitdask._read._describe import sample_sizes
         from splitdask._read._html import dataset_html
 
-        return dataset_html(self.describe(), self[: min(len(self), _PREVIEW_RECORDS)])
+        first = self[: min(len(self), _PREVIEW_RECORDS)]
+        return dataset_html(self.describe(), first, sample_sizes(self._reader or self._open()))
 
     def cache_info(self) -> dict[str, Any] | None:
         """The local part cache: this loader's ``hits`` and ``misses`` (parts served
