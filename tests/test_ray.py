@@ -212,7 +212,8 @@ def test_datasource_and_datasink_in_ray_s_own_forms(ordered: None, tmp_path: Pat
     with pytest.raises(FileExistsError, match="ds"):  # mode="x", before any task
         SplitBinsDatasink(url)
     rows_of(more, 2).write_datasink(appended := SplitBinsDatasink(url, mode="a"))
-    assert appended.info is not None and appended.info.num_records == 460
+    assert appended.info is not None
+    assert appended.info.num_records == 460
     loader = SplitDataLoader(url)
     assert list(loader) == recs + more
     assert loader.metadata == {"by": "sink"}

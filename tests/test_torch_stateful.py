@@ -97,7 +97,8 @@ def test_worker_state_needs_the_same_worker_and_batch(data: str) -> None:
     dl = StatefulDataLoader(ds, batch_size=BATCH, num_workers=2, collate_fn=list)
     batches(dl, 3)
     share = dl.state_dict()["_snapshot"]["_worker_snapshots"]["worker_0"]["dataset_state"]
-    assert share["version"] == 3 and share["worker"] == {"id": 0, "of": 2, "batch": 32, "seen": 64}
+    assert share["version"] == 3
+    assert share["worker"] == {"id": 0, "of": 2, "batch": 32, "seen": 64}
     other = SplitIterableDataset(data, seed=3)
     other.load_state_dict(json.loads(json.dumps(share)))
     with pytest.raises(ResumeStateError, match="worker 0 of 2 .batches of 32.*worker 0 of 1"):
@@ -158,6 +159,6 @@ def test_version_2_states_still_load(data: str, reference: tuple[list[int], list
     state = ds.state_dict(0)
     old = {**state, "version": 2, "remaining": [100, N]}  # as saved before this round
     ds.load_state_dict(old)
-    assert flat(batches(tud.DataLoader(ds, batch_size=BATCH, collate_fn=list))) == (
-        reference[0][100:]
+    assert (
+        flat(batches(tud.DataLoader(ds, batch_size=BATCH, collate_fn=list))) == (reference[0][100:])
     )
