@@ -433,9 +433,10 @@ def _idle_state(ds: SplitIterableDataset) -> dict[str, Any]:
     """The state of a process that has not handed out a sample of its pass."""
     info = tud.get_worker_info()
     if info is None:
-        if ds._iters == 0 and ds._clock.current >= 0 and ds._resume is None:
-            raise ResumeStateError(WORKERS_HANDED_OUT)
         epoch = ds._clock.next
+        loaded = ds._resume is not None and ds._resume[0] == epoch  # and not started
+        if ds._iters == 0 and ds._clock.current >= 0 and not loaded:
+            raise ResumeStateError(WORKERS_HANDED_OUT)
     else:  # the epoch this worker's next pass joins (see __iter__'s token)
         epoch = ds._clock.peek(hash((info.seed - info.id, ds._iters + 1)) & _TOKEN_MASK)
     snap = ds._snapshot_of(ds._epoch_version(epoch))

@@ -128,6 +128,12 @@ def test_state_dict_without_argument_refused_after_plain_workers(data: str) -> N
     with pytest.raises(ResumeStateError, match="samples_seen=.*StatefulDataLoader"):
         ds.state_dict()
     assert ds.state_dict(samples_seen=5 * BATCH)["remaining"][0] == 5 * BATCH
+    state = ds.state_dict(samples_seen=5 * BATCH)
+    ds.load_state_dict(state)
+    assert ds.state_dict() == state  # loaded, no worker started it: that state
+    batches(tud.DataLoader(ds, batch_size=BATCH, num_workers=2, collate_fn=list), 2)
+    with pytest.raises(ResumeStateError, match="samples_seen=.*StatefulDataLoader"):
+        ds.state_dict()  # the workers run the loaded epoch: the main process cannot know
 
 
 def test_distributed_checkpoint_saves_and_loads_the_dataset(
