@@ -309,12 +309,10 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         try:
             samples = plan.worker_samples(worker, workers, block, self._chunk)
             if share is not None:
-                samples, handout.seen = skip_samples(samples, share.seen), share.seen
+                samples, handout.done = skip_samples(samples, share.seen), share.seen
             for recs in reader.read_chunks(map(plan.keys, samples)):
-                for rec in recs:
-                    out = rec if transform is None else transform(rec)
-                    handout.seen += 1  # counted before the caller has it
-                    yield out
+                given = handout.hand_out(recs)  # counts what the caller has taken
+                yield from (given if transform is None else map(transform, given))
         finally:
             reader.close()
             if shared is not None:

@@ -12,6 +12,7 @@ No torch here: :mod:`splitdask.torch` passes in who the caller is.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import CodeType, FrameType
@@ -77,7 +78,13 @@ class WorkerShare(NamedTuple):
 @dataclass
 class Handout:
     """One pass of one process: its epoch, version, the rank's positions left at its
-    start, who this process is in the DataLoader, and the samples it handed out."""
+    start, who this process is in the DataLoader, and the samples it handed out.
+
+    The pass hands out a chunk of records at a time through the chunk's list
+    iterator: the count is the chunks done plus what that iterator has given, so
+    nothing is counted per record (a Python step per record cost a fifth of the rate
+    of small records).
+    """
 
     epoch: int
     version: int | None
@@ -85,7 +92,23 @@ class Handout:
     worker: int
     workers: int
     batch: int
-    seen: int = 0
+    done: int = 0
+    """Samples of the chunks finished (and of those skipped by a resume)."""
+    _chunk: Iterator[Any] | None = None
+    _chunk_len: int = 0
+
+    @property
+    def seen(self) -> int:
+        """Samples handed out so far."""
+        if self._chunk is None:
+            return self.done
+        return self.done + self._chunk_len - operator.length_hint(self._chunk)
+
+    def hand_out(self, records: list[Any]) -> Iterator[Any]:
+        """An iterator over ``records`` whose progress :attr:`seen` counts."""
+        self.done, self._chunk = self.seen, iter(records)
+        self._chunk_len = len(records)
+        return self._chunk
 
     def share(self) -> WorkerShare:
         return WorkerShare(self.worker, self.workers, self.batch, self.seen)
