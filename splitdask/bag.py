@@ -31,6 +31,7 @@ from splitdask._format._compression import Compression, check_compression
 from splitdask._read._batch import rebatch
 from splitdask._read._bins import load_parts
 from splitdask._store import CacheDir, Store, UrlPath, open_store
+from splitdask._store._glob import expand_urls
 from splitdask._util._validate import check_int, check_metadata, check_version
 from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
@@ -285,10 +286,9 @@ class _Commit:
 class _ReadBin:
     """Task: the records of one bin, from its parts as the snapshot listed them.
 
-    It returns an iterator: the graph wraps it in ``reify`` (a list) when the
-    partition itself is the result, and Bag optimisation drops that wrapper when
-    the partition feeds a fused ``map``/``filter``/reduction, so records then
-    stream through one at a time, as in ``iterate_binwise``.
+    An iterator: ``reify`` makes it a list when the partition is the result, and Bag
+    optimisation drops ``reify`` before a fused ``map``/``filter``/reduction, so
+    records then stream through one at a time, as in ``iterate_binwise``.
     """
 
     store: Store
@@ -309,7 +309,7 @@ class _ReadBin:
 
 
 def read_split_bins(
-    urlpath: UrlPath,
+    urlpath: UrlPath | Sequence[UrlPath],
     *,
     shuffle: bool = False,
     seed: int | None = None,
@@ -320,12 +320,15 @@ def read_split_bins(
     cache_bytes: int | str | None = None,
     version: int | str | None = None,
 ) -> db.Bag:
-    """A Dask Bag of a dataset's records with one partition per bin.
+    """A Dask Bag of one or several datasets' records with one partition per bin.
 
     Parameters
     ----------
     urlpath
-        Dataset root: local path or fsspec URL. Datasets written by
+        Dataset root: local path or fsspec URL; or several, as a list of them or a
+        glob (``"s3://bucket/train-*"``, matches sorted), as ``dask.bag.read_text``
+        takes files. Every match must be a dataset. The Bag holds the first
+        dataset's bins, then the next one's, and so on. Datasets written by
         :func:`~splitdask.write_split_data`, :func:`to_split_bins` and
         splitdataloader 0.0.1 are read alike.
     shuffle
@@ -341,8 +344,8 @@ def read_split_bins(
     storage_options
         Passed to fsspec, in the client and on the workers.
     bins
-        Read only these bins (distinct bin numbers), in this order; partition
-        ``k`` is bin ``bins[k]``. Default: all bins.
+        Read only these bins (distinct bin numbers), in this order, of each dataset;
+        partition ``k`` (of one dataset) is bin ``bins[k]``. Default: all bins.
     batch_size
         Make each partition a list of :class:`~splitdask.RecordBatch` es of this
         many records (the bin's last one shorter), in the same order, instead of
@@ -352,21 +355,26 @@ def read_split_bins(
         A local part cache on each worker's machine, shared by the workers there
         (see :class:`~splitdask.SplitDataLoader`); the settings travel with the tasks.
     version
-        The version to read: its number, or the tag a writer gave it (the newest
-        version with that tag); default the newest. See :func:`splitdask.versions`.
+        The version to read (of each dataset): its number, or the tag a writer gave
+        it (the newest version with that tag); default the newest. See
+        :func:`splitdask.versions`.
 
     Returns
     -------
     dask.bag.Bag
         ``npartitions`` is the number of bins read; each partition is a list of
-        ``bytes`` (or of batches, with ``batch_size``). Task names are a token of
-        the dataset's committed identity (its manifest's uid) and of the
-        arguments, so the same call on the same dataset builds the same graph.
+        ``bytes`` (or of batches, with ``batch_size``). ``.compute()`` returns the
+        partitions concatenated: dataset by dataset (in ``urlpath``'s order), bin by
+        bin (in ``bins``' order), each bin's records in stored order (shuffled within
+        the bin with ``shuffle``). Task names are a token of the datasets' committed
+        identities (their manifests' uids) and of the arguments, so the same call on
+        the same datasets builds the same graph.
 
     Raises
     ------
-    DatasetNotFoundError
-        If there is no dataset at ``urlpath`` (raised here, not in a task).
+    DatasetNotFoundError, FileNotFoundError
+        If there is no dataset at ``urlpath`` (at one of its URLs or matches), or a
+        glob matches nothing; raised here, not in a task.
     SnapshotExpiredError
         If ``version`` was removed by ``gc`` (raised here); in a task, if ``gc``
         removed parts of the Bag's version after it was built. The error names the
@@ -388,31 +396,41 @@ def read_split_bins(
     >>> bag.map(decode).map(augment).to_delayed()  # doctest: +SKIP
     >>> read_split_bins("data/train").map(len).sum().compute()  # doctest: +SKIP
     """
-    store = open_store(urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes)
-    snapshot = open_snapshot(store, check_version(version))
-    return snapshot_bag(snapshot, shuffle, seed, bins, batch_size)
+    opts, wanted = storage_options, check_version(version)
+    stores = [
+        open_store(u, opts, cache_dir=cache_dir, cache_bytes=cache_bytes)
+        for u in expand_urls(urlpath, opts)
+    ]
+    snaps = [open_snapshot(store, wanted) for store in stores]
+    return snapshot_bag(snaps, shuffle, seed, bins, batch_size)
 
 
 def snapshot_bag(
-    snapshot: Snapshot,
+    snapshots: Snapshot | Sequence[Snapshot],
     shuffle: bool,
     seed: int | None,
     bins: Sequence[int] | None,
     batch_size: int | None = None,
 ) -> db.Bag:
-    """A Bag of one snapshot's bins (``read_split_bins`` and ``SplitDataLoader.to_bag``)."""
+    """A Bag of the bins of snapshots, one after another (``read_split_bins``, ``to_bag``)."""
+    snaps = [snapshots] if isinstance(snapshots, Snapshot) else list(snapshots)
     s = resolve_seed(seed) if shuffle else None
-    selected = _select(bins, snapshot.num_bins)
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", minimum=1)
-    snap = snapshot
-    tasks = [_ReadBin(snap.store, b, snap.bin(b), s, snap.generation, batch_size) for b in selected]
-    name = f"read-split-bins-{tokenize(snapshot.identity, s, selected, batch_size)}"
+    tasks, keys = [], []
+    for snap in snaps:
+        selected = _select(bins, snap)
+        tasks += [
+            _ReadBin(snap.store, b, snap.bin(b), s, snap.generation, batch_size) for b in selected
+        ]
+        keys.append((snap.identity, selected))
+    name = f"read-split-bins-{tokenize(keys, s, batch_size)}"
     graph: dict[Any, Any] = {(name, k): (reify, (task,)) for k, task in enumerate(tasks)}
     return db.Bag(graph, name, len(tasks))
 
 
-def _select(bins: Sequence[int] | None, num_bins: int) -> list[int]:
+def _select(bins: Sequence[int] | None, snap: Snapshot) -> list[int]:
+    num_bins = snap.num_bins
     if bins is None:
         return list(range(num_bins))
     if isinstance(bins, str | bytes) or not isinstance(bins, Iterable):
@@ -421,7 +439,8 @@ def _select(bins: Sequence[int] | None, num_bins: int) -> list[int]:
     for b in bins:
         b = check_int(b, "bin numbers", each=True)
         if not 0 <= b < num_bins:
-            raise IndexError(f"bin {b} is out of range for a dataset of {num_bins} bins")
+            where = snap.store.urlpath
+            raise IndexError(f"bin {b} is out of range for a dataset of {num_bins} bins ({where})")
         selected.append(int(b))
     if len(set(selected)) != len(selected):
         dup = next(b for b in selected if selected.count(b) > 1)

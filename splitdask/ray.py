@@ -25,15 +25,12 @@ import ray.data
 from ray.data.block import Block, BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasink, Datasource, ReadTask, WriteResult
 
-from splitdask._dataset._index import Order
-from splitdask._dataset._order import bin_order, bin_permutation, resolve_seed
-from splitdask._dataset._parts import Part
+from splitdask._dataset._order import bin_order, resolve_seed
 from splitdask._dataset._snapshot import Snapshot, open_snapshot
 from splitdask._format import PartInfo
 from splitdask._format._compression import Compression, check_compression
-from splitdask._read._batch import RecordBatch
-from splitdask._read._bins import load_parts
-from splitdask._store import CacheDir, Store, UrlPath, open_store
+from splitdask._read._arrowbins import RECORD, ReadBins, arrow_schema
+from splitdask._store import CacheDir, UrlPath, open_store
 from splitdask._util._validate import check_int, check_version
 from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
@@ -42,11 +39,7 @@ from splitdask._write._commit import DEFAULT_RETENTION, CommitInfo, Transaction
 from splitdask._write._options import resolve_mode, resolve_retries
 from splitdask._write._parallel import TaskBins, commit_results
 
-__all__ = ["read_split_bins_ray", "to_split_bins_ray"]
-
-RECORD = "record"
-INDEX = "index"
-
+__all__ = ["SplitBinsDatasink", "SplitBinsDatasource", "read_split_bins_ray", "to_split_bins_ray"]
 
 # -- reading ---------------------------------------------------------------------------
 
@@ -117,30 +110,52 @@ def read_split_bins_ray(
     """
     if override_num_blocks is not None:
         check_int(override_num_blocks, "override_num_blocks", minimum=1)
-    store = open_store(urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes)
-    snapshot = open_snapshot(store, check_version(version))
-    source = SplitBinsDatasource(snapshot, shuffle, seed, include_index)
+    source = SplitBinsDatasource(
+        urlpath,
+        storage_options,
+        shuffle=shuffle,
+        seed=seed,
+        include_index=include_index,
+        cache_dir=cache_dir,
+        cache_bytes=cache_bytes,
+        version=version,
+    )
     return ray.data.read_datasource(
         source,
         # Ray's own default sizes tasks by bytes; a bin is the unit here.
-        override_num_blocks=override_num_blocks or max(1, snapshot.num_bins),
+        override_num_blocks=override_num_blocks or max(1, source.snapshot.num_bins),
         concurrency=concurrency,
         ray_remote_args=dict(ray_remote_args or {}),
     )
 
 
 class SplitBinsDatasource(Datasource):  # type: ignore[misc]
-    """The bins of one version as Ray read tasks.
+    """The bins of one version as Ray read tasks, for ``ray.data.read_datasource``.
 
-    It pickles as its location and version (a splitdataloader dataset, which has no
-    versions, as its snapshot): a copy that Ray plans with elsewhere opens the same
-    version, or raises ``SnapshotExpiredError`` naming it once ``gc`` removed it.
+    ``ray.data.read_datasource(SplitBinsDatasource(url, shuffle=True, seed=0))`` is
+    :func:`read_split_bins_ray` (the same arguments, which see) except that Ray picks
+    the number of tasks (``override_num_blocks=`` sets it; never more than one task
+    per bin). The version is opened here. It pickles as its location and version (a
+    splitdataloader dataset, which has no versions, as its snapshot): a copy that Ray
+    plans with elsewhere opens the same version, or raises ``SnapshotExpiredError``
+    naming it once ``gc`` removed it.
     """
 
     def __init__(
-        self, snapshot: Snapshot, shuffle: bool, seed: int | None, include_index: bool
+        self,
+        urlpath: UrlPath,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        shuffle: bool = False,
+        seed: int | None = None,
+        include_index: bool = False,
+        cache_dir: CacheDir = None,
+        cache_bytes: int | str | None = None,
+        version: int | str | None = None,
     ) -> None:
         super().__init__()
+        store = open_store(urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes)
+        snapshot = open_snapshot(store, check_version(version))
         self._snapshot: Snapshot | None = snapshot
         self._store, self._version = snapshot.store, snapshot.version
         self.seed = resolve_seed(seed) if shuffle else None
@@ -177,13 +192,13 @@ class SplitBinsDatasource(Datasource):  # type: ignore[misc]
         bins = bin_order(self.seed, n) if self.seed is not None else list(range(n))
         groups = _split(bins, max(1, min(parallelism, n)))
         order = snap.locator.order if self.include_index else None
-        schema = _schema(self.include_index)
+        schema = arrow_schema(self.include_index)
         tasks = []
         for group in groups:
             parts = tuple(snap.bin(b) for b in group)
             rows = sum(p.count for ps in parts for p in ps)
             size = sum(p.payload for ps in parts for p in ps) + (8 * rows if order else 0)
-            read = _ReadBins(snap.store, tuple(group), parts, self.seed, snap.generation, order)
+            read = ReadBins(snap.store, tuple(group), parts, self.seed, snap.generation, order)
             meta = BlockMetadata(num_rows=rows, size_bytes=size, input_files=None, exec_stats=None)
             tasks.append(ReadTask(read, meta, schema, per_task_row_limit))
         return tasks
@@ -198,45 +213,6 @@ def _split(items: list[int], k: int) -> list[list[int]]:
         out.append(items[pos : pos + size])
         pos += size
     return out
-
-
-def _schema(include_index: bool) -> pa.Schema:
-    fields = [pa.field(RECORD, pa.binary())]
-    return pa.schema([*fields, pa.field(INDEX, pa.int64())] if include_index else fields)
-
-
-@dataclass(frozen=True)
-class _ReadBins:
-    """Read task body: one block per bin, each bin in stored or seeded order."""
-
-    store: Store
-    bins: tuple[int, ...]
-    parts: tuple[tuple[Part, ...], ...]
-    seed: int | None
-    generation: int | None
-    order: Order | None
-
-    def __call__(self) -> Iterator[Block]:
-        for b, parts in zip(self.bins, self.parts, strict=True):
-            yield self._bin(b, parts)
-
-    def _bin(self, b: int, parts: tuple[Part, ...]) -> pa.Table:
-        with load_parts(self.store, parts, self.generation) as data:
-            # Columnar from the start: a bin's records as one buffer and offsets,
-            # copied once out of the mapped parts, never one Python object each.
-            whole = max(1, len(data))  # the bin as one batch: one gather
-            batch = RecordBatch.concat(data.batches(self.seed, b, whole))
-            if batch.nbytes < 1 << 31:
-                records = batch.to_arrow(large=False)
-            else:  # too big for one binary array: chunks (pa.array splits them)
-                records = pa.array(list(batch), type=pa.binary())
-        columns: dict[str, Any] = {RECORD: records}
-        if self.order is not None:
-            idx = self.order.indices_of(b)
-            if self.seed is not None:
-                idx = idx[bin_permutation(self.seed, b, len(idx))]
-            columns[INDEX] = pa.array(idx, type=pa.int64())
-        return pa.table(columns)
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -325,10 +301,6 @@ def to_split_bins_ray(
     if not isinstance(column, str):
         raise TypeError(f"column must be a column name (str), not {type(column).__name__}")
     mode = resolve_mode(mode, "x", append=append, overwrite=overwrite)
-    check_int(part_max_bytes, "part_max_bytes", minimum=1)
-    codec = check_compression(compression, compression_level)
-    if num_bins is not None:
-        check_int(num_bins, "num_bins", minimum=1)
     retries = resolve_retries(retries, commit_retries)
     # A schema Ray knows without running anything (a read's, a materialised dataset's)
     # is checked now; otherwise each write task checks its blocks.
@@ -337,10 +309,19 @@ def to_split_bins_ray(
     if isinstance(base, pa.Schema):
         kind = base.field(column).type if column in base.names else None
         _check_column(base.names, kind, column, "")
-    store = open_store(urlpath, storage_options)
-    target = Transaction.begin(store, mode, retention=retention, retries=retries)
-    sink = SplitBinsDatasink(target, column, num_bins, part_max_bytes, dict(metadata or {}))
-    sink.compression = codec
+    sink = SplitBinsDatasink(
+        urlpath,
+        storage_options,
+        column=column,
+        mode=mode,
+        metadata=metadata,
+        num_bins=num_bins,
+        part_max_bytes=part_max_bytes,
+        retention=retention,
+        retries=retries,
+        compression=compression,
+        compression_level=compression_level,
+    )
     dataset.write_datasink(
         sink, concurrency=concurrency, ray_remote_args=dict(ray_remote_args or {})
     )
@@ -357,24 +338,49 @@ class _TaskParts:
 
 
 class SplitBinsDatasink(Datasink[_TaskParts]):  # type: ignore[misc]
-    """Write tasks make uncommitted parts; the driver commits them all at once."""
+    """Write tasks make uncommitted parts; the driver commits them all at once.
+
+    ``dataset.write_datasink(sink := SplitBinsDatasink(url, mode="a"))`` is
+    :func:`to_split_bins_ray` (the same arguments, which see; ``mode`` defaults to
+    ``"x"``), except that a column that is missing or not binary is found by the
+    write tasks, not before. The write begins here (``FileExistsError`` here for
+    ``mode="x"`` on an existing dataset); :attr:`info` is the ``CommitInfo`` once
+    ``write_datasink`` returns.
+    """
 
     def __init__(
         self,
-        target: Transaction,
-        column: str,
-        num_bins: int | None,
-        part_max_bytes: int,
-        metadata: dict[str, Any],
+        urlpath: UrlPath,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        column: str = RECORD,
+        mode: Mode | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        num_bins: int | None = None,
+        part_max_bytes: int = 256 << 20,
+        retention: float = DEFAULT_RETENTION,
+        retries: int | None = None,
+        compression: str | None = None,
+        compression_level: int | None = None,
     ) -> None:
-        self.target = target
+        if not isinstance(column, str):
+            raise TypeError(f"column must be a column name (str), not {type(column).__name__}")
+        check_int(part_max_bytes, "part_max_bytes", minimum=1)
+        self.compression: Compression | None = check_compression(compression, compression_level)
+        if num_bins is not None:
+            check_int(num_bins, "num_bins", minimum=1)
+        self.target = Transaction.begin(
+            open_store(urlpath, storage_options),
+            resolve_mode(mode, "x"),
+            retention=retention,
+            retries=resolve_retries(retries, None),
+        )
         self.column = column
         self.part_max_bytes = part_max_bytes
-        self.metadata = metadata
-        self.compression: Compression | None = None
+        self.metadata = dict(metadata or {})
         self.tag = new_tag()
         # Appending keeps the dataset's bins; else num_bins, or one bin per task.
-        self.bins = TaskBins.plan(target, num_bins)
+        self.bins = TaskBins.plan(self.target, num_bins)
         self.info: CommitInfo | None = None
 
     def get_name(self) -> str:

@@ -11,19 +11,32 @@ settings, and open that version in each worker, whatever was committed since.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch.distributed as dist
 import torch.utils.data as tud
+from torch.utils.data._utils.fetch import _IterableDatasetFetcher
 
 from splitdask._dataset._snapshot import Snapshot, read_manifest
 from splitdask._dataset._versions import list_log
 from splitdask._read._epochs import EpochClock, KeyReader, resume_point
+from splitdask._read._handout import (
+    WORKER_STATE_VERSION,
+    WORKERS_HANDED_OUT,
+    Handout,
+    Spans,
+    WorkerShare,
+    loader_batch_size,
+    make_state,
+    parse_share,
+    skip_samples,
+    worker_cache,
+)
 from splitdask._read._pinned import Pinned, identity_key
 from splitdask._store import CacheDir, UrlPath
-from splitdask._store._workercache import WorkerCache
 from splitdask._util._validate import check_int
 from splitdask.errors import ResumeStateError
 from splitdask.plan import EpochOrder, RankPlan, default_window, epoch_seed, normalise_shuffle
@@ -33,6 +46,14 @@ __all__ = ["SplitIterableDataset", "SplitMapDataset"]
 STATE_VERSION = 2
 """Version 2 names the dataset version of its epoch; version 1 states still load."""
 _DEFAULT_BLOCK = 64  # worker split granularity without a batch_size
+_TOKEN_MASK = (1 << 62) - 1
+_PICKLED = (  # what a SplitIterableDataset pickles besides its location
+    *("follow", "shuffle", "seed", "window", "batch_size", "drop_last", "rank"),
+    *("world_size", "transform", "_counts", "_counts_version", "_chunk", "_clock"),
+    *("_resume", "_iters"),
+)
+Resume = tuple[int, Spans, WorkerShare | None]
+_FETCH = _IterableDatasetFetcher.fetch.__code__  # where a DataLoader asks for a batch
 
 
 class SplitMapDataset(Pinned, tud.Dataset[Any]):
@@ -116,8 +137,10 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         Bins shuffled together in ``"window"`` mode; by default at least 8, or
         as many as fit 256 MiB and 2**20 records.
     batch_size
-        The DataLoader's batch size: workers split the rank's share by batches of
-        it, so the output order is the same for any ``num_workers``.
+        Batches the workers split the rank's share by, so that the output order is
+        the same for any ``num_workers``. Read from the DataLoader (its
+        ``batch_size``) when one iterates the dataset; needed only to iterate
+        otherwise, and if given must agree with the DataLoader's.
     drop_last
         Drop (instead of pad with repeats) the fewer than ``world_size`` records
         that would make rank lengths unequal.
@@ -194,8 +217,9 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         self.rank = check_int(rank, "rank", minimum=0, maximum=self.world_size - 1)
         self.transform = transform
         self._clock = EpochClock()
-        self._resume: tuple[int, tuple[tuple[int, int], ...]] | None = None
+        self._resume: Resume | None = None
         self._iters = 0
+        self._handout: Handout | None = None  # this process's pass (never pickled)
 
     # -- versions ---------------------------------------------------------------------
 
@@ -233,12 +257,13 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         """This rank's plan for ``epoch`` (the rest of it, for a resumed epoch)."""
         return self._plan(epoch, self._snapshot_of(self._epoch_version(epoch)))
 
-    def _plan(self, epoch: int, snap: Snapshot) -> RankPlan:
+    def _plan(self, epoch: int, snap: Snapshot, remaining: Spans | None = None) -> RankPlan:
         counts = self._counts_of(snap)
         order = EpochOrder(counts, self.shuffle, epoch_seed(self.seed, epoch), self.window)
-        remaining: tuple[tuple[int, int], ...] = ((0, order.num_records),)
-        if self._resume is not None and self._resume[0] == epoch:
-            remaining = self._resume[1]
+        if remaining is None:
+            remaining = ((0, order.num_records),)
+            if self._resume is not None and self._resume[0] == epoch:
+                remaining = self._resume[1]
         return RankPlan(order, remaining, self.world_size, self.rank, self.drop_last)
 
     @property
@@ -256,28 +281,38 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         return len(self.plan(self._clock.next))
 
     def __iter__(self) -> Iterator[Any]:
+        self._handout = None  # a new pass: nothing handed out yet
+        return self._pass()
+
+    def _pass(self) -> Iterator[Any]:
+        # Runs at the first next(): from a DataLoader, inside its fetcher's fetch().
+        block = loader_batch_size(sys._getframe(1), _FETCH, self.batch_size) or _DEFAULT_BLOCK
         info = tud.get_worker_info()
         self._iters += 1
         if info is None:
             worker, workers, token = 0, 1, int.from_bytes(os.urandom(7), "little")
         else:
-            # Every worker of one DataLoader pass has the same base seed and, when
-            # persistent, the same count of passes.
+            # The workers of a pass share a base seed and (persistent) a count of passes.
             worker, workers = info.id, info.num_workers
-            token = hash((info.seed - info.id, self._iters)) & ((1 << 62) - 1)
+            token = hash((info.seed - info.id, self._iters)) & _TOKEN_MASK
         epoch, version = self._clock.claim(token, self._pick)
         plan = self._plan(epoch, self._use(version))
-        reader = KeyReader(self.reader, whole_parts=self.shuffle != "global")
-        block = self.batch_size or _DEFAULT_BLOCK
-        transform = self.transform
-        shared = _worker_cache(self, workers, token, reader)
+        share = self._resume[2] if self._resume is not None and self._resume[0] == epoch else None
+        if share is not None:
+            share.check(worker, workers, block)
+        self._handout = handout = Handout(epoch, version, plan.remaining, worker, workers, block)
+        reader, transform = KeyReader(self.reader, self.shuffle != "global"), self.transform
+        shared = None
+        if workers > 1 and not self._no_cache:
+            window = self.window if self.shuffle == "window" else 1
+            shared = worker_cache(self._store, self.snapshot, window, token, reader)
         try:
-            chunks = map(plan.keys, plan.worker_samples(worker, workers, block, self._chunk))
-            for recs in reader.read_chunks(chunks):
-                if transform is None:
-                    yield from recs
-                else:
-                    yield from map(transform, recs)
+            samples = plan.worker_samples(worker, workers, block, self._chunk)
+            if share is not None:
+                samples, handout.done = skip_samples(samples, share.seen), share.seen
+            for recs in reader.read_chunks(map(plan.keys, samples)):
+                given = handout.hand_out(recs)  # counts what the caller has taken
+                yield from (given if transform is None else map(transform, given))
         finally:
             reader.close()
             if shared is not None:
@@ -286,25 +321,44 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
 
     # -- resume -----------------------------------------------------------------------
 
-    def state_dict(self, samples_seen: int) -> dict[str, Any]:
-        """Where this epoch is once every rank has consumed ``samples_seen`` samples.
+    def state_dict(self, samples_seen: int | None = None) -> dict[str, Any]:
+        """Where this epoch is: after the samples this copy of the dataset handed out
+        in its pass, or once every rank has consumed ``samples_seen`` samples.
+
+        Without ``samples_seen`` (the ``Stateful`` protocol of torchdata's
+        ``StatefulDataLoader`` and ``torch.distributed.checkpoint``): in the main
+        process with ``num_workers=0``, the rank's state; in a DataLoader worker, its
+        share of the pass (a ``StatefulDataLoader`` saves one per worker and gives it
+        back to the same worker); before a pass, the start of the next epoch (or the
+        state loaded for it). ``samples_seen``: a state of the whole rank, which
+        resumes with any world size, worker count or batch size.
 
         Returns
         -------
         dict
             Small and JSON-serialisable (its size grows with the world size only). It
             names the epoch and the dataset version that epoch reads.
+
+        Raises
+        ------
+        ResumeStateError
+            Without ``samples_seen``, in the main process, when DataLoader workers
+            handed the samples out (they read ahead of what the loop consumed).
         """
-        epoch = self.epoch
-        snap = self._snapshot_of(self._epoch_version(epoch))
-        plan = self._plan(epoch, snap)
-        check_int(samples_seen, "samples_seen", minimum=0, maximum=len(plan))
-        left = plan.remaining_after(samples_seen)
-        return {
-            **self._fingerprint(snap),
-            "epoch": epoch,
-            "remaining": [x for span in left for x in span],
-        }
+        if samples_seen is not None:
+            epoch = self.epoch
+            snap = self._snapshot_of(self._epoch_version(epoch))
+            plan = self._plan(epoch, snap)
+            check_int(samples_seen, "samples_seen", minimum=0, maximum=len(plan))
+            return _state(self, epoch, snap, plan.remaining_after(samples_seen))
+        got = self._handout
+        if got is None:
+            return _idle_state(self)
+        snap = self._snapshot_of(got.version)
+        if got.workers == 1:
+            left = self._plan(got.epoch, snap, got.remaining).remaining_after(got.seen)
+            return _state(self, got.epoch, snap, left)
+        return _state(self, got.epoch, snap, got.remaining, got.share())
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Make the next ``iter()`` run the rest of the saved epoch, then go on.
@@ -324,15 +378,16 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
             If the version the state names was removed by ``gc``.
         """
         got: Any = state.get("version") if isinstance(state, Mapping) else None
-        if got not in (1, STATE_VERSION):
+        if got not in (1, STATE_VERSION, WORKER_STATE_VERSION):
             raise ResumeStateError(
                 f"not a SplitIterableDataset state (version {STATE_VERSION}): {str(state)[:200]}"
             )
+        share = parse_share(state) if got == WORKER_STATE_VERSION else None
         snap = self.state_snapshot(state)
         skip = {"version", "dataset_version"} if got == 1 else {"version"}
         mine = {k: v for k, v in self._fingerprint(snap).items() if k not in skip}
         epoch, spans = resume_point(state, mine, snap.num_records)
-        self._resume = (epoch, spans)
+        self._resume = (epoch, spans, share)
         if not self.follow:  # the whole run reads the state's version
             self._version = snap.version
         self._clock.set_next(epoch)
@@ -352,48 +407,37 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
     # -- pickling ---------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = (
-            "follow",
-            "shuffle",
-            "seed",
-            "window",
-            "batch_size",
-            "drop_last",
-            "rank",
-            "world_size",
-            "transform",
-            "_counts",
-            "_counts_version",
-            "_chunk",
-            "_clock",
-            "_resume",
-            "_iters",
-        )
-        return {**self._location(), **{k: self.__dict__[k] for k in keep}}
+        return {**self._location(), **{k: self.__dict__[k] for k in _PICKLED}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._open_location(state)
         for key in ("urlpath", "storage_options", "identity", "version"):
             state.pop(key, None)
         self.__dict__.update(state)
+        self._handout = None
 
 
-def _worker_cache(
-    ds: SplitIterableDataset, workers: int, token: int, reader: KeyReader
-) -> WorkerCache | None:
-    """With several workers reading whole parts of a remote dataset and no cache
-    configured: a temporary cache the workers of this pass share (two windows and
-    what the reader fetches ahead, so that a part one worker fetched ahead is
-    still there when another needs it)."""
-    store = ds._store
-    if workers < 2 or not reader.whole or store.cache is not None or ds._no_cache:
-        return None
-    snap = ds.snapshot
-    per_bin = sorted(
-        (sum(snap.parts[p].size for p in pids) for pids in snap.bin_parts), reverse=True
-    )
-    window = ds.window if ds.shuffle == "window" else 1
-    limit = 2 * sum(per_bin[:window]) + reader.ahead_bytes
-    shared = WorkerCache(f"{token:x}", max(1 << 20, limit))
-    store.cache = shared.cache
-    return shared
+def _state(
+    ds: SplitIterableDataset,
+    epoch: int,
+    snap: Snapshot,
+    left: Spans,
+    share: WorkerShare | None = None,
+) -> dict[str, Any]:
+    return make_state(ds._fingerprint(snap), epoch, left, share)
+
+
+def _idle_state(ds: SplitIterableDataset) -> dict[str, Any]:
+    """The state of a process that has not handed out a sample of its pass."""
+    info = tud.get_worker_info()
+    if info is None:
+        epoch = ds._clock.next
+        loaded = ds._resume is not None and ds._resume[0] == epoch  # and not started
+        if ds._iters == 0 and ds._clock.current >= 0 and not loaded:
+            raise ResumeStateError(WORKERS_HANDED_OUT)
+    else:  # the epoch this worker's next pass joins (see __iter__'s token)
+        epoch = ds._clock.peek(hash((info.seed - info.id, ds._iters + 1)) & _TOKEN_MASK)
+    snap = ds._snapshot_of(ds._epoch_version(epoch))
+    if ds._resume is not None and ds._resume[0] == epoch:
+        return _state(ds, epoch, snap, ds._resume[1], ds._resume[2])
+    return _state(ds, epoch, snap, ds._plan(epoch, snap).remaining)

@@ -27,7 +27,12 @@ from splitdask import CommitInfo, SplitDataLoader, write_split_data
 from splitdask._dataset._snapshot import open_snapshot, read_manifest
 from splitdask._store import open_store
 from splitdask.bag import read_split_bins, to_split_bins
-from splitdask.ray import SplitBinsDatasource, read_split_bins_ray, to_split_bins_ray
+from splitdask.ray import (
+    SplitBinsDatasink,
+    SplitBinsDatasource,
+    read_split_bins_ray,
+    to_split_bins_ray,
+)
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +115,7 @@ def test_read_tasks_are_bins_with_global_index(ordered: None, dataset: Path) -> 
     assert all(loader[r["index"]] == r["record"] for r in rows)
     assert sorted(r["index"] for r in rows) == list(range(len(loader)))
     assert ds.materialize().num_blocks() == loader.num_bins  # one block per bin
-    source = SplitBinsDatasource(loader.snapshot, False, None, True)
+    source = SplitBinsDatasource(dataset, include_index=True)
     assert source.estimate_inmemory_data_size() == loader.nbytes + 8 * len(loader)
     tasks = source.get_read_tasks(3)  # fewer tasks than bins: 3, 2 and 2 bins each
     assert [t.metadata.num_rows for t in tasks] == [
@@ -193,6 +198,34 @@ def test_round_trip_s3(ordered: None, s3_url: str, s3_storage_options: dict[str,
     assert all(recs[r["index"]] == r["record"] for r in rows)
     loader = SplitDataLoader(s3_url, storage_options=s3_storage_options)
     assert list(loader) == recs
+
+
+def test_datasource_and_datasink_in_ray_s_own_forms(ordered: None, tmp_path: Path) -> None:
+    """``ray.data.read_datasource(SplitBinsDatasource(...))`` and
+    ``Dataset.write_datasink(SplitBinsDatasink(...))`` do what the helpers do."""
+    url = str(tmp_path / "ds")
+    recs, more = records(400, seed=8), records(60, seed=9)
+    sink = SplitBinsDatasink(url, metadata={"by": "sink"})
+    rows_of(recs, 4).write_datasink(sink)
+    assert sink.info is not None
+    assert (sink.info.records_written, sink.info.num_bins, sink.info.generation) == (400, 4, 1)
+    with pytest.raises(FileExistsError, match="ds"):  # mode="x", before any task
+        SplitBinsDatasink(url)
+    rows_of(more, 2).write_datasink(appended := SplitBinsDatasink(url, mode="a"))
+    assert appended.info is not None
+    assert appended.info.num_records == 460
+    loader = SplitDataLoader(url)
+    assert list(loader) == recs + more
+    assert loader.metadata == {"by": "sink"}
+
+    source = SplitBinsDatasource(url, shuffle=True, seed=5, include_index=True)
+    rows = ray.data.read_datasource(source).take_all()
+    assert [r["record"] for r in rows] == list(loader.iterate_binwise(shuffle=True, seed=5))
+    assert all(loader[r["index"]] == r["record"] for r in rows)
+    helper = read_split_bins_ray(url, shuffle=True, seed=5, include_index=True).take_all()
+    assert rows == helper
+    three = ray.data.read_datasource(SplitBinsDatasource(url), override_num_blocks=3)
+    assert [r["record"] for r in three.take_all()] == list(loader.iterate_binwise())
 
 
 def test_read_tasks_share_the_part_cache(

@@ -281,7 +281,7 @@ def test_ray_reads_its_version_whatever_is_committed(ray_session: None, ds: Path
         return sorted(ident(row["record"]) for row in dataset.take_all())
 
     data = read_split_bins_ray(ds, shuffle=True, seed=1)
-    source = SplitBinsDatasource(SplitDataLoader(ds).snapshot, False, None, False)
+    source = SplitBinsDatasource(ds)  # opens the newest: version 1
     add(ds, N, 100)  # between creating the dataset and reading it
     assert ids(data) == list(range(N))
     add(ds, 5000, 10, mode="w")  # version 1's parts stay for the retention period

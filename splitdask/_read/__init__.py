@@ -14,6 +14,8 @@
 * ``_history``: :func:`versions`, a dataset's kept versions.
 * ``_epochs``: the epoch clock (each epoch's number and version) and key reader the
   training adapters share, and the check of a resume state.
+* ``_handout``: what one process of a training pass handed out, and a DataLoader
+  worker's share of a resume state.
 * ``_pinned``: :class:`Pinned`, a dataset's location and pinned version, opened again
   in each process it is pickled to.
 * ``_loader``: :class:`Loader`, the front of all the above (the public

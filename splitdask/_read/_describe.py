@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
+from splitdask._dataset._index import IntArray
+from splitdask._dataset._parts import V3Part
 from splitdask._dataset._snapshot import Snapshot
 from splitdask._dataset._versions import list_log
 from splitdask._format._codec import DEFAULT_CODEC
@@ -22,10 +26,21 @@ from splitdask._read._cost import (
     dollars,
     epoch_cost,
 )
+from splitdask._read._records import RecordReader
 
-__all__ = ["Description", "cost_rows", "describe", "preview", "sizeof"]
+__all__ = [
+    "Description",
+    "SizeSample",
+    "cost_rows",
+    "describe",
+    "preview",
+    "sample_sizes",
+    "sizeof",
+]
 
 PREVIEW_WIDTH = 60
+SIZE_SAMPLE_PARTS = 64
+"""Parts whose record sizes the notebook view's histogram reads (spread over the dataset)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,8 @@ class Description:
         For a remote dataset, the GET requests, bytes and request bill of one epoch of
         each read path (:class:`~splitdask._read._cost.EpochCost`); ``None`` for a
         local one, which is read without requests.
+    compression, compressed_parts
+        ``"zstd"`` when parts are compressed (``None`` when none is) and how many are.
     codec
         The name of the codec the records are stored with (``"bytes"``: as written).
     """
@@ -74,6 +91,8 @@ class Description:
     bin_counts: tuple[int, ...] = field(repr=False)
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
     epoch: EpochCost | None = field(default=None, repr=False)
+    compression: str | None = None
+    compressed_parts: int = 0
     codec: str = DEFAULT_CODEC
 
     @property
@@ -129,6 +148,7 @@ class Description:
 def describe(snapshot: Snapshot) -> Description:
     """The :class:`Description` of ``snapshot`` (no I/O: the snapshot holds it all)."""
     legacy = snapshot.manifest is None
+    compressed = sum(isinstance(p, V3Part) for p in snapshot.parts)
     return Description(
         urlpath=snapshot.store.urlpath,
         format="splitdataloader" if legacy else "splitdask",
@@ -142,8 +162,35 @@ def describe(snapshot: Snapshot) -> Description:
         bin_counts=tuple(snapshot.bin_counts()),
         metadata=snapshot.metadata,
         epoch=epoch_cost(snapshot),
+        compression="zstd" if compressed else None,
+        compressed_parts=compressed,
         codec=DEFAULT_CODEC if legacy else snapshot.manifest.codec,  # type: ignore[union-attr]
     )
+
+
+@dataclass(frozen=True)
+class SizeSample:
+    """Record sizes (stored bytes) of ``parts`` of the dataset's ``of_parts`` parts."""
+
+    sizes: IntArray
+    parts: int
+    of_parts: int
+
+
+def sample_sizes(reader: RecordReader, max_parts: int = SIZE_SAMPLE_PARTS) -> SizeSample | None:
+    """Every record size of up to ``max_parts`` parts spread evenly over a local
+    dataset, from their footers (no record is read); ``None`` for a remote dataset,
+    where each part's footer would cost a request."""
+    snap = reader.snapshot
+    if not reader.store.is_local or not snap.parts:
+        return None
+    n = len(snap.parts)
+    pids = np.unique(np.linspace(0, n - 1, min(n, max_parts)).round().astype(np.int64))
+    sizes = []
+    for pid in pids.tolist():
+        part = reader.part(pid)
+        sizes.append(np.asarray(part.ends_np, np.int64) - np.asarray(part.starts_np, np.int64))
+    return SizeSample(np.concatenate(sizes), len(pids), n)
 
 
 def cost_rows(epoch: EpochCost | None) -> list[tuple[str, str]]:
@@ -184,14 +231,15 @@ def sizeof(n: float) -> str:
 
 
 def preview(record: bytes, width: int = PREVIEW_WIDTH) -> tuple[str, str]:
-    """``(kind, text)``: the record as UTF-8 text where it decodes, else hex, at most
-    ``width`` characters (a cut ends in ``…``). ``kind`` is ``"text"`` or ``"hex"``."""
+    """``(kind, text)``: the record as UTF-8 text where it decodes, else as Python
+    writes bytes (``b'sample 00000|\\xcf…'``: its text parts readable), at most
+    ``width`` characters (a cut ends in ``…``). ``kind`` is ``"text"`` or ``"bytes"``."""
     try:
         text, kind = bytes(record).decode("utf-8"), "text"
         if not text.isprintable():  # newlines and controls as escapes, one line per record
             text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     except UnicodeDecodeError:
-        text, kind = bytes(record[: width // 3 + 1]).hex(" "), "hex"
+        text, kind = repr(bytes(record[:width])), "bytes"
     return kind, text if len(text) <= width else text[: width - 1] + "…"
 
 

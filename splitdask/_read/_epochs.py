@@ -110,6 +110,14 @@ class EpochClock:
                 arr[_NEXT_VERSION], arr[_FIXED_FOR] = _code(pick()), epoch
             return _decode(arr[_NEXT_VERSION])
 
+    def peek(self, token: int) -> int:
+        """The epoch :meth:`claim` would give the pass ``token``, claiming nothing."""
+        with self._lock:
+            arr = self._arr
+            if arr[_CURRENT] >= 0 and arr[_TOKEN] == token and not arr[_HAS_NEXT]:
+                return int(arr[_CURRENT])
+            return self._next()
+
     def claim(self, token: int, pick: Pick = lambda: None) -> tuple[int, int | None]:
         """The epoch of the pass ``token`` and its version (a new pass starts the next
         epoch, on the version fixed for it, else on ``pick()``'s)."""

@@ -174,11 +174,12 @@ class Loader(SnapshotFacts):
 
     def _repr_html_(self) -> str:
         """The notebook view: facts, a bin-balance chart and the first records."""
+        from splitdask._read._describe import sample_sizes
         from splitdask._read._html import dataset_html
 
         reader = self._reader or self._open()
         first = reader.records(np.arange(min(len(self), _PREVIEW_RECORDS), dtype=np.int64))
-        return dataset_html(self.describe(), first)
+        return dataset_html(self.describe(), first, sample_sizes(reader))
 
     # -- random access ----------------------------------------------------------------
 
