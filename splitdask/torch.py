@@ -20,6 +20,9 @@ import torch.utils.data as tud
 
 from splitdask._dataset._snapshot import Snapshot, read_manifest
 from splitdask._dataset._versions import list_log
+from splitdask._format._codec import Codec
+from splitdask._read._decode import Decoder
+from splitdask._read._engine import snapshot_decoder
 from splitdask._read._epochs import EpochClock, KeyReader, resume_point
 from splitdask._read._pinned import Pinned, identity_key
 from splitdask._store import CacheDir, UrlPath
@@ -43,13 +46,19 @@ class SplitMapDataset(Pinned, tud.Dataset[Any]):
     urlpath, storage_options
         The dataset's location.
     transform
-        Called on each record (``bytes``) in the worker.
+        Called on each record, once decoded, in the worker (picklable, for spawned
+        workers: a module-level function).
     cache_dir, cache_bytes
         A local part cache shared by the workers (see :class:`splitdask.SplitDataLoader`):
         parts already in it are read locally; random reads do not fill it.
     version
         The dataset version to read (its number or tag, as for
         :class:`splitdask.SplitDataLoader`); default the newest.
+    decode, allow_pickle
+        As for :class:`splitdask.SplitDataLoader`: records are decoded with the
+        dataset's codec (a ``"msgpack"`` dict of arrays and numbers, which the
+        default collate makes a dict of tensors); ``decode=False``: the stored
+        bytes. Pickle decodes only with ``allow_pickle=True``.
 
     Raises
     ------
@@ -73,9 +82,12 @@ class SplitMapDataset(Pinned, tud.Dataset[Any]):
         cache_dir: CacheDir = None,
         cache_bytes: int | str | None = None,
         version: int | str | None = None,
+        decode: bool = True,
+        allow_pickle: bool = False,
     ) -> None:
         super().__init__(urlpath, storage_options, cache_dir, cache_bytes, version)
         self.transform = transform
+        self._codec = snapshot_decoder(self.snapshot, decode, allow_pickle).codec
         self._len = self.snapshot.num_records
 
     def __len__(self) -> int:
@@ -89,15 +101,15 @@ class SplitMapDataset(Pinned, tud.Dataset[Any]):
         bad = (idx < 0) | (idx >= self._len)
         if bad.any():
             raise IndexError(f"index {int(idx[bad][0])} is out of range for {self._len} records")
-        recs = self.reader.records(idx)
-        return recs if self.transform is None else [self.transform(r) for r in recs]
+        return Decoder(self._codec, self.transform).many(self.reader.records(idx))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self._location(), "transform": self.transform, "len": self._len}
+        return {**self._location(), "transform": self.transform, "len": self._len, **_codec(self)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._open_location(state)
         self.transform, self._len = state["transform"], state["len"]
+        self._codec = state.get("codec")
 
 
 class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
@@ -124,7 +136,8 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
     rank, world_size
         Default to ``torch.distributed``'s when it is initialised, else 0 and 1.
     transform
-        Called on each record (``bytes``) in the worker.
+        Called on each record, once decoded, in the worker (picklable, for spawned
+        workers: a module-level function).
     cache_dir, cache_bytes
         A local part cache shared by every worker and rank on the machine (see
         :class:`splitdask.SplitDataLoader`): the second epoch reads from local disk.
@@ -141,6 +154,9 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         an epoch join at the next one. Either way an epoch's version is fixed once
         (when it starts, or when its length, state or :attr:`version` is first asked
         for), every worker of the pass reads it, and :meth:`state_dict` records it.
+    decode, allow_pickle
+        As for :class:`SplitMapDataset`: records are decoded with the dataset's
+        codec (the default collate makes a dict of arrays a dict of tensors).
 
     Raises
     ------
@@ -166,8 +182,11 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         cache_bytes: int | str | None = None,
         version: int | str | None = None,
         follow: bool = False,
+        decode: bool = True,
+        allow_pickle: bool = False,
     ) -> None:
         super().__init__(urlpath, storage_options, cache_dir, cache_bytes, version)
+        self._codec = snapshot_decoder(self.snapshot, decode, allow_pickle).codec
         if not isinstance(follow, bool):
             raise TypeError(f"follow must be True or False, not {follow!r}")
         self.follow = follow
@@ -269,15 +288,12 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         plan = self._plan(epoch, self._use(version))
         reader = KeyReader(self.reader, whole_parts=self.shuffle != "global")
         block = self.batch_size or _DEFAULT_BLOCK
-        transform = self.transform
+        values = Decoder(self._codec, self.transform).many
         shared = _worker_cache(self, workers, token, reader)
         try:
             chunks = map(plan.keys, plan.worker_samples(worker, workers, block, self._chunk))
             for recs in reader.read_chunks(chunks):
-                if transform is None:
-                    yield from recs
-                else:
-                    yield from map(transform, recs)
+                yield from values(recs)
         finally:
             reader.close()
             if shared is not None:
@@ -369,13 +385,20 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
             "_resume",
             "_iters",
         )
-        return {**self._location(), **{k: self.__dict__[k] for k in keep}}
+        return {**self._location(), **{k: self.__dict__[k] for k in keep}, **_codec(self)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._open_location(state)
+        self._codec = state.pop("codec", None)
         for key in ("urlpath", "storage_options", "identity", "version"):
             state.pop(key, None)
         self.__dict__.update(state)
+
+
+def _codec(ds: SplitMapDataset | SplitIterableDataset) -> dict[str, Codec | None]:
+    """The codec a pickled dataset decodes with (``None``: records as stored); a
+    user's travels as its functions, so workers need not have registered it."""
+    return {"codec": ds._codec}
 
 
 def _worker_cache(
