@@ -20,13 +20,17 @@ from splitdask.ray import read_split_bins_ray, to_split_bins_ray
 
 @pytest.fixture(scope="module")
 def ray_session() -> Iterator[None]:
+    """A local Ray instance: test_ray.py's session-wide one if it is up, else our own."""
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ours = not ray.is_initialized()
+    if ours:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         yield
     finally:
-        ray.shutdown()
+        if ours:
+            ray.shutdown()
 
 
 def sample(i: int) -> dict[str, Any]:
