@@ -26,8 +26,10 @@ class SplitDataLoader(Loader):
 
         The same as :func:`splitdask.bag.read_split_bins` with this loader's
         location and storage options, except that the Bag reads the snapshot this
-        loader holds, so it agrees with ``len(self)`` and indexing.
+        loader holds, so it agrees with ``len(self)`` and indexing, and hands out
+        records as this loader does (decoded or not, transformed).
         """
         from splitdask.bag import snapshot_bag  # dask is imported only when used
 
-        return snapshot_bag(self.snapshot, shuffle, seed, bins, batch_size)
+        snapshot = self.snapshot  # opens the loader: its decoder is set
+        return snapshot_bag(snapshot, shuffle, seed, bins, batch_size, self._dec)

@@ -13,7 +13,7 @@ partition, on any worker, reads that one version whatever was committed since.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, overload
 
@@ -26,19 +26,21 @@ from dask.highlevelgraph import HighLevelGraph
 from splitdask._dataset._order import resolve_seed
 from splitdask._dataset._parts import Part
 from splitdask._dataset._snapshot import Snapshot, open_snapshot
-from splitdask._format import MAX_BINS, PartInfo
-from splitdask._format._compression import Compression, check_compression
+from splitdask._format import MAX_BINS
+from splitdask._format._compression import check_compression
 from splitdask._read._batch import rebatch
 from splitdask._read._bins import load_parts
+from splitdask._read._decode import Decoder
+from splitdask._read._engine import snapshot_decoder
 from splitdask._store import CacheDir, Store, UrlPath, open_store
 from splitdask._store._glob import expand_urls
 from splitdask._util._validate import check_int, check_metadata, check_version
-from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
 from splitdask._write._cleanup import new_tag
 from splitdask._write._commit import DEFAULT_RETENTION, CommitInfo, Transaction
-from splitdask._write._options import resolve_mode, resolve_retries
-from splitdask._write._parallel import TaskBins, commit_results
+from splitdask._write._options import resolve_codec, resolve_mode, resolve_retries
+from splitdask._write._parallel import TaskBins
+from splitdask._write._tasks import CommitTask, PartitionWriter
 
 __all__ = ["read_split_bins", "snapshot_bag", "to_split_bins"]
 
@@ -64,6 +66,7 @@ def to_split_bins(
     commit_retries: int | None = ...,
     compression: str | None = ...,
     compression_level: int | None = ...,
+    codec: str | None = ...,
 ) -> CommitInfo: ...
 
 
@@ -85,6 +88,7 @@ def to_split_bins(
     commit_retries: int | None = ...,
     compression: str | None = ...,
     compression_level: int | None = ...,
+    codec: str | None = ...,
 ) -> Delayed: ...
 
 
@@ -105,14 +109,15 @@ def to_split_bins(
     commit_retries: int | None = None,
     compression: str | None = None,
     compression_level: int | None = None,
+    codec: str | None = None,
 ) -> CommitInfo | Delayed:
-    """Write a Bag of byte records as a dataset, one bin per partition.
+    """Write a Bag of records as a dataset, one bin per partition.
 
     Parameters
     ----------
     bag
         A ``dask.bag.Bag`` whose items are bytes-like (``bytes``, ``bytearray``,
-        ``memoryview`` or any C-contiguous buffer).
+        ``memoryview`` or any C-contiguous buffer), or values of ``codec``.
     urlpath
         Dataset root: local path or fsspec URL. Every worker must reach it (a local
         path on a multi-machine cluster must be a shared filesystem).
@@ -159,6 +164,12 @@ def to_split_bins(
     compression, compression_level
         As for :class:`~splitdask.SplitWriter`: ``"zstd"`` compresses each record
         on its own, with a dictionary trained per partition.
+    codec
+        How items become stored bytes, as for :func:`~splitdask.write_split_data`:
+        ``"msgpack"`` for dicts of arrays, text and numbers, ``"json"``, ``"npy"``,
+        ``"pickle"`` or a name given to :func:`~splitdask.register_codec` (which
+        every worker must have registered too). ``None``: the dataset's
+        (``"bytes"`` for a new one); appending in another codec raises ``ValueError``.
 
     Returns
     -------
@@ -173,8 +184,10 @@ def to_split_bins(
         If a dataset exists at ``urlpath`` and the mode is ``"x"``; raised here,
         before any task runs.
     TypeError
-        When computed, if an item is not bytes-like; the message names the
-        partition, the item's position in it and its type. Nothing is committed.
+        When computed, if an item is not bytes-like (the message says which
+        ``codec=`` stores it) or ``codec`` cannot encode it; the message names the
+        partition, the item's position in it and its type or field. Nothing is
+        committed.
     CommitConflictError
         If another writer committed to ``urlpath`` between this call and the
         commit; nothing of this write is committed.
@@ -200,7 +213,7 @@ def to_split_bins(
         raise TypeError(f"bag must be a dask.bag.Bag, not {type(bag).__name__}")
     mode = resolve_mode(mode, "x", append=append, overwrite=overwrite)
     check_int(part_max_bytes, "part_max_bytes", minimum=1)
-    codec = check_compression(compression, compression_level)
+    compress = check_compression(compression, compression_level)
     nparts = bag.npartitions
     if nparts == 0 and mode != "a":
         raise ValueError("the bag has no partitions; a new dataset needs at least one bin")
@@ -214,6 +227,7 @@ def to_split_bins(
             f"{exc}: pass mode='a' (append=True) to add this bag's records to it, or "
             "mode='w' (overwrite=True) to replace it"
         ) from None
+    encoder = resolve_codec(codec, target.base, store.urlpath)
     # Appending keeps the dataset's bins; a new dataset gets one per partition.
     bins = TaskBins.plan(target, nparts)
     if bins.num_bins == 0:
@@ -227,7 +241,7 @@ def to_split_bins(
     # A fresh tag per call: it names this write's tasks and starts its part names.
     tag = new_tag()
     name = f"to-split-bins-{tokenize(bag.name, target.store.urlpath, mode, tag)}"
-    write = _WritePartition(target.store, tag, part_max_bytes, codec)
+    write = PartitionWriter(target.store, tag, part_max_bytes, compress, encoder)
     layer: dict[Any, Any] = {
         (name, p): (write, (bag.name, p), p, bins.bin_of(p)) for p in range(nparts)
     }
@@ -236,47 +250,11 @@ def to_split_bins(
     written: Any = db.Bag(graph, name, nparts)
     # Bag optimisation fuses each write with the tasks producing its partition.
     parts = written.to_delayed(optimize_graph=True)
-    commit = _Commit(target, bins, tag, meta)
+    commit = CommitTask(target, bins, tag, meta, encoder.name)
     out: Any = delayed(commit)(parts, dask_key_name=f"{name}-commit")
     if not compute:
         return cast(Delayed, out)
     return cast(CommitInfo, out.compute(**(compute_kwargs or {})))
-
-
-@dataclass(frozen=True)
-class _WritePartition:
-    """Task: one partition's records -> new, uncommitted parts of its bin."""
-
-    store: Store
-    tag: str
-    part_max_bytes: int
-    compression: Compression | None = None
-
-    def __call__(self, records: Iterable[Any], partition: int, bin_index: int) -> list[PartInfo]:
-        return write_bin_part(
-            self.store,
-            bin_index,
-            records,
-            where=f"partition {partition}",
-            part_max_bytes=self.part_max_bytes,
-            tag=self.tag,
-            compression=self.compression,
-        )
-
-
-@dataclass(frozen=True)
-class _Commit:
-    """Task: name the parts every partition returned in a new manifest."""
-
-    target: Transaction
-    bins: TaskBins
-    tag: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def __call__(self, results: Sequence[Sequence[PartInfo]]) -> CommitInfo:
-        # Partition p is task p: its records are the p-th run of the global order.
-        done = enumerate(results)
-        return commit_results(self.target, self.bins, done, tag=self.tag, metadata=self.metadata)
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -298,14 +276,19 @@ class _ReadBin:
     generation: int | None
     batch_size: int | None = None
     """Hand out :class:`~splitdask.RecordBatch` es of this many records, not records."""
+    decoder: Decoder = field(default_factory=lambda: Decoder(None))
+    """Turns stored records (batches) into what the Bag holds."""
 
     def __call__(self) -> Iterator[Any]:
+        dec = self.decoder
         with load_parts(self.store, self.parts, self.generation) as data:
             if self.batch_size is None:
-                yield from data.records(self.seed, self.bin_index)
+                cut = data.views if dec.decodes else data.records
+                yield from dec.iter(cut(self.seed, self.bin_index))
             else:
-                cut = data.batches(self.seed, self.bin_index, self.batch_size)
-                yield from rebatch(cut, self.batch_size, drop_last=False)
+                batches = data.batches(self.seed, self.bin_index, self.batch_size)
+                for batch in rebatch(batches, self.batch_size, drop_last=False):
+                    yield dec.batch(batch)
 
 
 def read_split_bins(
@@ -319,6 +302,9 @@ def read_split_bins(
     cache_dir: CacheDir = None,
     cache_bytes: int | str | None = None,
     version: int | str | None = None,
+    decode: bool = True,
+    allow_pickle: bool = False,
+    transform: Callable[[Any], Any] | None = None,
 ) -> db.Bag:
     """A Dask Bag of one or several datasets' records with one partition per bin.
 
@@ -358,17 +344,26 @@ def read_split_bins(
         The version to read (of each dataset): its number, or the tag a writer gave
         it (the newest version with that tag); default the newest. See
         :func:`splitdask.versions`.
+    decode, allow_pickle, transform
+        As for :class:`~splitdask.SplitDataLoader`: items are the records decoded
+        with each dataset's codec (dicts for ``"msgpack"``; ``decode=False``: the
+        stored bytes), pickle only with ``allow_pickle=True``, then passed through
+        ``transform`` (a picklable function: it runs on the workers). Batches
+        become columns (a dict of arrays for dicts), as ``read_batch`` gives them.
+        A Bag of flat dicts of scalars becomes a Dask DataFrame with
+        ``bag.to_dataframe()``.
 
     Returns
     -------
     dask.bag.Bag
         ``npartitions`` is the number of bins read; each partition is a list of
-        ``bytes`` (or of batches, with ``batch_size``). ``.compute()`` returns the
-        partitions concatenated: dataset by dataset (in ``urlpath``'s order), bin by
-        bin (in ``bins``' order), each bin's records in stored order (shuffled within
-        the bin with ``shuffle``). Task names are a token of the datasets' committed
-        identities (their manifests' uids) and of the arguments, so the same call on
-        the same datasets builds the same graph.
+        records (``bytes`` for a ``"bytes"`` dataset), or of batches with
+        ``batch_size``. ``.compute()`` returns the partitions concatenated: dataset
+        by dataset (in ``urlpath``'s order), bin by bin (in ``bins``' order), each
+        bin's records in stored order (shuffled within the bin with ``shuffle``).
+        Task names are a token of the datasets' committed identities (their
+        manifests' uids) and of the arguments, so the same call on the same
+        datasets builds the same graph.
 
     Raises
     ------
@@ -381,7 +376,9 @@ def read_split_bins(
         version and the oldest one kept.
     TypeError, IndexError, ValueError
         For a ``bins`` that is not a sequence of distinct in-range bin numbers, or a
-        ``version`` that is not a version number (>= 1) or tag, or not there yet.
+        ``version`` that is not a version number (>= 1) or tag, or not there yet;
+        for a dataset whose codec is not registered here, or pickle without
+        ``allow_pickle`` (``ValueError``, naming the fix).
 
     Notes
     -----
@@ -402,7 +399,8 @@ def read_split_bins(
         for u in expand_urls(urlpath, opts)
     ]
     snaps = [open_snapshot(store, wanted) for store in stores]
-    return snapshot_bag(snaps, shuffle, seed, bins, batch_size)
+    decoders = [snapshot_decoder(snap, decode, allow_pickle, transform) for snap in snaps]
+    return snapshot_bag(snaps, shuffle, seed, bins, batch_size, decoders)
 
 
 def snapshot_bag(
@@ -411,19 +409,28 @@ def snapshot_bag(
     seed: int | None,
     bins: Sequence[int] | None,
     batch_size: int | None = None,
+    decoders: Decoder | Sequence[Decoder] | None = None,
 ) -> db.Bag:
-    """A Bag of the bins of snapshots, one after another (``read_split_bins``, ``to_bag``)."""
+    """A Bag of the bins of snapshots, one after another (``read_split_bins``,
+    ``to_bag``), each snapshot's records handed out by its decoder (``None``: as
+    stored; one decoder serves every snapshot)."""
     snaps = [snapshots] if isinstance(snapshots, Snapshot) else list(snapshots)
+    if decoders is None or isinstance(decoders, Decoder):
+        decs = [decoders or Decoder(None)] * len(snaps)
+    else:
+        decs = list(decoders)
     s = resolve_seed(seed) if shuffle else None
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", minimum=1)
     tasks, keys = [], []
-    for snap in snaps:
+    for snap, dec in zip(snaps, decs, strict=True):
         selected = _select(bins, snap)
         tasks += [
-            _ReadBin(snap.store, b, snap.bin(b), s, snap.generation, batch_size) for b in selected
+            _ReadBin(snap.store, b, snap.bin(b), s, snap.generation, batch_size, dec)
+            for b in selected
         ]
-        keys.append((snap.identity, selected))
+        how = (getattr(dec.codec, "name", None), dec.transform)
+        keys.append((snap.identity, selected, how))
     name = f"read-split-bins-{tokenize(keys, s, batch_size)}"
     graph: dict[Any, Any] = {(name, k): (reify, (task,)) for k, task in enumerate(tasks)}
     return db.Bag(graph, name, len(tasks))

@@ -1,10 +1,11 @@
 """Ray Data: :func:`read_split_bins_ray` reads a dataset, :func:`to_split_bins_ray` writes one.
 
-Reading, a ``ray.data.Datasource`` turns one version of the dataset into read tasks
+Reading, :class:`SplitBinsDatasource` turns one version of the dataset into read tasks
 of whole bins (one block per bin): it pickles as the location and that version, and
 each task carries its bins' parts, so every task reads that version whatever was
 committed since. Bins are shuffled by the same code as
-``iterate_binwise`` and the Dask reader. Writing, a ``ray.data.Datasink``: every
+``iterate_binwise`` and the Dask reader. Writing, :class:`SplitBinsDatasink`
+(``splitdask._raysink``): every
 write task writes its records to new parts of one bin that nothing names yet, and
 ``on_write_complete``, on the driver, names the parts of the results Ray hands it in
 one manifest replacement, as ``to_split_bins`` does for Dask. A task that Ray runs
@@ -15,29 +16,24 @@ the commit count, so every row is stored exactly once. Ray is imported only here
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import ray.data
-from ray.data.block import Block, BlockAccessor, BlockMetadata
-from ray.data.datasource import Datasink, Datasource, ReadTask, WriteResult
+from ray.data.block import BlockAccessor, BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
 
 from splitdask._dataset._order import bin_order, resolve_seed
 from splitdask._dataset._snapshot import Snapshot, open_snapshot
-from splitdask._format import PartInfo
-from splitdask._format._compression import Compression, check_compression
+from splitdask._raysink import SplitBinsDatasink, check_column
 from splitdask._read._arrowbins import RECORD, ReadBins, arrow_schema
+from splitdask._read._engine import snapshot_decoder
 from splitdask._store import CacheDir, UrlPath, open_store
 from splitdask._util._validate import check_int, check_version
-from splitdask._write._binwrite import write_bin_part
 from splitdask._write._changes import Mode
-from splitdask._write._cleanup import new_tag
-from splitdask._write._commit import DEFAULT_RETENTION, CommitInfo, Transaction
+from splitdask._write._commit import DEFAULT_RETENTION, CommitInfo
 from splitdask._write._options import resolve_mode, resolve_retries
-from splitdask._write._parallel import TaskBins, commit_results
 
 __all__ = ["SplitBinsDatasink", "SplitBinsDatasource", "read_split_bins_ray", "to_split_bins_ray"]
 
@@ -57,6 +53,8 @@ def read_split_bins_ray(
     cache_dir: CacheDir = None,
     cache_bytes: int | str | None = None,
     version: int | str | None = None,
+    decode: bool = True,
+    allow_pickle: bool = False,
 ) -> ray.data.Dataset:
     """A Ray Dataset of a dataset's records, one read task per bin.
 
@@ -90,14 +88,20 @@ def read_split_bins_ray(
     version
         The version to read: its number, or the tag a writer gave it (the newest
         version with that tag); default the newest. See :func:`splitdask.versions`.
+    decode, allow_pickle
+        As for :class:`~splitdask.SplitDataLoader`: a dataset written with a codec
+        gives decoded rows, one column per field of its dict records (a fixed-shape
+        array field is a tensor column), or an ``"item"`` column for records that
+        are not dicts. ``decode=False`` (or a ``"bytes"`` dataset): ``"record"``.
 
     Returns
     -------
     ray.data.Dataset
-        Rows ``{"record": bytes}`` (plus ``"index"``), read lazily from the version
-        this call opened: records committed later are not in it, and appends,
-        overwrites and compactions committed before it is read change nothing it
-        reads, for as long as the writers' retention keeps that version.
+        Rows ``{"record": bytes}`` or decoded (above), plus ``"index"``, read
+        lazily from the version this call opened: records committed later are not
+        in it, and appends, overwrites and compactions committed before it is read
+        change nothing it reads, for as long as the writers' retention keeps that
+        version.
 
     Raises
     ------
@@ -119,6 +123,8 @@ def read_split_bins_ray(
         cache_dir=cache_dir,
         cache_bytes=cache_bytes,
         version=version,
+        decode=decode,
+        allow_pickle=allow_pickle,
     )
     return ray.data.read_datasource(
         source,
@@ -152,6 +158,8 @@ class SplitBinsDatasource(Datasource):  # type: ignore[misc]
         cache_dir: CacheDir = None,
         cache_bytes: int | str | None = None,
         version: int | str | None = None,
+        decode: bool = True,
+        allow_pickle: bool = False,
     ) -> None:
         super().__init__()
         store = open_store(urlpath, storage_options, cache_dir=cache_dir, cache_bytes=cache_bytes)
@@ -160,6 +168,7 @@ class SplitBinsDatasource(Datasource):  # type: ignore[misc]
         self._store, self._version = snapshot.store, snapshot.version
         self.seed = resolve_seed(seed) if shuffle else None
         self.include_index = bool(include_index)
+        self.decoder = snapshot_decoder(snapshot, decode, allow_pickle)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -192,16 +201,23 @@ class SplitBinsDatasource(Datasource):  # type: ignore[misc]
         bins = bin_order(self.seed, n) if self.seed is not None else list(range(n))
         groups = _split(bins, max(1, min(parallelism, n)))
         order = snap.locator.order if self.include_index else None
-        schema = arrow_schema(self.include_index)
+        schema = arrow_schema(self.include_index) if self.decoder.plain else None
         tasks = []
         for group in groups:
             parts = tuple(snap.bin(b) for b in group)
             rows = sum(p.count for ps in parts for p in ps)
             size = sum(p.payload for ps in parts for p in ps) + (8 * rows if order else 0)
-            read = ReadBins(snap.store, tuple(group), parts, self.seed, snap.generation, order)
+            read = _ReadBins(
+                snap.store, tuple(group), parts, self.seed, snap.generation, order, self.decoder
+            )
             meta = BlockMetadata(num_rows=rows, size_bytes=size, input_files=None, exec_stats=None)
             tasks.append(ReadTask(read, meta, schema, per_task_row_limit))
         return tasks
+
+
+class _ReadBins(ReadBins):
+    def columns_block(self, columns: dict[str, Any]) -> Any:
+        return BlockAccessor.batch_to_block(columns)  # tensor columns for (n, ...) arrays
 
 
 def _split(items: list[int], k: int) -> list[list[int]]:
@@ -223,7 +239,7 @@ def to_split_bins_ray(
     urlpath: UrlPath,
     storage_options: Mapping[str, Any] | None = None,
     *,
-    column: str = RECORD,
+    column: str | None = None,
     mode: Mode | None = None,
     append: bool = False,
     overwrite: bool = False,
@@ -237,19 +253,24 @@ def to_split_bins_ray(
     ray_remote_args: Mapping[str, Any] | None = None,
     compression: str | None = None,
     compression_level: int | None = None,
+    codec: str | None = None,
 ) -> CommitInfo:
-    """Write one column of a Ray Dataset as a splitdask dataset, in one commit.
+    """Write a Ray Dataset (one binary column, or whole rows) as a splitdask dataset,
+    in one commit.
 
     Parameters
     ----------
     dataset
-        A ``ray.data.Dataset`` with a binary ``column`` (bytes values, no nulls).
+        A ``ray.data.Dataset`` with a binary ``column`` (bytes values, no nulls),
+        or any rows with a ``codec``.
     urlpath
         Dataset root: local path or fsspec URL, reachable from every Ray worker.
     storage_options
         Passed to fsspec, on the driver and in the write tasks.
     column
-        The column holding the records; other columns are ignored.
+        The column holding the records; other columns are ignored. Default
+        ``"record"``, or with a codec other than ``"bytes"`` every row whole, as
+        a dict of its columns (tensor columns as arrays).
     mode
         As for :func:`~splitdask.to_split_bins`: ``"x"`` (default) creates the
         dataset, and a dataset at ``urlpath`` raises ``FileExistsError`` here;
@@ -275,6 +296,10 @@ def to_split_bins_ray(
         Passed to ``Dataset.write_datasink``.
     compression, compression_level
         As for :class:`~splitdask.SplitWriter` (a dictionary trained per task).
+    codec
+        How records are stored, as for :func:`~splitdask.write_split_data`
+        (``"msgpack"`` for rows); ``None``: the dataset's (``"bytes"`` for a new
+        one). Each write task encodes its rows.
 
     Returns
     -------
@@ -287,7 +312,9 @@ def to_split_bins_ray(
         As above, before any task runs.
     KeyError, TypeError
         In the write tasks (Ray re-raises them here), if ``column`` is missing or
-        is not binary or holds nulls. Nothing is committed.
+        is not binary or holds nulls (with ``"bytes"``), or a value the codec
+        cannot encode (naming the task, the record and the field). Nothing is
+        committed.
 
     Notes
     -----
@@ -298,17 +325,7 @@ def to_split_bins_ray(
     """
     if not isinstance(dataset, ray.data.Dataset):
         raise TypeError(f"dataset must be a ray.data.Dataset, not {type(dataset).__name__}")
-    if not isinstance(column, str):
-        raise TypeError(f"column must be a column name (str), not {type(column).__name__}")
     mode = resolve_mode(mode, "x", append=append, overwrite=overwrite)
-    retries = resolve_retries(retries, commit_retries)
-    # A schema Ray knows without running anything (a read's, a materialised dataset's)
-    # is checked now; otherwise each write task checks its blocks.
-    schema = dataset.schema(fetch_if_missing=False)
-    base = schema.base_schema if schema is not None else None
-    if isinstance(base, pa.Schema):
-        kind = base.field(column).type if column in base.names else None
-        _check_column(base.names, kind, column, "")
     sink = SplitBinsDatasink(
         urlpath,
         storage_options,
@@ -318,126 +335,20 @@ def to_split_bins_ray(
         num_bins=num_bins,
         part_max_bytes=part_max_bytes,
         retention=retention,
-        retries=retries,
+        retries=resolve_retries(retries, commit_retries),
         compression=compression,
         compression_level=compression_level,
+        codec=codec,
     )
+    # A schema Ray knows without running anything (a read's, a materialised dataset's)
+    # is checked now; otherwise each write task checks its blocks.
+    schema = dataset.schema(fetch_if_missing=False)
+    base = schema.base_schema if schema is not None else None
+    if sink.plain and isinstance(base, pa.Schema):
+        name = sink.column or RECORD
+        check_column(base.names, base.field(name).type if name in base.names else None, name, "")
     dataset.write_datasink(
         sink, concurrency=concurrency, ray_remote_args=dict(ray_remote_args or {})
     )
     assert sink.info is not None  # write_datasink raises unless on_write_complete ran
     return sink.info
-
-
-@dataclass(frozen=True)
-class _TaskParts:
-    """What one write task hands to the commit."""
-
-    task: int
-    parts: tuple[PartInfo, ...]
-
-
-class SplitBinsDatasink(Datasink[_TaskParts]):  # type: ignore[misc]
-    """Write tasks make uncommitted parts; the driver commits them all at once.
-
-    ``dataset.write_datasink(sink := SplitBinsDatasink(url, mode="a"))`` is
-    :func:`to_split_bins_ray` (the same arguments, which see; ``mode`` defaults to
-    ``"x"``), except that a column that is missing or not binary is found by the
-    write tasks, not before. The write begins here (``FileExistsError`` here for
-    ``mode="x"`` on an existing dataset); :attr:`info` is the ``CommitInfo`` once
-    ``write_datasink`` returns.
-    """
-
-    def __init__(
-        self,
-        urlpath: UrlPath,
-        storage_options: Mapping[str, Any] | None = None,
-        *,
-        column: str = RECORD,
-        mode: Mode | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        num_bins: int | None = None,
-        part_max_bytes: int = 256 << 20,
-        retention: float = DEFAULT_RETENTION,
-        retries: int | None = None,
-        compression: str | None = None,
-        compression_level: int | None = None,
-    ) -> None:
-        if not isinstance(column, str):
-            raise TypeError(f"column must be a column name (str), not {type(column).__name__}")
-        check_int(part_max_bytes, "part_max_bytes", minimum=1)
-        self.compression: Compression | None = check_compression(compression, compression_level)
-        if num_bins is not None:
-            check_int(num_bins, "num_bins", minimum=1)
-        self.target = Transaction.begin(
-            open_store(urlpath, storage_options),
-            resolve_mode(mode, "x"),
-            retention=retention,
-            retries=resolve_retries(retries, None),
-        )
-        self.column = column
-        self.part_max_bytes = part_max_bytes
-        self.metadata = dict(metadata or {})
-        self.tag = new_tag()
-        # Appending keeps the dataset's bins; else num_bins, or one bin per task.
-        self.bins = TaskBins.plan(self.target, num_bins)
-        self.info: CommitInfo | None = None
-
-    def get_name(self) -> str:
-        return "SplitBins"
-
-    def write(self, blocks: Iterable[Block], ctx: Any) -> _TaskParts:
-        task = int(ctx.task_idx)
-        records = _column_records(blocks, self.column, task)
-        parts = write_bin_part(
-            self.target.store,
-            self.bins.bin_of(task),
-            records,
-            part_max_bytes=self.part_max_bytes,
-            tag=self.tag,
-            compression=self.compression,
-        )
-        return _TaskParts(task, tuple(parts))
-
-    def on_write_complete(self, write_result: WriteResult[_TaskParts]) -> None:
-        results = write_result.write_returns
-        if self.bins.num_bins is None and not results:
-            raise ValueError("the dataset has no blocks; a new dataset needs at least one bin")
-        done = [(r.task, r.parts) for r in results]
-        self.info = commit_results(
-            self.target, self.bins, done, tag=self.tag, metadata=self.metadata
-        )
-
-    def on_write_failed(self, error: Exception) -> None:
-        # Whatever failed (a task, or the commit), the manifest is what decides: parts
-        # of this write that it names stay, all others found under bins/ go.
-        self.target.discard(self.tag)
-
-
-def _column_records(blocks: Iterable[Block], column: str, task: int) -> Iterator[bytes]:
-    """The ``column`` values of a write task's blocks, as bytes, checked per block."""
-    for block in blocks:
-        table = BlockAccessor.for_block(block).to_arrow()
-        kind = table.schema.field(column).type if column in table.column_names else None
-        _check_column(table.column_names, kind, column, f"write task {task}: ")
-        values = table.column(column)
-        if values.null_count:
-            first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-            raise TypeError(
-                f"write task {task}: column {column!r} holds {values.null_count} nulls "
-                f"(the first at row {first} of a block); records must be bytes"
-            )
-        yield from values.to_pylist()
-
-
-def _check_column(names: list[str], kind: pa.DataType | None, column: str, where: str) -> None:
-    if kind is None:
-        raise ValueError(
-            f"{where}the dataset has no column {column!r} (its columns: "
-            f"{', '.join(map(repr, names))}); pass column= to name the one holding the records"
-        )
-    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
-        raise TypeError(
-            f"{where}column {column!r} is of type {kind}; expected binary (bytes values): "
-            "encode the records to bytes first"
-        )

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import numpy as np
 import torch.distributed as dist
 import torch.utils.data as tud
 from torch.utils.data._utils.fetch import _IterableDatasetFetcher
 
 from splitdask._dataset._snapshot import Snapshot, read_manifest
 from splitdask._dataset._versions import list_log
+from splitdask._read._decode import Decoder
+from splitdask._read._engine import snapshot_decoder
 from splitdask._read._epochs import EpochClock, KeyReader, resume_point
 from splitdask._read._handout import (
     WORKER_STATE_VERSION,
@@ -37,6 +38,7 @@ from splitdask._read._handout import (
 )
 from splitdask._read._pinned import Pinned, identity_key
 from splitdask._store import CacheDir, UrlPath
+from splitdask._torchmap import SplitMapDataset, codec_state
 from splitdask._util._validate import check_int
 from splitdask.errors import ResumeStateError
 from splitdask.plan import EpochOrder, RankPlan, default_window, epoch_seed, normalise_shuffle
@@ -54,71 +56,6 @@ _PICKLED = (  # what a SplitIterableDataset pickles besides its location
 )
 Resume = tuple[int, Spans, WorkerShare | None]
 _FETCH = _IterableDatasetFetcher.fetch.__code__  # where a DataLoader asks for a batch
-
-
-class SplitMapDataset(Pinned, tud.Dataset[Any]):
-    """Random access for a ``DataLoader`` with a sampler (e.g. ``DistributedSampler``).
-
-    Parameters
-    ----------
-    urlpath, storage_options
-        The dataset's location.
-    transform
-        Called on each record (``bytes``) in the worker.
-    cache_dir, cache_bytes
-        A local part cache shared by the workers (see :class:`splitdask.SplitDataLoader`):
-        parts already in it are read locally; random reads do not fill it.
-    version
-        The dataset version to read (its number or tag, as for
-        :class:`splitdask.SplitDataLoader`); default the newest.
-
-    Raises
-    ------
-    SnapshotExpiredError
-        If ``version`` (or, in a worker, the version the main process opened) was
-        removed by ``gc``; the error names it and the oldest version kept.
-
-    Notes
-    -----
-    ``__getitems__`` serves a whole batch with one batched read: one request per
-    part touched on remote stores. The dataset pickles as its location and version:
-    forked and spawned workers read the version the main process opened.
-    """
-
-    def __init__(
-        self,
-        urlpath: UrlPath,
-        storage_options: Mapping[str, Any] | None = None,
-        *,
-        transform: Callable[[Any], Any] | None = None,
-        cache_dir: CacheDir = None,
-        cache_bytes: int | str | None = None,
-        version: int | str | None = None,
-    ) -> None:
-        super().__init__(urlpath, storage_options, cache_dir, cache_bytes, version)
-        self.transform = transform
-        self._len = self.snapshot.num_records
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __getitem__(self, index: int) -> Any:
-        return self.__getitems__([index])[0]
-
-    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-        idx = np.asarray(indices, dtype=np.int64)
-        bad = (idx < 0) | (idx >= self._len)
-        if bad.any():
-            raise IndexError(f"index {int(idx[bad][0])} is out of range for {self._len} records")
-        recs = self.reader.records(idx)
-        return recs if self.transform is None else [self.transform(r) for r in recs]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self._location(), "transform": self.transform, "len": self._len}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._open_location(state)
-        self.transform, self._len = state["transform"], state["len"]
 
 
 class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
@@ -147,7 +84,8 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
     rank, world_size
         Default to ``torch.distributed``'s when it is initialised, else 0 and 1.
     transform
-        Called on each record (``bytes``) in the worker.
+        Called on each record, once decoded, in the worker (picklable, for spawned
+        workers: a module-level function).
     cache_dir, cache_bytes
         A local part cache shared by every worker and rank on the machine (see
         :class:`splitdask.SplitDataLoader`): the second epoch reads from local disk.
@@ -164,6 +102,9 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         an epoch join at the next one. Either way an epoch's version is fixed once
         (when it starts, or when its length, state or :attr:`version` is first asked
         for), every worker of the pass reads it, and :meth:`state_dict` records it.
+    decode, allow_pickle
+        As for :class:`SplitMapDataset`: records are decoded with the dataset's
+        codec (the default collate makes a dict of arrays a dict of tensors).
 
     Raises
     ------
@@ -189,16 +130,18 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         cache_bytes: int | str | None = None,
         version: int | str | None = None,
         follow: bool = False,
+        decode: bool = True,
+        allow_pickle: bool = False,
     ) -> None:
         super().__init__(urlpath, storage_options, cache_dir, cache_bytes, version)
+        self._codec = snapshot_decoder(self.snapshot, decode, allow_pickle).codec
         if not isinstance(follow, bool):
             raise TypeError(f"follow must be True or False, not {follow!r}")
         self.follow = follow
         self.shuffle = normalise_shuffle(shuffle)
         self.seed = check_int(seed, "seed", minimum=0, error=TypeError)
         snap = self.snapshot
-        self._counts = snap.bin_counts()
-        self._counts_version = snap.version
+        self._counts, self._counts_version = snap.bin_counts(), snap.version
         # Samples read per step: about 1 MiB of records, so big records stay few.
         self._chunk = int(min(4096, max(1, (1 << 20) * snap.num_records // max(1, snap.nbytes))))
         if window is None:
@@ -216,9 +159,8 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
             rank = dist.get_rank() if distributed else 0
         self.rank = check_int(rank, "rank", minimum=0, maximum=self.world_size - 1)
         self.transform = transform
-        self._clock = EpochClock()
+        self._clock, self._iters = EpochClock(), 0
         self._resume: Resume | None = None
-        self._iters = 0
         self._handout: Handout | None = None  # this process's pass (never pickled)
 
     # -- versions ---------------------------------------------------------------------
@@ -301,7 +243,8 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
         if share is not None:
             share.check(worker, workers, block)
         self._handout = handout = Handout(epoch, version, plan.remaining, worker, workers, block)
-        reader, transform = KeyReader(self.reader, self.shuffle != "global"), self.transform
+        reader = KeyReader(self.reader, whole_parts=self.shuffle != "global")
+        values = Decoder(self._codec, self.transform).many
         shared = None
         if workers > 1 and not self._no_cache:
             window = self.window if self.shuffle == "window" else 1
@@ -311,8 +254,7 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
             if share is not None:
                 samples, handout.done = skip_samples(samples, share.seen), share.seen
             for recs in reader.read_chunks(map(plan.keys, samples)):
-                given = handout.hand_out(recs)  # counts what the caller has taken
-                yield from (given if transform is None else map(transform, given))
+                yield from handout.hand_out(values(recs))  # counts what the caller took
         finally:
             reader.close()
             if shared is not None:
@@ -407,10 +349,11 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
     # -- pickling ---------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self._location(), **{k: self.__dict__[k] for k in _PICKLED}}
+        return {**self._location(), **{k: self.__dict__[k] for k in _PICKLED}, **codec_state(self)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._open_location(state)
+        self._codec = state.pop("codec", None)
         for key in ("urlpath", "storage_options", "identity", "version"):
             state.pop(key, None)
         self.__dict__.update(state)

@@ -83,6 +83,8 @@ class _Layout:
         if not (rows[:, where] == tmpl[where]).all():
             return False
         for _, kind, a, _, _ in self.fields:
+            if kind not in (_FIXINT, _BOOL):
+                continue  # (an empty str or bin last in a record has no byte at a)
             col = rows[:, a]
             if kind == _FIXINT and not ((col < 0x80) | (col >= 0xE0)).all():
                 return False

@@ -13,6 +13,11 @@ Kinds (``"auto"`` picks one in this order):
   one record per member, or with ``group_by_key`` one per sample;
 - ``"lines"``: a text or JSON Lines file, one record per line without its line ending;
   ``.gz`` and ``.zst`` are decompressed.
+
+With ``structured`` (a codec that stores values, not bytes), records keep their
+structure (``_samples``): a sample is a dict of its fields, a file with
+``keep_names`` a dict of its name and data, a line its JSON value, and a dataset's
+records are decoded; otherwise every record is bytes as before.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import io
 import posixpath
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
 from fsspec.core import url_to_fs
@@ -30,6 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from splitdask._dataset._legacy import INDEX_NAME
 from splitdask._format import MANIFEST_NAME
+from splitdask._transfer._samples import class_names, file_record, json_lines, sample_record
 
 __all__ = ["SOURCE_KINDS", "Source", "open_source", "pack_sample"]
 
@@ -45,8 +51,12 @@ class Source:
 
     kind: str
     total: int | None
-    records: Iterator[bytes]
+    records: Iterator[Any]
     paths: tuple[str, ...] = ()
+    codec: str = "bytes"
+    """The codec the records suit: a dataset's own when it is decoded."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """For the manifest: ``{"classes": [...]}`` with ``labels``."""
 
 
 def open_source(
@@ -55,15 +65,24 @@ def open_source(
     *,
     group_by_key: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    structured: bool | None = None,
+    keep_names: bool = False,
+    labels: bool = False,
 ) -> Source:
     """The records of ``src`` (a local path or fsspec URL; a glob for tar shards).
+
+    ``structured``: records are values for a codec (see the module's docstring);
+    ``None``: bytes, except a dataset's records, decoded with its codec (which
+    :attr:`Source.codec` names). ``keep_names`` and ``labels`` (files only) need it.
 
     Raises
     ------
     FileNotFoundError
         If ``src`` names nothing (or a glob matches nothing).
     ValueError
-        If ``kind`` is unknown, or ``group_by_key`` is asked of a source that is not tar.
+        If ``kind`` is unknown, ``group_by_key`` is asked of a source that is not tar,
+        ``keep_names``/``labels`` of one that is not files or without ``structured``,
+        or ``labels`` of files that are not all in class folders.
     """
     if kind not in SOURCE_KINDS:
         raise ValueError(f"source kind must be one of {', '.join(SOURCE_KINDS)}, not {kind!r}")
@@ -72,23 +91,46 @@ def open_source(
         kind = _detect(fs, root, str(src))  # type: ignore[assignment]
     if group_by_key and kind != "tar":
         raise ValueError(f"--group-by-key groups the members of tar shards; {src} is {kind}")
+    if (keep_names or labels) and (kind != "files" or not structured):
+        flag = "--labels" if labels else "--keep-names"
+        raise ValueError(
+            f"{flag} makes a record of each file of a folder ({src} is {kind}) as a dict: "
+            "it needs a codec that stores dicts (--codec msgpack, the default with it)"
+        )
     if kind == "splitdask":
         from splitdask._read._loader import Loader
 
-        loader = Loader(str(src), storage_options)
-        return Source(kind, len(loader), iter(loader))
+        loader = Loader(str(src), storage_options, decode=structured is not False)
+        codec = loader.codec if structured is not False else "bytes"
+        return Source(kind, len(loader), iter(loader), codec=codec)
     if kind == "files":
         paths = sorted(p for p in fs.find(root) if not posixpath.basename(p).startswith("."))
+        if keep_names or labels:
+            return _named_files(fs, root, paths, labels)
         return Source(kind, len(paths), (fs.cat_file(p) for p in paths), tuple(paths))
     if kind == "tar":
         shards = sorted(fs.glob(root)) if _has_magic(root) else [root]
         if not shards:
             raise FileNotFoundError(f"no tar shards match {src}")
-        read = _tar_samples if group_by_key else _tar_members
+        read: Callable[[IO[bytes]], Iterator[Any]] = _tar_members
+        if group_by_key:
+            read = _tar_dicts if structured else _tar_samples
         return Source(kind, None, _chain(fs, shards, read), tuple(shards))
     if not fs.exists(root) or fs.isdir(root):  # (a FIFO is fine: not isfile, but readable)
         raise FileNotFoundError(f"{src}: no such file")
-    return Source(kind, None, _chain(fs, [root], _lines), (root,))
+    lines = _chain(fs, [root], _lines)
+    return Source(kind, None, json_lines(lines, str(src)) if structured else lines, (root,))
+
+
+def _named_files(fs: Any, root: str, paths: list[str], labels: bool) -> Source:
+    """Files as ``{"name", "data"}`` dicts (and ``label``, ``class`` with ``labels``)."""
+    base = root.rstrip("/") + "/"
+    rels = [p[len(base) :] if p.startswith(base) else posixpath.basename(p) for p in paths]
+    classes = class_names(rels, root) if labels else None
+    index = None if classes is None else {c: i for i, c in enumerate(classes)}
+    records = (file_record(r, fs.cat_file(p), index) for r, p in zip(rels, paths, strict=True))
+    meta = {} if classes is None else {"classes": classes}
+    return Source("files", len(paths), records, tuple(paths), metadata=meta)
 
 
 def _has_magic(path: str) -> bool:
@@ -108,9 +150,7 @@ def _detect(fs: Any, root: str, src: str) -> str:
     return "lines"
 
 
-def _chain(
-    fs: Any, paths: list[str], read: Callable[[IO[bytes]], Iterator[bytes]]
-) -> Iterator[bytes]:
+def _chain(fs: Any, paths: list[str], read: Callable[[IO[bytes]], Iterator[Any]]) -> Iterator[Any]:
     for path in paths:
         # A local file (or FIFO) through the OS: lines arrive as soon as they are written.
         opener = open if isinstance(fs, LocalFileSystem) else fs.open
@@ -157,8 +197,24 @@ def _tar_members(f: IO[bytes]) -> Iterator[bytes]:
 
 
 def _tar_samples(f: IO[bytes]) -> Iterator[bytes]:
-    """WebDataset samples: consecutive members sharing a key (the path up to the first
-    dot of the file name) become one record, packed by :func:`pack_sample`."""
+    """WebDataset samples, each packed as a small tar by :func:`pack_sample` (for a
+    ``"bytes"`` dataset)."""
+    for _, members in _tar_grouped(f):
+        yield pack_sample(members)
+
+
+def _tar_dicts(f: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """WebDataset samples as dicts (:func:`~splitdask._transfer._samples.sample_record`):
+    one field per member, named by its extension (what follows the key)."""
+    where = getattr(f, "name", "a tar shard")
+    for key, members in _tar_grouped(f):
+        fields = [(name[len(key) + 1 :], data) for name, data in members]
+        yield sample_record(key, fields, str(where))
+
+
+def _tar_grouped(f: IO[bytes]) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """WebDataset samples: runs of consecutive members sharing a key (the path up to
+    the first dot of the file name), as ``(key, [(member name, data), ...])``."""
     key: str | None = None
     sample: list[tuple[str, bytes]] = []
     with tarfile.open(fileobj=f, mode="r|") as tar:
@@ -168,12 +224,14 @@ def _tar_samples(f: IO[bytes]) -> Iterator[bytes]:
             folder, name = posixpath.split(member.name)
             k = posixpath.join(folder, name.split(".", 1)[0])
             if k != key and sample:
-                yield pack_sample(sample)
+                assert key is not None
+                yield key, sample
                 sample = []
             key = k
             sample.append((member.name, _read_member(tar, member)))
     if sample:
-        yield pack_sample(sample)
+        assert key is not None
+        yield key, sample
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:

@@ -22,10 +22,10 @@ from splitdask.cli._common import (
 )
 
 
-def _open(url: str, options: tuple[str, ...]) -> Any:
+def _open(url: str, options: tuple[str, ...], decode: bool = True) -> Any:
     from splitdask import SplitDataLoader
 
-    return SplitDataLoader(url, storage_options(options))
+    return SplitDataLoader(url, storage_options(options), decode=decode)
 
 
 @cli.command()
@@ -112,6 +112,18 @@ def _output_options(f: Any) -> Any:
     )(f)
 
 
+def _shown(loader: Any, records: Iterable[Any], mode: str) -> tuple[Iterable[Any], str]:
+    """What ``head``/``cat``/``sample`` print: the records as stored (a ``"bytes"``
+    dataset, or ``--hex``, whose loader does not decode), else one JSON line per
+    decoded record (``_read._schema.to_json``: arrays as lists, bytes as
+    ``{"$base64": ...}``)."""
+    if loader.codec == "bytes" or mode == "hex":
+        return records, mode
+    from splitdask._read._schema import to_json
+
+    return (to_json(r).encode() for r in records), "text"  # ASCII: printed as is
+
+
 def _emit(records: Iterable[bytes], mode: str) -> None:
     out: BinaryIO = sys.stdout.buffer
     try:
@@ -151,9 +163,9 @@ def head(url: str, storage_option: tuple[str, ...], count: int, mode: str) -> No
       splitdask head data/train -n 3 --text
     """
     with reporting_errors():
-        loader = _open(url, storage_option)
+        loader = _open(url, storage_option, decode=mode != "hex")
         records = loader[: min(count, len(loader))]
-    _emit(records, mode)
+    _emit(*_shown(loader, records, mode))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})  # INDEX may be negative
@@ -169,11 +181,12 @@ def cat(url: str, indices: tuple[int, ...], storage_option: tuple[str, ...], mod
       splitdask cat data/train 0 17 -1 --hex
     """
     with reporting_errors():
+        loader = _open(url, storage_option, decode=mode != "hex")
         try:
-            records = _open(url, storage_option)[list(indices)]
+            records = loader[list(indices)]
         except IndexError as exc:
             fail(str(exc))
-    _emit(records, mode)
+    _emit(*_shown(loader, records, mode))
 
 
 @cli.command()
@@ -194,10 +207,10 @@ def sample(
     import numpy as np
 
     with reporting_errors():
-        loader = _open(url, storage_option)
+        loader = _open(url, storage_option, decode=mode != "hex")
         n = len(loader)
         if count > n:
             fail(f"cannot sample {count} records from a dataset of {n}")
         idx = np.random.default_rng(seed).choice(n, size=count, replace=False)
         records = loader[idx]
-    _emit(records, mode)
+    _emit(*_shown(loader, records, mode))

@@ -38,8 +38,30 @@ from splitdask.cli._common import (
 @click.option(
     "--group-by-key",
     is_flag=True,
-    help="Tar/WebDataset: one record per sample (members sharing a key), "
-    "packed as a small tar, instead of one per member.",
+    help="Tar/WebDataset: one record per sample (members sharing a key), a dict of "
+    "its fields by extension (with --codec bytes: packed as a small tar), "
+    "instead of one per member.",
+)
+@click.option(
+    "--codec",
+    default=None,
+    metavar="NAME",
+    help="How records are stored: bytes, json, msgpack, npy, pickle. Default: the "
+    "dataset's when appending, msgpack with --group-by-key/--keep-names/--labels, a "
+    "source dataset's own, else bytes. With a codec other than bytes, lines are "
+    "parsed as JSON.",
+)
+@click.option(
+    "--keep-names",
+    is_flag=True,
+    help="Folder: each file as {name, data} (name: its path under SRC).",
+)
+@click.option(
+    "--labels",
+    is_flag=True,
+    help="Folder of class folders SRC/<class>/<file>: each file as {name, data, label, "
+    "class}, label the index of its class in the sorted class names (kept in the "
+    "metadata as 'classes').",
 )
 @click.option("--shuffle", is_flag=True, help="Deal records over the bins in a random rotation.")
 @click.option("--seed", type=int, default=None, help="Seed for --shuffle.")
@@ -74,6 +96,9 @@ def import_(
     overwrite: bool,
     kind: str,
     group_by_key: bool,
+    codec: str | None,
+    keep_names: bool,
+    labels: bool,
     shuffle: bool,
     seed: int | None,
     compression: str,
@@ -95,6 +120,8 @@ def import_(
     Examples:
       splitdask import ./images data/train --bins 64
       splitdask import 'shards/train-*.tar' s3://bucket/train --bins 256 --group-by-key
+      splitdask import ./imagenet/train data/train --bins 64 --labels
+      splitdask import rows.jsonl data/rows --bins 8 --codec msgpack
       splitdask import more.jsonl.zst data/train --append
     """
     from splitdask import SplitWriter
@@ -108,7 +135,8 @@ def import_(
         raise click.UsageError("--append and --overwrite are mutually exclusive")
     options = storage_options(storage_option)
     with reporting_errors():
-        exists = read_manifest(open_store(url, options)) is not None
+        manifest = read_manifest(open_store(url, options))
+        exists = manifest is not None
         if exists and not (append or overwrite):
             fail(
                 f"a dataset already exists at {url}: pass --append to add to it or "
@@ -116,12 +144,27 @@ def import_(
             )
         if not exists and bins is None and not append:
             raise click.UsageError("--bins N is required to create a dataset")
+        if codec is None and manifest is not None and not overwrite:
+            codec = manifest.codec  # appending: the dataset's
+        if codec is None and (group_by_key or keep_names or labels):
+            codec = "msgpack"
         source = open_source(
             src,
             kind,  # type: ignore[arg-type]  # click.Choice checked it
             group_by_key=group_by_key,
             storage_options=storage_options(source_option),
+            structured=None if codec is None else codec != "bytes",
+            keep_names=keep_names,
+            labels=labels,
         )
+        codec = codec or source.codec
+        old = manifest.metadata.get("classes") if manifest is not None and not overwrite else None
+        new = source.metadata.get("classes")
+        if old is not None and new is not None and old != new:
+            fail(
+                f"{url} holds labels of classes {old}, {src} has classes {new}: labels "
+                "would not mean the same; import into a new dataset"
+            )
         mode: Mode = "w" if overwrite else "a"
         with (
             Progress(show_progress(progress), source.total, f"importing {source.kind}") as bar,
@@ -132,9 +175,10 @@ def import_(
                 shuffle=shuffle,
                 seed=seed,
                 storage_options=options,
-                metadata={"imported_from": src},
+                metadata={"imported_from": src, **source.metadata},
                 compression=None if compression == "none" else compression,
                 compression_level=compression_level,
+                codec=codec,
             ) as writer,
         ):
             writer.write_many(counted(source.records, bar) if bar.enabled else source.records)
