@@ -13,7 +13,7 @@ partition, on any worker, reads that one version whatever was committed since.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, overload
 
@@ -31,7 +31,7 @@ from splitdask._format._compression import check_compression
 from splitdask._read._batch import rebatch
 from splitdask._read._bins import load_parts
 from splitdask._read._decode import Decoder
-from splitdask._read._engine import snapshot_decoder
+from splitdask._read._engine import select_bins, snapshot_decoder
 from splitdask._store import CacheDir, Store, UrlPath, open_store
 from splitdask._store._glob import expand_urls
 from splitdask._util._validate import check_int, check_metadata, check_version
@@ -424,7 +424,7 @@ def snapshot_bag(
         batch_size = check_int(batch_size, "batch_size", minimum=1)
     tasks, keys = [], []
     for snap, dec in zip(snaps, decs, strict=True):
-        selected = _select(bins, snap)
+        selected = select_bins(bins, snap)
         tasks += [
             _ReadBin(snap.store, b, snap.bin(b), s, snap.generation, batch_size, dec)
             for b in selected
@@ -434,24 +434,3 @@ def snapshot_bag(
     name = f"read-split-bins-{tokenize(keys, s, batch_size)}"
     graph: dict[Any, Any] = {(name, k): (reify, (task,)) for k, task in enumerate(tasks)}
     return db.Bag(graph, name, len(tasks))
-
-
-def _select(bins: Sequence[int] | None, snap: Snapshot) -> list[int]:
-    num_bins = snap.num_bins
-    if bins is None:
-        return list(range(num_bins))
-    if isinstance(bins, str | bytes) or not isinstance(bins, Iterable):
-        raise TypeError(f"bins must be a sequence of bin numbers, not {type(bins).__name__}")
-    selected: list[int] = []
-    for b in bins:
-        b = check_int(b, "bin numbers", each=True)
-        if not 0 <= b < num_bins:
-            where = snap.store.urlpath
-            raise IndexError(f"bin {b} is out of range for a dataset of {num_bins} bins ({where})")
-        selected.append(int(b))
-    if len(set(selected)) != len(selected):
-        dup = next(b for b in selected if selected.count(b) > 1)
-        raise ValueError(f"bins lists bin {dup} more than once")
-    if not selected:
-        raise ValueError("bins is empty; select at least one bin")
-    return selected

@@ -4,7 +4,7 @@ before any task runs, and carried to the tasks (it pickles)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,8 +13,9 @@ import numpy.typing as npt
 from splitdask._dataset._snapshot import Snapshot
 from splitdask._format._codec import DEFAULT_CODEC, column
 from splitdask._read._decode import Decoder, open_decoder
+from splitdask._util._validate import check_int
 
-__all__ = ["ITEM", "snapshot_decoder", "value_columns"]
+__all__ = ["ITEM", "select_bins", "snapshot_decoder", "value_columns"]
 
 ITEM = "item"
 """The one column of records that are not dicts (Ray's name for such rows)."""
@@ -66,3 +67,26 @@ def value_columns(decoded: Any, n: int) -> dict[str, npt.NDArray[Any]]:
                 arr[i] = v
             out[str(name)] = arr
     return out
+
+
+def select_bins(bins: Sequence[int] | None, snap: Snapshot) -> list[int]:
+    """The bin numbers ``bins`` names (default: all of ``snap``'s), checked: a
+    sequence of distinct, in-range bin numbers, not empty."""
+    num_bins = snap.num_bins
+    if bins is None:
+        return list(range(num_bins))
+    if isinstance(bins, str | bytes) or not isinstance(bins, Iterable):
+        raise TypeError(f"bins must be a sequence of bin numbers, not {type(bins).__name__}")
+    selected: list[int] = []
+    for b in bins:
+        b = check_int(b, "bin numbers", each=True)
+        if not 0 <= b < num_bins:
+            where = snap.store.urlpath
+            raise IndexError(f"bin {b} is out of range for a dataset of {num_bins} bins ({where})")
+        selected.append(int(b))
+    if len(set(selected)) != len(selected):
+        dup = next(b for b in selected if selected.count(b) > 1)
+        raise ValueError(f"bins lists bin {dup} more than once")
+    if not selected:
+        raise ValueError("bins is empty; select at least one bin")
+    return selected
