@@ -11,7 +11,7 @@ import gzip
 from collections.abc import Iterable, Mapping
 from typing import IO, Any, Literal
 
-from fsspec.core import url_to_fs
+from splitdask._store._resolve import filesystem
 
 __all__ = ["EXPORT_FORMATS", "export_records", "infer_format", "tar_size"]
 
@@ -62,7 +62,7 @@ def export_records(
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {format!r}")
-    fs, root = url_to_fs(dest, **dict(storage_options or {}))
+    fs, root = filesystem(dest, dict(storage_options or {}))
     width = index_width(num_records)
     if format == "files":
         fs.makedirs(root, exist_ok=True)

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import posixpath
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from splitdask._dataset._legacy import INDEX_NAME
 from splitdask._format import MANIFEST_NAME
+from splitdask._store._resolve import filesystem
 
 __all__ = ["SOURCE_KINDS", "Source", "open_source", "pack_sample"]
 
@@ -41,12 +42,46 @@ _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 @dataclass(frozen=True)
 class Source:
     """What :func:`open_source` found: ``kind``, ``total`` records (``None`` if unknown
-    before reading) and ``records``, an iterator that opens the files as it goes."""
+    before reading) and ``records``, an iterator that opens the files as it goes.
+
+    When the record count is unknown but the files' sizes are (lines, tar shards),
+    ``nbytes`` is their total and ``position()`` how many of those bytes were read so
+    far: a progress bar's ETA.
+    """
 
     kind: str
     total: int | None
     records: Iterator[bytes]
     paths: tuple[str, ...] = ()
+    nbytes: int | None = None
+    position: Callable[[], int] | None = None
+
+
+class _Position:
+    """Bytes read so far of a sequence of files (their stored, maybe compressed, bytes)."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.current: Any = None
+
+    def __call__(self) -> int:
+        try:
+            return self.done + (self.current.tell() if self.current is not None else 0)
+        except (OSError, ValueError):  # closed, or not seekable (a FIFO)
+            return self.done
+
+
+def _sized(fs: Any, kind: str, paths: list[str], read: Any) -> Source:
+    """A source of files whose record count is unknown: with their total size, when
+    every one has a size (a FIFO has none), and the position in them."""
+    try:
+        sizes = [fs.size(p) for p in paths]
+    except OSError:
+        sizes = []
+    nbytes = sum(sizes) if sizes and None not in sizes else None
+    position = _Position()
+    records = _chain(fs, paths, read, position)
+    return Source(kind, None, records, tuple(paths), nbytes, position if nbytes else None)
 
 
 def open_source(
@@ -67,7 +102,7 @@ def open_source(
     """
     if kind not in SOURCE_KINDS:
         raise ValueError(f"source kind must be one of {', '.join(SOURCE_KINDS)}, not {kind!r}")
-    fs, root = url_to_fs(str(src), **dict(storage_options or {}))
+    fs, root = filesystem(str(src), dict(storage_options or {}))
     if kind == "auto":
         kind = _detect(fs, root, str(src))  # type: ignore[assignment]
     if group_by_key and kind != "tar":
@@ -85,10 +120,12 @@ def open_source(
         if not shards:
             raise FileNotFoundError(f"no tar shards match {src}")
         read = _tar_samples if group_by_key else _tar_members
-        return Source(kind, None, _chain(fs, shards, read), tuple(shards))
+        return _sized(fs, kind, shards, read)
     if not fs.exists(root) or fs.isdir(root):  # (a FIFO is fine: not isfile, but readable)
         raise FileNotFoundError(f"{src}: no such file")
-    return Source(kind, None, _chain(fs, [root], _lines), (root,))
+    if not isinstance(fs, LocalFileSystem) or os.path.isfile(root):
+        return _sized(fs, kind, [root], _lines)
+    return Source(kind, None, _chain(fs, [root], _lines), (root,))  # a FIFO: no size
 
 
 def _has_magic(path: str) -> bool:
@@ -109,25 +146,29 @@ def _detect(fs: Any, root: str, src: str) -> str:
 
 
 def _chain(
-    fs: Any, paths: list[str], read: Callable[[IO[bytes]], Iterator[bytes]]
+    fs: Any,
+    paths: list[str],
+    read: Callable[[IO[bytes]], Iterator[bytes]],
+    position: _Position | None = None,
 ) -> Iterator[bytes]:
     for path in paths:
         # A local file (or FIFO) through the OS: lines arrive as soon as they are written.
         opener = open if isinstance(fs, LocalFileSystem) else fs.open
         with opener(path, "rb") as raw, _decompressed(raw, path) as f:
+            if position is not None:
+                position.current = raw
             yield from read(f)
+            if position is not None:
+                position.done += raw.tell()
+                position.current = None
 
 
 def _decompressed(raw: IO[bytes], path: str) -> Any:
     if path.endswith((".gz", ".tgz")):
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if path.endswith(".zst"):
-        try:
-            import zstandard
-        except ImportError:
-            raise ImportError(
-                f"{path}: reading .zst needs the zstandard package (pip install 'splitdask[zstd]')"
-            ) from None
+        import zstandard  # a dependency of splitdask
+
         return zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
     return raw
 
