@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import click
 
 from splitdask.cli._common import (
@@ -101,7 +104,6 @@ def import_(
     from splitdask._dataset._snapshot import read_manifest
     from splitdask._store import open_store
     from splitdask._transfer._sources import open_source
-    from splitdask._util._progress import Progress, counted
     from splitdask._write._changes import Mode
 
     if append and overwrite:
@@ -124,7 +126,7 @@ def import_(
         )
         mode: Mode = "w" if overwrite else "a"
         with (
-            Progress(show_progress(progress), source.total, f"importing {source.kind}") as bar,
+            _import_progress(show_progress(progress), source) as bar,
             SplitWriter(
                 url,
                 bins,
@@ -137,7 +139,7 @@ def import_(
                 compression_level=compression_level,
             ) as writer,
         ):
-            writer.write_many(counted(source.records, bar) if bar.enabled else source.records)
+            writer.write_many(_progressed(source, bar) if bar.enabled else source.records)
     info = writer.info
     assert info is not None
     click.echo(
@@ -145,6 +147,32 @@ def import_(
         f"{src} ({source.kind}); {url} now holds {info.num_records:,} records in "
         f"{info.num_bins:,} bins (generation {info.generation})"
     )
+
+
+def _import_progress(enabled: bool, source: Any) -> Any:
+    """A bar of records when the source knows its count, else of its bytes (a JSON
+    Lines file, tar shards): either way with an ETA, when the size is known."""
+    from splitdask._util._progress import Progress
+
+    desc = f"importing {source.kind}"
+    if source.total is None and source.nbytes is not None:
+        return Progress(enabled, source.nbytes, desc, unit="B")
+    return Progress(enabled, source.total, desc)
+
+
+def _progressed(source: Any, bar: Any, every: int = 1024) -> Iterator[bytes]:
+    """``source.records``, advancing ``bar`` by records or by the bytes read."""
+    from splitdask._util._progress import counted
+
+    if source.total is not None or source.position is None:
+        yield from counted(source.records, bar)
+        return
+    n = 0
+    for n, rec in enumerate(source.records, 1):
+        if n % every == 0:
+            bar.advance_to(source.position(), n)
+        yield rec
+    bar.advance_to(source.nbytes, n)
 
 
 @cli.command()
