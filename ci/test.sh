@@ -7,22 +7,9 @@ cd "$(dirname "$0")/.."
 # Extras CI installs and tests: one comma-separated list (test: the suite's own
 # dependencies; dev: ruff, mypy, atheris; ray and torch: their engines).
 EXTRAS=test,dev,ray,torch
+# A headless Chromium for tests/test_notebook_view.py, or a clear stop before the install.
+bash ci/browser.sh
 bash ci/install.sh "$EXTRAS"
-# tests/test_notebook_view.py renders the notebook view in a real headless Chromium
-# (`chromium` on PATH). Where it is missing and this runs as root with apt-get (the CI
-# machine: Debian, about 16 s), it is installed; anywhere else this stops with what to
-# install, since the suite skips nothing.
-if ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update && apt-get install -y --no-install-recommends chromium
-    else
-        echo "ci/test.sh: tests/test_notebook_view.py needs a headless Chromium as" \
-            "'chromium' on PATH, and this machine has none. Install it (Debian/Ubuntu:" \
-            "sudo apt-get install chromium; Fedora: sudo dnf install chromium; macOS:" \
-            "brew install --cask chromium), then run bash ci/test.sh again." >&2
-        exit 1
-    fi
-fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
