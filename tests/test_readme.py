@@ -74,3 +74,33 @@ def test_every_readme_block_runs_as_a_script(
             )
             ran += 1
     assert ran >= 14
+
+
+def _sections() -> list[tuple[str, str]]:
+    """(heading, text) of each ``##``/``###`` section, code blocks included."""
+    parts = re.split(r"^(#{2,3} .*)$", README.read_text(), flags=re.M)
+    return list(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_each_block_that_needs_an_extra_says_which() -> None:
+    needs = {
+        "s3://bucket": '".[s3',
+        "import ray": '".[ray]"',
+        "torch.utils.data": '".[torch',
+        "LocalCluster": '".[dask]"',
+    }
+    for heading, text in _sections():
+        for kind, code in (m.groups() for m in BLOCK.finditer(text)):
+            prose = text[: text.index(code)]
+            for marker, extra in needs.items():
+                if kind == "python" and marker in code:
+                    assert extra in prose or extra.replace('"', "") in prose, (heading, marker)
+
+
+def test_install_commands_work_from_a_clone_and_the_shell_is_activated_first() -> None:
+    text = README.read_text()
+    assert "pip install splitdask[" not in text  # no index has it: from a clone, ".[...]"
+    assert '"splitdask[' not in text.replace('`"splitdask[ray]"` from an\nindex', "")
+    first_cli = text.index("splitdask import train.jsonl")
+    assert text.index("source .venv/bin/activate") < first_cli
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in text
