@@ -4,6 +4,7 @@ warnings, no folders before (or after) a write that commits nothing."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,39 @@ def test_to_split_bins_without_compute_creates_nothing_until_computed(tmp_path: 
     assert not (tmp_path / "out").exists()
     later.compute(scheduler="sync")
     assert sorted(SplitDataLoader(tmp_path / "out")) == [b"a", b"b", b"c", b"d"]
+
+
+def test_no_module_needs_distributed_to_import(tmp_path: Path) -> None:
+    out = _python(
+        "import sys; sys.modules['distributed'] = None  # as if not installed\n"
+        "import splitdask, splitdask.bag, splitdask.cli, splitdask.mpq\n"
+        "from splitdask import SplitDataLoader, read_split_bins, write_split_data\n"
+        "write_split_data('ds', [b'a', b'b'], splits=2)\n"
+        "print(read_split_bins('ds').compute(scheduler='sync'))\n",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[b'a', b'b']"
+
+
+def test_extras_split_runtime_tests_and_tools() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def names(specs: list[str]) -> list[str]:
+        return [re.split(r"[\[<>=!~; ]", s, maxsplit=1)[0].lower() for s in specs]
+
+    assert "distributed" not in names(project["dependencies"])
+    assert names(extras["dask"]) == ["distributed"]
+    assert names(extras["arrow"]) == ["pyarrow"]
+    assert sorted(names(extras["dev"])) == ["atheris", "mypy", "ruff"]
+    test = names(extras["test"])
+    assert len(test) == len(set(test))  # nothing listed twice
+    assert not set(test) & set(names(extras["dev"]))
+    assert "torchdata" in test
+    assert extras["torch"] == ["torch>=2.0"]
+    pins = (root / "ci" / "constraints.txt").read_text().split()
+    assert "torchdata==0.11.0" in pins
