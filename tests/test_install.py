@@ -17,12 +17,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _clone(dest: Path) -> None:
-    """The files git tracks, as a fresh clone has them (no .venv, no build output)."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        rel = os.fsdecode(name)
+    """The files git tracks, as a fresh clone has them (no .venv, no build output); in a
+    copy without git (an archive), the files but those."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode == 0:
+        names = [os.fsdecode(n) for n in listed.stdout.split(b"\0") if n]
+    else:
+        skip = {".git", ".venv", "build", "__pycache__", ".mypy_cache", ".ruff_cache"}
+        names = [
+            str(p.relative_to(ROOT))
+            for p in ROOT.rglob("*")
+            if p.is_file()
+            and not skip.intersection(p.relative_to(ROOT).parts)
+            and not any(part.endswith(".egg-info") for part in p.parts)
+        ]
+    for rel in names:
         if not (ROOT / rel).is_file():
             continue  # deleted in the work tree
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
