@@ -8,7 +8,7 @@
 #
 # Resolves in a scratch venv with pip's --dry-run --report (nothing is installed), in two
 # stages so that pip does not back-track:
-#   1. the runtime: splitdask plus every extra but `test` (s3, ...). No test tool takes
+#   1. the runtime: splitdask plus every extra but `test` and `dev` (s3, ...). No test tool takes
 #      part, so the runtime dependencies get the newest versions that fit each other;
 #   2. everything, `.[all extras]`, with stage 1's versions as constraints: the test tools
 #      (moto, boto3, ...) must fit around the runtime, not the other way round.
@@ -42,7 +42,7 @@ work = Path(sys.argv[1])
 project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
 extras = list(project.get("optional-dependencies", {}))
 (work / "all").write_text(",".join(extras))
-(work / "runtime").write_text(",".join(e for e in extras if e != "test"))
+(work / "runtime").write_text(",".join(e for e in extras if e not in ("test", "dev")))
 (work / "name").write_text(project["name"])
 specs = []
 for line in Path("ci/preinstall.txt").read_text().splitlines():
@@ -103,7 +103,7 @@ for line in (work / "all.txt").read_text().split():
 py = "%d.%d" % sys.version_info[:2]
 header = f"""\
 # Exact versions for CI, ci/test.sh and ci/quickstart.sh (through ci/install.sh):
-# every package that `pip install -e '.[{extras}]'` resolves to, so that pip never
+# every package that `pip install '.[{extras}]'` resolves to, so that pip never
 # back-tracks. pyproject.toml keeps floors for users; this file is not for them.
 #
 # python: {py}

@@ -4,14 +4,12 @@
 # pinned by ci/constraints.txt (see ci/install.sh); then ruff, mypy, ci/structure.py, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Extras CI installs and tests: one comma-separated list (e.g. "test,torch").
-EXTRAS=test,ray,torch
+# Extras CI installs and tests: one comma-separated list (test: the suite's own
+# dependencies; dev: ruff, mypy, atheris; ray and torch: their engines).
+EXTRAS=test,dev,ray,torch
+# A headless Chromium for tests/test_notebook_view.py, or a clear stop before the install.
+bash ci/browser.sh
 bash ci/install.sh "$EXTRAS"
-# tests/test_notebook_view.py renders the notebook view in a real headless Chromium
-# (Debian's package; about 16 s for apt-get update + install on the CI machine).
-if ! command -v chromium >/dev/null 2>&1; then
-    apt-get update && apt-get install -y --no-install-recommends chromium
-fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

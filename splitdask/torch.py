@@ -139,7 +139,7 @@ class SplitIterableDataset(Pinned, tud.IterableDataset[Any]):
             raise TypeError(f"follow must be True or False, not {follow!r}")
         self.follow = follow
         self.shuffle = normalise_shuffle(shuffle)
-        self.seed = check_int(seed, "seed", minimum=0, error=TypeError)
+        self.seed = check_int(seed, "seed", minimum=0)
         snap = self.snapshot
         self._counts, self._counts_version = snap.bin_counts(), snap.version
         # Samples read per step: about 1 MiB of records, so big records stay few.

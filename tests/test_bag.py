@@ -570,7 +570,7 @@ def test_read_bad_arguments(dataset: Path, tmp_path: Path) -> None:
         read_split_bins(dataset, bins=[1.0])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="sequence"):
         read_split_bins(dataset, bins=3)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="seed"):
+    with pytest.raises(ValueError, match="seed must be at least 0"):
         read_split_bins(dataset, shuffle=True, seed=-1)
     with pytest.raises(DatasetNotFoundError, match="no splitdask dataset"):
         read_split_bins(tmp_path / "nothing")

@@ -413,7 +413,7 @@ def test_cache_command(s3_url: str, s3_storage_options: dict[str, Any], tmp_path
     assert (tmp_path / "mine.txt").exists()
     assert loader.read_bin(0)  # readers go on: the part is fetched again
     missing = run("cache", "info", "--cache-dir", str(tmp_path / "nope"))
-    assert missing.returncode == 1
+    assert missing.returncode == 3  # not found
     assert missing.stderr.decode() == (
         f"splitdask: error: no cache at {tmp_path / 'nope'}: it is not a directory "
         "(a cache is made on first use)\n"
@@ -422,5 +422,5 @@ def test_cache_command(s3_url: str, s3_storage_options: dict[str, Any], tmp_path
     none = subprocess.run(
         [sys.executable, "-m", "splitdask", "cache", "clear"], capture_output=True, env=env
     )
-    assert none.returncode == 1
+    assert none.returncode == 2  # usage
     assert b"--cache-dir" in none.stderr

@@ -118,7 +118,8 @@ def test_import_refuses_an_existing_target_unless_told(tmp_path: Path) -> None:
     assert _records(tmp_path / "ds") == [b"one", b"two"]
     assert run("import", str(src), str(tmp_path / "new")).returncode == 2  # --bins needed
     assert (
-        run("import", str(tmp_path / "nope"), str(tmp_path / "new"), "--bins", "2").returncode == 1
+        run("import", str(tmp_path / "nope"), str(tmp_path / "new"), "--bins", "2").returncode
+        == 3  # not found
     )
 
 

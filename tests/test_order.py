@@ -16,9 +16,11 @@ def test_resolve_seed() -> None:
     drawn = {resolve_seed(None) for _ in range(4)}
     assert len(drawn) == 4
     assert all(s >= 0 for s in drawn)
-    for bad in (-1, 1.5, True, "3"):
+    for bad in (1.5, True, "3"):
         with pytest.raises(TypeError, match="seed"):
             resolve_seed(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seed must be at least 0, got -1"):
+        resolve_seed(-1)  # an int of the wrong value (issue 20)
 
 
 def test_bin_order_is_a_seeded_permutation() -> None:

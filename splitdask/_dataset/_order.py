@@ -23,7 +23,7 @@ def resolve_seed(seed: int | None) -> int:
     """A concrete seed: ``seed`` itself, or fresh entropy when it is ``None``."""
     if seed is None:
         return int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
-    return check_int(seed, "seed", minimum=0, error=TypeError)
+    return check_int(seed, "seed", minimum=0)
 
 
 def bin_order(seed: int, num_bins: int) -> list[int]:

@@ -100,7 +100,7 @@ class EpochOrder:
 
     def __init__(self, bin_counts: Sequence[int], shuffle: str, seed: int, window: int = 1):
         self.mode = normalise_shuffle(shuffle)
-        self.seed = check_int(seed, "seed", minimum=0, error=TypeError)
+        self.seed = check_int(seed, "seed", minimum=0)
         counts = np.asarray(bin_counts, dtype=np.int64)
         self.num_records = int(counts.sum())
         self.bin_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

@@ -20,7 +20,7 @@ from splitdask._dataset import _legacy
 from splitdask._dataset._index import BinOrder, Locator
 from splitdask._dataset._parts import Part, part_of
 from splitdask._dataset._versions import list_log, load_version, read_head, tagged_version
-from splitdask._format import MANIFEST_NAME, Manifest
+from splitdask._format import BINS_DIR, MANIFEST_NAME, Manifest
 from splitdask._format._parttable import EditedBins, PartTable
 from splitdask._store import Store
 from splitdask._util._lazyseq import LazySequence
@@ -209,10 +209,37 @@ def open_snapshot(store: Store, version: int | str | None = None) -> Snapshot:
         raise DatasetNotFoundError(
             f"no splitdask dataset at {store.urlpath}: bucket {bucket!r} does not exist"
         )
-    raise DatasetNotFoundError(
-        f"no splitdask dataset at {store.urlpath} (no {MANIFEST_NAME} and no "
-        f"splitdataloader {_legacy.INDEX_NAME})"
-    )
+    raise not_a_dataset(store)
+
+
+def not_a_dataset(store: Store) -> DatasetNotFoundError:
+    """The error for a location with no dataset, saying what is there instead: nothing,
+    a file, an empty folder, or a folder of files (for which ``splitdask import`` makes
+    a dataset)."""
+    url = store.urlpath
+    make = f"to make a dataset of it, run `splitdask import {url} DEST --bins N`"
+    entries = store.list_dir("")
+    if BINS_DIR in entries:
+        return DatasetNotFoundError(
+            f"no splitdask dataset at {url}: it holds {BINS_DIR}/ but no committed version "
+            f"(a writer that never committed; `splitdask gc {url}` removes its files)"
+        )
+    if entries:
+        return DatasetNotFoundError(
+            f"no splitdask dataset at {url}: it is a folder of {len(entries):,} entries "
+            f"without {MANIFEST_NAME}, _log/ or splitdataloader's {_legacy.INDEX_NAME}; "
+            f"{make}"
+        )
+    if not store.exists(""):
+        return DatasetNotFoundError(f"no splitdask dataset at {url}: nothing is there")
+    try:
+        with store.open_read(""):
+            pass
+    except (OSError, ValueError):  # a folder: a local store refuses to open one
+        return DatasetNotFoundError(
+            f"no splitdask dataset at {url}: it is an empty folder (a writer makes one)"
+        )
+    return DatasetNotFoundError(f"{url} is a file, not a splitdask dataset (a folder): {make}")
 
 
 def _assemble(

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from splitdask._dataset._order import bin_permutation, flat_extents
 from splitdask._format import PartCodec
 from splitdask._format._partcodec import PLAIN
+from splitdask._util._extras import require
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -181,7 +182,7 @@ class RecordBatch:
         ``large=False`` makes a ``BinaryArray`` (32-bit offsets: a copy of the
         offsets, not of the data) and raises ``ValueError`` past 2 GiB of data.
         """
-        import pyarrow as pa
+        pa = require("pyarrow", "RecordBatch.to_arrow()")
 
         offsets, kind = self.offsets, pa.large_binary()
         if not large:

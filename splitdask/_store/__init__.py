@@ -93,7 +93,8 @@ def open_store(
     if os.path.isfile(root):
         raise NotADirectoryError(
             f"{url} is a file: a dataset is a directory (holding splitdask.json, or a "
-            "splitdataloader index.dat); pass the directory that holds the dataset"
+            "splitdataloader index.dat); pass the directory that holds the dataset, or "
+            f"make a dataset of the file's records: `splitdask import {url} DEST --bins N`"
         )
     return LocalStore(url, options, root)
 

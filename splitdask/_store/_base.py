@@ -207,6 +207,19 @@ class Store(ABC):
 
     # -- writing ------------------------------------------------------------------
 
+    def check_writable(self) -> None:
+        """Before a write: fail early where it cannot go (an object store's missing
+        bucket). Creates nothing: folders appear when the first file is written."""
+        if (bucket := self.missing_bucket()) is not None:
+            raise FileNotFoundError(
+                f"cannot write {self.urlpath}: bucket {bucket!r} does not exist (splitdask "
+                "never creates buckets)"
+            )
+
+    def remove_empty_dirs(self) -> None:  # noqa: B027  (optional hook: no-op by default)
+        """After a failed write: remove the folders this store made that are still
+        empty, so a write that committed nothing leaves nothing behind."""
+
     @abstractmethod
     def makedirs(self, rel: str = "") -> None:
         """Prepare ``rel`` for writing (a directory, or a check that the bucket exists)."""

@@ -318,17 +318,17 @@ class FsspecStore(Store):
         if not self._object_store:
             with access(self.where(rel)):
                 self.direct.makedirs(self.full(rel), exist_ok=True)
-        elif (bucket := self.missing_bucket()) is not None:
-            raise FileNotFoundError(
-                f"cannot write {self.urlpath}: bucket {bucket!r} does not exist (splitdask "
-                "never creates buckets)"
-            )
+        else:
+            self.check_writable()
 
     def create_part(self, rel: str, buffer_size: int = 1 << 20) -> PartSink:
         """Spooled to a local temp file and uploaded on commit (:mod:`._upload`), in
         one PUT or one multipart upload (both become visible whole or not at all),
         so memory stays at ``buffer_size`` per open part plus a few upload blocks
-        per upload, whatever the part's size."""
+        per upload, whatever the part's size. Folders are made here, with the first
+        part (object stores have none)."""
+        if not self._object_store:
+            self.makedirs(rel.rpartition("/")[0])
         return SpoolSink(self, rel, buffer_size)
 
     def write_atomic(self, rel: str, data: bytes) -> None:

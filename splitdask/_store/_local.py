@@ -48,6 +48,7 @@ class LocalStore(Store):
     def __init__(self, urlpath: str, storage_options: dict[str, Any], root: str) -> None:
         super().__init__(urlpath, storage_options, root)
         self._real_dirs: dict[str, bool] = {}
+        self._made_dirs: list[str] = []  # made by this store, outermost first
 
     def open_regular(self, rel: str) -> int:
         """A read-only descriptor of ``rel``, checked to be a regular file in the root.
@@ -174,8 +175,37 @@ class LocalStore(Store):
         os.makedirs(self.full(rel), exist_ok=True)
 
     def create_part(self, rel: str, buffer_size: int = 1 << 20) -> PartSink:
-        """A buffered temp file beside ``rel``, fsynced and renamed into place on commit."""
-        return _LocalSink(self.full(rel), self.full(temp_name(rel)), buffer_size)
+        """A buffered temp file beside ``rel``, fsynced and renamed into place on commit.
+        Its folder (and the dataset's) is made here, with the first part."""
+        tmp = self.full(temp_name(rel))
+        for _ in range(3):  # another writer's cleanup may remove an empty folder between
+            try:
+                return _LocalSink(self.full(rel), tmp, buffer_size)
+            except FileNotFoundError:
+                self._make_dirs(os.path.dirname(tmp))
+        return _LocalSink(self.full(rel), tmp, buffer_size)
+
+    def _make_dirs(self, path: str) -> None:
+        """``os.makedirs``, remembering which folders it made (for :meth:`remove_empty_dirs`)."""
+        missing: list[str] = []
+        while path and not os.path.isdir(path):
+            missing.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                continue
+            self._made_dirs.append(d)
+
+    def remove_empty_dirs(self) -> None:
+        for d in reversed(self._made_dirs):
+            with contextlib.suppress(OSError):  # not empty (another writer's files): kept
+                os.rmdir(d)
+        self._made_dirs.clear()
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         path = self.full(rel)

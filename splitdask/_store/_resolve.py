@@ -18,8 +18,16 @@ import time
 from typing import Any
 
 from splitdask._store._net import NetSettings, net_settings
+from splitdask._util._extras import missing
 
-__all__ = ["BOTOCORE_RETRIES", "RetryPolicy", "refused", "resolve", "with_s3_defaults"]
+__all__ = [
+    "BOTOCORE_RETRIES",
+    "RetryPolicy",
+    "filesystem",
+    "refused",
+    "resolve",
+    "with_s3_defaults",
+]
 
 
 BOTOCORE_RETRIES = {"total_max_attempts": 1, "mode": "standard"}
@@ -212,15 +220,59 @@ def _protocols(fs: Any) -> tuple[str, ...]:
     return fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
 
 
+def filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """fsspec's ``url_to_fs``, with errors that say how to fix them: an unknown
+    protocol names the URL and the protocols fsspec knows; a protocol whose package is
+    missing names the extra (or package) to install."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url, **options)  # type: ignore[no-any-return]
+    except ValueError as exc:
+        if "Protocol not known" not in str(exc):
+            raise
+        raise ValueError(_unknown_protocol(url)) from None
+    except ImportError as exc:
+        proto = _protocol(url)
+        if proto not in _PACKAGES:  # fsspec's message names the package to install
+            raise ImportError(f"{url}: {exc}", name=exc.name) from exc
+        raise missing(_PACKAGES[proto], f"{url} ({proto}://)") from exc
+
+
+# Packages of the protocols splitdask has an extra for; other protocols are named by
+# fsspec's own error (its ImportError's name).
+_PACKAGES = {"s3": "s3fs", "s3a": "s3fs"}
+
+
+def _protocol(url: str) -> str | None:
+    """The protocol fsspec resolves last in ``url`` (a chain ends with the storage)."""
+    for part in reversed(url.split("::")):
+        if "://" in part:
+            return part.split("://", 1)[0]
+    return None
+
+
+def _unknown_protocol(url: str) -> str:
+    import difflib
+
+    import fsspec
+
+    known = sorted(set(fsspec.available_protocols()))
+    protos = [p.split("://", 1)[0] for p in url.split("::") if "://" in p]
+    bad = next((p for p in protos if p not in known), protos[0] if protos else url)
+    close = difflib.get_close_matches(bad, known, n=3, cutoff=0.5)
+    guess = f" (did you mean {' or '.join(c + '://' for c in close)}?)" if close else ""
+    return f"{url}: unknown protocol {bad!r}{guess}; protocols fsspec knows: {', '.join(known)}"
+
+
 def resolve(url: str, options: dict[str, Any]) -> tuple[Any, Any, str]:
     """``(fs, direct, root)`` for a URL: the filesystem to read parts through (maybe a
     cache), the storage below any caching layers, and the root path on it."""
-    import fsspec
     from fsspec.implementations.cached import CachingFileSystem
 
     settings = net_settings()
     full = with_s3_defaults(url, options, settings)
-    fs, root = fsspec.core.url_to_fs(url, **full)
+    fs, root = filesystem(url, full)
     # Parts are immutable (a new name for every write), so they may be read through a
     # caching layer; the manifest is not, so it and every write skip the cache.
     direct = fs

@@ -22,19 +22,21 @@ records are decoded; otherwise every record is bytes as before.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
+import os
 import posixpath
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from splitdask._dataset._legacy import INDEX_NAME
 from splitdask._format import MANIFEST_NAME
+from splitdask._store._resolve import filesystem
 from splitdask._transfer._samples import class_names, file_record, json_lines, sample_record
 
 __all__ = ["SOURCE_KINDS", "Source", "open_source", "pack_sample"]
@@ -47,16 +49,50 @@ _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 @dataclass(frozen=True)
 class Source:
     """What :func:`open_source` found: ``kind``, ``total`` records (``None`` if unknown
-    before reading) and ``records``, an iterator that opens the files as it goes."""
+    before reading) and ``records``, an iterator that opens the files as it goes.
+
+    When the record count is unknown but the files' sizes are (lines, tar shards),
+    ``nbytes`` is their total and ``position()`` how many of those bytes were read so
+    far: a progress bar's ETA.
+    """
 
     kind: str
     total: int | None
     records: Iterator[Any]
     paths: tuple[str, ...] = ()
+    nbytes: int | None = None
+    position: Callable[[], int] | None = None
     codec: str = "bytes"
     """The codec the records suit: a dataset's own when it is decoded."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     """For the manifest: ``{"classes": [...]}`` with ``labels``."""
+
+
+class _Position:
+    """Bytes read so far of a sequence of files (their stored, maybe compressed, bytes)."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.current: Any = None
+
+    def __call__(self) -> int:
+        try:
+            return self.done + (self.current.tell() if self.current is not None else 0)
+        except (OSError, ValueError):  # closed, or not seekable (a FIFO)
+            return self.done
+
+
+def _sized(fs: Any, kind: str, paths: list[str], read: Any) -> Source:
+    """A source of files whose record count is unknown: with their total size, when
+    every one has a size (a FIFO has none), and the position in them."""
+    try:
+        sizes = [fs.size(p) for p in paths]
+    except OSError:
+        sizes = []
+    nbytes = sum(sizes) if sizes and None not in sizes else None
+    position = _Position()
+    records = _chain(fs, paths, read, position)
+    return Source(kind, None, records, tuple(paths), nbytes, position if nbytes else None)
 
 
 def open_source(
@@ -86,7 +122,7 @@ def open_source(
     """
     if kind not in SOURCE_KINDS:
         raise ValueError(f"source kind must be one of {', '.join(SOURCE_KINDS)}, not {kind!r}")
-    fs, root = url_to_fs(str(src), **dict(storage_options or {}))
+    fs, root = filesystem(str(src), dict(storage_options or {}))
     if kind == "auto":
         kind = _detect(fs, root, str(src))  # type: ignore[assignment]
     if group_by_key and kind != "tar":
@@ -115,11 +151,16 @@ def open_source(
         read: Callable[[IO[bytes]], Iterator[Any]] = _tar_members
         if group_by_key:
             read = _tar_dicts if structured else _tar_samples
-        return Source(kind, None, _chain(fs, shards, read), tuple(shards))
+        return _sized(fs, kind, shards, read)
     if not fs.exists(root) or fs.isdir(root):  # (a FIFO is fine: not isfile, but readable)
         raise FileNotFoundError(f"{src}: no such file")
-    lines = _chain(fs, [root], _lines)
-    return Source(kind, None, json_lines(lines, str(src)) if structured else lines, (root,))
+    if not isinstance(fs, LocalFileSystem) or os.path.isfile(root):
+        source = _sized(fs, kind, [root], _lines)
+    else:  # a FIFO: no size
+        source = Source(kind, None, _chain(fs, [root], _lines), (root,))
+    if structured:
+        source = dataclasses.replace(source, records=json_lines(source.records, str(src)))
+    return source
 
 
 def _named_files(fs: Any, root: str, paths: list[str], labels: bool) -> Source:
@@ -150,24 +191,30 @@ def _detect(fs: Any, root: str, src: str) -> str:
     return "lines"
 
 
-def _chain(fs: Any, paths: list[str], read: Callable[[IO[bytes]], Iterator[Any]]) -> Iterator[Any]:
+def _chain(
+    fs: Any,
+    paths: list[str],
+    read: Callable[[IO[bytes]], Iterator[Any]],
+    position: _Position | None = None,
+) -> Iterator[Any]:
     for path in paths:
         # A local file (or FIFO) through the OS: lines arrive as soon as they are written.
         opener = open if isinstance(fs, LocalFileSystem) else fs.open
         with opener(path, "rb") as raw, _decompressed(raw, path) as f:
+            if position is not None:
+                position.current = raw
             yield from read(f)
+            if position is not None:
+                position.done += raw.tell()
+                position.current = None
 
 
 def _decompressed(raw: IO[bytes], path: str) -> Any:
     if path.endswith((".gz", ".tgz")):
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if path.endswith(".zst"):
-        try:
-            import zstandard
-        except ImportError:
-            raise ImportError(
-                f"{path}: reading .zst needs the zstandard package (pip install 'splitdask[zstd]')"
-            ) from None
+        import zstandard  # a dependency of splitdask
+
         return zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
     return raw
 

@@ -6,4 +6,5 @@
 * ``_split``: which worker takes which batch, the rule every reader (and MpQItr) uses.
 * ``_closing``: :class:`Closing`, the base of objects a ``with`` block closes.
 * ``_lazyseq``: :class:`LazySequence`, items made on first use (large metadata).
+* ``_extras``: optional packages, and the error naming the extra that installs one.
 """

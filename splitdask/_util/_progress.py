@@ -7,6 +7,7 @@ text bar. tqdm is a dependency (docs/decisions.md, "Progress bars").
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from typing import Any
@@ -36,8 +37,7 @@ class Progress:
         self.count = 0
         self._bar: Any = None
         if enabled:
-            from tqdm.auto import tqdm
-
+            tqdm = _tqdm_class()
             self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, smoothing=0.1)
 
     @property
@@ -58,6 +58,20 @@ class Progress:
             if elapsed > 0:
                 self._bar.set_postfix_str(f"{self.bytes / elapsed / 1e6:.1f} MB/s", refresh=False)
 
+    def advance_to(self, done: int, count: int) -> None:
+        """For a bar of bytes (``unit="B"``): ``done`` of the total read, ``count``
+        records so far (shown beside it)."""
+        self.count = count
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+            elapsed = self._bar.format_dict.get("elapsed") or 0.0
+            rates = (
+                f", {count / elapsed:,.0f} rec/s, {done / elapsed / 1e6:.1f} MB/s"
+                if elapsed > 0
+                else ""
+            )
+            self._bar.set_postfix_str(f"{count:,} rec{rates}", refresh=False)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
@@ -68,6 +82,18 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _tqdm_class() -> Any:
+    """``tqdm.auto``'s class: a widget in notebooks that have ipywidgets, else text.
+
+    Without ipywidgets, ``tqdm.auto`` warns "IProgress not found" before it falls back
+    to text; the text bar is what the user gets either way, so the warning is dropped.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from tqdm.auto import tqdm
+    return tqdm
 
 
 def counted(records: Iterable[Any], progress: Progress, every: int = 256) -> Iterator[Any]:

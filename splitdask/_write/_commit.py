@@ -165,7 +165,7 @@ class Transaction:
                 "but does not append to it; write to a new location or replace it (mode='w', "
                 "start_clean=True)"
             )
-        store.makedirs(BINS_DIR)
+        store.check_writable()  # folders are made with the first part, not before
         return cls(
             store,
             mode,
@@ -373,6 +373,7 @@ class Transaction:
         manifest names after all, because a commit went through, are kept)."""
         rels = [p.path for p in parts]
         if not rels:
+            self.store.remove_empty_dirs()
             return
         try:
             named = read_manifest(self.store)
@@ -380,6 +381,7 @@ class Transaction:
             named = None
         keep = {p.path for p in named.parts()} if named else set()
         tidy(self.store, [r for r in rels if r not in keep], "uncommitted parts")
+        self.store.remove_empty_dirs()
 
     def collect(self, keep: set[str], tag: str) -> None:
         """Remove the files of write ``tag`` other than the parts ``keep`` names (those

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from splitdask.cli._common import cli, fail, reporting_errors
+from splitdask.cli._common import EXIT_NOT_FOUND, EXIT_USAGE, cli, fail, reporting_errors
 
 _DIR_HELP = "The cache directory (default: $SPLITDASK_CACHE_DIR)."
 
@@ -17,10 +17,13 @@ def _directory(cache_dir: str | None) -> str:
 
     given = cache_dir or os.environ.get(CACHE_DIR_ENV)
     if not given:
-        fail(f"no cache directory: pass --cache-dir DIR or set {CACHE_DIR_ENV}")
+        fail(f"no cache directory: pass --cache-dir DIR or set {CACHE_DIR_ENV}", EXIT_USAGE)
     directory = os.path.abspath(os.path.expanduser(str(given)))
     if not os.path.isdir(directory):
-        fail(f"no cache at {directory}: it is not a directory (a cache is made on first use)")
+        fail(
+            f"no cache at {directory}: it is not a directory (a cache is made on first use)",
+            EXIT_NOT_FOUND,
+        )
     return directory
 
 

@@ -1,7 +1,9 @@
 """What every ``splitdask`` command shares: the group, ``-o`` options, errors, progress.
 
-Exit codes, as ``fsck``-like tools use them: 0 success, 1 the dataset or the work
-failed (the message says why), 2 a usage error (click's own code).
+Exit codes, the same for every command (:data:`EXIT_CODES`, shown under each
+command's ``--help``): 0 success, 1 the work failed (the message says why), 2 a usage
+error (click's own code), 3 nothing found at the location, 4 a damaged dataset (a file
+failed its checks: ``fsck``'s "errors left").
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from typing import Any, TypeVar
 import click
 
 __all__ = [
+    "EXIT_CODES",
+    "EXIT_DAMAGED",
+    "EXIT_FAILED",
+    "EXIT_NOT_FOUND",
+    "EXIT_USAGE",
     "cli",
+    "document_exit_codes",
     "fail",
     "progress_option",
     "reporting_errors",
@@ -28,6 +36,16 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # click's code for a UsageError
+EXIT_NOT_FOUND = 3
+EXIT_DAMAGED = 4
+EXIT_CODES = (
+    "Exit status: 0 success; 1 failed (storage, network, permission, a conflict; the "
+    "message says why); 2 usage error; 3 not found (no dataset, file, bucket or cache "
+    "there); 4 damaged (a file failed its checks; each is named)."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -45,15 +63,35 @@ def cli() -> None:
     """
 
 
-def fail(message: str) -> None:
-    """Print ``message`` as an error and exit with status 1."""
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    """Print ``message`` as an error and exit with ``code`` (one of ``EXIT_*``)."""
     click.echo(f"splitdask: error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(code)
+
+
+def document_exit_codes(command: click.Command) -> None:
+    """Put :data:`EXIT_CODES` under the ``--help`` of ``command`` and its subcommands."""
+    command.epilog = EXIT_CODES
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            document_exit_codes(sub)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The status a library error ends the command with."""
+    from splitdask.errors import CorruptDatasetError
+
+    if isinstance(exc, CorruptDatasetError):
+        return EXIT_DAMAGED
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):  # DatasetNotFoundError too
+        return EXIT_NOT_FOUND
+    return EXIT_FAILED
 
 
 @contextmanager
 def reporting_errors() -> Iterator[None]:
-    """Library errors become one line on stderr and status 1, not a traceback."""
+    """Library errors become one line on stderr and a status of :func:`exit_code`,
+    not a traceback."""
     from splitdask.errors import SplitDaskError
 
     try:
@@ -61,7 +99,7 @@ def reporting_errors() -> Iterator[None]:
     except (SplitDaskError, OSError, ValueError, TypeError, ImportError) as exc:
         if isinstance(exc, BrokenPipeError):
             raise
-        fail(str(exc) or type(exc).__name__)
+        fail(str(exc) or type(exc).__name__, exit_code(exc))
     except Exception as exc:
         # A storage backend's own error that no store call translated (botocore's
         # derive from no builtin error): still one line, naming its kind.

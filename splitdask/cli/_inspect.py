@@ -10,6 +10,8 @@ from typing import Any, BinaryIO
 import click
 
 from splitdask.cli._common import (
+    EXIT_DAMAGED,
+    EXIT_USAGE,
     cli,
     fail,
     progress_option,
@@ -83,7 +85,8 @@ def info(url: str, storage_option: tuple[str, ...], as_json: bool) -> None:
 def verify(url: str, storage_option: tuple[str, ...], progress: bool | None) -> None:
     """Read every part whole and check sizes, checksums and footers.
 
-    Exit status 0 when intact, 1 when damaged (every damaged file is named), 2 for a
+    Exit status 0 when intact, 4 when damaged (every damaged file is named), 3 when
+    there is no dataset at URL, 1 when it cannot be read (network, permission), 2 for a
     usage error.
 
     \b
@@ -97,7 +100,7 @@ def verify(url: str, storage_option: tuple[str, ...], progress: bool | None) -> 
         try:
             report = loader.verify(progress=show_progress(progress))
         except CorruptDatasetError as exc:
-            fail(f"{url} is damaged: {exc}")
+            fail(f"{url} is damaged: {exc}", EXIT_DAMAGED)
     click.echo(f"{url}: intact ({report.parts:,} parts, {report.bytes:,} bytes checked)")
 
 
@@ -107,12 +110,23 @@ def _output_options(f: Any) -> Any:
         "--text", "mode", flag_value="text", help="UTF-8 (with replacement), one per line."
     )(f)
     f = click.option("--hex", "mode", flag_value="hex", help="Hex, one record per line.")(f)
+    f = click.option(
+        "--raw",
+        "mode",
+        flag_value="raw",
+        help="Raw bytes, back to back (the default when stdout is not a terminal).",
+    )(f)
     return click.option(
-        "--raw", "mode", flag_value="raw", default=True, help="Raw bytes, back to back (default)."
+        "--terminal",
+        "mode",
+        flag_value="terminal",
+        hidden=True,  # what a terminal gets by default; named for tests and scripts
     )(f)
 
 
-def _shown(loader: Any, records: Iterable[Any], mode: str) -> tuple[Iterable[Any], str]:
+def _shown(
+    loader: Any, records: Iterable[Any], mode: str | None
+) -> tuple[Iterable[Any], str | None]:
     """What ``head``/``cat``/``sample`` print: the records as stored (a ``"bytes"``
     dataset, or ``--hex``, whose loader does not decode), else one JSON line per
     decoded record (``_read._schema.to_json``: arrays as lists, bytes as
@@ -124,12 +138,34 @@ def _shown(loader: Any, records: Iterable[Any], mode: str) -> tuple[Iterable[Any
     return (to_json(r).encode() for r in records), "text"  # ASCII: printed as is
 
 
-def _emit(records: Iterable[bytes], mode: str) -> None:
+def _default_mode(mode: str | None) -> str:
+    """Raw bytes for pipes and files; on a terminal, one readable line per record."""
+    if mode is not None:
+        return mode
+    return "terminal" if sys.stdout.isatty() else "raw"
+
+
+def _terminal_line(b: bytes) -> bytes:
+    """A record as one line a person reads: its text if it is printable UTF-8, else
+    Python's bytes literal (``b'sample 1|\\xcf...'``), which shows every byte."""
+    try:
+        text = b.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(b).encode() + b"\n"
+    if text.isprintable() or all(c.isprintable() or c == "\t" for c in text):
+        return text.encode() + b"\n"
+    return repr(b).encode() + b"\n"
+
+
+def _emit(records: Iterable[bytes], mode: str | None) -> None:
     out: BinaryIO = sys.stdout.buffer
+    mode = _default_mode(mode)
     try:
         for rec in records:
             b = bytes(rec)
-            if mode == "raw":
+            if mode == "terminal":
+                out.write(_terminal_line(b))
+            elif mode == "raw":
                 out.write(b)
             elif mode == "hex":
                 out.write(b.hex().encode() + b"\n")
@@ -155,8 +191,9 @@ def _emit(records: Iterable[bytes], mode: str) -> None:
     help="Number of records.",
 )
 @_output_options
-def head(url: str, storage_option: tuple[str, ...], count: int, mode: str) -> None:
-    """The first records, in write order, to stdout.
+def head(url: str, storage_option: tuple[str, ...], count: int, mode: str | None) -> None:
+    """The first records, in write order, to stdout (raw bytes; on a terminal, one
+    line each: the text, or a bytes literal for binary records).
 
     \b
     Example:
@@ -173,7 +210,9 @@ def head(url: str, storage_option: tuple[str, ...], count: int, mode: str) -> No
 @click.argument("indices", metavar="INDEX...", nargs=-1, required=True, type=int)
 @storage_option
 @_output_options
-def cat(url: str, indices: tuple[int, ...], storage_option: tuple[str, ...], mode: str) -> None:
+def cat(
+    url: str, indices: tuple[int, ...], storage_option: tuple[str, ...], mode: str | None
+) -> None:
     """The records at global INDEX... (negative counts from the end) to stdout.
 
     \b
@@ -185,18 +224,28 @@ def cat(url: str, indices: tuple[int, ...], storage_option: tuple[str, ...], mod
         try:
             records = loader[list(indices)]
         except IndexError as exc:
-            fail(str(exc))
+            fail(str(exc), EXIT_USAGE)
     _emit(*_shown(loader, records, mode))
 
 
 @cli.command()
 @url_argument()
 @storage_option
-@click.option("-n", "count", type=click.IntRange(min=0), required=True, help="Number of records.")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Number of records (default: 10, as head, or all of a smaller dataset).",
+)
 @click.option("--seed", type=int, default=None, help="Same seed, same sample.")
 @_output_options
 def sample(
-    url: str, storage_option: tuple[str, ...], count: int, seed: int | None, mode: str
+    url: str,
+    storage_option: tuple[str, ...],
+    count: int | None,
+    seed: int | None,
+    mode: str | None,
 ) -> None:
     """N records drawn uniformly without replacement, to stdout.
 
@@ -209,8 +258,10 @@ def sample(
     with reporting_errors():
         loader = _open(url, storage_option, decode=mode != "hex")
         n = len(loader)
+        if count is None:
+            count = min(10, n)
         if count > n:
-            fail(f"cannot sample {count} records from a dataset of {n}")
+            fail(f"cannot sample {count} records from a dataset of {n}", EXIT_USAGE)
         idx = np.random.default_rng(seed).choice(n, size=count, replace=False)
         records = loader[idx]
     _emit(*_shown(loader, records, mode))

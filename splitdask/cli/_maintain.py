@@ -97,6 +97,7 @@ def gc(
 
     seconds = parse_duration(older_than)
     with reporting_errors():
+        _something_at(url, storage_option)
         report = splitdask.gc(
             url,
             storage_options(storage_option),
@@ -148,3 +149,14 @@ def compact(url: str, storage_option: tuple[str, ...]) -> None:
         f"compacted {url}: {info.num_records:,} records in {info.parts_written:,} parts "
         f"over {info.num_bins:,} bins (version {info.version})"
     )
+
+
+def _something_at(url: str, options: tuple[str, ...]) -> None:
+    """A usage slip (a typo'd path) is "not found", not "nothing to remove"; a
+    location holding only a killed writer's files is still cleaned."""
+    from splitdask._dataset._snapshot import not_a_dataset
+    from splitdask._store import open_store
+
+    store = open_store(url, storage_options(options))
+    if not store.list_dir(""):
+        raise not_a_dataset(store)
