@@ -55,9 +55,9 @@ class MixtureRanks:
         self.rank = check_int(rank, "rank", minimum=0, maximum=world_size - 1)
         self.first_epoch = first_epoch
         self.endless = endless
-        self._anchor = resume if resume is not None else (mixture.start_epoch, ())
-        if resume is not None and first_epoch < resume[0]:
-            self._anchor = (mixture.start_epoch, ())
+        self._anchor: tuple[int, Intervals | None] = (mixture.start_epoch, None)
+        if resume is not None and first_epoch >= resume[0]:
+            self._anchor = resume
         self._pending: dict[int, Intervals] = {}
         self._cum = [0]  # this rank's samples before each epoch of the pass
 
@@ -66,11 +66,10 @@ class MixtureRanks:
         got = self._pending.get(epoch)
         if got is not None:
             return got
-        e0, spans = self._anchor
+        e0, given = self._anchor
         if epoch < e0:
             raise ValueError(f"epoch {epoch} is before this run's start ({e0})")
-        if not spans:
-            spans = (self.mixture.epoch_span(e0),)
+        spans = (self.mixture.epoch_span(e0),) if given is None else given
         w = self.world_size
         for e in range(e0, epoch):
             if e + 1 in self._pending:
