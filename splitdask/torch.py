@@ -21,6 +21,7 @@ import torch.utils.data as tud
 from splitdask._dataset._snapshot import Snapshot, read_manifest
 from splitdask._dataset._versions import list_log
 from splitdask._read._epochs import EpochClock, KeyReader, resume_point
+from splitdask._read._mixstream import MixtureStream
 from splitdask._read._pinned import Pinned, identity_key
 from splitdask._store import CacheDir, UrlPath
 from splitdask._store._workercache import WorkerCache
@@ -28,7 +29,7 @@ from splitdask._util._validate import check_int
 from splitdask.errors import ResumeStateError
 from splitdask.plan import EpochOrder, RankPlan, default_window, epoch_seed, normalise_shuffle
 
-__all__ = ["SplitIterableDataset", "SplitMapDataset"]
+__all__ = ["SplitIterableDataset", "SplitMapDataset", "SplitMixtureDataset"]
 
 STATE_VERSION = 2
 """Version 2 names the dataset version of its epoch; version 1 states still load."""
@@ -397,3 +398,20 @@ def _worker_cache(
     shared = WorkerCache(f"{token:x}", max(1 << 20, limit))
     store.cache = shared.cache
     return shared
+
+
+class SplitMixtureDataset(MixtureStream, tud.IterableDataset[Any]):
+    __doc__ = MixtureStream.__doc__
+
+    def _topology(self) -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _worker(self) -> tuple[int, int, int]:
+        info = tud.get_worker_info()
+        if info is None:
+            return super()._worker()
+        # As SplitIterableDataset: a pass's workers share a base seed and a pass count.
+        token = hash((info.seed - info.id, self._iters)) & ((1 << 62) - 1)
+        return info.id, info.num_workers, token

@@ -72,8 +72,9 @@ def mixture_state(mixture: Mixture, epoch: int, remaining: Intervals) -> dict[st
 
 def read_state(
     mixture: Mixture, state: Mapping[str, Any], reweight: bool | None = False
-) -> tuple[Mixture, int, Intervals]:
-    """The mixture a state resumes (its weights), its epoch and positions left.
+) -> tuple[Mixture, int, Intervals | None]:
+    """The mixture a state resumes (its weights), its epoch and positions left
+    (``None``: all of that epoch, a reweighted resume's first).
 
     With ``reweight``, ``mixture``'s own weights (and epoch length) take over from the
     epoch after the state's: see :meth:`Mixture.reweighted`.
@@ -133,7 +134,7 @@ def read_state(
             "epoch on (what was consumed stays consumed)"
         )
     length = None if mixture.stopping != "never" else mixture.epoch_length
-    return saved.reweighted(mixture.raw_weights, epoch, spans, length), epoch + 1, ()
+    return saved.reweighted(mixture.raw_weights, epoch, spans, length), epoch + 1, None
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,8 @@ def audit(
         before: list[Intervals] | None = None
         pieces = []
         for state in states or ():
-            seg, epoch, left = read_state(mixture, state, reweight=None)
+            seg, epoch, got = read_state(mixture, state, reweight=None)
+            left = got or ()
             pieces = consumed_draws(seg, epoch, left)
             now = [coalesce(sorted(p)) for p in pieces]
             if before is not None:
