@@ -79,13 +79,16 @@ class MixtureSource:
 
 
 Source = Any
-"""A URL or path, a ``SplitDataLoader`` (its version), or a mapping with ``urlpath``
-and any of ``storage_options``, ``version``, ``shuffle``, ``seed``, ``window``, ``name``."""
+"""A URL or path, a ``SplitDataLoader`` (its version), a mapping with ``urlpath``
+and any of ``storage_options``, ``version``, ``shuffle``, ``seed``, ``window``, ``name``,
+or a :class:`MixtureSource` (e.g. another mixture's, already resolved)."""
 
 
 def resolve_source(
     src: Source, storage_options: Mapping[str, Any] | None, shuffle: str, seed: int, window: Any
 ) -> MixtureSource:
+    if isinstance(src, MixtureSource):
+        return src
     spec: dict[str, Any] = {}
     if isinstance(src, Mapping):
         spec = dict(src)
@@ -138,9 +141,10 @@ class Mixture:
     Parameters
     ----------
     sources
-        Each a URL or path, a ``SplitDataLoader`` (read at its version), or a mapping
+        Each a URL or path, a ``SplitDataLoader`` (read at its version), a mapping
         with ``"urlpath"`` and any of ``"storage_options"``, ``"version"``, ``"shuffle"``,
-        ``"seed"``, ``"window"``, ``"name"`` (overriding the arguments below for it).
+        ``"seed"``, ``"window"``, ``"name"`` (overriding the arguments below for it),
+        or a :class:`MixtureSource` (used as it is).
         URLs are opened now, at their newest version (or ``"version"``): the mixture
         reads that version, whatever is committed later.
     weights
