@@ -9,6 +9,8 @@ For 256 B and 64 KiB records, prints records/s and MB/s of
 * ``SplitIterableDataset`` in every shuffle mode, ``num_workers`` 0 and 2, with the
   shuffle quality of its order (correlation with write order, distinct bins per 64,
   longest run from one bin) and the process's RSS beside the rate;
+* ``SplitMixtureDataset`` over the same records written as three sources (50, 30
+  and 20%) mixed by those weights, against the single dataset (``"window"``);
 * with ``--peers`` (needs ``pip install -r benchmarks/requirements-training.txt`` in a
   separate venv), mosaicml-streaming's and litdata's ``StreamingDataset`` with
   shuffling on, on the same records;
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.abc
 import importlib.machinery
+import itertools
 import mmap
 import os
 import shutil
@@ -40,7 +43,8 @@ import psutil
 import torch.utils.data as tud
 
 from splitdask import SplitDataLoader, shuffle_quality, write_split_data
-from splitdask.torch import SplitIterableDataset
+from splitdask.plan import Mixture
+from splitdask.torch import SplitIterableDataset, SplitMixtureDataset
 
 BATCH = 64
 SPLITS = 64
@@ -153,10 +157,11 @@ def bench_size(root: str, n: int, size: int, peers: set[str] | None) -> None:
         base,
     )
     print("  (x: vs iterate_binwise(shuffle=True))")
+    single = {}
     for mode in ("window", "bins", "global", None):
         for workers in (0, 2):
             ds = SplitIterableDataset(path, shuffle=mode, batch_size=BATCH)
-            rate(
+            single[mode, workers] = rate(
                 f"SplitIterableDataset {mode!s:>6} w={workers}",
                 n,
                 total,
@@ -164,8 +169,32 @@ def bench_size(root: str, n: int, size: int, peers: set[str] | None) -> None:
                 base,
                 quality(ds, n) if workers == 0 else "",
             )
+    bench_mixture(root, recs, size, single)
     if peers:
         _peers(root, recs, n, total, base, peers)
+
+
+def bench_mixture(root: str, recs: list[bytes], size: int, single: dict[Any, float]) -> None:
+    """The same records as three sources (50/30/20%) mixed by those weights, against one
+    dataset (x: vs SplitIterableDataset window with as many workers)."""
+    n = len(recs)
+    cuts = [0, n // 2, n // 2 + n * 3 // 10, n]
+    paths = []
+    for j, (lo, hi) in enumerate(itertools.pairwise(cuts)):
+        paths.append(os.path.join(root, f"mix-{size}-{j}"))
+        write_split_data(paths[-1], recs[lo:hi], splits=max(1, SPLITS * (hi - lo) // n))
+    mix = Mixture(paths, [0.5, 0.3, 0.2], stopping="all_exhausted")
+    m = mix.epoch_length
+    for workers in (0, 2):
+        ds = SplitMixtureDataset(mix, batch_size=BATCH)
+        rate(
+            f"SplitMixtureDataset 3 sources w={workers}",
+            m,
+            m * size,
+            lambda ds=ds, w=workers: drain(loader(ds, w)),
+            single["window", workers],
+        )
+    print("  (x: vs SplitIterableDataset window, same workers)")
 
 
 class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
