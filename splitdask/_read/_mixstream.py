@@ -8,6 +8,7 @@ mixture's plan (:mod:`splitdask._dataset._mixrank`) and read each source's recor
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from splitdask._dataset._mixture import Mixture, MixtureSource, Source
 from splitdask._read._epochs import EpochClock, KeyReader
 from splitdask._read._pinned import Pinned
 from splitdask._store import CacheDir
+from splitdask._store._workercache import WorkerCache
 from splitdask._util._validate import check_int
 
 __all__ = ["MixtureStream"]
@@ -178,10 +180,12 @@ class MixtureStream:
         sizes = np.asarray([max(1, s.num_records) for s in mix.sources], dtype=np.int64)
         transform, tag = self.transform, self.sample_source
         block = self.batch_size or _DEFAULT_BLOCK
+        chunks = ranks.worker_samples(worker, workers, block, self._chunk)
+        located = (_locate(mix, ranks.positions(c), sizes) for c in chunks)
+        stream = _Demux(located, readers)
+        shared = self._worker_cache(workers, token, readers)
         try:
-            for samples in ranks.worker_samples(worker, workers, block, self._chunk):
-                src, k = mix.draws(ranks.positions(samples))
-                recs = _read(mix, readers, src, k // sizes[src], k % sizes[src])
+            for src, recs in stream:
                 if transform is not None:
                     recs = list(map(transform, recs))
                 if tag:
@@ -189,8 +193,41 @@ class MixtureStream:
                 else:
                     yield from recs
         finally:
+            stream.close()
             for reader in readers:
                 reader.close()
+            if shared is not None:
+                for data in self._sources:
+                    if data._store.cache is shared.cache:
+                        data._store.cache = None
+                shared.leave()
+
+    def _worker_cache(
+        self, workers: int, token: int, readers: list[KeyReader]
+    ) -> WorkerCache | None:
+        """With several workers reading whole parts of remote sources that have no
+        cache: a temporary one the workers of this pass share (as
+        ``SplitIterableDataset``'s: two windows of each such source and what its reader
+        fetches ahead), so that each part is fetched once a pass, not once a worker."""
+        if workers < 2:
+            return None
+        limit, chosen = 0, []
+        for data, reader, src in zip(self._sources, readers, self._mix.sources, strict=True):
+            if not reader.whole or data._store.cache is not None or data._no_cache:
+                continue
+            snap = data.snapshot
+            per_bin = sorted(
+                (sum(snap.parts[p].size for p in pids) for pids in snap.bin_parts), reverse=True
+            )
+            window = src.window if src.shuffle == "window" else 1
+            limit += 2 * sum(per_bin[:window]) + reader.ahead_bytes
+            chosen.append(data)
+        if not chosen:
+            return None
+        shared = WorkerCache(f"mix-{token:x}", max(1 << 20, limit))
+        for data in chosen:
+            data._store.cache = shared.cache
+        return shared
 
     # -- resume -----------------------------------------------------------------------
 
@@ -243,22 +280,69 @@ class MixtureStream:
         self._clock.set_next(epoch)
 
 
-def _read(
-    mix: Mixture, readers: list[KeyReader], src: IntArray, epoch: IntArray, index: IntArray
-) -> list[Any]:
-    """The records at (source, source epoch, index), in that order."""
-    by_src = np.argsort(src, kind="stable")
-    got: list[Any] = []
+Located = tuple[IntArray, list[tuple[int, IntArray]]]
+"""A chunk: the source of each sample, and per source present its records' keys."""
+
+
+def _locate(mix: Mixture, positions: IntArray, sizes: IntArray) -> Located:
+    """The source of each position and, per source, the keys of its records."""
+    src, k = mix.draws(positions)
+    epoch, index = k // sizes[src], k % sizes[src]
+    per: list[tuple[int, IntArray]] = []
     for s in np.unique(src).tolist():
-        sel = by_src[src[by_src] == s]
-        keys = np.empty(len(sel), dtype=np.int64)
-        ep = epoch[sel]
+        sel = src == s
+        ep, idx = epoch[sel], index[sel]
+        keys = np.empty(len(ep), dtype=np.int64)
         for e in np.unique(ep).tolist():
             at = ep == e
-            keys[at] = mix.keys(s, e, index[sel][at])
-        got += readers[s].read(keys)
-    if len(got) == 1 or np.array_equal(by_src, np.arange(len(by_src))):
-        return got
-    where = np.empty_like(by_src)
-    where[by_src] = np.arange(len(by_src))
-    return list(map(got.__getitem__, where.tolist()))
+            keys[at] = mix.keys(s, e, idx[at])
+        per.append((s, keys))
+    return src, per
+
+
+class _Demux:
+    """Chunks of a mixture read source by source, each source's keys through its own
+    :meth:`KeyReader.read_chunks` (so a remote source's parts are fetched ahead), and
+    put back in the stream's order."""
+
+    def __init__(self, chunks: Iterator[Located], readers: list[KeyReader]) -> None:
+        self._chunks = chunks
+        self._order: deque[Located] = deque()  # chunks pulled, not yet yielded
+        self._queues: list[deque[IntArray]] = [deque() for _ in readers]
+        self._outs = [r.read_chunks(self._feed(s)) for s, r in enumerate(readers)]
+
+    def _pull(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self._order.append(chunk)
+        for s, keys in chunk[1]:
+            self._queues[s].append(keys)
+        return True
+
+    def _feed(self, s: int) -> Iterator[IntArray]:
+        while True:
+            while not self._queues[s]:
+                if not self._pull():
+                    return
+            yield self._queues[s].popleft()
+
+    def __iter__(self) -> Iterator[tuple[IntArray, list[Any]]]:
+        while self._order or self._pull():
+            src, per = self._order.popleft()
+            got: list[Any] = []
+            for s, _ in per:
+                got += next(self._outs[s])
+            if len(per) == 1:
+                yield src, got
+                continue
+            by_src = np.argsort(src, kind="stable")  # got is in this order
+            where = np.empty_like(by_src)
+            where[by_src] = np.arange(len(by_src))
+            yield src, list(map(got.__getitem__, where.tolist()))
+
+    def close(self) -> None:
+        for out in self._outs:  # generators: closing runs their clean-up now
+            close = getattr(out, "close", None)
+            if close is not None:
+                close()
