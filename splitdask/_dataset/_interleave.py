@@ -85,15 +85,19 @@ class Interleave:
         """The source of each position and its draw index within that source."""
         idx = np.asarray(pos, dtype=np.int64).copy()
         at = np.full(len(idx), self._root, dtype=np.int64)
-        while len(idx) and (at >= 0).any():
-            for node in np.unique(at[at >= 0]).tolist():
-                sel = np.flatnonzero(at == node)
-                p = idx[sel]
-                before, after = self._left(node, p), self._left(node, p + 1)
-                go_left = after > before
-                idx[sel] = np.where(go_left, before, p - before)
-                kids = self._kids[node]
-                at[sel] = np.where(go_left, kids[0], kids[1])
+        if self._root < 0:
+            return -1 - at, idx
+        frac, phase = np.asarray(self._frac), np.asarray(self._phase)
+        kids = np.asarray(self._kids, dtype=np.int64)
+        live = np.arange(len(idx))
+        while len(live):  # one level of the tree for every position still at a node
+            node, p = at[live], idx[live]
+            f, u = frac[node], phase[node]
+            before = np.floor(p * f + u).astype(np.int64)
+            go_left = np.floor((p + 1) * f + u).astype(np.int64) > before
+            idx[live] = np.where(go_left, before, p - before)
+            at[live] = np.where(go_left, kids[node, 0], kids[node, 1])
+            live = live[at[live] >= 0]
         return -1 - at, idx
 
     def positions_for(self, source: int, draws: int) -> int:

@@ -275,8 +275,11 @@ class Mixture:
     def draws(self, positions: IntArray) -> tuple[IntArray, IntArray]:
         """The source of each position and the source draw ``k`` it reads."""
         src, d = self._interleave.sources(positions)
+        if all(len(m) == 1 for m in self.maps):  # no reweight: k = d (+ a start)
+            k: IntArray = d + np.asarray([m[0][0] for m in self.maps], dtype=np.int64)[src]
+            return src, k
         k = np.empty_like(d)
-        for s in np.unique(src).tolist():
+        for s in np.flatnonzero(np.bincount(src, minlength=len(self.maps))).tolist():
             sel = src == s
             k[sel] = map_draws(self.maps[s], d[sel])
         return src, k

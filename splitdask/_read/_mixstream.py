@@ -7,6 +7,7 @@ mixture's plan (:mod:`splitdask._dataset._mixrank`) and read each source's recor
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -280,24 +281,28 @@ class MixtureStream:
         self._clock.set_next(epoch)
 
 
-Located = tuple[IntArray, list[tuple[int, IntArray]]]
-"""A chunk: the source of each sample, and per source present its records' keys."""
+Located = tuple[IntArray, IntArray, list[tuple[int, IntArray]]]
+"""A chunk: the source of each sample, the samples ordered by source (stable), and per
+source present the keys of its records in that order."""
 
 
 def _locate(mix: Mixture, positions: IntArray, sizes: IntArray) -> Located:
     """The source of each position and, per source, the keys of its records."""
     src, k = mix.draws(positions)
-    epoch, index = k // sizes[src], k % sizes[src]
+    by_src = np.argsort(src, kind="stable")
+    src_sorted, k = src[by_src], k[by_src]
+    epoch, index = k // sizes[src_sorted], k % sizes[src_sorted]
+    cuts = np.flatnonzero(np.diff(src_sorted) | np.diff(epoch)) + 1  # runs of (source, epoch)
+    edges = [0, *cuts.tolist(), len(k)]
+    keys = np.empty_like(k)
     per: list[tuple[int, IntArray]] = []
-    for s in np.unique(src).tolist():
-        sel = src == s
-        ep, idx = epoch[sel], index[sel]
-        keys = np.empty(len(ep), dtype=np.int64)
-        for e in np.unique(ep).tolist():
-            at = ep == e
-            keys[at] = mix.keys(s, e, idx[at])
-        per.append((s, keys))
-    return src, per
+    lo = 0
+    for a, b in itertools.pairwise(edges):
+        keys[a:b] = mix.keys(int(src_sorted[a]), int(epoch[a]), index[a:b])
+        if b == len(k) or src_sorted[b] != src_sorted[a]:
+            per.append((int(src_sorted[a]), keys[lo:b]))
+            lo = b
+    return src, by_src, per
 
 
 class _Demux:
@@ -316,7 +321,7 @@ class _Demux:
         if chunk is None:
             return False
         self._order.append(chunk)
-        for s, keys in chunk[1]:
+        for s, keys in chunk[2]:
             self._queues[s].append(keys)
         return True
 
@@ -329,14 +334,13 @@ class _Demux:
 
     def __iter__(self) -> Iterator[tuple[IntArray, list[Any]]]:
         while self._order or self._pull():
-            src, per = self._order.popleft()
-            got: list[Any] = []
+            src, by_src, per = self._order.popleft()
+            got: list[Any] = []  # in by_src's order
             for s, _ in per:
                 got += next(self._outs[s])
             if len(per) == 1:
                 yield src, got
                 continue
-            by_src = np.argsort(src, kind="stable")  # got is in this order
             where = np.empty_like(by_src)
             where[by_src] = np.arange(len(by_src))
             yield src, list(map(got.__getitem__, where.tolist()))
