@@ -193,6 +193,42 @@ def test_reweight_reads_what_was_left_first_and_nothing_twice() -> None:
     assert sum(x.consumed for x in report.sources) == 450 + 2 * rest.epoch_len(1)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes_st,
+    st.data(),
+    st.sampled_from(STOPPING),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.floats(0, 1),
+)
+def test_reweight_at_any_point_consumes_each_draw_once(
+    sizes: list[int], data: st.DataObject, stopping: str, w1: int, w2: int, frac: float
+) -> None:
+    k = len(sizes)
+    old_w = data.draw(st.lists(st.floats(0.05, 1), min_size=k, max_size=k))
+    some = st.one_of(st.just(0.0), st.floats(0.05, 1))
+    new_w = data.draw(st.lists(some, min_size=k, max_size=k).filter(any))
+    old, new = mixture(sizes, old_w, stopping=stopping), mixture(sizes, new_w, stopping=stopping)
+    endless = stopping == "never"
+    ranks = MixtureRanks(old, w1, 0, 0, endless=endless)
+    state = mixture_state(old, *ranks.state_after(int(frac * ranks.epoch_len(0))))
+    seg, epoch, left = read_state(new, json.loads(json.dumps(state)), reweight=True)
+    assert left is None
+    rest = MixtureRanks(seg, w2, 0, epoch, endless=endless)
+    later = mixture_state(seg, *rest.state_after(rest.epoch_len(epoch)))
+    report = audit(old, states=[state, later], records=True)
+    assert report.ok
+    before = audit(old, states=[state])
+    run_positions = w2 * rest.epoch_len(epoch)
+    consumed = [s.consumed for s in report.sources]
+    assert sum(consumed) == sum(s.consumed for s in before.sources) + run_positions
+    # A source of weight 0 draws nothing more.
+    for s, w in enumerate(new_w):
+        if w == 0:
+            assert consumed[s] == before.sources[s].consumed
+
+
 def test_audit_of_a_run_counts_and_proves(tmp_path: Path) -> None:
     mix = mixture([120, 30], [0.6, 0.4], stopping="all_exhausted", seed=3)
     report = audit(mix, samples=mix.epoch_length // 2, world_size=2, records=True)
@@ -228,5 +264,7 @@ def test_sources_resolve_urls_loaders_and_versions(tmp_path: Path) -> None:
         Mixture([a, b], [1])
     with pytest.raises(ValueError, match="stopping must be one of"):
         Mixture([a], stopping="sometimes")
+    with pytest.raises(ValueError, match="epoch_length is for stopping='never'"):
+        Mixture([a], epoch_length=10)
     with pytest.raises(ResumeStateError, match="damaged"):
         read_state(mix, {**state, "remaining": [5]})

@@ -201,6 +201,11 @@ class Mixture:
         resolved = [resolve_source(s, storage_options, mode, seed, window) for s in sources]
         if weights is None:
             weights = [s.num_records for s in resolved]
+        if epoch_length is not None and stopping != "never":
+            raise ValueError(
+                f"epoch_length is for stopping='never'; with {stopping!r} the sources' sizes "
+                "and weights set it"
+            )
         length = (
             None if epoch_length is None else check_int(epoch_length, "epoch_length", minimum=1)
         )
@@ -357,7 +362,12 @@ class Mixture:
         for s in range(len(self.sources)):
             runs = list(self.source_draws(s, remaining))
             tail = int(self._interleave.count(s, np.asarray(end)))
-            maps.append(coalesce([*runs, *map_runs(self.maps[s], tail, None)]))
+            rest = map_runs(self.maps[s], tail, None)  # bounded runs, then an open one
+            bounded = coalesce([*runs, *rest[:-1]])
+            start = rest[-1][0]
+            if bounded and bounded[-1][1] == start:  # the open run goes on from it
+                bounded, start = bounded[:-1], bounded[-1][0]
+            maps.append((*bounded, (start, OPEN)))
         return Mixture._make(
             self.sources, weights, self.stopping, self.seed, epoch_length, epoch + 1, tuple(maps)
         )
