@@ -124,10 +124,12 @@ class MixtureStream:
         if not isinstance(sample_source, bool):
             raise TypeError(f"sample_source must be True or False, not {sample_source!r}")
         self.sample_source = sample_source
-        # Samples read per step: about 1 MiB of records (the sources' mean size).
+        # Samples read per step: about 4 MiB of records (the sources' mean size), at
+        # least 256: a step pays a fixed cost per source (interleave, plans, a read
+        # each), so a mixture's steps are larger than a single dataset's 1 MiB.
         nbytes = sum(s.nbytes for s in mixture.sources)
         n = sum(s.num_records for s in mixture.sources)
-        self._chunk = int(min(4096, max(1, (1 << 20) * n // max(1, nbytes))))
+        self._chunk = int(min(16384, max(256, (4 << 20) * n // max(1, nbytes))))
         self._clock = EpochClock()
         self._resume: tuple[int, tuple[tuple[int, int], ...]] | None = None
         self._iters = 0
