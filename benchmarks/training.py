@@ -9,6 +9,8 @@ For 256 B and 64 KiB records, prints records/s and MB/s of
 * ``SplitIterableDataset`` in every shuffle mode, ``num_workers`` 0 and 2, with the
   shuffle quality of its order (correlation with write order, distinct bins per 64,
   longest run from one bin) and the process's RSS beside the rate;
+* ``SplitMixtureDataset`` over the same records written as three sources (50, 30
+  and 20%) mixed by those weights, against the single dataset (``"window"``);
 * with ``--peers`` (needs ``pip install -r benchmarks/requirements-training.txt`` in a
   separate venv), mosaicml-streaming's and litdata's ``StreamingDataset`` with
   shuffling on, on the same records;
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.abc
 import importlib.machinery
+import itertools
 import mmap
 import os
 import shutil
@@ -40,7 +43,8 @@ import psutil
 import torch.utils.data as tud
 
 from splitdask import SplitDataLoader, shuffle_quality, write_split_data
-from splitdask.torch import SplitIterableDataset
+from splitdask.plan import Mixture
+from splitdask.torch import SplitIterableDataset, SplitMixtureDataset
 
 BATCH = 64
 SPLITS = 64
@@ -164,8 +168,40 @@ def bench_size(root: str, n: int, size: int, peers: set[str] | None) -> None:
                 base,
                 quality(ds, n) if workers == 0 else "",
             )
+    bench_mixture(root, recs, size, path)
     if peers:
         _peers(root, recs, n, total, base, peers)
+
+
+def bench_mixture(root: str, recs: list[bytes], size: int, path: str) -> None:
+    """The same records as three sources (50/30/20%) mixed by those weights, against the
+    one dataset at ``path`` (``"window"``), with as many workers. The two alternate,
+    three runs each, and the best of each is kept: the machine is shared and noisy."""
+    n = len(recs)
+    cuts = [0, n // 2, n // 2 + n * 3 // 10, n]
+    paths = []
+    for j, (lo, hi) in enumerate(itertools.pairwise(cuts)):
+        paths.append(os.path.join(root, f"mix-{size}-{j}"))
+        write_split_data(paths[-1], recs[lo:hi], splits=max(1, SPLITS * (hi - lo) // n))
+    mix = Mixture(paths, [0.5, 0.3, 0.2], stopping="all_exhausted")
+    m = mix.epoch_length
+    for workers in (0, 2):
+        best = {"single": 0.0, "mixture": 0.0}
+        for _ in range(3):
+            for name, ds, count_ in (
+                ("single", SplitIterableDataset(path, batch_size=BATCH), n),
+                ("mixture", SplitMixtureDataset(mix, batch_size=BATCH), m),
+            ):
+                t0 = time.perf_counter()
+                got = drain(loader(ds, workers))
+                assert got == count_, (name, got, count_)
+                best[name] = max(best[name], count_ / (time.perf_counter() - t0))
+        ratio = best["mixture"] / best["single"]
+        print(
+            f"  SplitMixtureDataset 3 sources w={workers}  {best['mixture']:>11,.0f} rec/s "
+            f"{best['mixture'] * size / 1e6:>8.1f} MB/s {ratio:6.2f}x  "
+            f"(single window w={workers}: {best['single']:,.0f} rec/s; best of 3 each)"
+        )
 
 
 class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):

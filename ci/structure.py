@@ -52,7 +52,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_dataset", "plan"),  # what a commit left: parts, snapshots, index and order arithmetic
     ("_read",),  # records, batches and bins out of a snapshot; the read layer's Loader
     ("_write",),  # parts in, commits, compaction, gc (compaction reads bins)
-    ("_transfer", "_front", "bag", "ray", "_raysink", "torch", "_torchmap", "mpq"),  # engines
+    ("_transfer", "_front", "bag", "ray", "_raysink", "torch", "_torchmap", "_torchmix", "mpq"),
     ("cli", "__main__"),  # the command line
 )
 

@@ -39,11 +39,12 @@ from splitdask._read._handout import (
 from splitdask._read._pinned import Pinned, identity_key
 from splitdask._store import CacheDir, UrlPath
 from splitdask._torchmap import SplitMapDataset, codec_state
+from splitdask._torchmix import SplitMixtureDataset
 from splitdask._util._validate import check_int
 from splitdask.errors import ResumeStateError
 from splitdask.plan import EpochOrder, RankPlan, default_window, epoch_seed, normalise_shuffle
 
-__all__ = ["SplitIterableDataset", "SplitMapDataset"]
+__all__ = ["SplitIterableDataset", "SplitMapDataset", "SplitMixtureDataset"]
 
 STATE_VERSION = 2
 """Version 2 names the dataset version of its epoch; version 1 states still load."""

@@ -8,6 +8,8 @@ same dataset and report a missing part with the same words.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -34,6 +36,7 @@ from splitdask.errors import (
 
 __all__ = [
     "Snapshot",
+    "identity_key",
     "missing_part",
     "open_snapshot",
     "read_manifest",
@@ -306,3 +309,9 @@ def missing_part(store: Store, rel: str, generation: int | None) -> SplitDaskErr
             "a new loader (or build a new bag) to read the dataset as it is now"
         )
     return CorruptDatasetError(f"{store.where(rel)}: listed in the manifest but missing")
+
+
+def identity_key(snap: Snapshot) -> str:
+    """A short name of a committed state, to tell resume states of other data apart."""
+    blob = json.dumps(snap.identity, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

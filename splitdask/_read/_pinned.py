@@ -4,12 +4,10 @@ their workers (:mod:`splitdask.torch`): each process opens that version on first
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from splitdask._dataset._snapshot import Snapshot, open_snapshot
+from splitdask._dataset._snapshot import Snapshot, identity_key, open_snapshot
 from splitdask._read._records import RecordReader
 from splitdask._store import CacheDir, UrlPath, cache_report, open_store
 from splitdask._util._validate import check_version
@@ -137,9 +135,3 @@ class Pinned:
             return self._snapshot_of(version)
         except ValueError as exc:  # no such version yet: another dataset's state
             raise ResumeStateError(f"this state was saved for another dataset: {exc}") from None
-
-
-def identity_key(snap: Snapshot) -> str:
-    """A short name of a committed state, to tell resume states of other data apart."""
-    blob = json.dumps(snap.identity, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
