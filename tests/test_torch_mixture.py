@@ -231,3 +231,29 @@ def test_s3_mixture_reads_each_part_about_once_and_matches_local(
     assert same.epoch_length == mix.epoch_length
     ref = [run(SplitMixtureDataset(same, batch_size=16, world_size=2, rank=r)) for r in range(2)]
     assert got == ref
+
+
+def test_sources_of_different_codecs_decode_each_with_its_own(tmp_path: Path) -> None:
+    import numpy as np
+
+    write_split_data(tmp_path / "m", ({"i": i, "v": np.full(3, i, "i4")} for i in range(40)),
+                     splits=2, codec="msgpack", mode="w")  # fmt: skip
+    write_split_data(tmp_path / "j", ({"i": 1000 + i} for i in range(20)), splits=2,
+                     codec="json", mode="w")  # fmt: skip
+    write_split_data(tmp_path / "b", (b"raw %d" % i for i in range(10)), splits=2, mode="w")
+    mix = Mixture([str(tmp_path / n) for n in "mjb"], [0.5, 0.3, 0.2], seed=1)
+    for ctx in ("fork", "spawn"):
+        ds = SplitMixtureDataset(mix, batch_size=4, sample_source=True)
+        loader = tud.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=list,
+                                multiprocessing_context=ctx)  # fmt: skip
+        got = [pair for b in loader for pair in b]
+        by_source: dict[int, list[Any]] = {0: [], 1: [], 2: []}
+        for rec, src in got:
+            by_source[src].append(rec)
+        assert sorted(r["i"] for r in by_source[0]) == list(range(40))
+        assert all(np.array_equal(r["v"], np.full(3, r["i"], "i4")) for r in by_source[0])
+        # The smaller sources repeat (each epoch freshly shuffled) until all are exhausted.
+        assert {r["i"] for r in by_source[1]} == set(range(1000, 1020))
+        assert set(by_source[2]) == {b"raw %d" % i for i in range(10)}
+    stored = SplitMixtureDataset(mix, batch_size=4, decode=False)
+    assert all(isinstance(r, bytes) for r in stored)

@@ -19,6 +19,8 @@ from splitdask._dataset._index import IntArray
 from splitdask._dataset._mixrank import MixtureRanks
 from splitdask._dataset._mixstate import mixture_state, read_state
 from splitdask._dataset._mixture import Mixture, MixtureSource, Source
+from splitdask._read._decode import Decoder
+from splitdask._read._engine import snapshot_decoder
 from splitdask._read._epochs import EpochClock, KeyReader
 from splitdask._read._pinned import Pinned
 from splitdask._store import CacheDir
@@ -59,7 +61,11 @@ class MixtureStream:
     rank, world_size
         Default to ``torch.distributed``'s when it is initialised, else 0 and 1.
     transform
-        Called on each record (``bytes``) in the worker.
+        Called on each record, once decoded, in the worker.
+    decode, allow_pickle
+        As for :class:`splitdask.SplitDataLoader`: each source's records are decoded
+        with that source's codec (sources may differ); ``decode=False``: the stored
+        bytes. Pickle decodes only with ``allow_pickle=True``.
     sample_source
         Yield ``(sample, source index)`` pairs (the index into ``mixture.sources``).
     cache_dir, cache_bytes
@@ -92,6 +98,8 @@ class MixtureStream:
         sample_source: bool = False,
         cache_dir: CacheDir = None,
         cache_bytes: int | str | None = None,
+        decode: bool = True,
+        allow_pickle: bool = False,
     ) -> None:
         if not isinstance(mixture, Mixture):
             mixture = Mixture(
@@ -110,6 +118,10 @@ class MixtureStream:
         """The mixture given (its weights: see :meth:`load_state_dict`)."""
         self._mix = mixture  # the weights in force (a reweighted resume's, after one)
         self._sources = [_SourceData(s, cache_dir, cache_bytes) for s in mixture.sources]
+        # Each source's codec, found now (an unregistered one fails here, not in a worker).
+        self._codecs = [
+            snapshot_decoder(s.snapshot, decode, allow_pickle).codec for s in self._sources
+        ]
         self.batch_size = (
             None if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
         )
@@ -182,6 +194,8 @@ class MixtureStream:
         ]
         sizes = np.asarray([max(1, s.num_records) for s in mix.sources], dtype=np.int64)
         transform, tag = self.transform, self.sample_source
+        decoders = [Decoder(codec) for codec in self._codecs]
+        plain = all(d.plain for d in decoders)
         block = self.batch_size or _DEFAULT_BLOCK
         chunks = ranks.worker_samples(worker, workers, block, self._chunk)
         located = (_locate(mix, ranks.positions(c), sizes) for c in chunks)
@@ -189,6 +203,8 @@ class MixtureStream:
         shared = self._worker_cache(workers, token, readers)
         try:
             for src, recs in stream:
+                if not plain:
+                    recs = [decoders[s].one(r) for s, r in zip(src.tolist(), recs, strict=True)]
                 if transform is not None:
                     recs = list(map(transform, recs))
                 if tag:
