@@ -1,7 +1,7 @@
 """Train a tiny PyTorch model from a splitdask dataset, interrupted and resumed mid-epoch.
 
-Run: ``python examples/train_torch.py`` (needs ``pip install splitdask[torch]``). It writes
-4,096 (x, y) samples of a noisy line to a temporary directory, trains two epochs with
+Run: ``python examples/train_torch.py`` (needs the ``torch`` extra: README, "Install").
+It writes 4,096 (x, y) samples of a noisy line to a temporary directory, trains two epochs with
 ``num_workers=2``, stops half-way through epoch 0 as if the job were killed, saves a
 checkpoint (model, optimiser and the dataset's resume state), restarts from it in a new
 DataLoader and checks that the resumed run saw exactly the samples an uninterrupted

@@ -11,7 +11,7 @@ write task writes its records to new parts of one bin that nothing names yet, an
 one manifest replacement, as ``to_split_bins`` does for Dask. A task that Ray runs
 again (its worker died) writes under fresh names, and only the results Ray hands to
 the commit count, so every row is stored exactly once. Ray is imported only here
-(``pip install "splitdask[ray]"``).
+(the ``ray`` extra: ``pip install ".[ray]"`` from a clone).
 """
 
 from __future__ import annotations

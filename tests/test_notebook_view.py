@@ -187,3 +187,20 @@ def test_codec_shows_the_dataset_s_codec(loader: SplitDataLoader) -> None:
     assert 'codec</th><td style="text-align:left">bytes</td>' in dataset_html(desc, [])
     html = dataset_html(replace(desc, codec="my<codec>"), [])
     assert 'codec</th><td style="text-align:left">my&lt;codec&gt;</td>' in html
+
+
+def test_typed_records_show_their_fields_dtypes_and_shapes(tmp_path: Path) -> None:
+
+    recs = [{"ids": np.arange(i, i + 4, dtype=np.int32), "label": i, "text": "t"} for i in range(8)]
+    write_split_data(tmp_path / "typed", recs, splits=2, codec="msgpack", mode="w")
+    html = SplitDataLoader(tmp_path / "typed")._repr_html_()
+    fields = html.split("fields of the first 5 records", 1)[1].split("</table>", 1)[0]
+    assert (
+        '<td style="text-align:left">ids</td><td style="text-align:left"><code>int32 (4,)' in fields
+    )
+    assert 'label</td><td style="text-align:left"><code>int</code>' in fields
+    assert 'text</td><td style="text-align:left"><code>str</code>' in fields
+    assert "&quot;ids&quot;: [0, 1, 2, 3]" in html  # the first record, decoded, as JSON
+    assert 'codec</th><td style="text-align:left">msgpack</td>' in html
+    plain = SplitDataLoader(tmp_path / "typed", decode=False)._repr_html_()
+    assert "fields of the first" not in plain

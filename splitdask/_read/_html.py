@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from html import escape
+from typing import Any
 
 import numpy as np
 
 from splitdask._read._describe import Description, SizeSample, cost_rows, preview, sizeof
+from splitdask._read._schema import summarize_fields, to_json
 
 __all__ = ["balance_svg", "dataset_html", "heaviest_bins", "size_histogram_html"]
 
@@ -212,9 +214,15 @@ def _fact_rows(desc: Description) -> list[tuple[str, str]]:
     return rows + costs[:1] + [(f"\u2003{key}", value) for key, value in costs[1:]]
 
 
-def dataset_html(desc: Description, first: Sequence[bytes], sizes: SizeSample | None = None) -> str:
+def dataset_html(
+    desc: Description,
+    first: Sequence[bytes],
+    sizes: SizeSample | None = None,
+    values: Sequence[Any] | None = None,
+) -> str:
     """The whole view: facts, bin balance chart, record sizes, metadata and a preview
-    of ``first``."""
+    of ``first`` (the stored records); with ``values`` (the same records decoded by
+    the dataset's codec) their fields, dtypes and shapes, and the values as JSON."""
     facts = "".join(
         f'<tr><th style="text-align:left;padding-right:1em">{escape(k)}</th>'
         f'<td style="text-align:left">{escape(v)}</td></tr>'
@@ -222,9 +230,12 @@ def dataset_html(desc: Description, first: Sequence[bytes], sizes: SizeSample | 
     )
     shown = []
     for i, rec in enumerate(first):
-        kind, text = preview(rec)
+        if values is None:
+            kind, text = preview(rec)
+        else:
+            kind, text = desc.codec, _clip(to_json(values[i]))
         shown.append(
-            f'<tr class="record"><td>{i}</td><td>{len(rec):,} B</td><td>{kind}</td>'
+            f'<tr class="record"><td>{i}</td><td>{len(rec):,} B</td><td>{escape(kind)}</td>'
             f'<td style="text-align:left"><code>{escape(text)}</code></td></tr>'
         )
     records = (
@@ -234,10 +245,31 @@ def dataset_html(desc: Description, first: Sequence[bytes], sizes: SizeSample | 
         if shown
         else ""
     )
+    records = _fields_html(values) + records
     return (
         '<div class="splitdask-dataset"><strong>SplitDataLoader</strong>'
         f"<table>{facts}</table>"
         "<div>records per bin (dashed: mean; orange: the heaviest bins; hover a bar "
         f"for its bin)</div>{balance_svg(desc.bin_counts)}"
         f"{size_histogram_html(sizes)}{records}</div>"
+    )
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _fields_html(values: Sequence[Any] | None) -> str:
+    """The fields of the first decoded records: name, type, dtype and shape."""
+    fields = summarize_fields(list(values or ()))
+    if not fields:
+        return ""
+    rows = "".join(
+        f'<tr class="field"><td style="text-align:left">{escape(f.name or "(record)")}</td>'
+        f'<td style="text-align:left"><code>{escape(f.describe())}</code></td></tr>'
+        for f in fields
+    )
+    return (
+        f"<details open><summary>fields of the first {len(values or ())} records</summary>"
+        f"<table><tr><th>field</th><th>type</th></tr>{rows}</table></details>"
     )

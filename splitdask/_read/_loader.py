@@ -179,7 +179,8 @@ class Loader(SnapshotFacts):
 
         reader = self._reader or self._open()
         first = reader.records(np.arange(min(len(self), _PREVIEW_RECORDS), dtype=np.int64))
-        return dataset_html(self.describe(), first, sample_sizes(reader))
+        values = self._dec.many(first) if self._dec.decodes else None
+        return dataset_html(self.describe(), first, sample_sizes(reader), values)
 
     # -- random access ----------------------------------------------------------------
 
