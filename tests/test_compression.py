@@ -66,7 +66,7 @@ def test_write_split_data_round_trip_and_format(tmp_path: Path) -> None:
     doc = _doc(ds)
     assert doc["version"] == _format.COMPRESSED_MANIFEST_VERSION == 3
     parts = [p for b in doc["bins"] for p in b]
-    assert {(p["version"], p["compression"], p["level"]) for p in parts} == {(3, "zstd", 5)}
+    assert {(p["version"], p["compression"], p["level"]) for p in parts} == {(4, "zstd", 5)}
     stored = sum(p["size"] for p in parts)
     assert stored < sum(map(len, RECORDS)) / 2  # dictionary-compressed text
     with SplitDataLoader(ds) as lo:

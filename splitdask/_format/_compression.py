@@ -16,7 +16,9 @@ for small records) and turned into int64 offsets once per part open.
 from __future__ import annotations
 
 import threading
+from array import array
 from collections.abc import Sequence
+from itertools import accumulate
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,8 @@ from splitdask.errors import CorruptDatasetError
 __all__ = [
     "DEFAULT_LEVEL",
     "DICT_SIZE",
+    "GROUP_BYTES",
+    "MAX_GROUP",
     "MAX_LEVEL",
     "MIN_LEVEL",
     "SAMPLE_BYTES",
@@ -41,6 +45,7 @@ __all__ = [
     "check_compression",
     "decode_lengths",
     "encode_lengths",
+    "group_records",
     "train",
 ]
 
@@ -61,6 +66,26 @@ _SMALL_CLAIM = 65791
 """Frames claiming at most this many decoded bytes (a 2-byte size field) are decoded
 without parsing their header: allocating that much is harmless."""
 _DID_SIZE = (0, 1, 2, 4)
+GROUP_BYTES = 256
+"""A writer closes a frame once its records hold this many bytes (measured:
+benchmarks/local.py --compression-only; docs/decisions.md). Readers take any grouping."""
+MAX_GROUP = 64
+"""The most records one frame may hold (a format v4 limit: extents stay in the file)."""
+
+
+def group_records(records: Sequence[bytes]) -> list[int]:
+    """How many of ``records``, in order, each frame holds (:data:`GROUP_BYTES`)."""
+    counts: list[int] = []
+    k = size = 0
+    for n in map(len, records):
+        k += 1
+        size += n
+        if size >= GROUP_BYTES or k == MAX_GROUP:
+            counts.append(k)
+            k = size = 0
+    if k:
+        counts.append(k)
+    return counts
 
 
 def _zstd() -> Any:
@@ -131,11 +156,13 @@ def train(samples: Sequence[bytes], level: int) -> bytes:
 
 
 class PartEncoder:
-    """Compresses one bin writer's records, frame by frame.
+    """Compresses one bin writer's records into frames of a format v4 part: runs of
+    consecutive records (:func:`group_records`) share a frame.
 
     The first ``sample_bytes`` of records are held back (:meth:`feed` returns
     nothing) until a dictionary is trained from them; later parts of the same writer
-    reuse it. ``max_raw`` and ``raw_bytes`` describe the part being written.
+    reuse it. ``max_raw``, ``raw_bytes``, ``sizes`` (each record's) and ``counts``
+    (each frame's records) describe the part being written.
     """
 
     def __init__(self, compression: Compression, sample_bytes: int = SAMPLE_BYTES) -> None:
@@ -147,6 +174,8 @@ class PartEncoder:
         self._stashed = 0
         self.max_raw = 0
         self.raw_bytes = 0
+        self.sizes = array("Q")
+        self.counts = array("B")
 
     def feed(self, records: Sequence[bytes]) -> Sequence[Any]:
         """Frames for ``records`` (and for any held back before them), in order;
@@ -163,7 +192,8 @@ class PartEncoder:
         """Frames of every record held back (training the dictionary now if needed)."""
         if self._cctx is None:
             z = _zstd()
-            self.dictionary = train(self._stash, self.compression.level)
+            groups = _joined(self._stash, group_records(self._stash))
+            self.dictionary = train(groups, self.compression.level)
             dict_data = z.ZstdCompressionDict(self.dictionary) if self.dictionary else None
             self._cctx = z.ZstdCompressor(
                 dict_data=dict_data, compression_params=_params(self.compression.level)
@@ -176,9 +206,12 @@ class PartEncoder:
             return ()
         self.max_raw = max(self.max_raw, max(map(len, records)))
         self.raw_bytes += sum(map(len, records))
+        counts = group_records(records)
+        self.sizes.extend(map(len, records))
+        self.counts.extend(counts)
         # One call in C for the whole batch; the segments it returns are buffers that
         # b"".join, len and the checksum take as they are.
-        return list(self._cctx.multi_compress_to_buffer(records))
+        return list(self._cctx.multi_compress_to_buffer(_joined(records, counts)))
 
     @property
     def held(self) -> int:
@@ -188,6 +221,15 @@ class PartEncoder:
     def next_part(self) -> None:
         """Start the statistics of a new part (the dictionary is kept)."""
         self.max_raw = self.raw_bytes = 0
+        self.sizes, self.counts = array("Q"), array("B")
+
+
+def _joined(records: Sequence[bytes], counts: list[int]) -> list[bytes]:
+    """``records`` joined into one input per frame, ``counts`` records each."""
+    if len(counts) == len(records):
+        return list(records)
+    ends = list(accumulate(counts, initial=0))
+    return [b"".join(records[a:b]) for a, b in zip(ends, ends[1:], strict=False)]
 
 
 class Decoder(PartCodec):
