@@ -558,8 +558,6 @@ def compression(quick: bool = False, level: int = 3, splits: int = 8) -> None:
     stored size against raw and against whole-part zstd at the same level, random
     ``loader[i]`` and ``iterate_binwise`` compressed against uncompressed, write rate.
     Every row's ratio is to its limit, all in this run."""
-    import json
-
     files, lines = _stdlib_corpora()
     if quick:
         lines = lines[:200_000]
@@ -578,11 +576,10 @@ def compression(quick: bool = False, level: int = 3, splits: int = 8) -> None:
             t_plain = timed(lambda: write_split_data(plain, recs, splits=splits))  # noqa: B023
             zstd = {"compression": "zstd", "compression_level": level}
             t_zstd = timed(lambda: write_split_data(packed, recs, splits=splits, **zstd))  # noqa: B023
-            with open(os.path.join(packed, "splitdask.json"), "rb") as f:
-                doc = json.load(f)
-            parts = [p for b in doc["bins"] for p in b]
-            stored = sum(p["size"] for p in parts)
-            footers = sum(p["footer"] for p in parts)
+            with SplitDataLoader(packed) as lo:  # splitdask.json is the log's stub
+                parts = [p for b in lo.manifest.bins for p in b]
+            stored = sum(p.size for p in parts)
+            footers = sum(p.footer for p in parts)
             whole = _whole_part_zstd(plain, level)
             n = len(recs)
             print(

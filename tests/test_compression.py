@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import sysconfig
 from pathlib import Path
 from typing import Any
 
 import dask.bag as db
 import numpy as np
 import pytest
+import xxhash
+import zstandard
 
 from splitdask import (
     CorruptDatasetError,
@@ -24,12 +27,22 @@ from splitdask import (
     compact,
     write_split_data,
 )
-from splitdask._format import Manifest
+from splitdask._format import (
+    DATA_START,
+    MAGIC,
+    Manifest,
+    decode_footer_v4,
+    encode_footer_v3,
+    encode_footer_v4,
+    footer_hash,
+    record_sum,
+)
 from splitdask._format import _manifest as _format
-from splitdask._format._compression import decode_lengths, encode_lengths
+from splitdask._format._compression import Decoder, _params, decode_lengths, encode_lengths, train
+from splitdask._format._grouped import MAX_GROUP, GroupDecoder
 from splitdask.bag import read_split_bins, to_split_bins
 from tests._cli_helpers import ok, run
-from tests._manifests import manifest_doc
+from tests._manifests import manifest_doc, write_manifest_doc
 
 _rng = random.Random(14)
 _WORDS = [b"def", b"return", b"self", b"import", b"class", b"for", b"in", b"if", b"else", b"x"]
@@ -287,3 +300,210 @@ def test_small_compressed_write_keeps_records_held_for_training(tmp_path: Path) 
     with SplitDataLoader(tmp_path / "s") as lo:
         assert list(lo) == records
         assert lo.describe().format_version == 4  # a log of a compressed dataset
+
+
+# -- format v4: small records share a frame (issue 19) ---------------------------------
+
+
+def _stdlib_lines() -> list[bytes]:
+    """Every non-blank line of this Python's standard library's ``.py`` files (the
+    per-line corpus of benchmarks/local.py --compression-only)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = [p.read_bytes() for p in sorted(root.rglob("*.py")) if "site-packages" not in p.parts]
+    return [line for f in files for line in f.split(b"\n") if line.strip()]
+
+
+def test_per_line_corpus_stores_within_2x_of_whole_part_zstd(tmp_path: Path) -> None:
+    lines = _stdlib_lines()
+    assert len(lines) > 100_000  # the corpus is there
+    write_split_data(tmp_path / "ds", lines, splits=8, compression="zstd")
+    parts = [p for b in _doc(tmp_path / "ds")["bins"] for p in b]
+    assert {p["version"] for p in parts} == {4}
+    stored = sum(p["size"] for p in parts)
+    # Zstd over each whole bin (one part each here, records dealt round-robin).
+    cctx = zstandard.ZstdCompressor(level=3)
+    whole = sum(len(cctx.compress(b"".join(lines[j::8]))) for j in range(8))
+    assert stored <= 2.0 * whole, f"{stored / whole:.2f}x of whole-part zstd"
+    with SplitDataLoader(tmp_path / "ds") as lo:
+        picks = random.Random(19).sample(range(len(lines)), 2000)
+        assert [lo[i] for i in picks] == [lines[i] for i in picks]
+
+
+def test_frames_hold_several_small_records_and_one_large(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    write_split_data(ds, RECORDS, splits=1, compression="zstd")
+    with SplitDataLoader(ds) as lo:
+        dec = lo._reader.part(0).decode
+        assert isinstance(dec, GroupDecoder)
+        counts = dec.counts.tolist()
+        assert sum(counts) == len(RECORDS)
+        assert 1 < max(counts) <= MAX_GROUP
+        # The 200 KB record is a frame of its own.
+        big = RECORDS.index(b"z" * 200_000)
+        assert counts[int(np.searchsorted(np.cumsum(counts), big, side="right"))] == 1
+        # Every record's extent is unique and inside the file.
+        ext = set(zip(dec.rec_start.tolist(), dec.rec_end.tolist(), strict=True))
+        assert len(ext) == len(RECORDS)
+        assert max(dec.rec_end) < lo.manifest.bins[0][0].size
+        data = lo._reader.part(0).data
+        spans = [
+            slice(s, e) for s, e in zip(dec.rec_start.tolist(), dec.rec_end.tolist(), strict=True)
+        ]
+        views = dec.views(data)
+        order = np.random.default_rng(1).permutation(len(spans))
+        assert [bytes(views[spans[k]]) for k in order] == [RECORDS[k] for k in order]
+
+
+def _v3_part(records: list[bytes], uid: str) -> tuple[bytes, dict[str, Any]]:
+    """A format v3 part of ``records`` (one frame each), as the writers of issue 14
+    made them, and its manifest entry."""
+    dictionary = train(records, 3)
+    cctx = zstandard.ZstdCompressor(
+        dict_data=zstandard.ZstdCompressionDict(dictionary), compression_params=_params(3)
+    )
+    frames = [cctx.compress(r) for r in records]
+    raw = sum(map(len, records))
+    footer = encode_footer_v3(
+        [len(f) for f in frames],
+        [record_sum(f) for f in frames],
+        dictionary,
+        uid,
+        max_decoded=max(map(len, records)),
+        decoded_total=raw,
+        level=3,
+    )
+    data = MAGIC + b"".join(frames) + footer
+    entry = {
+        "path": f"bins/00000-{uid}.bin",
+        "count": len(records),
+        "size": len(data),
+        "checksum": f"xxh3_64:{xxhash.xxh3_64_hexdigest(data)}",
+        "version": 3,
+        "compression": "zstd",
+        "level": 3,
+        "footer": len(footer),
+        "raw": raw,
+        "footer_sum": f"{footer_hash(footer):016x}",
+    }
+    return data, entry
+
+
+def test_v3_parts_stay_readable_beside_v4_parts(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    old, new = RECORDS[:1500], RECORDS[1500:]
+    write_split_data(ds, old, splits=1, compression="zstd")
+    doc = _doc(ds)
+    uid = "00" * 8 + "0123456789abcdef"
+    data, entry = _v3_part(old, uid)
+    (ds / entry["path"]).write_bytes(data)
+    doc["bins"][0] = [entry]
+    write_manifest_doc(ds, doc)
+    with SplitDataLoader(ds) as lo:
+        assert type(lo._reader.part(0).decode) is Decoder  # per-record frames
+        assert [lo[i] for i in range(0, 1500, 7)] == old[::7]
+    write_split_data(ds, new, splits=1, compression="zstd")  # appends a v4 part
+    assert [p["version"] for p in _doc(ds)["bins"][0]] == [3, 4]
+    with SplitDataLoader(ds) as lo:
+        _all_reads(lo)
+    compact(ds, retention=0)  # rewrites both as one v4 part
+    assert [p["version"] for p in _doc(ds)["bins"][0]] == [4]
+    with SplitDataLoader(ds) as lo:
+        _all_reads(lo)
+
+
+def _footer_at(ds: Path) -> tuple[Path, int, int]:
+    """The first part of ``ds``: its path, where its footer starts, its dictionary's size."""
+    part = _doc(ds)["bins"][0][0]
+    path = ds / part["path"]
+    at = part["size"] - part["footer"]
+    with SplitDataLoader(ds) as lo:
+        dec = lo._reader.part(0).decode
+        assert isinstance(dec, GroupDecoder)
+        n_dict = len(dec._dict)
+    return path, at, n_dict
+
+
+def test_a_damaged_dictionary_is_refused_naming_the_file(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    write_split_data(ds, RECORDS, splits=1, compression="zstd")
+    path, at, n_dict = _footer_at(ds)
+    assert n_dict > 1000
+    data = bytearray(path.read_bytes())
+    data[at + n_dict // 2] ^= 0x20
+    path.write_bytes(bytes(data))
+    with SplitDataLoader(ds) as lo:
+        with pytest.raises(CorruptDatasetError, match=rf"{path.name}.*footer checksum mismatch"):
+            lo[0]
+        with pytest.raises(CorruptDatasetError, match=path.name):
+            lo.verify()
+
+
+def test_a_wrong_dictionary_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """Another dictionary in a footer made consistent again (its own hash, the part's
+    checksum): the hash of the footer the commit wrote refuses it."""
+    ds = tmp_path / "ds"
+    write_split_data(ds, RECORDS, splits=1, compression="zstd")
+    doc = _doc(ds)
+    part = doc["bins"][0][0]
+    path, at, _n = _footer_at(ds)
+    with SplitDataLoader(ds) as lo:
+        opened = lo._reader.part(0)
+        dec = opened.decode
+        assert isinstance(dec, GroupDecoder)
+        frames = bytes(opened.data[DATA_START:at])
+        bounds, counts, sizes = dec.bounds, dec.counts, dec.sizes
+        sums = [
+            record_sum(frames[s - DATA_START : e - DATA_START])
+            for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        ]
+    other = train([b"%d unrelated words %d" % (i, i * i) for i in range(2000)], 3)
+    assert other
+    assert other != dec._dict
+    footer = encode_footer_v4(
+        np.diff(bounds), sums, sizes, counts, other, part["path"][11:-4], level=3
+    )
+    data = MAGIC + frames + footer
+    path.write_bytes(data)
+    part.update(size=len(data), footer=len(footer))
+    part["checksum"] = f"xxh3_64:{xxhash.xxh3_64_hexdigest(data)}"
+    write_manifest_doc(ds, doc)  # footer_sum still the one the commit recorded
+    with (
+        SplitDataLoader(ds) as lo,
+        pytest.raises(CorruptDatasetError, match=rf"{path.name}.*not the one the commit wrote"),
+    ):
+        lo[5]
+
+
+def test_v4_footer_claims_are_checked_before_use() -> None:
+    recs = [b"record %d" % i for i in range(200)]
+    cctx = zstandard.ZstdCompressor(compression_params=_params(3))  # magicless, no dictionary
+    frames = [cctx.compress(b"".join(recs[i : i + 10])) for i in range(0, 200, 10)]
+    lengths = [len(f) for f in frames]
+    sums = [record_sum(f) for f in frames]
+    sizes = [len(r) for r in recs]
+    uid = "ab" * 8
+    body = MAGIC + b"".join(frames)
+
+    def footer(counts: list[int], total: int | None = None) -> Any:
+        f = encode_footer_v4(lengths, sums, sizes, counts, b"", uid, level=3)
+        return decode_footer_v4(
+            body + f, len(body) + len(f), 200, len(f), uid, total or sum(sizes), "p.bin"
+        )
+
+    starts, ends, dec = footer([10] * 20)
+    assert isinstance(dec, GroupDecoder)
+    assert dec(bytes((body + b"x" * 300)[starts[13] : ends[13]]), 13) == recs[13]
+    with pytest.raises(
+        CorruptDatasetError, match="p.bin: footer says 1890 decoded bytes, the manifest says 1800"
+    ):
+        footer([10] * 20, total=1800)
+    with pytest.raises(CorruptDatasetError, match="p.bin: the frames' record counts"):
+        footer([65] + [7] * 18 + [9])  # 65 in one frame
+    with pytest.raises(CorruptDatasetError, match="p.bin: the frames' record counts"):
+        footer([0] * 19 + [200])
+    with pytest.raises(ValueError, match="frames hold 199 records, 200 sizes"):
+        encode_footer_v4(lengths, sums, sizes, [10] * 19 + [9], b"", uid, level=3)
+    # A frame that decodes to other than its records' sizes is refused by name.
+    starts, ends, dec = footer([10] * 20)
+    with pytest.raises(CorruptDatasetError, match="p.bin: frame 0 decodes to"):
+        dec.frame(cctx.compress(b"x" * 5), 0)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import threading
 from array import array
 from collections.abc import Sequence
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,7 @@ _SMALL_CLAIM = 65791
 """Frames claiming at most this many decoded bytes (a 2-byte size field) are decoded
 without parsing their header: allocating that much is harmless."""
 _DID_SIZE = (0, 1, 2, 4)
-GROUP_BYTES = 256
+GROUP_BYTES = 128
 """A writer closes a frame once its records hold this many bytes (measured:
 benchmarks/local.py --compression-only; docs/decisions.md). Readers take any grouping."""
 MAX_GROUP = 64
@@ -228,8 +228,8 @@ def _joined(records: Sequence[bytes], counts: list[int]) -> list[bytes]:
     """``records`` joined into one input per frame, ``counts`` records each."""
     if len(counts) == len(records):
         return list(records)
-    ends = list(accumulate(counts, initial=0))
-    return [b"".join(records[a:b]) for a, b in zip(ends, ends[1:], strict=False)]
+    ends = accumulate(counts, initial=0)
+    return [b"".join(records[a:b]) for a, b in pairwise(ends)]
 
 
 class Decoder(PartCodec):

@@ -19,7 +19,6 @@ extent alone (:class:`GroupDecoder`).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,10 +26,13 @@ import numpy.typing as npt
 import xxhash
 
 from splitdask._format._compression import (
+    _SMALL_CLAIM,
     GROUP_BYTES,
     MAX_GROUP,
     SUM_MASK,
+    Decoded,
     Decoder,
+    _claim,
     decode_lengths,
     encode_lengths,
     group_records,
@@ -199,10 +201,8 @@ class GroupDecoder(Decoder):
         "_by_start",
         "_fend",
         "_first",
-        "_frame_of",
-        "_gsize",
-        "_hi",
-        "_lo",
+        "_frm",
+        "_rec",
         "bounds",
         "counts",
         "rec_end",
@@ -225,9 +225,13 @@ class GroupDecoder(Decoder):
         lo = ends - sizes - base
         self.rec_start = bounds[:-1][frame_of]
         self.rec_end = bounds[1:][frame_of] + (np.arange(len(sizes)) - first[frame_of])
-        fast = _fast
-        self._first, self._frame_of, self._gsize = fast(first), fast(frame_of), fast(gsize)
-        self._fend, self._lo, self._hi = fast(bounds[1:]), fast(lo), fast(lo + sizes)
+        # What ``loader[i]`` looks up, one cache line per record and 16 B per frame:
+        # record j's frame, place in it, decoded start and end in the frame; frame
+        # g's checksum and decoded size.
+        rec = np.stack([frame_of, np.arange(len(sizes)) - first[frame_of], lo, lo + sizes], 1)
+        frm = np.stack([np.asarray(frame_sums, dtype=np.int64), gsize], 1)
+        self._rec, self._frm = _fast(rec), _fast(frm)
+        self._first, self._fend = _fast(first), _fast(bounds[1:])
         self._by_start: dict[int, int] | None = None
 
     def detached(self) -> GroupDecoder:
@@ -238,23 +242,42 @@ class GroupDecoder(Decoder):
     def frame(self, frame: Any, g: int) -> bytes:
         """Frame ``g``'s records decoded, of the size its records add up to."""
         out = self.plain(frame, -1)
-        if len(out) != self._gsize[g]:
-            raise CorruptDatasetError(
-                f"{self.where}: frame {g} decodes to {len(out)} bytes, its records "
-                f"add up to {self._gsize[g]}"
-            )
+        if len(out) != self._frm[2 * g + 1]:
+            raise self._wrong_size(g, len(out))
         return out
 
     def __call__(self, stored: Any, j: int) -> bytes:
         """Record ``j`` from its stored extent (its frame, then ``m`` bytes)."""
-        g = self._frame_of[j]
-        frame = stored[: len(stored) - (j - self._first[g])]
-        if record_sum(frame) & SUM_MASK != self.frame_sums[g]:
+        # The hot path of ``loader[i]``: :meth:`frame` and :meth:`plain` inlined.
+        rec, frm, r = self._rec, self._frm, 4 * j
+        g, m = rec[r], rec[r + 1]
+        frame = stored[:-m] if m else stored
+        if record_sum(frame) & SUM_MASK != frm[2 * g]:
             raise CorruptDatasetError(
                 f"{self.where}: record {j} (in frame {g}) does not match its checksum "
                 "(the file was altered or a read returned wrong bytes)"
             )
-        return self.frame(frame, g)[self._lo[j] : self._hi[j]]
+        try:
+            dec = self._local.dec
+        except AttributeError:
+            dec = self._make()
+        try:
+            if frame[0] >= self._big and _claim(frame) > max(self.cap, _SMALL_CLAIM):
+                raise ValueError(f"it claims more than the part's largest frame ({self.cap} B)")
+            out: bytes = dec(frame)
+        except self._errors as exc:
+            raise CorruptDatasetError(
+                f"{self.where}: record {j} (in frame {g}) does not decompress ({exc})"
+            ) from None
+        if len(out) != frm[2 * g + 1]:
+            raise self._wrong_size(g, len(out))
+        return out[rec[r + 2] : rec[r + 3]]
+
+    def _wrong_size(self, g: int, n: int) -> CorruptDatasetError:
+        return CorruptDatasetError(
+            f"{self.where}: frame {g} decodes to {n} bytes, its records add up to "
+            f"{self._frm[2 * g + 1]}"
+        )
 
     def first_bad(self, data: Any, starts: Any, ends: Any) -> int | None:
         b = self.bounds.tolist()
@@ -277,15 +300,15 @@ class GroupDecoder(Decoder):
         return _GroupViews(data, self)
 
 
-class _GroupDecoded:
+class _GroupDecoded(Decoded):
     """A v4 part's buffer (checked whole once) whose record extents slice out decoded
     records; the last frame decoded is kept, so records in stored order decode each
     frame once."""
 
-    __slots__ = ("_dec", "_g", "_out", "raw")
+    __slots__ = ("_dec", "_g", "_out")
 
     def __init__(self, raw: Any, decoder: GroupDecoder) -> None:
-        self.raw = raw
+        super().__init__(raw, decoder)
         self._dec = decoder
         self._g = -1
         self._out = b""
@@ -296,7 +319,7 @@ class _GroupDecoded:
         if g != self._g:
             self._out = dec.frame(self.raw[span.start : dec._fend[g]], g)
             self._g = g
-        return self._out[dec._lo[j] : dec._hi[j]]
+        return self._out[dec._rec[4 * j + 2] : dec._rec[4 * j + 3]]
 
 
 class _GroupViews(_GroupDecoded):
@@ -306,6 +329,8 @@ class _GroupViews(_GroupDecoded):
         return memoryview(super().__getitem__(span))
 
 
-def _fast(a: npt.NDArray[np.int64]) -> Any:
-    """An int64 array as a memoryview (indexed by Python ints several times faster)."""
-    return memoryview(np.ascontiguousarray(a, dtype=np.int64)).cast("B").cast("q")
+def _fast(a: Any) -> Any:
+    """An int64 array, flat, as a memoryview (indexed by Python ints several times
+    faster than the array)."""
+    flat: Any = np.ascontiguousarray(a, dtype=np.int64).reshape(-1)
+    return memoryview(flat).cast("B").cast("q")

@@ -54,9 +54,10 @@ _FIRST_CHUNK = 16
 class BinWriter:
     """Streams one bin's records, a batch at a time, into parts of bounded size.
 
-    With a ``compression``, records are compressed into frames of a few records each
-    (``_compression.PartEncoder``) and the parts are format v4; ``sample_bytes`` of records are held back to train the
-    dictionary before the first part opens.
+    With a ``compression``, records are compressed into frames of a few records
+    each (``_compression.PartEncoder``) and the parts are format v4;
+    ``sample_bytes`` of records are held back to train the dictionary before the
+    first part opens.
     """
 
     def __init__(
