@@ -19,6 +19,7 @@ extent alone (:class:`GroupDecoder`).
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -273,6 +274,24 @@ class GroupDecoder(Decoder):
             raise self._wrong_size(g, len(out))
         return out[rec[r + 2] : rec[r + 3]]
 
+    def many(self, frames: Sequence[Any], js: Any) -> list[bytes]:
+        """Records ``js`` from their stored extents; a frame holding several records
+        in a row is checked and decoded once (slices, sorted batches)."""
+        rec, frm = self._rec, self._frm
+        out: list[bytes] = []
+        last, buf = -1, b""
+        for stored, j in zip(frames, js.tolist(), strict=True):
+            r = 4 * j
+            g = rec[r]
+            if g != last:
+                m = rec[r + 1]
+                frame = stored[:-m] if m else stored
+                if record_sum(frame) & SUM_MASK != frm[2 * g]:
+                    return [*out, self(stored, j)]  # raises, naming the record
+                buf, last = self.frame(frame, g), g
+            out.append(buf[rec[r + 2] : rec[r + 3]])
+        return out
+
     def _wrong_size(self, g: int, n: int) -> CorruptDatasetError:
         return CorruptDatasetError(
             f"{self.where}: frame {g} decodes to {n} bytes, its records add up to "
@@ -305,21 +324,26 @@ class _GroupDecoded(Decoded):
     records; the last frame decoded is kept, so records in stored order decode each
     frame once."""
 
-    __slots__ = ("_dec", "_g", "_out")
+    __slots__ = ("_base", "_dec", "_out", "_rec", "_start")
 
     def __init__(self, raw: Any, decoder: GroupDecoder) -> None:
         super().__init__(raw, decoder)
         self._dec = decoder
-        self._g = -1
+        self._rec = decoder._rec
+        self._start = -1  # the extent start (frame start) of the frame kept
+        self._base = 0  # record j's row is at 4 * (self._base + extent end)
         self._out = b""
 
     def __getitem__(self, span: slice) -> Any:
-        dec = self._dec
-        g, j = dec.at(span.start, span.stop)
-        if g != self._g:
-            self._out = dec.frame(self.raw[span.start : dec._fend[g]], g)
-            self._g = g
-        return self._out[dec._rec[4 * j + 2] : dec._rec[4 * j + 3]]
+        start = span.start
+        if start != self._start:
+            dec = self._dec
+            g = dec.at(start, span.stop)[0]
+            end = dec._fend[g]
+            self._out = dec.frame(self.raw[start:end], g)
+            self._start, self._base = start, dec._first[g] - end
+        r = 4 * (self._base + span.stop)
+        return self._out[self._rec[r + 2] : self._rec[r + 3]]
 
 
 class _GroupViews(_GroupDecoded):
