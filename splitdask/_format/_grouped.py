@@ -208,7 +208,6 @@ class GroupDecoder(Decoder):
         "counts",
         "rec_end",
         "rec_start",
-        "sizes",
     )
 
     def __init__(
@@ -220,7 +219,7 @@ class GroupDecoder(Decoder):
         ends = np.cumsum(sizes, dtype=np.int64)
         gsize = np.add.reduceat(sizes, first) if len(sizes) else np.zeros(0, np.int64)
         super().__init__(dictionary, frame_sums, int(gsize.max()) if len(gsize) else 0, where)
-        self.bounds, self.counts, self.sizes = bounds, counts, sizes
+        self.bounds, self.counts = bounds, counts
         # Each record's place in its frame's decoded bytes.
         base = (ends - sizes)[first][frame_of]
         lo = ends - sizes - base
@@ -229,11 +228,20 @@ class GroupDecoder(Decoder):
         # What ``loader[i]`` looks up, one cache line per record and 16 B per frame:
         # record j's frame, place in it, decoded start and end in the frame; frame
         # g's checksum and decoded size.
+        # As int32 when everything fits (16 B a record; the extents take 16 more).
+        narrow = len(counts) < 1 << 31 and self.cap < 1 << 31
         rec = np.stack([frame_of, np.arange(len(sizes)) - first[frame_of], lo, lo + sizes], 1)
         frm = np.stack([np.asarray(frame_sums, dtype=np.int64), gsize], 1)
-        self._rec, self._frm = _fast(rec), _fast(frm)
+        self._rec, self._frm = _fast(rec, np.int32 if narrow else np.int64), _fast(frm)
         self._first, self._fend = _fast(first), _fast(bounds[1:])
         self._by_start: dict[int, int] | None = None
+
+    @property
+    def sizes(self) -> npt.NDArray[np.int64]:
+        """Each record's decoded size."""
+        rec = np.asarray(self._rec).reshape(-1, 4)
+        sizes: npt.NDArray[np.int64] = (rec[:, 3] - rec[:, 2]).astype(np.int64)
+        return sizes
 
     def detached(self) -> GroupDecoder:
         sums = memoryview(bytes(self.frame_sums)).cast("I")
@@ -353,8 +361,8 @@ class _GroupViews(_GroupDecoded):
         return memoryview(super().__getitem__(span))
 
 
-def _fast(a: Any) -> Any:
-    """An int64 array, flat, as a memoryview (indexed by Python ints several times
+def _fast(a: Any, dtype: Any = np.int64) -> Any:
+    """An integer array, flat, as a memoryview (indexed by Python ints several times
     faster than the array)."""
-    flat: Any = np.ascontiguousarray(a, dtype=np.int64).reshape(-1)
-    return memoryview(flat).cast("B").cast("q")
+    flat: Any = np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+    return memoryview(flat).cast("B").cast(flat.dtype.char)
