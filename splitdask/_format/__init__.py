@@ -4,7 +4,7 @@
 * ``_jsonbound``: a JSON document's size and depth, checked before it is parsed.
 * ``_partcodec``: what a part's footer says (:class:`Footer`) and how each part kind's
   records are checked (one :class:`PartCodec` class per kind).
-* ``_compression``: per-record zstd frames with a dictionary per part (its codec).
+* ``_compression``: zstd frames with a dictionary per part: the v3 codec, the writers' encoder.
 * ``_footer``: bin-part footers, versions 1 to 3.
 * ``_grouped``: version 4 compressed parts, small records sharing a zstd frame.
 * ``_segtable``: the global order's segments, and as NumPy columns (:class:`SegmentTable`).

@@ -1,12 +1,14 @@
 """Per-record zstd compression that keeps random access: no I/O.
 
-Every record of a compressed part is its own zstd frame, compressed with a
-dictionary trained from a sample of the part's first records, so reading one
-record decompresses exactly one frame. Frames carry as little as zstd allows: no
-magic number (the part says it is zstd), no dictionary id (the part holds the one
-dictionary), no frame checksum (the part keeps a checksum of each stored frame),
-only the decoded size (which lets the decoder allocate exactly once, and which it
-checks against the part's largest record before allocating). The stored lengths of
+Every record of a v3 part is its own zstd frame, compressed with a dictionary
+trained from a sample of the part's first records, so reading one record
+decompresses exactly one frame. Writers since issue 19 make v4 parts
+(``_grouped``), whose frames each hold a few consecutive small records
+(:class:`PartEncoder`, :func:`group_records`). Frames carry as little as zstd
+allows: no magic number (the part says it is zstd), no dictionary id (the part holds
+the one dictionary), no frame checksum (the part keeps a checksum of each stored
+frame), only the decoded size (which lets the decoder allocate exactly once, and
+which it checks against the part's largest record or frame before allocating). The stored lengths of
 the frames are kept as narrow integers compressed with zstd (about a byte a record
 for small records) and turned into int64 offsets once per part open.
 
