@@ -39,8 +39,17 @@ from splitdask._format import (
     record_sum,
 )
 from splitdask._format import _manifest as _format
-from splitdask._format._compression import Decoder, _params, decode_lengths, encode_lengths, train
+from splitdask._format._compression import (
+    Compression,
+    Decoder,
+    _params,
+    decode_lengths,
+    encode_lengths,
+    train,
+)
 from splitdask._format._grouped import MAX_GROUP, GroupDecoder
+from splitdask._store import open_store
+from splitdask._write._binwrite import BinWriter
 from splitdask.bag import read_split_bins, to_split_bins
 from tests._cli_helpers import ok, run
 from tests._manifests import manifest_doc, write_manifest_doc
@@ -568,3 +577,19 @@ def test_group_decoder_tables_widen_for_huge_frames() -> None:
     assert wide.sizes.tolist() == huge
     assert wide.rec_end.tolist() == [20, 21, 40]
     assert wide.detached().sizes.tolist() == huge
+
+
+def test_compressed_parts_are_bounded_by_records_not_frames(tmp_path: Path) -> None:
+    """A writer's record limit (its per-record memory) counts records, though a
+    compressed part keeps one offset per frame of up to 64 of them."""
+    store = open_store(tmp_path)
+    store.makedirs("bins")
+    w = BinWriter(store, 0, 1 << 30, 1000, compression=Compression("zstd", 3), sample_bytes=0)
+    records = [b"%d" % i for i in range(5000)]  # tiny: 64 to a frame
+    for k in range(0, 5000, 500):
+        w.add_many(records[k : k + 500])
+    w.finish()
+    counts = [p.count for p in w.parts]
+    assert sum(counts) == 5000
+    assert max(counts) <= 1000 + 500  # checked after each batch
+    assert len(counts) >= 4

@@ -105,7 +105,9 @@ class BinWriter:
         next(ends)  # the initial value is the previous end, already stored
         self._offsets.extend(ends)
         self._pos = self._offsets[-1]
-        if self._pos >= self.max_bytes or len(self._offsets) > self.max_records:
+        # Records, not frames, bound a compressed part: its encoder keeps 8 B a record.
+        held = len(self._offsets) if self._enc is None else len(self._enc.sizes)
+        if self._pos >= self.max_bytes or held > self.max_records:
             self.finish()
 
     def _open(self) -> None:
