@@ -199,15 +199,17 @@ class GroupDecoder(Decoder):
     """
 
     __slots__ = (
+        "_buf",
         "_by_start",
         "_fend",
         "_first",
-        "_frm",
-        "_rec",
+        "_row",
+        "_rows",
         "bounds",
         "counts",
         "rec_end",
         "rec_start",
+        "record",
     )
 
     def __init__(
@@ -221,26 +223,31 @@ class GroupDecoder(Decoder):
         super().__init__(dictionary, frame_sums, int(gsize.max()) if len(gsize) else 0, where)
         self.bounds, self.counts = bounds, counts
         # Each record's place in its frame's decoded bytes.
-        base = (ends - sizes)[first][frame_of]
-        lo = ends - sizes - base
+        lo = ends - sizes - (ends - sizes)[first][frame_of]
+        place = np.arange(len(sizes)) - first[frame_of]
         self.rec_start = bounds[:-1][frame_of]
-        self.rec_end = bounds[1:][frame_of] + (np.arange(len(sizes)) - first[frame_of])
-        # What ``loader[i]`` looks up, one cache line per record and 16 B per frame:
-        # record j's frame, place in it, decoded start and end in the frame; frame
-        # g's checksum and decoded size.
-        # As int32 when everything fits (16 B a record; the extents take 16 more).
-        narrow = len(counts) < 1 << 31 and self.cap < 1 << 31
-        rec = np.stack([frame_of, np.arange(len(sizes)) - first[frame_of], lo, lo + sizes], 1)
-        frm = np.stack([np.asarray(frame_sums, dtype=np.int64), gsize], 1)
-        self._rec, self._frm = _fast(rec, np.int32 if narrow else np.int64), _fast(frm)
+        self.rec_end = bounds[1:][frame_of] + place
+        # What ``loader[i]`` needs, as one packed row a record unpacked by one call
+        # (NumPy scalars or several lookups cost more than the rest of the read):
+        # its frame's checksum and decoded size, its place in the frame, its decoded
+        # start and end in the frame. 20 B a record (36 if a frame decodes to 4 GiB).
+        wide = self.cap >= 1 << 32
+        u = "<u8" if wide else "<u4"
+        row = np.dtype([("sum", "<u4"), ("size", u), ("m", "<u4"), ("lo", u), ("hi", u)])
+        rows = np.empty(len(sizes), row)
+        rows["sum"] = np.asarray(frame_sums, dtype=np.uint32)[frame_of]
+        rows["size"], rows["m"], rows["lo"], rows["hi"] = gsize[frame_of], place, lo, lo + sizes
+        self._rows, self._buf = rows, rows.view(np.uint8).data
+        self._row = struct.Struct("<IQIQQ" if wide else "<5I")
         self._first, self._fend = _fast(first), _fast(bounds[1:])
         self._by_start: dict[int, int] | None = None
+        self.record = self._reader()
 
     @property
     def sizes(self) -> npt.NDArray[np.int64]:
         """Each record's decoded size."""
-        rec = np.asarray(self._rec).reshape(-1, 4)
-        sizes: npt.NDArray[np.int64] = (rec[:, 3] - rec[:, 2]).astype(np.int64)
+        rows = self._rows
+        sizes: npt.NDArray[np.int64] = (rows["hi"] - rows["lo"]).astype(np.int64)
         return sizes
 
     def detached(self) -> GroupDecoder:
@@ -248,63 +255,75 @@ class GroupDecoder(Decoder):
         b, c, s = self.bounds.copy(), self.counts.copy(), self.sizes.copy()
         return GroupDecoder(bytes(self._dict), sums, b, c, s, self.where)
 
-    def frame(self, frame: Any, g: int) -> bytes:
-        """Frame ``g``'s records decoded, of the size its records add up to."""
-        out = self.plain(frame, -1)
-        if len(out) != self._frm[2 * g + 1]:
-            raise self._wrong_size(g, len(out))
-        return out
+    def hot(self) -> Any:
+        return self.record
+
+    def _of(self, j: int) -> int:
+        """The frame holding record ``j`` (for error messages: a search)."""
+        return int(np.searchsorted(np.asarray(self._first), j, side="right")) - 1
+
+    def _reader(self) -> Any:
+        """:meth:`__call__` as a closure over what it reads (the path of ``loader[i]``:
+        no attribute lookups, one unpack of the record's row)."""
+        row, buf, size = self._row.unpack_from, self._buf, self._row.size
+        local, make, errors, hsum = self._local, self._make, self._errors, record_sum
+        big, cap, where, frame_of = self._big, max(self.cap, _SMALL_CLAIM), self.where, self._of
+
+        def record(stored: Any, j: int) -> bytes:
+            """Record ``j`` from its stored extent (its frame, then ``m`` bytes)."""
+            want, n, m, lo, hi = row(buf, size * j)
+            frame = stored[:-m] if m else stored
+            if hsum(frame) & SUM_MASK != want:
+                raise CorruptDatasetError(
+                    f"{where}: record {j} (in frame {frame_of(j)}) does not match its checksum "
+                    "(the file was altered or a read returned wrong bytes)"
+                )
+            try:
+                dec = local.dec
+            except AttributeError:
+                dec = make()
+            try:
+                if frame[0] >= big and _claim(frame) > cap:
+                    raise ValueError(f"it claims more than the part's largest frame ({cap} B)")
+                out: bytes = dec(frame)
+            except errors as exc:
+                raise CorruptDatasetError(
+                    f"{where}: record {j} (in frame {frame_of(j)}) does not decompress ({exc})"
+                ) from None
+            if len(out) != n:
+                raise _wrong_size(where, frame_of(j), n, len(out))
+            return out[lo:hi]
+
+        return record
 
     def __call__(self, stored: Any, j: int) -> bytes:
         """Record ``j`` from its stored extent (its frame, then ``m`` bytes)."""
-        # The hot path of ``loader[i]``: :meth:`frame` and :meth:`plain` inlined.
-        rec, frm, r = self._rec, self._frm, 4 * j
-        g, m = rec[r], rec[r + 1]
-        frame = stored[:-m] if m else stored
-        if record_sum(frame) & SUM_MASK != frm[2 * g]:
-            raise CorruptDatasetError(
-                f"{self.where}: record {j} (in frame {g}) does not match its checksum "
-                "(the file was altered or a read returned wrong bytes)"
-            )
-        try:
-            dec = self._local.dec
-        except AttributeError:
-            dec = self._make()
-        try:
-            if frame[0] >= self._big and _claim(frame) > max(self.cap, _SMALL_CLAIM):
-                raise ValueError(f"it claims more than the part's largest frame ({self.cap} B)")
-            out: bytes = dec(frame)
-        except self._errors as exc:
-            raise CorruptDatasetError(
-                f"{self.where}: record {j} (in frame {g}) does not decompress ({exc})"
-            ) from None
-        if len(out) != frm[2 * g + 1]:
-            raise self._wrong_size(g, len(out))
-        return out[rec[r + 2] : rec[r + 3]]
+        return self.record(stored, j)  # type: ignore[no-any-return]
+
+    def frame(self, frame: Any, first: int) -> bytes:
+        """The records of the frame starting at record ``first``, decoded: of the
+        size they add up to."""
+        out = self.plain(frame, first)
+        n = self._row.unpack_from(self._buf, self._row.size * first)[1]
+        if len(out) != n:
+            raise _wrong_size(self.where, self._of(first), n, len(out))
+        return out
 
     def many(self, frames: Sequence[Any], js: Any) -> list[bytes]:
         """Records ``js`` from their stored extents; a frame holding several records
         in a row is checked and decoded once (slices, sorted batches)."""
-        rec, frm = self._rec, self._frm
+        row, buf, size = self._row.unpack_from, self._buf, self._row.size
         out: list[bytes] = []
-        last, buf = -1, b""
+        last, got = -1, b""
         for stored, j in zip(frames, js.tolist(), strict=True):
-            r = 4 * j
-            g = rec[r]
-            if g != last:
-                m = rec[r + 1]
+            want, _n, m, lo, hi = row(buf, size * j)
+            if j - m != last:  # the frame's first record names it
                 frame = stored[:-m] if m else stored
-                if record_sum(frame) & SUM_MASK != frm[2 * g]:
-                    return [*out, self(stored, j)]  # raises, naming the record
-                buf, last = self.frame(frame, g), g
-            out.append(buf[rec[r + 2] : rec[r + 3]])
+                if record_sum(frame) & SUM_MASK != want:
+                    return [*out, self.record(stored, j)]  # raises, naming the record
+                got, last = self.frame(frame, j - m), j - m
+            out.append(got[lo:hi])
         return out
-
-    def _wrong_size(self, g: int, n: int) -> CorruptDatasetError:
-        return CorruptDatasetError(
-            f"{self.where}: frame {g} decodes to {n} bytes, its records add up to "
-            f"{self._frm[2 * g + 1]}"
-        )
 
     def first_bad(self, data: Any, starts: Any, ends: Any) -> int | None:
         b = self.bounds.tolist()
@@ -327,19 +346,25 @@ class GroupDecoder(Decoder):
         return _GroupViews(data, self)
 
 
+def _wrong_size(where: str, g: int, n: int, got: int) -> CorruptDatasetError:
+    return CorruptDatasetError(
+        f"{where}: frame {g} decodes to {got} bytes, its records add up to {n}"
+    )
+
+
 class _GroupDecoded(Decoded):
     """A v4 part's buffer (checked whole once) whose record extents slice out decoded
     records; the last frame decoded is kept, so records in stored order decode each
     frame once."""
 
-    __slots__ = ("_base", "_dec", "_out", "_rec", "_start")
+    __slots__ = ("_base", "_buf", "_dec", "_out", "_row", "_size", "_start")
 
     def __init__(self, raw: Any, decoder: GroupDecoder) -> None:
         super().__init__(raw, decoder)
         self._dec = decoder
-        self._rec = decoder._rec
+        self._row, self._buf, self._size = decoder._row.unpack_from, decoder._buf, decoder._row.size
         self._start = -1  # the extent start (frame start) of the frame kept
-        self._base = 0  # record j's row is at 4 * (self._base + extent end)
+        self._base = 0  # the record whose extent ends at e is record self._base + e
         self._out = b""
 
     def __getitem__(self, span: slice) -> Any:
@@ -347,11 +372,11 @@ class _GroupDecoded(Decoded):
         if start != self._start:
             dec = self._dec
             g = dec.at(start, span.stop)[0]
-            end = dec._fend[g]
-            self._out = dec.frame(self.raw[start:end], g)
-            self._start, self._base = start, dec._first[g] - end
-        r = 4 * (self._base + span.stop)
-        return self._out[self._rec[r + 2] : self._rec[r + 3]]
+            end, first = dec._fend[g], dec._first[g]
+            self._out = dec.frame(self.raw[start:end], first)
+            self._start, self._base = start, first - end
+        lo, hi = self._row(self._buf, self._size * (self._base + span.stop))[3:]
+        return self._out[lo:hi]
 
 
 class _GroupViews(_GroupDecoded):
