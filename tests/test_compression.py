@@ -364,6 +364,28 @@ def test_frames_hold_several_small_records_and_one_large(tmp_path: Path) -> None
         assert [bytes(views[spans[k]]) for k in order] == [RECORDS[k] for k in order]
 
 
+def test_records_in_stored_order_reuse_their_checked_frame(tmp_path: Path) -> None:
+    """``loader[i]`` keeps the last frame it checked and decoded: records read in
+    order come from it, and a damaged frame read next is still refused."""
+    ds = tmp_path / "ds"
+    recs = RECORDS[:600]
+    write_split_data(ds, recs, splits=1, compression="zstd")
+    with SplitDataLoader(ds) as lo:
+        assert [lo[i] for i in range(len(recs))] == recs
+        dec = lo._reader.part(0).decode
+        assert isinstance(dec, GroupDecoder)
+        second = int(dec.counts[0])  # the first record of frame 1
+        path = ds / _doc(ds)["bins"][0][0]["path"]
+        data = bytearray(path.read_bytes())
+        data[int(dec.bounds[1]) + 2] ^= 0x55  # inside frame 1
+    path.write_bytes(bytes(data))
+    with SplitDataLoader(ds) as lo:
+        assert [lo[i] for i in range(second)] == recs[:second]  # frame 0, decoded once
+        with pytest.raises(CorruptDatasetError, match=rf"{path.name}.*record {second}\b"):
+            lo[second]
+        assert lo[second - 1] == recs[second - 1]
+
+
 def _v3_part(records: list[bytes], uid: str) -> tuple[bytes, dict[str, Any]]:
     """A format v3 part of ``records`` (one frame each), as the writers of issue 14
     made them, and its manifest entry."""

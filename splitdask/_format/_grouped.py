@@ -269,9 +269,17 @@ class GroupDecoder(Decoder):
         local, make, errors, hsum = self._local, self._make, self._errors, record_sum
         big, cap, where, frame_of = self._big, max(self.cap, _SMALL_CLAIM), self.where, self._of
 
+        # The last frame decoded (by its first record), checked when it was: records
+        # read in stored order decode each frame once. One tuple, replaced whole, so
+        # threads sharing the decoder never see one frame's key with another's bytes.
+        last: list[tuple[int, bytes]] = [(-1, b"")]
+
         def record(stored: Any, j: int) -> bytes:
             """Record ``j`` from its stored extent (its frame, then ``m`` bytes)."""
             want, n, m, lo, hi = row(buf, size * j)
+            key, kept = last[0]
+            if key == j - m:
+                return kept[lo:hi]
             frame = stored[:-m] if m else stored
             if hsum(frame) & SUM_MASK != want:
                 raise CorruptDatasetError(
@@ -292,6 +300,7 @@ class GroupDecoder(Decoder):
                 ) from None
             if len(out) != n:
                 raise _wrong_size(where, frame_of(j), n, len(out))
+            last[0] = (j - m, out)
             return out[lo:hi]
 
         return record
