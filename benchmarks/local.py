@@ -616,6 +616,15 @@ def compression(quick: bool = False, level: int = 3, splits: int = 8) -> None:
             t_p, t_z = min(r[0] for r in runs), min(r[1] for r in runs)
             ref = row("loader[i] random, uncompressed (limit)", len(picks), nb, t_p)
             row("loader[i] random, zstd (target >= 0.5x)", len(picks), nb, t_z, ref)
+            span = range(min(n, 100_000))  # in order: a frame's records follow each other
+            nb = sum(len(recs[i]) for i in span)
+            runs = [
+                (timed(lambda: [lo_p[i] for i in span]), timed(lambda: [lo_z[i] for i in span]))  # noqa: B023
+                for _ in range(3)
+            ]
+            t_p, t_z = min(r[0] for r in runs), min(r[1] for r in runs)
+            ref = row("loader[i] in order, uncompressed (limit)", len(span), nb, t_p)
+            row("loader[i] in order, zstd", len(span), nb, t_z, ref)
             t_p = min(timed(lambda: _drain(lo_p.iterate_binwise())) for _ in range(2))  # noqa: B023
             t_z = min(timed(lambda: _drain(lo_z.iterate_binwise())) for _ in range(2))  # noqa: B023
             t_f = min(timed(lambda: _decode_floor(lo_z)) for _ in range(2))  # noqa: B023

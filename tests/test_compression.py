@@ -586,16 +586,16 @@ def test_v4_footers_altered_and_rehashed_are_refused_or_read() -> None:
 
 
 def test_group_decoder_tables_widen_for_huge_frames() -> None:
-    """Record rows are 20 B (five u32) unless a frame decodes to 4 GiB or more (32 B; no
+    """Record rows are 17 B unless a frame decodes to 4 GiB or more (29 B; no
     such frame is made here: the tables alone are built from its claimed sizes)."""
     bounds = np.array([8, 20, 40], np.int64)
     sums = memoryview(np.array([1, 2], "<u4").tobytes()).cast("I")
     small = GroupDecoder(b"", sums, bounds, np.array([2, 1]), np.array([3, 4, 5]), "p")
-    assert small._row.size == small._rows.itemsize == 20
+    assert small._row.size == small._rows.itemsize == 17
     assert small.sizes.tolist() == [3, 4, 5]
     huge = [3, 1 << 32, 5]
     wide = GroupDecoder(b"", sums, bounds, np.array([2, 1]), np.array(huge), "p")
-    assert wide._row.size == wide._rows.itemsize == 32
+    assert wide._row.size == wide._rows.itemsize == 29
     assert wide.sizes.tolist() == huge
     assert wide.rec_end.tolist() == [20, 21, 40]
     assert wide.detached().sizes.tolist() == huge
