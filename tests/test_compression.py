@@ -6,6 +6,7 @@ the format versions keep older readers out, and damage is refused by name.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import os
@@ -599,6 +600,25 @@ def test_group_decoder_tables_widen_for_huge_frames() -> None:
     assert wide.sizes.tolist() == huge
     assert wide.rec_end.tolist() == [20, 21, 40]
     assert wide.detached().sizes.tolist() == huge
+
+
+def test_a_group_decoder_is_freed_without_the_cycle_collector() -> None:
+    """The decoder's ``loader[i]`` closure refers to its tables, not to the decoder:
+    no cycle keeps a closed part's tables alive until the GC runs."""
+    recs = [b"abc", b"defg", b"hi"]
+    cctx = zstandard.ZstdCompressor(compression_params=_params(3))
+    frame = cctx.compress(b"".join(recs))
+    sums = memoryview(np.array([record_sum(frame) & 0xFFFFFFFF], "<u4").tobytes()).cast("I")
+    bounds = np.array([8, 8 + len(frame)], np.int64)
+    gc.collect()
+    gc.disable()
+    try:
+        dec = GroupDecoder(b"", sums, bounds, np.array([3]), np.array([3, 4, 2]), "p")
+        assert dec.record(frame + b"x", 1) == b"defg"  # the extent: frame, then m bytes
+        del dec
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 def test_compressed_parts_are_bounded_by_records_not_frames(tmp_path: Path) -> None:

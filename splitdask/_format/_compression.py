@@ -48,6 +48,7 @@ __all__ = [
     "decode_lengths",
     "encode_lengths",
     "group_records",
+    "make_context",
     "train",
 ]
 
@@ -261,11 +262,7 @@ class Decoder(PartCodec):
         return Decoder(bytes(self._dict), frame_sums, self.cap, self.where)
 
     def _make(self) -> Any:
-        z = _zstd()
-        dict_data = z.ZstdCompressionDict(self._dict) if self._dict else None
-        dec = z.ZstdDecompressor(dict_data=dict_data, format=z.FORMAT_ZSTD1_MAGICLESS).decompress
-        self._local.dec = dec
-        return dec
+        return make_context(self._dict, self._local)
 
     def __call__(self, frame: Any, j: int) -> bytes:
         """Record ``j`` from its stored ``frame``: checked against its sum, decoded."""
@@ -311,6 +308,16 @@ class Decoder(PartCodec):
 
     def views(self, data: Any) -> Decoded:
         return _DecodedViews(data, self)
+
+
+def make_context(dictionary: bytes, local: threading.local) -> Any:
+    """This thread's zstd decompress for frames made with ``dictionary``, kept as
+    ``local.dec`` (a context serves one thread at a time)."""
+    z = _zstd()
+    dict_data = z.ZstdCompressionDict(dictionary) if dictionary else None
+    dec = z.ZstdDecompressor(dict_data=dict_data, format=z.FORMAT_ZSTD1_MAGICLESS).decompress
+    local.dec = dec
+    return dec
 
 
 def _claim(frame: Any) -> int:

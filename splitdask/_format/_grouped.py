@@ -37,6 +37,7 @@ from splitdask._format._compression import (
     decode_lengths,
     encode_lengths,
     group_records,
+    make_context,
 )
 from splitdask._format._footer import (
     _TRAILER,
@@ -261,15 +262,19 @@ class GroupDecoder(Decoder):
         return self.record
 
     def _of(self, j: int) -> int:
-        """The frame holding record ``j`` (for error messages: a search)."""
-        return int(np.searchsorted(np.asarray(self._first), j, side="right")) - 1
+        return _frame_of(self._first, j)
 
     def _reader(self) -> Any:
         """:meth:`__call__` as a closure over what it reads (the path of ``loader[i]``:
         no attribute lookups, one unpack of the record's row)."""
+        # Nothing here refers to the decoder: it holds this closure, and a cycle
+        # would keep its tables after the part is closed until the GC runs.
         row, buf, size = self._row.unpack_from, self._buf, self._row.size
-        local, make, errors, hsum = self._local, self._make, self._errors, record_sum
-        big, cap, where, frame_of = self._big, max(self.cap, _SMALL_CLAIM), self.where, self._of
+        local, dictionary, errors, hsum = self._local, self._dict, self._errors, record_sum
+        big, cap, where, first = self._big, max(self.cap, _SMALL_CLAIM), self.where, self._first
+
+        def frame_of(j: int) -> int:
+            return _frame_of(first, j)
 
         # The last frame decoded (by its first record), checked when it was: records
         # read in stored order decode each frame once. One tuple, replaced whole, so
@@ -291,7 +296,7 @@ class GroupDecoder(Decoder):
             try:
                 dec = local.dec
             except AttributeError:
-                dec = make()
+                dec = make_context(dictionary, local)
             try:
                 if frame[0] >= big and _claim(frame) > cap:
                     raise ValueError(f"it claims more than the part's largest frame ({cap} B)")
@@ -364,6 +369,12 @@ class GroupDecoder(Decoder):
 
     def views(self, data: Any) -> _GroupDecoded:
         return _GroupViews(data, self)
+
+
+def _frame_of(first: Any, j: int) -> int:
+    """The frame holding record ``j``, given each frame's first record (for error
+    messages: a search)."""
+    return int(np.searchsorted(np.asarray(first), j, side="right")) - 1
 
 
 def _wrong_size(where: str, g: int, n: int, got: int) -> CorruptDatasetError:
