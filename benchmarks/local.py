@@ -570,12 +570,11 @@ def _whole_part_zstd(ds: str, level: int) -> int:
 
 
 def compression(quick: bool = False, level: int = 3, splits: int = 8) -> None:
-    """Per-record zstd (a trained dictionary per part) on the two stdlib corpora:
+    """Per-record zstd (a trained dictionary per part, records up to 128 B sharing a
+    frame: part format v4) on the two stdlib corpora:
     stored size against raw and against whole-part zstd at the same level, random
     ``loader[i]`` and ``iterate_binwise`` compressed against uncompressed, write rate.
     Every row's ratio is to its limit, all in this run."""
-    import json
-
     files, lines = _stdlib_corpora()
     if quick:
         lines = lines[:200_000]
@@ -594,23 +593,27 @@ def compression(quick: bool = False, level: int = 3, splits: int = 8) -> None:
             t_plain = timed(lambda: write_split_data(plain, recs, splits=splits))  # noqa: B023
             zstd = {"compression": "zstd", "compression_level": level}
             t_zstd = timed(lambda: write_split_data(packed, recs, splits=splits, **zstd))  # noqa: B023
-            with open(os.path.join(packed, "splitdask.json"), "rb") as f:
-                doc = json.load(f)
-            parts = [p for b in doc["bins"] for p in b]
-            stored = sum(p["size"] for p in parts)
-            footers = sum(p["footer"] for p in parts)
+            with SplitDataLoader(packed) as lo:  # splitdask.json is the log's stub
+                parts = [p for b in lo.manifest.bins for p in b]
+            stored = sum(p.size for p in parts)
+            footers = sum(p.footer for p in parts)
             whole = _whole_part_zstd(plain, level)
             n = len(recs)
             print(
                 f"  stored {stored / 1e6:8.2f} MB = {stored / raw:.3f} of raw; whole-part zstd "
-                f"{whole / 1e6:.2f} MB: {stored / whole:.2f}x of it (target <= 1.3x)"
+                f"{whole / 1e6:.2f} MB: {stored / whole:.2f}x of it (target <= 1.3x per file, "
+                "<= 2.0x per line)"
             )
-            # Where the bytes go: frames (each = header + block) and the footer
-            # (dictionary + compact lengths + 4 B sum per record).
+            # Where the bytes go: frames (each = header + block, ~5 B, and holding
+            # records up to 128 B: format v4) and the footer (dictionary, compact
+            # frame lengths, record sizes and counts, 4 B sum per frame).
             frames = stored - footers - 8 * len(parts)
+            with SplitDataLoader(packed) as lo:
+                reader = lo._open()
+                nframes = sum(len(reader.part(p).codec.frame_sums) for p in range(len(parts)))
             print(
-                f"  frames {frames / n:6.1f} B/record (5 B of it zstd frame+block headers), "
-                f"footer {footers / n:4.1f} B/record (4 B checksum, lengths, dictionary); "
+                f"  frames {frames / n:6.1f} B/record ({n / nframes:.2f} records a frame, "
+                f"~5 B of zstd frame+block headers each), footer {footers / n:4.1f} B/record; "
                 f"raw {raw / n:.1f} B, whole-part zstd {whole / n:.1f} B/record"
             )
             row("write uncompressed (limit)", n, raw, t_plain)
@@ -620,10 +623,24 @@ def compression(quick: bool = False, level: int = 3, splits: int = 8) -> None:
             for lo in (lo_p, lo_z):
                 _drain(lo[i] for i in picks)  # open every part, fault pages in
             nb = sum(len(recs[i]) for i in picks)
-            t_p = min(timed(lambda: [lo_p[i] for i in picks]) for _ in range(3))  # noqa: B023
-            t_z = min(timed(lambda: [lo_z[i] for i in picks]) for _ in range(3))  # noqa: B023
+            # Alternating runs, best of each: on a shared machine a limit measured
+            # apart from its row moves by more than the ratio.
+            runs = [
+                (timed(lambda: [lo_p[i] for i in picks]), timed(lambda: [lo_z[i] for i in picks]))  # noqa: B023
+                for _ in range(5)
+            ]
+            t_p, t_z = min(r[0] for r in runs), min(r[1] for r in runs)
             ref = row("loader[i] random, uncompressed (limit)", len(picks), nb, t_p)
             row("loader[i] random, zstd (target >= 0.5x)", len(picks), nb, t_z, ref)
+            span = range(min(n, 100_000))  # in order: a frame's records follow each other
+            nb = sum(len(recs[i]) for i in span)
+            runs = [
+                (timed(lambda: [lo_p[i] for i in span]), timed(lambda: [lo_z[i] for i in span]))  # noqa: B023
+                for _ in range(3)
+            ]
+            t_p, t_z = min(r[0] for r in runs), min(r[1] for r in runs)
+            ref = row("loader[i] in order, uncompressed (limit)", len(span), nb, t_p)
+            row("loader[i] in order, zstd", len(span), nb, t_z, ref)
             t_p = min(timed(lambda: _drain(lo_p.iterate_binwise())) for _ in range(2))  # noqa: B023
             t_z = min(timed(lambda: _drain(lo_z.iterate_binwise())) for _ in range(2))  # noqa: B023
             t_f = min(timed(lambda: _decode_floor(lo_z)) for _ in range(2))  # noqa: B023
@@ -646,14 +663,13 @@ def _decode_floor(loader: SplitDataLoader) -> None:
         assert dec is not None
         d = dec._make()
         data = opened.data
-        _drain(
-            map(
-                d,
-                map(
-                    data.__getitem__, map(slice, opened.starts_np.tolist(), opened.ends_np.tolist())
-                ),
-            )
-        )
+        # A v4 part's frames lie between its bounds (records' extents overlap them).
+        bounds = getattr(dec, "bounds", None)
+        if bounds is not None:
+            starts, ends = bounds[:-1].tolist(), bounds[1:].tolist()
+        else:
+            starts, ends = opened.starts_np.tolist(), opened.ends_np.tolist()
+        _drain(map(d, map(data.__getitem__, map(slice, starts, ends))))
 
 
 def _drain(it: Iterator[bytes]) -> None:

@@ -8,6 +8,7 @@ hash the commit recorded see it. Built with the format's own helpers, on real pa
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -26,11 +27,14 @@ from splitdask._format import (
     PartInfo,
     decode_footer_v2,
     decode_footer_v3,
+    decode_footer_v4,
     encode_footer_v2,
     encode_footer_v3,
+    encode_footer_v4,
     footer_hash,
     footer_size,
 )
+from splitdask._format._grouped import GroupDecoder
 from splitdask._read._entries import SPARSE_MIN_FOOTER
 
 REFUSED = "the footer is not the one the commit wrote"
@@ -90,6 +94,41 @@ def forge_v3(data: bytes, info: PartInfo, a: int, b: int) -> bytes:
     return forged
 
 
+def _forge_v4(data: bytes, info: PartInfo) -> tuple[bytes, int, int]:
+    """As :func:`forge_v3`, for a v4 part (frames of several records): two frames of
+    one length, holding records of the same sizes, swapped with their sums; returns
+    the forged part and the first record of each."""
+    _starts, _ends, dec = decode_footer_v4(
+        data, info.size, info.count, info.footer, info.uid, info.raw, "forge"
+    )
+    assert isinstance(dec, GroupDecoder)
+    b_ = dec.bounds.tolist()
+    frames = [data[s:e] for s, e in itertools.pairwise(b_)]
+    first = np.concatenate([[0], np.cumsum(dec.counts)]).tolist()
+    shape = [tuple(dec.sizes[first[g] : first[g + 1]].tolist()) for g in range(len(frames))]
+    a, b = next(
+        (a, b)
+        for a in range(1, len(frames))
+        for b in range(a + 1, len(frames))
+        if len(frames[a]) == len(frames[b]) and shape[a] == shape[b] and frames[a] != frames[b]
+    )
+    sum_list = list(dec.frame_sums)
+    _swap(frames, sum_list, a, b)
+    footer = encode_footer_v4(
+        np.diff(dec.bounds),
+        np.array(sum_list, np.uint64),
+        dec.sizes,
+        dec.counts,
+        bytes(dec._dict),
+        info.uid,
+        level=info.level,
+    )
+    forged = data[:DATA_START] + b"".join(frames) + footer
+    assert len(forged) == len(data)
+    assert forged != data
+    return forged, first[a], first[b]
+
+
 def _manifest(ds: Path) -> Manifest:
     return Manifest.from_json(json.dumps(manifest_doc(ds)).encode(), "test")
 
@@ -100,6 +139,10 @@ def _forge_local(ds: Path) -> tuple[PartInfo, int, int]:
     (info,) = _manifest(ds).bins[0]
     path = ds / info.path
     data = path.read_bytes()
+    if info.version == 4:  # what writers make since issue 19
+        forged, a, b = _forge_v4(data, info)
+        path.write_bytes(forged)
+        return info, a, b
     if info.compression:
         starts, ends, _ = decode_footer_v3(
             data, info.size, info.count, info.footer, info.uid, info.raw, "forge"

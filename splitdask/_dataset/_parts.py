@@ -22,11 +22,13 @@ import xxhash
 
 from splitdask._format import (
     COMPRESSED_PART_VERSION,
+    GROUPED_PART_VERSION,
     Footer,
     PartInfo,
     decode_footer,
     decode_footer_v2,
     decode_footer_v3,
+    decode_footer_v4,
     footer_hash,
     footer_size,
     payload_size,
@@ -35,7 +37,7 @@ from splitdask._format._partcodec import PLAIN, Summed, bad_record
 from splitdask._store import Store
 from splitdask.errors import CorruptDatasetError
 
-__all__ = ["Part", "V1Part", "V2Part", "V3Part", "part_of"]
+__all__ = ["Part", "V1Part", "V2Part", "V3Part", "V4Part", "part_of"]
 
 VERIFY_CHUNK = 8 << 20
 """Bytes ``verify`` reads at a time: its memory does not grow with a part's size."""
@@ -236,7 +238,9 @@ class V3Part(V2Part):
             s_all, e_all = starts.tolist(), ends.tolist()
             step = 4096
             for a in range(0, self.count, step):
-                lo, hi = s_all[a], e_all[min(self.count, a + step) - 1]
+                # The largest end, not the last: a v4 record's extent ends past its
+                # frame by its place in it (_grouped).
+                lo, hi = s_all[a], max(e_all[a : a + step])
                 chunk = data[lo:hi] if data is not None else store.read_range(self.path, lo, hi)
                 for j in range(a, min(self.count, a + step)):
                     codec(chunk[s_all[j] - lo : e_all[j] - lo], j)  # checked, then decoded
@@ -249,8 +253,22 @@ class V3Part(V2Part):
         return size, None
 
 
+@dataclass(frozen=True)
+class V4Part(V3Part):
+    """A format v4 part: small records share a zstd frame (``_grouped``); its
+    footer's codec is a :class:`~splitdask._format._grouped.GroupDecoder`."""
+
+    def footer(self, tail: Any, where: str) -> Footer:
+        raw, uid = self.raw, self.uid
+        footer = decode_footer_v4(tail, self.size, self.count, self.footer_len, uid, raw, where)
+        self.check_footer_sum(footer_hash(tail), where)
+        return footer
+
+
 def part_of(info: PartInfo) -> V1Part:
     """The part kind a manifest entry names."""
+    if info.version >= GROUPED_PART_VERSION:
+        return V4Part.of(info)
     if info.version >= COMPRESSED_PART_VERSION:
         return V3Part.of(info)
     return V2Part.of(info) if info.version >= 2 else V1Part.of(info)

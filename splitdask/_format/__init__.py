@@ -4,11 +4,12 @@
 * ``_jsonbound``: a JSON document's size and depth, checked before it is parsed.
 * ``_partcodec``: what a part's footer says (:class:`Footer`) and how each part kind's
   records are checked (one :class:`PartCodec` class per kind).
-* ``_compression``: per-record zstd frames with a dictionary per part (its codec).
+* ``_compression``: zstd frames with a dictionary per part: the v3 codec, the writers' encoder.
 * ``_codecbase``, ``_msgcols``, ``_msgpack``, ``_codec``: record codecs (how a
   record's value is stored: bytes, JSON, msgpack, .npy, pickle, a user's), their
   registry, and a batch's records as columns (msgpack's column-wise in ``_msgcols``).
 * ``_footer``: bin-part footers, versions 1 to 3.
+* ``_grouped``: version 4 compressed parts, small records sharing a zstd frame.
 * ``_segtable``: the global order's segments, and as NumPy columns (:class:`SegmentTable`).
 * ``_manifest``: the manifest's schema and limits.
 * ``_parttable``: a manifest's parts as NumPy columns (:class:`PartTable`).
@@ -39,6 +40,12 @@ from splitdask._format._footer import (
     min_footer_v3,
     payload_size,
 )
+from splitdask._format._grouped import (
+    GROUPED_PART_VERSION,
+    decode_footer_v4,
+    encode_footer_v4,
+    min_footer_v4,
+)
 from splitdask._format._manifest import (
     COMPRESSED_MANIFEST_VERSION,
     FORMAT_NAME,
@@ -65,6 +72,7 @@ __all__ = [
     "DATA_START",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "GROUPED_PART_VERSION",
     "MAGIC",
     "MANIFEST_NAME",
     "MAX_BINS",
@@ -85,14 +93,17 @@ __all__ = [
     "decode_footer",
     "decode_footer_v2",
     "decode_footer_v3",
+    "decode_footer_v4",
     "encode_footer",
     "encode_footer_v2",
     "encode_footer_v3",
+    "encode_footer_v4",
     "entry_tables",
     "footer_hash",
     "footer_hash_at",
     "footer_size",
     "min_footer_v3",
+    "min_footer_v4",
     "parse_part_name",
     "part_name",
     "payload_size",

@@ -1,12 +1,14 @@
 """Per-record zstd compression that keeps random access: no I/O.
 
-Every record of a compressed part is its own zstd frame, compressed with a
-dictionary trained from a sample of the part's first records, so reading one
-record decompresses exactly one frame. Frames carry as little as zstd allows: no
-magic number (the part says it is zstd), no dictionary id (the part holds the one
-dictionary), no frame checksum (the part keeps a checksum of each stored frame),
-only the decoded size (which lets the decoder allocate exactly once, and which it
-checks against the part's largest record before allocating). The stored lengths of
+Every record of a v3 part is its own zstd frame, compressed with a dictionary
+trained from a sample of the part's first records, so reading one record
+decompresses exactly one frame. Writers since issue 19 make v4 parts
+(``_grouped``), whose frames each hold a few consecutive small records
+(:class:`PartEncoder`, :func:`group_records`). Frames carry as little as zstd
+allows: no magic number (the part says it is zstd), no dictionary id (the part holds
+the one dictionary), no frame checksum (the part keeps a checksum of each stored
+frame), only the decoded size (which lets the decoder allocate exactly once, and
+which it checks against the part's largest record or frame before allocating). The stored lengths of
 the frames are kept as narrow integers compressed with zstd (about a byte a record
 for small records) and turned into int64 offsets once per part open.
 
@@ -16,8 +18,10 @@ for small records) and turned into int64 offsets once per part open.
 from __future__ import annotations
 
 import threading
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from typing import Any
 
 import numpy as np
@@ -30,6 +34,8 @@ from splitdask.errors import CorruptDatasetError
 __all__ = [
     "DEFAULT_LEVEL",
     "DICT_SIZE",
+    "GROUP_BYTES",
+    "MAX_GROUP",
     "MAX_LEVEL",
     "MIN_LEVEL",
     "SAMPLE_BYTES",
@@ -41,6 +47,8 @@ __all__ = [
     "check_compression",
     "decode_lengths",
     "encode_lengths",
+    "group_records",
+    "make_context",
     "train",
 ]
 
@@ -61,6 +69,26 @@ _SMALL_CLAIM = 65791
 """Frames claiming at most this many decoded bytes (a 2-byte size field) are decoded
 without parsing their header: allocating that much is harmless."""
 _DID_SIZE = (0, 1, 2, 4)
+GROUP_BYTES = 128
+"""A writer closes a frame once its records hold this many bytes (measured:
+benchmarks/local.py --compression-only; docs/decisions.md). Readers take any grouping."""
+MAX_GROUP = 64
+"""The most records one frame may hold (a format v4 limit: extents stay in the file)."""
+
+
+def group_records(records: Sequence[bytes]) -> list[int]:
+    """How many of ``records``, in order, each frame holds (:data:`GROUP_BYTES`)."""
+    counts: list[int] = []
+    k = size = 0
+    for n in map(len, records):
+        k += 1
+        size += n
+        if size >= GROUP_BYTES or k == MAX_GROUP:
+            counts.append(k)
+            k = size = 0
+    if k:
+        counts.append(k)
+    return counts
 
 
 def _zstd() -> Any:
@@ -131,11 +159,13 @@ def train(samples: Sequence[bytes], level: int) -> bytes:
 
 
 class PartEncoder:
-    """Compresses one bin writer's records, frame by frame.
+    """Compresses one bin writer's records into frames of a format v4 part: runs of
+    consecutive records (:func:`group_records`) share a frame.
 
     The first ``sample_bytes`` of records are held back (:meth:`feed` returns
     nothing) until a dictionary is trained from them; later parts of the same writer
-    reuse it. ``max_raw`` and ``raw_bytes`` describe the part being written.
+    reuse it. ``max_raw``, ``raw_bytes``, ``sizes`` (each record's) and ``counts``
+    (each frame's records) describe the part being written.
     """
 
     def __init__(self, compression: Compression, sample_bytes: int = SAMPLE_BYTES) -> None:
@@ -147,6 +177,8 @@ class PartEncoder:
         self._stashed = 0
         self.max_raw = 0
         self.raw_bytes = 0
+        self.sizes = array("Q")
+        self.counts = array("B")
 
     def feed(self, records: Sequence[bytes]) -> Sequence[Any]:
         """Frames for ``records`` (and for any held back before them), in order;
@@ -163,7 +195,8 @@ class PartEncoder:
         """Frames of every record held back (training the dictionary now if needed)."""
         if self._cctx is None:
             z = _zstd()
-            self.dictionary = train(self._stash, self.compression.level)
+            groups = _joined(self._stash, group_records(self._stash))
+            self.dictionary = train(groups, self.compression.level)
             dict_data = z.ZstdCompressionDict(self.dictionary) if self.dictionary else None
             self._cctx = z.ZstdCompressor(
                 dict_data=dict_data, compression_params=_params(self.compression.level)
@@ -176,9 +209,12 @@ class PartEncoder:
             return ()
         self.max_raw = max(self.max_raw, max(map(len, records)))
         self.raw_bytes += sum(map(len, records))
+        counts = group_records(records)
+        self.sizes.extend(map(len, records))
+        self.counts.extend(counts)
         # One call in C for the whole batch; the segments it returns are buffers that
         # b"".join, len and the checksum take as they are.
-        return list(self._cctx.multi_compress_to_buffer(records))
+        return list(self._cctx.multi_compress_to_buffer(_joined(records, counts)))
 
     @property
     def held(self) -> int:
@@ -188,6 +224,15 @@ class PartEncoder:
     def next_part(self) -> None:
         """Start the statistics of a new part (the dictionary is kept)."""
         self.max_raw = self.raw_bytes = 0
+        self.sizes, self.counts = array("Q"), array("B")
+
+
+def _joined(records: Sequence[bytes], counts: list[int]) -> list[bytes]:
+    """``records`` joined into one input per frame, ``counts`` records each."""
+    if len(counts) == len(records):
+        return list(records)
+    ends = accumulate(counts, initial=0)
+    return [b"".join(records[a:b]) for a, b in pairwise(ends)]
 
 
 class Decoder(PartCodec):
@@ -217,11 +262,7 @@ class Decoder(PartCodec):
         return Decoder(bytes(self._dict), frame_sums, self.cap, self.where)
 
     def _make(self) -> Any:
-        z = _zstd()
-        dict_data = z.ZstdCompressionDict(self._dict) if self._dict else None
-        dec = z.ZstdDecompressor(dict_data=dict_data, format=z.FORMAT_ZSTD1_MAGICLESS).decompress
-        self._local.dec = dec
-        return dec
+        return make_context(self._dict, self._local)
 
     def __call__(self, frame: Any, j: int) -> bytes:
         """Record ``j`` from its stored ``frame``: checked against its sum, decoded."""
@@ -267,6 +308,16 @@ class Decoder(PartCodec):
 
     def views(self, data: Any) -> Decoded:
         return _DecodedViews(data, self)
+
+
+def make_context(dictionary: bytes, local: threading.local) -> Any:
+    """This thread's zstd decompress for frames made with ``dictionary``, kept as
+    ``local.dec`` (a context serves one thread at a time)."""
+    z = _zstd()
+    dict_data = z.ZstdCompressionDict(dictionary) if dictionary else None
+    dec = z.ZstdDecompressor(dict_data=dict_data, format=z.FORMAT_ZSTD1_MAGICLESS).decompress
+    local.dec = dec
+    return dec
 
 
 def _claim(frame: Any) -> int:

@@ -1,4 +1,4 @@
-"""Bin-part footers, versions 1 to 3: bytes only, no I/O.
+"""Bin-part footers, versions 1 to 3 (4: ``_grouped``): bytes only, no I/O.
 
 A bin part is ``MAGIC | records | footer``. Version 1's footer is ``n + 1``
 little-endian u64 absolute offsets then the trailer ``<u64 n, u32 version, u32
@@ -55,10 +55,11 @@ UID_SIZE = 64
 _V2_TAIL = struct.Struct(f"<{UID_SIZE}sQ")  # uid, footer hash (then the trailer)
 _U64 = np.dtype("<u8")
 _HASH = struct.Struct("<Q")
-PART_VERSIONS = (1, 2, 3)
+PART_VERSIONS = (1, 2, 3, 4)
 WRITE_PART_VERSION = 2
 """The part version writers produce without compression; readers open all of
-``PART_VERSIONS``. Compressed parts are version ``COMPRESSED_PART_VERSION``."""
+``PART_VERSIONS``. Compressed parts are version ``COMPRESSED_PART_VERSION`` (3) or,
+since frames hold several small records, 4 (``_grouped``), which writers make."""
 COMPRESSED_PART_VERSION = 3
 # dictionary bytes, lengths bytes, largest decoded record, decoded total, level,
 # length width, codec (1: zstd), reserved.

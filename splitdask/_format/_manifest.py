@@ -27,6 +27,7 @@ from splitdask._format._footer import (
     min_footer_v3,
     payload_size,
 )
+from splitdask._format._grouped import min_footer_v4
 from splitdask._format._jsonbound import check_json_bounds
 from splitdask._format._names import BINS_DIR
 from splitdask._format._segtable import Segment, check_order, order_arrays
@@ -365,7 +366,8 @@ def _part(x: object) -> PartInfo:
         part = PartInfo(
             path, count, size, checksum, version, compression, level, footer, raw, footer_sum
         )
-        fsize = max(footer, min_footer_v3(count))
+        least = min_footer_v3(count) if version == 3 else min_footer_v4(count)
+        fsize = max(footer, least)
     else:
         part = PartInfo(path, count, size, checksum, version, footer_sum=footer_sum)
         fsize = footer_size(count, version)

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from splitdask._format._footer import COMPRESSED_PART_VERSION
+from splitdask._format._grouped import MAX_GROUP
 from splitdask._format._manifest import PartInfo
 from splitdask._util._lazyseq import LazySequence
 
@@ -312,7 +313,10 @@ def check_table(table: PartTable, where: str) -> None:
         problems.append("an unknown compression")
     footer = np.where(version >= 2, 16 * count + 104, 8 * count + 32)
     if v3.any():
-        footer = np.where(v3, np.maximum(c["footer"].astype(np.int64), 4 * count + 136), footer)
+        # The fewest frames a part holds: one per record (v3), per MAX_GROUP (v4).
+        frames = np.where(version == 3, count, -(-count // MAX_GROUP))
+        least = np.where(version == 3, 4 * count + 136, 4 * frames + 152)
+        footer = np.where(v3, np.maximum(c["footer"].astype(np.int64), least), footer)
     if n and (count.min() < 1 or np.any(c["size"].astype(np.int64) < 8 + footer)):
         problems.append("a part whose size cannot hold its records")
     if problems:

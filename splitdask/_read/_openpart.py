@@ -104,7 +104,7 @@ class OpenPart:
             self.ends,
             self.sums,
             self.memo,
-            self.decode,
+            None if self.decode is None else self.decode.hot(),
         )
 
     def viewed(self) -> memoryview:

@@ -21,13 +21,13 @@ import numpy as np
 import xxhash
 
 from splitdask._format import (
-    COMPRESSED_PART_VERSION,
     DATA_START,
+    GROUPED_PART_VERSION,
     MAGIC,
     WRITE_PART_VERSION,
     PartInfo,
     encode_footer_v2,
-    encode_footer_v3,
+    encode_footer_v4,
     footer_hash,
     part_name,
     record_sum,
@@ -54,9 +54,10 @@ _FIRST_CHUNK = 16
 class BinWriter:
     """Streams one bin's records, a batch at a time, into parts of bounded size.
 
-    With a ``compression``, records are compressed one by one (``_codec``) and the
-    parts are format v3; ``sample_bytes`` of records are held back to train the
-    dictionary before the first part opens.
+    With a ``compression``, records are compressed into frames of a few records
+    each (``_compression.PartEncoder``) and the parts are format v4;
+    ``sample_bytes`` of records are held back to train the dictionary before the
+    first part opens.
     """
 
     def __init__(
@@ -104,7 +105,9 @@ class BinWriter:
         next(ends)  # the initial value is the previous end, already stored
         self._offsets.extend(ends)
         self._pos = self._offsets[-1]
-        if self._pos >= self.max_bytes or len(self._offsets) > self.max_records:
+        # Records, not frames, bound a compressed part: its encoder keeps 8 B a record.
+        held = len(self._offsets) if self._enc is None else len(self._enc.sizes)
+        if self._pos >= self.max_bytes or held > self.max_records:
             self.finish()
 
     def _open(self) -> None:
@@ -170,12 +173,12 @@ class BinWriter:
                 self._uid,
             )
         else:
-            footer = self._footer_v3()
+            footer = self._footer_v4()
         self._write(footer)
         with self._failing():
             self._sink.commit()
         self._sink = None
-        count = len(self._offsets) - 1
+        count = len(self._offsets) - 1 if self._enc is None else len(self._enc.sizes)
         size = self._pos + len(footer)
         checksum = f"xxh3_64:{self._hash.hexdigest()}"
         # The manifest records the footer's hash: a random read, which never sees the
@@ -186,26 +189,24 @@ class BinWriter:
             self.parts.append(PartInfo(self._path, count, size, checksum, v2, footer_sum=fsum))
         else:
             c, raw, n = self._enc.compression, self._enc.raw_bytes, len(footer)
-            v3 = COMPRESSED_PART_VERSION
-            info = PartInfo(self._path, count, size, checksum, v3, c.name, c.level, n, raw, fsum)
+            v4 = GROUPED_PART_VERSION
+            info = PartInfo(self._path, count, size, checksum, v4, c.name, c.level, n, raw, fsum)
             self.parts.append(info)
             self._enc.next_part()
         self._offsets = self._sums = None
 
-    def _footer_v3(self) -> bytes:
+    def _footer_v4(self) -> bytes:
         assert self._enc is not None
         assert self._offsets is not None
         assert self._sums is not None
         e = self._enc
-        lengths = np.diff(np.frombuffer(self._offsets, dtype=np.uint64))
-        sums = np.frombuffer(self._sums, dtype=np.uint64)
-        return encode_footer_v3(
-            lengths,
-            sums,
+        return encode_footer_v4(
+            np.diff(np.frombuffer(self._offsets, dtype=np.uint64)),
+            np.frombuffer(self._sums, dtype=np.uint64),
+            np.frombuffer(e.sizes, dtype=np.uint64),
+            np.frombuffer(e.counts, dtype=np.uint8),
             e.dictionary,
             self._uid,
-            max_decoded=e.max_raw,
-            decoded_total=e.raw_bytes,
             level=e.compression.level,
         )
 
@@ -428,7 +429,7 @@ def write_bin_part(
     (a partition's name, say). ``tag`` (lowercase hex, at most 48 digits) starts
     every new part's unique name, so the parts of one write can be told apart from
     others' when its leftovers (a killed task's parts) are collected.
-    ``compression`` (from ``_codec.check_compression``) makes them compressed v3 parts.
+    ``compression`` (from ``_codec.check_compression``) makes them compressed v4 parts.
     """
     if tag and (len(tag) > 48 or tag.strip("0123456789abcdef")):
         raise ValueError(f"tag must be at most 48 lowercase hex digits, got {tag!r}")
