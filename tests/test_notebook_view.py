@@ -204,3 +204,14 @@ def test_typed_records_show_their_fields_dtypes_and_shapes(tmp_path: Path) -> No
     assert 'codec</th><td style="text-align:left">msgpack</td>' in html
     plain = SplitDataLoader(tmp_path / "typed", decode=False)._repr_html_()
     assert "fields of the first" not in plain
+
+
+def test_size_histogram_counts_decoded_sizes_of_compressed_records(tmp_path: Path) -> None:
+    from splitdask._read._describe import sample_sizes
+
+    recs = [b"line %d " % i + b"x" * (i % 37) for i in range(3000)]  # small: frames shared
+    write_split_data(tmp_path / "z", recs, splits=3, compression="zstd", mode="w")
+    loader = SplitDataLoader(tmp_path / "z")
+    sample = sample_sizes(loader._reader or loader._open())
+    assert sample is not None
+    assert sorted(sample.sizes.tolist()) == sorted(len(r) for r in recs)

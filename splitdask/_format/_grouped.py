@@ -253,6 +253,9 @@ class GroupDecoder(Decoder):
         sizes: npt.NDArray[np.int64] = (rows["hi"] - rows["lo"]).astype(np.int64)
         return sizes
 
+    def record_sizes(self, starts: Any, ends: Any) -> npt.NDArray[np.int64]:
+        return self.sizes  # a record's extent is its frame's: the footer has its size
+
     def detached(self) -> GroupDecoder:
         sums = memoryview(bytes(self.frame_sums)).cast("I")
         b, c, s = self.bounds.copy(), self.counts.copy(), self.sizes.copy()

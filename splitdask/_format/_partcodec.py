@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
 import xxhash
 
 from splitdask.errors import CorruptDatasetError
@@ -80,6 +82,11 @@ class PartCodec:
     def detached(self) -> PartCodec:
         """This codec, holding no view of the buffer its footer was read from."""
         return self
+
+    def record_sizes(self, starts: Any, ends: Any) -> npt.NDArray[np.int64]:
+        """Each record's size as readers hand it out, where the footer says it
+        without decoding; else its stored extent (``ends - starts``)."""
+        return np.asarray(ends, np.int64) - np.asarray(starts, np.int64)
 
 
 PLAIN = PartCodec()

@@ -179,8 +179,9 @@ class SizeSample:
 
 def sample_sizes(reader: RecordReader, max_parts: int = SIZE_SAMPLE_PARTS) -> SizeSample | None:
     """Every record size of up to ``max_parts`` parts spread evenly over a local
-    dataset, from their footers (no record is read); ``None`` for a remote dataset,
-    where each part's footer would cost a request."""
+    dataset, from their footers (no record is read): decoded sizes where the footer
+    records them (v4 compressed parts), else stored sizes; ``None`` for a remote
+    dataset, where each part's footer would cost a request."""
     snap = reader.snapshot
     if not reader.store.is_local or not snap.parts:
         return None
@@ -189,7 +190,7 @@ def sample_sizes(reader: RecordReader, max_parts: int = SIZE_SAMPLE_PARTS) -> Si
     sizes = []
     for pid in pids.tolist():
         part = reader.part(pid)
-        sizes.append(np.asarray(part.ends_np, np.int64) - np.asarray(part.starts_np, np.int64))
+        sizes.append(part.codec.record_sizes(part.starts_np, part.ends_np))
     return SizeSample(np.concatenate(sizes), len(pids), n)
 
 
