@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 import s3fs
+from distributed import Client, LocalCluster
 from moto.server import ThreadedMotoServer
 
 DUMMY_CREDENTIALS = {
@@ -206,6 +207,19 @@ def s3_url(s3_bucket: str) -> str:
 @pytest.fixture
 def s3_requests(s3_server: S3Server) -> RequestLog:
     return s3_server.log
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    """A real Dask cluster of two single-threaded worker processes (behind nannies),
+    shared by the tests of one module."""
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as c,
+    ):
+        yield c
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

@@ -43,18 +43,6 @@ from splitdask.errors import CommitConflictError, DatasetNotFoundError
 # -- helpers -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    """Two single-threaded worker processes (behind nannies), shared by this module."""
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
-        yield c
-
-
 def records(n: int, seed: int = 0) -> list[bytes]:
     """``n`` distinct records of varied length (0 to ~300 bytes)."""
     rng = np.random.default_rng(seed)

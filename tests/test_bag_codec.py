@@ -4,7 +4,6 @@ carried to the workers), ``decode=False``, pickle's opt-in, and a DataFrame."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from _codec_helpers import CODEC, decode_point, encode_point, label_plus_one
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from splitdask import SplitDataLoader, register_codec, write_split_data
 from splitdask.bag import read_split_bins, to_split_bins
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    """Two single-threaded worker processes, shared by this module."""
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
-        yield c
 
 
 def sample(i: int) -> dict[str, Any]:

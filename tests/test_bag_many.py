@@ -3,27 +3,15 @@ LocalCluster with two worker processes, locally and on the S3 server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from splitdask import SplitDataLoader, write_split_data
 from splitdask.bag import read_split_bins
 from splitdask.errors import DatasetNotFoundError
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
-        yield c
 
 
 def make(url: str, name: str, n: int, bins: int, **kw: Any) -> list[list[bytes]]:

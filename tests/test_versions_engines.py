@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch.utils.data as tud
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from splitdask import SnapshotExpiredError, SplitDataLoader, compact, gc, write_split_data
 from splitdask.bag import read_split_bins
@@ -215,17 +215,6 @@ def test_states_before_versions_still_load(ds: Path) -> None:
 
 
 # -- Dask: a bag's tasks on worker processes -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
-        yield c
 
 
 def _ids(bag: Any, client: Client) -> list[int]:
