@@ -35,6 +35,7 @@ __all__ = [
     "WRITE_PART_VERSION",
     "decode_footer",
     "decode_footer_v2",
+    "checked_tail",
     "decode_footer_v3",
     "encode_footer",
     "encode_footer_v2",
@@ -242,6 +243,39 @@ def encode_footer_v3(
     return body + digest + _TRAILER.pack(len(sm), COMPRESSED_PART_VERSION, 0, MAGIC)
 
 
+def checked_tail(
+    tail: Any,
+    footer_len: int,
+    part_size: int,
+    count: int,
+    minimum: int,
+    version: int,
+    uid: str,
+    where: str,
+) -> tuple[memoryview, int]:
+    """The last ``footer_len`` bytes of ``tail`` (a compressed part's footer) once its
+    size is possible for ``count`` records (``minimum``) in a part of ``part_size``,
+    its trailer names ``version`` and ``count``, and its hash and ``uid`` match; and
+    where its body ends."""
+    if footer_len < minimum or part_size < DATA_START + footer_len:
+        raise CorruptDatasetError(
+            f"{where}: a {footer_len}-byte footer cannot describe {count} records in a "
+            f"part of {part_size} bytes (truncated or replaced?)"
+        )
+    if len(tail) < footer_len:
+        raise CorruptDatasetError(f"{where}: {len(tail)} bytes read, the footer is {footer_len}")
+    view = memoryview(tail)
+    view = view[len(view) - footer_len :]
+    n, got, _reserved, magic = _TRAILER.unpack(view[-TRAILER_SIZE:])
+    if magic != MAGIC:
+        raise CorruptDatasetError(f"{where}: not a splitdask bin part (bad trailing magic)")
+    if got != version:
+        raise CorruptDatasetError(f"{where}: footer says version {got}, manifest says {version}")
+    if n != count:
+        raise CorruptDatasetError(f"{where}: footer says {n} records, manifest says {count}")
+    return view, _check_tail(view, footer_len, uid, where)
+
+
 def decode_footer_v3(
     tail: bytes | memoryview,
     part_size: int,
@@ -257,23 +291,16 @@ def decode_footer_v3(
     Every length the footer claims is checked against ``footer_len`` and the part's
     size before it is used, and the decoded total against the manifest's.
     """
-    if footer_len < min_footer_v3(count) or part_size < DATA_START + footer_len:
-        raise CorruptDatasetError(
-            f"{where}: a {footer_len}-byte footer cannot describe {count} records in a "
-            f"part of {part_size} bytes (truncated or replaced?)"
-        )
-    if len(tail) < footer_len:
-        raise CorruptDatasetError(f"{where}: {len(tail)} bytes read, the footer is {footer_len}")
-    view = memoryview(tail)
-    view = view[len(view) - footer_len :]
-    n, got, _reserved, magic = _TRAILER.unpack(view[-TRAILER_SIZE:])
-    if magic != MAGIC:
-        raise CorruptDatasetError(f"{where}: not a splitdask bin part (bad trailing magic)")
-    if got != COMPRESSED_PART_VERSION:
-        raise CorruptDatasetError(f"{where}: footer says version {got}, manifest says 3")
-    if n != count:
-        raise CorruptDatasetError(f"{where}: footer says {n} records, manifest says {count}")
-    body_end = _check_tail(view, footer_len, uid, where)
+    view, body_end = checked_tail(
+        tail,
+        footer_len,
+        part_size,
+        count,
+        min_footer_v3(count),
+        COMPRESSED_PART_VERSION,
+        uid,
+        where,
+    )
     fixed_at = body_end - UID_SIZE - _V3_FIXED.size
     n_dict, n_len, max_dec, total, _level, width, codec = _V3_FIXED.unpack(
         view[fixed_at : fixed_at + _V3_FIXED.size]

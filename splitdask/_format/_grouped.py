@@ -46,7 +46,7 @@ from splitdask._format._footer import (
     MAGIC,
     TRAILER_SIZE,
     UID_SIZE,
-    _check_tail,
+    checked_tail,
 )
 from splitdask._format._partcodec import Footer, record_sum
 from splitdask.errors import CorruptDatasetError
@@ -135,23 +135,9 @@ def decode_footer_v4(
     Every size the footer claims is checked against ``footer_len``, the part's size,
     the count and the manifest's decoded total before anything is allocated from it.
     """
-    if footer_len < min_footer_v4(count) or part_size < DATA_START + footer_len:
-        raise CorruptDatasetError(
-            f"{where}: a {footer_len}-byte footer cannot describe {count} records in a "
-            f"part of {part_size} bytes (truncated or replaced?)"
-        )
-    if len(tail) < footer_len:
-        raise CorruptDatasetError(f"{where}: {len(tail)} bytes read, the footer is {footer_len}")
-    view = memoryview(tail)
-    view = view[len(view) - footer_len :]
-    n, got, _reserved, magic = _TRAILER.unpack(view[-TRAILER_SIZE:])
-    if magic != MAGIC:
-        raise CorruptDatasetError(f"{where}: not a splitdask bin part (bad trailing magic)")
-    if got != GROUPED_PART_VERSION:
-        raise CorruptDatasetError(f"{where}: footer says version {got}, manifest says 4")
-    if n != count:
-        raise CorruptDatasetError(f"{where}: footer says {n} records, manifest says {count}")
-    body_end = _check_tail(view, footer_len, uid, where)
+    view, body_end = checked_tail(
+        tail, footer_len, part_size, count, min_footer_v4(count), GROUPED_PART_VERSION, uid, where
+    )
     fixed_at = body_end - UID_SIZE - _V4_FIXED.size
     fields = _V4_FIXED.unpack(view[fixed_at : fixed_at + _V4_FIXED.size])
     n_dict, n_len, n_size, n_cnt, frames, total, _level, lw, sw, cw, codec = fields
