@@ -268,3 +268,13 @@ def test_sources_resolve_urls_loaders_and_versions(tmp_path: Path) -> None:
         Mixture([a], epoch_length=10)
     with pytest.raises(ResumeStateError, match="damaged"):
         read_state(mix, {**state, "remaining": [5]})
+
+
+def test_a_negative_seed_is_a_value_error(tmp_path: Path) -> None:
+    write_split_data(tmp_path / "a", [b"x"] * 4, splits=2, mode="w")
+    with pytest.raises(ValueError, match="seed"):
+        Mixture([str(tmp_path / "a")], seed=-1)
+    with pytest.raises(ValueError, match="seed"):
+        Mixture([{"urlpath": str(tmp_path / "a"), "seed": -1}])
+    with pytest.raises(TypeError, match="seed"):
+        Mixture([str(tmp_path / "a")], seed="0")  # type: ignore[arg-type]

@@ -119,7 +119,7 @@ def resolve_source(
         bin_counts=counts,
         nbytes=snap.nbytes,
         shuffle=normalise_shuffle(spec.get("shuffle", shuffle)),
-        seed=check_int(spec.get("seed", seed), "seed", minimum=0, error=TypeError),
+        seed=check_int(spec.get("seed", seed), "seed", minimum=0),
         window=check_int(win, "window", minimum=1),
         name=str(spec.get("name") or os.path.basename(store.urlpath.rstrip("/")) or store.urlpath),
     )
@@ -196,7 +196,7 @@ class Mixture:
             raise ValueError("a mixture needs at least one source")
         if stopping not in STOPPING:
             raise ValueError(f"stopping must be one of {', '.join(map(repr, STOPPING))}")
-        seed = check_int(seed, "seed", minimum=0, error=TypeError)
+        seed = check_int(seed, "seed", minimum=0)
         mode = normalise_shuffle(shuffle)
         resolved = [resolve_source(s, storage_options, mode, seed, window) for s in sources]
         if weights is None:

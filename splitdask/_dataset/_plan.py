@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from splitdask._dataset._index import IntArray
+from splitdask._dataset._interleave import Intervals, coalesce
 from splitdask._dataset._order import bin_order, bin_permutation
 from splitdask._util._split import worker_batches
 from splitdask._util._validate import check_int
@@ -174,9 +175,6 @@ class EpochOrder:
         return y
 
 
-Intervals = tuple[tuple[int, int], ...]
-
-
 @dataclass(frozen=True)
 class RankPlan:
     """One rank's share of an epoch, split further among DataLoader workers.
@@ -273,7 +271,7 @@ class RankPlan:
             left += _slice(self.remaining, at, a)
             at = max(at, b)
         left += _slice(self.remaining, at, min(self.world_size * n, m))
-        return _coalesce(left)
+        return coalesce(left)
 
 
 def _slice(intervals: Intervals, lo: int, hi: int) -> list[tuple[int, int]]:
@@ -285,16 +283,6 @@ def _slice(intervals: Intervals, lo: int, hi: int) -> list[tuple[int, int]]:
             out.append((a + s, a + e))
         base += b - a
     return out
-
-
-def _coalesce(intervals: list[tuple[int, int]]) -> Intervals:
-    out: list[tuple[int, int]] = []
-    for a, b in intervals:
-        if out and out[-1][1] == a:
-            out[-1] = (out[-1][0], b)
-        elif b > a:
-            out.append((a, b))
-    return tuple(out)
 
 
 @dataclass(frozen=True)
